@@ -1,0 +1,1 @@
+//! The ferrolab collaboration server. Not built yet: see `docs/collab.md`.

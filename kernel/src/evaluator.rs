@@ -1,0 +1,505 @@
+//! Rust cells through evcxr: warm-up in the background, live output relay, and
+//! errors that say what happened and what state was lost.
+
+use crate::iopub::KernelOutput;
+use crate::prelude::{self, Event};
+use crossbeam_channel::{Receiver, Select};
+use evcxr::{CommandContext, EvalCallbacks, EvalOutputs};
+use ferrolab_magics::{MagicError, MimeBundle, Output, Stream};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the state
+/// behind these locks stays consistent between statements.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The user's "stop" button, shared by the control channel and the executor.
+#[derive(Default)]
+pub struct Interrupt {
+    requested: AtomicBool,
+    /// The evaluation process, while a Rust cell is running in it.
+    running: Mutex<Option<Arc<Mutex<Child>>>>,
+}
+
+impl Interrupt {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        if let Some(process) = lock(&self.running).as_ref() {
+            if let Err(e) = lock(process).kill() {
+                log::warn!("could not stop the evaluation process: {e}");
+            }
+        }
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.requested.store(false, Ordering::SeqCst);
+    }
+
+    fn set_running(&self, process: Option<Arc<Mutex<Child>>>) {
+        *lock(&self.running) = process;
+    }
+
+    /// Kills the evaluation process, if one is known (at shutdown).
+    pub fn kill_process(&self) {
+        if let Some(process) = lock(&self.running).as_ref() {
+            let _ = lock(process).kill();
+        }
+    }
+}
+
+/// Shared between the executor and the relay thread.
+#[derive(Default)]
+struct Relay {
+    target: Mutex<Option<KernelOutput>>,
+    panic: Mutex<Option<(String, String)>>,
+    /// Held while a batch of lines is being forwarded.
+    forwarding: Mutex<()>,
+}
+
+struct Ready {
+    context: CommandContext,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+enum State {
+    Starting(std::sync::mpsc::Receiver<Result<Ready, String>>),
+    Ready(Box<Ready>),
+    Failed(String),
+}
+
+/// The evcxr evaluation context, started in the background.
+pub struct Evaluator {
+    state: State,
+    relay: Arc<Relay>,
+    interrupt: Arc<Interrupt>,
+}
+
+impl Evaluator {
+    /// Starts evcxr on a background thread; the first Rust cell waits for it.
+    pub fn start(interrupt: Arc<Interrupt>) -> Evaluator {
+        let relay = Arc::new(Relay::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let relay_for_thread = relay.clone();
+        let spawned = std::thread::Builder::new()
+            .name("evcxr-warm-up".into())
+            .spawn(move || {
+                let _ = tx.send(warm_up(relay_for_thread));
+            });
+        let state = match spawned {
+            Ok(_) => State::Starting(rx),
+            Err(e) => State::Failed(format!("could not start a thread for evcxr: {e}")),
+        };
+        Evaluator {
+            state,
+            relay,
+            interrupt,
+        }
+    }
+
+    /// True once evcxr is ready (completions and inspection do not wait for it).
+    pub fn is_ready(&mut self) -> bool {
+        if let State::Starting(rx) = &self.state {
+            match rx.try_recv() {
+                Ok(result) => self.settle_start(result),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.settle_start(Err("the warm-up thread stopped".into()))
+                }
+            }
+        }
+        matches!(self.state, State::Ready(_))
+    }
+
+    fn settle_start(&mut self, result: Result<Ready, String>) {
+        self.state = match result {
+            Ok(ready) => State::Ready(Box::new(ready)),
+            Err(e) => State::Failed(e),
+        };
+    }
+
+    fn ready(&mut self) -> Result<&mut Ready, MagicError> {
+        if let State::Starting(rx) = &self.state {
+            let result = rx
+                .recv()
+                .unwrap_or_else(|_| Err("the warm-up thread stopped".into()));
+            self.settle_start(result);
+        }
+        match &mut self.state {
+            State::Ready(ready) => Ok(ready),
+            State::Failed(why) => Err(MagicError::new(
+                "EvaluatorUnavailable",
+                format!(
+                    "Rust cells cannot run: {why}. Magics still work. Check that `cargo` and \
+                     `rustc` are on the kernel's PATH, then restart the kernel."
+                ),
+            )),
+            State::Starting(_) => unreachable!("settled above"),
+        }
+    }
+
+    /// Runs Rust code (and evcxr `:` commands), streaming its output to `out`.
+    pub fn run(
+        &mut self,
+        code: &str,
+        out: &KernelOutput,
+        input: &dyn Fn(&str, bool) -> String,
+    ) -> Result<Option<MimeBundle>, MagicError> {
+        let relay = self.relay.clone();
+        let interrupt = self.interrupt.clone();
+        let ready = self.ready()?;
+        *lock(&relay.target) = Some(out.clone());
+        *lock(&relay.panic) = None;
+        let before = variables(&ready.context);
+        interrupt.set_running(Some(ready.context.process_handle()));
+        let result = ready.context.execute_with_callbacks(
+            code,
+            &mut EvalCallbacks {
+                input_reader: &|request| answer_input(&request.prompt, request.is_password, input),
+            },
+        );
+        interrupt.set_running(None);
+        settle(&relay, &ready.stdout, &ready.stderr);
+        *lock(&relay.target) = None;
+        let panic = lock(&relay.panic).take();
+        let after = variables(&ready.context);
+        let lost: Vec<String> = before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .cloned()
+            .collect();
+        match result {
+            Ok(outputs) => match panic {
+                Some((location, message)) => Err(panic_error(&message, &location, &lost)),
+                None => Ok(bundle(outputs)),
+            },
+            Err(evcxr::Error::CompilationErrors(errors)) => Err(compile_error(&errors, code)),
+            Err(evcxr::Error::SubprocessTerminated(status)) => {
+                // evcxr has started a fresh process; give it the panic reporter again.
+                if let Err(e) = ready.context.execute(prelude::INSTALL_PANIC_HOOK) {
+                    log::warn!("could not reinstall the panic reporter: {e}");
+                }
+                Err(process_lost_error(interrupt.requested(), &status, &before))
+            }
+            Err(evcxr::Error::TypeRedefinedVariablesLost(names)) => Err(MagicError::new(
+                "VariablesLost",
+                format!(
+                    "a type was redefined, so these variables of the old type were dropped: {} \
+                     (re-run the cells that create them)",
+                    names.join(", ")
+                ),
+            )),
+            Err(evcxr::Error::Message(message)) => {
+                if interrupt.requested() {
+                    Err(MagicError::new("Interrupted", "the cell was interrupted"))
+                } else {
+                    Err(MagicError::new("Error", message))
+                }
+            }
+        }
+    }
+
+    /// Completions at `cursor` (a byte offset): (matches, start, end) in bytes.
+    pub fn complete(&mut self, code: &str, cursor: usize) -> Option<(Vec<String>, usize, usize)> {
+        if !self.is_ready() {
+            return None;
+        }
+        let State::Ready(ready) = &mut self.state else {
+            return None;
+        };
+        let completions = ready.context.completions(code, cursor).ok()?;
+        let matches = completions
+            .completions
+            .into_iter()
+            .map(|c| c.code)
+            .collect();
+        Some((matches, completions.start_offset, completions.end_offset))
+    }
+
+    /// Hover documentation at `cursor` (a byte offset): (plain text, HTML).
+    pub fn inspect(&mut self, code: &str, cursor: usize) -> Option<(String, String)> {
+        if !self.is_ready() {
+            return None;
+        }
+        let State::Ready(ready) = &mut self.state else {
+            return None;
+        };
+        ready.context.hover_at(code, cursor).ok()
+    }
+}
+
+fn warm_up(relay: Arc<Relay>) -> Result<Ready, String> {
+    let (mut context, outputs) = CommandContext::new().map_err(|e| e.to_string())?;
+    spawn_relay(relay, outputs.stdout.clone(), outputs.stderr.clone())?;
+    // Fast builds of small cells matter more than fast code; `:opt 2` restores
+    // evcxr's default, and the user's own config (loaded next) may set it.
+    context.set_opt_level("0").map_err(|e| e.to_string())?;
+    if let Err(e) = context.execute(":load_config") {
+        log::warn!("could not load the evcxr config: {e}");
+    }
+    context
+        .execute(prelude::SOURCE)
+        .map_err(|e| format!("the ferrolab prelude did not compile: {e}"))?;
+    context
+        .execute(prelude::INSTALL_PANIC_HOOK)
+        .map_err(|e| format!("the panic reporter did not install: {e}"))?;
+    Ok(Ready {
+        context,
+        stdout: outputs.stdout,
+        stderr: outputs.stderr,
+    })
+}
+
+fn variables(context: &CommandContext) -> BTreeMap<String, String> {
+    context
+        .variables_and_types()
+        .map(|(name, ty)| (name.to_string(), ty.to_string()))
+        .collect()
+}
+
+fn answer_input(prompt: &str, is_password: bool, input: &dyn Fn(&str, bool) -> String) -> String {
+    match prelude::decode_prompt(prompt) {
+        Some(prompt) => prelude::encode_answer(&input(&prompt, is_password)),
+        None => {
+            // evcxr_input's own protocol: one line, no way to say "no stdin".
+            let answer = input(prompt, is_password);
+            if answer == prelude::NO_STDIN {
+                String::new()
+            } else {
+                answer.replace(['\n', '\r'], " ")
+            }
+        }
+    }
+}
+
+/// Forwards the evaluation process's stdout and stderr to the current cell, one
+/// message per burst of lines, as they arrive.
+fn spawn_relay(
+    relay: Arc<Relay>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("output-relay".into())
+        .spawn(move || {
+            let mut select = Select::new();
+            let out_index = select.recv(&stdout);
+            let err_index = select.recv(&stderr);
+            let mut open = 2;
+            while open > 0 {
+                let op = select.select();
+                let index = op.index();
+                let (receiver, stream) = if index == out_index {
+                    (&stdout, Stream::Stdout)
+                } else if index == err_index {
+                    (&stderr, Stream::Stderr)
+                } else {
+                    continue;
+                };
+                let Ok(first) = op.recv(receiver) else {
+                    select.remove(index);
+                    open -= 1;
+                    continue;
+                };
+                let _forwarding = lock(&relay.forwarding);
+                let mut lines = vec![first];
+                // Coalesce a burst into one message; 256 lines keeps messages small.
+                while lines.len() < 256 {
+                    match receiver.try_recv() {
+                        Ok(line) => lines.push(line),
+                        Err(_) => break,
+                    }
+                }
+                forward(&relay, stream, lines);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("could not start the output relay: {e}"))
+}
+
+fn forward(relay: &Relay, stream: Stream, lines: Vec<String>) {
+    let mut target = lock(&relay.target).clone();
+    let mut text = String::new();
+    for line in lines {
+        if stream == Stream::Stdout {
+            if let Some(event) = prelude::decode(&line) {
+                if let Some(out) = target.as_mut() {
+                    out.stream(stream, &std::mem::take(&mut text));
+                }
+                match event {
+                    Event::Display { id, mime, data } => {
+                        if let Some(out) = target.as_mut() {
+                            out.display(with_plain(mime, data), Some(&id));
+                        }
+                    }
+                    Event::Update { id, mime, data } => {
+                        if let Some(out) = target.as_mut() {
+                            out.update_display(with_plain(mime, data), &id);
+                        }
+                    }
+                    Event::Panic { location, message } => {
+                        *lock(&relay.panic) = Some((location, message));
+                    }
+                }
+                continue;
+            }
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    match target.as_mut() {
+        Some(out) => out.stream(stream, &text),
+        None if !text.is_empty() => log::debug!("output outside any cell: {text}"),
+        None => {}
+    }
+}
+
+fn with_plain(mime: String, data: Value) -> MimeBundle {
+    let bundle = MimeBundle::default().with(&mime, data.clone());
+    if mime == "text/plain" {
+        bundle
+    } else {
+        // Consoles and exporters need a text form; text/markdown is readable as is.
+        let plain = match (&mime[..], &data) {
+            ("text/markdown" | "text/latex", Value::String(s)) => s.clone(),
+            _ => format!("[{mime}]"),
+        };
+        bundle.with("text/plain", plain)
+    }
+}
+
+/// Waits until every line the evaluation process wrote has been forwarded.
+fn settle(relay: &Relay, stdout: &Receiver<String>, stderr: &Receiver<String>) {
+    // evcxr reads stderr on its own thread, so a line may still be in flight when
+    // the cell returns; give it a moment to land, bounded.
+    for _ in 0..2 {
+        let mut waited = 0;
+        while !(stdout.is_empty() && stderr.is_empty()) && waited < 2000 {
+            std::thread::sleep(Duration::from_millis(1));
+            waited += 1;
+        }
+        drop(lock(&relay.forwarding));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(lock(&relay.forwarding));
+}
+
+fn bundle(outputs: EvalOutputs) -> Option<MimeBundle> {
+    if outputs.content_by_mime_type.is_empty() {
+        return None;
+    }
+    let mut bundle = MimeBundle::default();
+    for (mime, content) in outputs.content_by_mime_type {
+        let value = if mime.ends_with("json") {
+            serde_json::from_str(&content).unwrap_or(Value::from(content))
+        } else {
+            Value::from(content)
+        };
+        bundle = bundle.with(&mime, value);
+    }
+    if bundle.get("text/plain").is_none() {
+        let mimes: Vec<String> = bundle.data.keys().cloned().collect();
+        bundle = bundle.with("text/plain", format!("[{}]", mimes.join(", ")));
+    }
+    Some(bundle)
+}
+
+fn compile_error(errors: &[evcxr::CompilationError], source: &str) -> MagicError {
+    let mut traceback = Vec::new();
+    let mut messages = Vec::new();
+    for error in errors {
+        messages.push(error.message());
+        if error.is_from_user_code() {
+            let file_name = "cell".to_string();
+            if let Some(report) =
+                error.build_report(file_name.clone(), source.to_string(), evcxr::Theme::Light)
+            {
+                let mut rendered = Vec::new();
+                if report
+                    .write(ariadne::sources([(file_name, source)]), &mut rendered)
+                    .is_ok()
+                {
+                    traceback.extend(
+                        String::from_utf8_lossy(&rendered)
+                            .lines()
+                            .map(str::to_string),
+                    );
+                    continue;
+                }
+            }
+            for spanned in error.spanned_messages() {
+                traceback.extend(spanned.lines.iter().cloned());
+                traceback.push(spanned.label.clone());
+            }
+            traceback.push(error.message());
+            traceback.extend(error.help().into_iter().map(|h| format!("help: {h}")));
+        } else {
+            traceback.push(error.message());
+        }
+    }
+    let evalue = messages.first().cloned().unwrap_or_default();
+    MagicError {
+        ename: "CompileError".into(),
+        evalue,
+        traceback,
+    }
+}
+
+fn lost_sentence(names: &[String]) -> String {
+    if names.is_empty() {
+        "No variables were lost.".to_string()
+    } else {
+        format!("Variables lost: {}.", names.join(", "))
+    }
+}
+
+fn panic_error(message: &str, location: &str, lost: &[String]) -> MagicError {
+    let evalue = message.to_string();
+    let mut traceback = vec![format!("panicked at {location}:"), message.to_string()];
+    traceback.push(lost_sentence(lost));
+    MagicError {
+        ename: "Panic".into(),
+        evalue,
+        traceback,
+    }
+}
+
+fn process_lost_error(interrupted: bool, status: &str, before: &BTreeMap<String, String>) -> MagicError {
+    let names: Vec<String> = before.keys().cloned().collect();
+    let (ename, what) = if interrupted {
+        (
+            "Interrupted",
+            "The cell was interrupted: the process that runs Rust code was stopped.".to_string(),
+        )
+    } else {
+        (
+            "EvaluationProcessCrashed",
+            format!(
+                "The process that runs Rust code stopped unexpectedly ({}).",
+                status.trim().lines().last().unwrap_or("no exit status")
+            ),
+        )
+    };
+    let traceback = vec![
+        what.clone(),
+        lost_sentence(&names),
+        "Functions, types, `use` items and `:dep` dependencies are kept; re-run the cells \
+         that create the variables you need."
+            .to_string(),
+    ];
+    MagicError {
+        ename: ename.into(),
+        evalue: format!("{what} {}", lost_sentence(&names)),
+        traceback,
+    }
+}

@@ -1,0 +1,121 @@
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ferrolab_kernel::install::{self, Location};
+use ferrolab_kernel::server::{self, KernelConfig};
+use std::path::PathBuf;
+
+/// ferrolab: an LLMOps workspace for Rust notebooks.
+#[derive(Parser)]
+#[command(name = "ferrolab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The Jupyter kernel: run it, or install its kernelspec.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Run the kernel (Jupyter starts this for you).
+    Run {
+        /// The connection file Jupyter writes for the kernel.
+        #[arg(long)]
+        connection_file: PathBuf,
+    },
+    /// Install the `ferrolab` kernelspec so Jupyter offers "Rust (ferrolab)".
+    Install(Where),
+    /// Remove the `ferrolab` kernelspec.
+    Uninstall(Where),
+}
+
+#[derive(Args)]
+#[group(multiple = false)]
+struct Where {
+    /// In the user's Jupyter data directory (the default).
+    #[arg(long)]
+    user: bool,
+    /// In the active Python environment (`share/jupyter` under sys.prefix).
+    #[arg(long)]
+    sys_prefix: bool,
+    /// Under PREFIX/share/jupyter.
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<PathBuf>,
+}
+
+impl Where {
+    fn location(&self) -> Location {
+        match (&self.prefix, self.sys_prefix) {
+            (Some(prefix), _) => Location::Prefix(prefix.clone()),
+            (None, true) => Location::SysPrefix,
+            (None, false) => Location::User,
+        }
+    }
+}
+
+fn main() {
+    // evcxr re-executes this binary as its evaluation process; this must come first.
+    evcxr::runtime_hook();
+    ferrolab_kernel::logging::init();
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("ferrolab: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Kernel { command } => match command {
+            KernelCommand::Run { connection_file } => run_kernel(&connection_file),
+            KernelCommand::Install(place) => {
+                let dir = install::install(&place.location())?;
+                println!("Installed kernelspec ferrolab in {}", dir.display());
+                Ok(())
+            }
+            KernelCommand::Uninstall(place) => {
+                match install::uninstall(&place.location())? {
+                    Some(dir) => println!("Removed kernelspec ferrolab from {}", dir.display()),
+                    None => println!(
+                        "No ferrolab kernelspec in {}",
+                        place.location().kernel_dir()?.display()
+                    ),
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+fn run_kernel(connection_file: &PathBuf) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(connection_file).with_context(|| {
+        format!(
+            "cannot read the connection file {}",
+            connection_file.display()
+        )
+    })?;
+    let connection = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the connection file {} is not a Jupyter connection file",
+            connection_file.display()
+        )
+    })?;
+    let config = KernelConfig {
+        connection,
+        history_path: Some(ferrolab_kernel::home().join("history.jsonl")),
+        registry: ferrolab_kernel::registry(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(server::run(config))?;
+    // Background threads (evcxr's warm-up, the relay) must not keep the process alive.
+    std::process::exit(0)
+}

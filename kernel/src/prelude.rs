@@ -1,0 +1,288 @@
+//! The prelude every Rust cell can use without `use` or `:dep`, and the line
+//! protocol it speaks to the kernel.
+//!
+//! The prelude runs in evcxr's evaluation process, so it can only talk to the kernel
+//! through stdout. Each call prints one line that starts with [`MARKER`] followed by
+//! a JSON object; the kernel's output relay turns those lines into `display_data`,
+//! `update_display_data` or panic reports instead of `stream` text.
+
+use serde_json::Value;
+
+/// Starts every prelude line on stdout; a control character no user text begins with.
+pub const MARKER: &str = "\u{1}ferrolab:";
+
+/// Prefix of an `input()` prompt encoded by the prelude (see [`decode`]).
+pub const INPUT_PREFIX: &str = "\u{1}ferrolab-input~";
+
+/// What the input callback answers when the client does not allow stdin.
+pub const NO_STDIN: &str = "\u{1}no-stdin";
+
+/// The Rust source of the prelude, compiled once when the evaluation context starts.
+pub const SOURCE: &str = r#####"
+#[allow(dead_code)]
+fn __ferrolab_json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[allow(dead_code)]
+fn __ferrolab_emit(kind: &str, id: &str, mime: &str, data: &str) {
+    use std::io::Write;
+    let line = format!(
+        "\u{1}ferrolab:{{\"kind\":{},\"id\":{},\"mime\":{},\"data\":{}}}\n",
+        __ferrolab_json(kind), __ferrolab_json(id), __ferrolab_json(mime), __ferrolab_json(data)
+    );
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let _ = lock.write_all(line.as_bytes());
+    let _ = lock.flush();
+}
+
+/// A rich output shown while the cell runs; `update` replaces it in place.
+#[allow(dead_code)]
+pub struct Display {
+    id: String,
+}
+
+#[allow(dead_code)]
+impl Display {
+    /// Replaces this display's content (sends `update_display_data`).
+    pub fn update(&self, mime: &str, data: &str) {
+        __ferrolab_emit("update", &self.id, mime, data);
+    }
+
+    /// The Jupyter `display_id` of this display.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    // Shown as nothing when a cell ends with a Display value.
+    pub fn evcxr_display(&self) {}
+}
+
+/// Shows `data` as MIME type `mime` now, while the cell runs.
+#[allow(dead_code)]
+pub fn display(mime: &str, data: &str) -> Display {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!(
+        "ferrolab-{:x}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    __ferrolab_emit("display", &id, mime, data);
+    Display { id }
+}
+
+/// Shows HTML now, while the cell runs.
+#[allow(dead_code)]
+pub fn display_html(html: &str) -> Display {
+    display("text/html", html)
+}
+
+/// Shows Markdown now, while the cell runs.
+#[allow(dead_code)]
+pub fn display_markdown(markdown: &str) -> Display {
+    display("text/markdown", markdown)
+}
+
+#[allow(dead_code)]
+fn __ferrolab_percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' | ':' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if (c as u32) < 0x20 => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[allow(dead_code)]
+fn __ferrolab_unpercent(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Asks the user for a line of text (an `input_request` to the client) and returns
+/// it. Panics with a clear message when the client does not allow input.
+#[allow(dead_code)]
+pub fn input(prompt: &str) -> String {
+    use std::io::Write;
+    println!("EVCXR_INPUT_REQUEST:\u{1}ferrolab-input~{}", __ferrolab_percent(prompt));
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let answer = line.trim_end_matches(['\n', '\r']);
+    if answer == "\u{1}no-stdin" {
+        panic!("input() is not available: this client does not accept input requests (allow_stdin is false)");
+    }
+    __ferrolab_unpercent(answer)
+}
+
+#[allow(dead_code)]
+fn __ferrolab_install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            String::from("Box<dyn Any>")
+        };
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        __ferrolab_emit("panic", &location, "text/plain", &message);
+        default(info);
+    }));
+}
+"#####;
+
+/// The statement that (re)installs the panic reporter in a fresh evaluation process.
+pub const INSTALL_PANIC_HOOK: &str = "__ferrolab_install_panic_hook();";
+
+/// One prelude line, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Display { id: String, mime: String, data: Value },
+    Update { id: String, mime: String, data: Value },
+    Panic { location: String, message: String },
+}
+
+/// Decodes a stdout line from the evaluation process. `None` for ordinary output.
+pub fn decode(line: &str) -> Option<Event> {
+    let json = line.strip_prefix(MARKER)?;
+    let value: Value = serde_json::from_str(json).ok()?;
+    let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
+    let mime = field("mime").to_string();
+    let raw = field("data");
+    // Jupyter wants JSON MIME types as JSON values, not strings.
+    let data = if mime.ends_with("json") {
+        serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw))
+    } else {
+        Value::from(raw)
+    };
+    let id = field("id").to_string();
+    match field("kind") {
+        "display" => Some(Event::Display { id, mime, data }),
+        "update" => Some(Event::Update { id, mime, data }),
+        "panic" => Some(Event::Panic {
+            location: id,
+            message: raw.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// Turns the prompt evcxr hands to the input callback back into the user's text.
+/// Returns `None` for prompts that did not come from the prelude's `input()`.
+pub fn decode_prompt(prompt: &str) -> Option<String> {
+    prompt.strip_prefix(INPUT_PREFIX).map(unpercent)
+}
+
+/// Encodes an answer so that it stays one line on the way to the evaluation process.
+pub fn encode_answer(answer: &str) -> String {
+    let mut out = String::with_capacity(answer.len());
+    for c in answer.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\n' => out.push_str("%0A"),
+            '\r' => out.push_str("%0D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unpercent(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_display_lines() {
+        let line = format!(
+            "{MARKER}{{\"kind\":\"display\",\"id\":\"d1\",\"mime\":\"application/json\",\"data\":\"{{\\\"a\\\":1}}\"}}"
+        );
+        assert_eq!(
+            decode(&line),
+            Some(Event::Display {
+                id: "d1".into(),
+                mime: "application/json".into(),
+                data: serde_json::json!({"a": 1}),
+            })
+        );
+        assert_eq!(decode("plain output"), None);
+        assert_eq!(decode(&format!("{MARKER}not json")), None);
+    }
+
+    #[test]
+    fn prompts_and_answers_round_trip() {
+        assert_eq!(
+            decode_prompt(&format!("{INPUT_PREFIX}Name%3A %25 %0A")).as_deref(),
+            Some("Name: % \n")
+        );
+        assert_eq!(decode_prompt("plain"), None);
+        assert_eq!(encode_answer("a%b\nc"), "a%25b%0Ac");
+        assert_eq!(unpercent(&encode_answer("100% sure\nyes")), "100% sure\nyes");
+        assert_eq!(unpercent("%"), "%");
+        assert_eq!(unpercent("%4"), "%4");
+        assert_eq!(unpercent("%zz"), "%zz");
+    }
+}
