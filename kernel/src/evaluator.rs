@@ -61,9 +61,15 @@ impl Interrupt {
 #[derive(Default)]
 struct Relay {
     target: Mutex<Option<KernelOutput>>,
-    panic: Mutex<Option<(String, String)>>,
+    panic: Mutex<Option<Panic>>,
     /// Held while a batch of lines is being forwarded.
     forwarding: Mutex<()>,
+}
+
+struct Panic {
+    location: String,
+    message: String,
+    backtrace: String,
 }
 
 struct Ready {
@@ -180,7 +186,7 @@ impl Evaluator {
             .collect();
         match result {
             Ok(outputs) => match panic {
-                Some((location, message)) => Err(panic_error(&message, &location, &lost)),
+                Some(panic) => Err(panic_error(&panic, &lost)),
                 None => Ok(bundle(outputs)),
             },
             Err(evcxr::Error::CompilationErrors(errors)) => Err(compile_error(&errors, code)),
@@ -244,7 +250,7 @@ fn warm_up(relay: Arc<Relay>) -> Result<Ready, String> {
     // Fast builds of small cells matter more than fast code; `:opt 2` restores
     // evcxr's default, and the user's own config (loaded next) may set it.
     context.set_opt_level("0").map_err(|e| e.to_string())?;
-    if let Err(e) = context.execute(":load_config") {
+    if let Err(e) = context.execute(":load_config --quiet") {
         log::warn!("could not load the evcxr config: {e}");
     }
     context
@@ -347,8 +353,21 @@ fn forward(relay: &Relay, stream: Stream, lines: Vec<String>) {
                             out.update_display(with_plain(mime, data), &id);
                         }
                     }
-                    Event::Panic { location, message } => {
-                        *lock(&relay.panic) = Some((location, message));
+                    Event::Clear { wait } => {
+                        if let Some(out) = target.as_mut() {
+                            out.clear(wait);
+                        }
+                    }
+                    Event::Panic {
+                        location,
+                        message,
+                        backtrace,
+                    } => {
+                        *lock(&relay.panic) = Some(Panic {
+                            location,
+                            message,
+                            backtrace,
+                        });
                     }
                 }
                 continue;
@@ -455,6 +474,40 @@ fn compile_error(errors: &[evcxr::CompilationError], source: &str) -> MagicError
     }
 }
 
+/// The backtrace frames that belong to the cell: those between the panic machinery
+/// and evcxr's `catch_unwind` around the cell.
+fn user_frames(backtrace: &str) -> Vec<String> {
+    if backtrace.trim().is_empty() {
+        return Vec::new();
+    }
+    let mut frames = vec!["stack backtrace:".to_string()];
+    let mut started = false;
+    for line in backtrace.lines() {
+        let frame = line.trim_start();
+        let is_header = frame.split(':').next().is_some_and(|n| n.trim().parse::<u32>().is_ok());
+        if is_header && (frame.contains("catch_unwind") || frame.contains("__rust_try")) {
+            break;
+        }
+        if is_header
+            && !started
+            && (frame.contains("rust_begin_unwind")
+                || frame.contains("core::panicking")
+                || frame.contains("std::panicking")
+                || frame.contains("PanicHookInfo")
+                || frame.contains("__ferrolab_install_panic_hook"))
+        {
+            continue;
+        }
+        if is_header {
+            started = true;
+        }
+        if started {
+            frames.push(line.to_string());
+        }
+    }
+    frames
+}
+
 fn lost_sentence(names: &[String]) -> String {
     if names.is_empty() {
         "No variables were lost.".to_string()
@@ -463,9 +516,13 @@ fn lost_sentence(names: &[String]) -> String {
     }
 }
 
-fn panic_error(message: &str, location: &str, lost: &[String]) -> MagicError {
-    let evalue = message.to_string();
-    let mut traceback = vec![format!("panicked at {location}:"), message.to_string()];
+fn panic_error(panic: &Panic, lost: &[String]) -> MagicError {
+    let evalue = panic.message.clone();
+    let mut traceback = vec![
+        format!("thread panicked at {}:", panic.location),
+        panic.message.clone(),
+    ];
+    traceback.extend(user_frames(&panic.backtrace));
     traceback.push(lost_sentence(lost));
     MagicError {
         ename: "Panic".into(),

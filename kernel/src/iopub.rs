@@ -7,6 +7,7 @@ use jupyter_protocol::{
     StreamContent, Transient, UpdateDisplayData,
 };
 use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// A cheap, cloneable sender to the task that owns the iopub socket.
@@ -51,6 +52,8 @@ pub struct KernelOutput {
     pub parent: JupyterMessage,
     /// `silent` execute requests publish nothing on iopub but their status.
     pub silent: bool,
+    /// Help pages, returned in the execute_reply's payload.
+    pub pages: Arc<Mutex<Vec<MimeBundle>>>,
 }
 
 impl Output for KernelOutput {
@@ -101,5 +104,9 @@ impl Output for KernelOutput {
             return;
         }
         self.iopub.publish(ClearOutput { wait }, &self.parent);
+    }
+
+    fn page(&mut self, bundle: MimeBundle) {
+        crate::evaluator::lock(&self.pages).push(bundle);
     }
 }

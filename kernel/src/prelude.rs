@@ -104,6 +104,13 @@ pub fn display_markdown(markdown: &str) -> Display {
     display("text/markdown", markdown)
 }
 
+/// Clears this cell's outputs; with `wait`, only when the next output arrives
+/// (so an animation does not flicker).
+#[allow(dead_code)]
+pub fn clear_output(wait: bool) {
+    __ferrolab_emit("clear", "", "", if wait { "wait" } else { "" });
+}
+
 #[allow(dead_code)]
 fn __ferrolab_percent(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -155,8 +162,9 @@ pub fn input(prompt: &str) -> String {
 
 #[allow(dead_code)]
 fn __ferrolab_install_panic_hook() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
+    // Replaces the default hook: the kernel shows the panic as the cell's error, so
+    // printing it to stderr as well would show it twice.
+    std::panic::set_hook(Box::new(|info| {
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             s.to_string()
         } else if let Some(s) = info.payload().downcast_ref::<String>() {
@@ -168,8 +176,13 @@ fn __ferrolab_install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
-        __ferrolab_emit("panic", &location, "text/plain", &message);
-        default(info);
+        // Captured only when RUST_BACKTRACE asks for it.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
+            _ => String::new(),
+        };
+        __ferrolab_emit("panic", &location, &backtrace, &message);
     }));
 }
 "#####;
@@ -182,7 +195,12 @@ pub const INSTALL_PANIC_HOOK: &str = "__ferrolab_install_panic_hook();";
 pub enum Event {
     Display { id: String, mime: String, data: Value },
     Update { id: String, mime: String, data: Value },
-    Panic { location: String, message: String },
+    Clear { wait: bool },
+    Panic {
+        location: String,
+        message: String,
+        backtrace: String,
+    },
 }
 
 /// Decodes a stdout line from the evaluation process. `None` for ordinary output.
@@ -193,7 +211,7 @@ pub fn decode(line: &str) -> Option<Event> {
     let mime = field("mime").to_string();
     let raw = field("data");
     // Jupyter wants JSON MIME types as JSON values, not strings.
-    let data = if mime.ends_with("json") {
+    let data = if mime.ends_with("json") && field("kind") != "panic" {
         serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw))
     } else {
         Value::from(raw)
@@ -202,9 +220,14 @@ pub fn decode(line: &str) -> Option<Event> {
     match field("kind") {
         "display" => Some(Event::Display { id, mime, data }),
         "update" => Some(Event::Update { id, mime, data }),
+        "clear" => Some(Event::Clear {
+            wait: raw == "wait",
+        }),
         "panic" => Some(Event::Panic {
             location: id,
             message: raw.to_string(),
+            // The panic line carries the backtrace in the `mime` slot.
+            backtrace: mime,
         }),
         _ => None,
     }

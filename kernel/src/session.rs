@@ -12,7 +12,7 @@ use ferrolab_magics::{
 use jupyter_protocol::{
     CompleteReply, ErrorOutput, ExecuteInput, ExecuteReply, ExecuteRequest, ExecuteResult,
     ExecutionCount, HistoryEntry, HistoryReply, HistoryRequest, InspectReply, JupyterMessage,
-    ReplyError, ReplyStatus,
+    Payload, ReplyError, ReplyStatus,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,6 +129,7 @@ impl Session {
             iopub: self.iopub.clone(),
             parent: message.clone(),
             silent,
+            pages: Default::default(),
         };
         if !silent {
             self.iopub.publish(
@@ -145,6 +146,13 @@ impl Session {
         });
         let result = self.run_source(&request.code, &mut out);
         self.current = None;
+        let payload: Vec<Payload> = crate::evaluator::lock(&out.pages)
+            .drain(..)
+            .map(|bundle| Payload::Page {
+                data: media(&bundle.data),
+                start: 0,
+            })
+            .collect();
         match result {
             Ok(value) => {
                 let plain = value
@@ -171,7 +179,7 @@ impl Session {
                 ExecuteReply {
                     status: ReplyStatus::Ok,
                     execution_count: count,
-                    payload: Vec::new(),
+                    payload,
                     user_expressions: Some(HashMap::new()),
                     error: None,
                 }

@@ -272,18 +272,32 @@ pub fn segments(code: &str) -> Vec<Segment> {
     let scan = scan(code);
     let mut out = Vec::new();
     let mut rust = String::new();
+    // evcxr takes `:` commands only before any code in an evaluation, so a command
+    // after code starts a new evaluation.
+    let mut has_code = false;
     for (line, depth) in code.split('\n').zip(scan.line_depths.iter()) {
-        if *depth == 0 && line.trim_start().starts_with('%') {
+        let top = *depth == 0;
+        let trimmed = line.trim_start();
+        if top && trimmed.starts_with('%') {
             if !rust.trim().is_empty() {
                 rust.pop();
                 out.push(Segment::Rust(std::mem::take(&mut rust)));
             }
             rust.clear();
+            has_code = false;
             out.push(Segment::Magic(line.trim().to_string()));
-        } else {
-            rust.push_str(line);
-            rust.push('\n');
+            continue;
         }
+        if top && trimmed.starts_with(':') && has_code {
+            rust.pop();
+            out.push(Segment::Rust(std::mem::take(&mut rust)));
+            has_code = false;
+        }
+        if !(trimmed.is_empty() || top && trimmed.starts_with(':')) {
+            has_code = true;
+        }
+        rust.push_str(line);
+        rust.push('\n');
     }
     if !rust.trim().is_empty() {
         // Keep the user's text exactly, less the newline we added.
@@ -360,6 +374,14 @@ mod tests {
             vec![Segment::Rust("let x = (10\n% 3);".into())]
         );
         assert_eq!(segments("  \n"), vec![]);
+        // evcxr commands after code start a new evaluation; before code they stay.
+        assert_eq!(
+            segments(":dep regex\nlet x = 1;\n:vars"),
+            vec![
+                Segment::Rust(":dep regex\nlet x = 1;".into()),
+                Segment::Rust(":vars".into()),
+            ]
+        );
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub trait Output {
     fn update_display(&mut self, bundle: MimeBundle, display_id: &str);
     /// Clears the cell's outputs; with `wait`, only when the next output arrives.
     fn clear(&mut self, wait: bool);
+    /// Shows help text in the client's pager (JupyterLab shows it below the cell).
+    /// Outputs without a pager show it as a display.
+    fn page(&mut self, bundle: MimeBundle) {
+        self.display(bundle, None);
+    }
 }
 
 /// A display created with an id, so that it can be updated in place.
@@ -106,6 +111,7 @@ pub struct RecordingOutput {
     pub displays: Vec<RecordedDisplay>,
     pub updates: Vec<RecordedDisplay>,
     pub clears: usize,
+    pub pages: Vec<MimeBundle>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,5 +144,9 @@ impl Output for RecordingOutput {
 
     fn clear(&mut self, _wait: bool) {
         self.clears += 1;
+    }
+
+    fn page(&mut self, bundle: MimeBundle) {
+        self.pages.push(bundle);
     }
 }

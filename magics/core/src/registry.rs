@@ -190,7 +190,8 @@ impl Registry {
             ));
         };
         if invocation.help {
-            return Ok(Some(help_bundle(magic.as_ref())));
+            out.page(help_bundle(magic.as_ref()));
+            return Ok(None);
         }
         if !magic.kinds().contains(&invocation.kind) {
             let other = if invocation.kind == MagicKind::Line {

@@ -1,0 +1,173 @@
+"""Kernel benchmark: ferrolab against ipykernel and evcxr_jupyter, in one run.
+
+Measures, through jupyter_client:
+  1. startup: process start to kernel_info_reply (median of --starts runs);
+  2. trivial round trip: a ferrolab magic vs ipykernel's `1+1` (p50/p99 of --rounds);
+  3. Rust cells: the first cell after start and warm cells, ferrolab vs evcxr_jupyter.
+
+evcxr_jupyter is installed with `cargo install evcxr_jupyter --locked` into
+$FERROLAB_CACHE/anchors (once). Prints a table with ratios and writes JSON to
+bench/results/. Usage: make bench  (or FERROLAB_BIN=... python bench/kernel_bench.py)
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jupyter_client.manager import KernelManager
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("FERROLAB_CACHE", Path.home() / ".cache" / "ferrolab"))
+ANCHORS = CACHE / "anchors"
+
+
+def install_evcxr():
+    exe = ANCHORS / "evcxr" / "bin" / "evcxr_jupyter"
+    if not exe.exists():
+        print("installing evcxr_jupyter (once) ...", flush=True)
+        subprocess.run(
+            ["cargo", "install", "evcxr_jupyter", "--locked", "--root", str(ANCHORS / "evcxr")],
+            check=True,
+        )
+    return exe
+
+
+def write_spec(prefix, name, argv, language):
+    d = prefix / "share" / "jupyter" / "kernels" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": language}))
+
+
+def percentile(values, p):
+    values = sorted(values)
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def start(name):
+    """Starts a kernel; returns (manager, client, seconds to kernel_info_reply)."""
+    km = KernelManager(kernel_name=name)
+    t0 = time.perf_counter()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.kernel_info()
+    while True:
+        msg = kc.get_shell_msg(timeout=120)
+        if msg["msg_type"] == "kernel_info_reply":
+            break
+    return km, kc, time.perf_counter() - t0
+
+
+def stop(km, kc):
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def round_trip(kc, code, timeout=600):
+    """Seconds from execute_request to its idle status (reply and outputs in)."""
+    t0 = time.perf_counter()
+    msg_id = kc.execute(code)
+    status = None
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            raise RuntimeError(f"{code!r} failed: {msg['content']['evalue']}")
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            status = time.perf_counter() - t0
+            break
+    return status
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--warm", type=int, default=20)
+    parser.add_argument("--skip-evcxr", action="store_true")
+    args = parser.parse_args()
+
+    ferrolab = os.environ["FERROLAB_BIN"]
+    prefix = Path(tempfile.mkdtemp(prefix="ferrolab-bench-"))
+    write_spec(prefix, "bench-ferrolab",
+               [ferrolab, "kernel", "run", "--connection-file", "{connection_file}"], "rust")
+    write_spec(prefix, "bench-ipykernel",
+               [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "python")
+    kernels = ["bench-ferrolab", "bench-ipykernel"]
+    if not args.skip_evcxr:
+        evcxr = install_evcxr()
+        write_spec(prefix, "bench-evcxr", [str(evcxr), "--control_file", "{connection_file}"], "rust")
+        kernels.append("bench-evcxr")
+    os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    os.environ["FERROLAB_HOME"] = str(prefix / "home")
+
+    results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+               "ferrolab_bin": Path(ferrolab).name}
+
+    # 1. Startup.
+    for name in kernels:
+        times = []
+        for _ in range(args.starts):
+            km, kc, t = start(name)
+            times.append(t)
+            stop(km, kc)
+        results[f"startup_{name}"] = statistics.median(times)
+
+    # 2. Trivial round trip.
+    for name, code in [("bench-ferrolab", "%env FERROLAB_BENCH=1"), ("bench-ipykernel", "1+1")]:
+        km, kc, _ = start(name)
+        for _ in range(5):
+            round_trip(kc, code)
+        times = [round_trip(kc, code) for _ in range(args.rounds)]
+        results[f"trivial_p50_{name}"] = percentile(times, 50)
+        results[f"trivial_p99_{name}"] = percentile(times, 99)
+        stop(km, kc)
+
+    # 3. Rust cells: first after start, then warm (different code each time).
+    for name in [k for k in kernels if k != "bench-ipykernel"]:
+        km, kc, _ = start(name)
+        results[f"rust_first_{name}"] = round_trip(kc, "1 + 1")
+        times = [round_trip(kc, f"let v{i} = {i} + 1; v{i} * 2") for i in range(args.warm)]
+        results[f"rust_warm_p50_{name}"] = percentile(times, 50)
+        stop(km, kc)
+
+    shutil.rmtree(prefix, ignore_errors=True)
+
+    def ratio(a, b):
+        return results[a] / results[b] if b in results and results[b] else float("nan")
+
+    rows = [
+        ("startup to kernel_info_reply", "startup_bench-ferrolab", "startup_bench-evcxr", "evcxr_jupyter", "≤ 0.2"),
+        ("startup to kernel_info_reply", "startup_bench-ferrolab", "startup_bench-ipykernel", "ipykernel", "—"),
+        ("trivial cell p50 (magic vs 1+1)", "trivial_p50_bench-ferrolab", "trivial_p50_bench-ipykernel", "ipykernel", "≤ 1.0"),
+        ("trivial cell p99 (magic vs 1+1)", "trivial_p99_bench-ferrolab", "trivial_p99_bench-ipykernel", "ipykernel", "≤ 1.0"),
+        ("first Rust cell", "rust_first_bench-ferrolab", "rust_first_bench-evcxr", "evcxr_jupyter", "—"),
+        ("warm Rust cell p50", "rust_warm_p50_bench-ferrolab", "rust_warm_p50_bench-evcxr", "evcxr_jupyter", "≤ 0.7"),
+    ]
+    print(f"\n{results['date']} — {results['machine']}\n")
+    print("| measure | ferrolab | anchor | anchor value | ratio | goal |")
+    print("|---|---|---|---|---|---|")
+    for label, ours, theirs, anchor, goal in rows:
+        if theirs not in results:
+            continue
+        print(f"| {label} | {results[ours]*1000:.1f} ms | {anchor} | {results[theirs]*1000:.1f} ms "
+              f"| {ratio(ours, theirs):.3f} | {goal} |")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"kernel-{results['date'].replace(':', '')}.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared setup for the real-client suites.
+
+The kernelspec is installed into a temporary prefix (put first on JUPYTER_PATH) and
+FERROLAB_HOME points at a temporary folder, so the tests never touch the user's
+Jupyter setup or history.
+"""
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("FERROLAB_BIN")
+if not BIN or not Path(BIN).exists():
+    raise RuntimeError("set FERROLAB_BIN to the built ferrolab binary (make test does this)")
+
+_PREFIX = Path(tempfile.mkdtemp(prefix="ferrolab-tests-"))
+subprocess.run([BIN, "kernel", "install", "--prefix", str(_PREFIX)], check=True, capture_output=True)
+os.environ["JUPYTER_PATH"] = str(_PREFIX / "share" / "jupyter")
+os.environ["FERROLAB_HOME"] = str(_PREFIX / "home")
+# A kernel that errors should show why in the test log.
+os.environ.setdefault("FERROLAB_LOG", "warn")
+
+# The first Rust cell of a kernel waits for evcxr to warm up (it compiles the
+# prelude); later cells are fast.
+WARM_UP_TIMEOUT = 600
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_PREFIX, ignore_errors=True)
+
+
+@pytest.fixture
+def kernel():
+    """A started ferrolab kernel with a blocking client, warmed up."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="ferrolab", startup_timeout=60)
+    try:
+        reply = kc.execute_interactive("0", timeout=WARM_UP_TIMEOUT)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)

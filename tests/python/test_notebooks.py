@@ -1,0 +1,70 @@
+"""nbclient executes every notebook in notebooks/ with the ferrolab kernel, and the
+outputs are checked, not only that the run finished."""
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ROOT, WARM_UP_TIMEOUT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def text_of(cell):
+    """Everything a reader sees in a cell's outputs, as text."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            parts.append(out["text"])
+        elif out["output_type"] in ("execute_result", "display_data"):
+            parts.extend(str(v) for v in out["data"].values())
+        elif out["output_type"] == "error":
+            parts.append(out["ename"] + ": " + out["evalue"])
+    return "\n".join(parts)
+
+
+# What each notebook must show, by cell id.
+EXPECTED = {
+    "01-rust-basics.ipynb": {
+        "variables": ["Hello from Rust!"],
+        "functions": ["42"],
+        "struct": ["Point(1.5, -2)", "<b>Point</b>"],
+        "live": ["**Progress:** 3 of 3 steps"],
+        "error": ["CompileError: mismatched types"],
+        "time": ["Wall time:", "43"],
+        "markdown": ["**Markdown** from a cell magic"],
+        "lsmagic": ["%%markdown", "%time"],
+    },
+}
+
+
+def test_every_notebook_has_expectations():
+    assert {p.name for p in NOTEBOOKS} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_and_shows_the_right_outputs(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name="ferrolab",
+        timeout=WARM_UP_TIMEOUT,
+        startup_timeout=60,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()
+    cells = {cell.get("id"): cell for cell in nb.cells}
+    for cell_id, needles in EXPECTED[path.name].items():
+        shown = text_of(cells[cell_id])
+        for needle in needles:
+            assert needle in shown, f"{path.name} cell {cell_id}: {needle!r} not in {shown!r}"
+    # Counts run 1, 2, 3… over the code cells, as in any Jupyter kernel.
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1))
+    # Only the cell tagged raises-exception may fail.
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        failed = any(o["output_type"] == "error" for o in cell.outputs)
+        assert failed == ("raises-exception" in cell.metadata.get("tags", [])), cell.get("id")
