@@ -484,7 +484,10 @@ fn user_frames(backtrace: &str) -> Vec<String> {
     let mut started = false;
     for line in backtrace.lines() {
         let frame = line.trim_start();
-        let is_header = frame.split(':').next().is_some_and(|n| n.trim().parse::<u32>().is_ok());
+        let is_header = frame
+            .split(':')
+            .next()
+            .is_some_and(|n| n.trim().parse::<u32>().is_ok());
         if is_header && (frame.contains("catch_unwind") || frame.contains("__rust_try")) {
             break;
         }
@@ -531,7 +534,11 @@ fn panic_error(panic: &Panic, lost: &[String]) -> MagicError {
     }
 }
 
-fn process_lost_error(interrupted: bool, status: &str, before: &BTreeMap<String, String>) -> MagicError {
+fn process_lost_error(
+    interrupted: bool,
+    status: &str,
+    before: &BTreeMap<String, String>,
+) -> MagicError {
     let names: Vec<String> = before.keys().cloned().collect();
     let (ename, what) = if interrupted {
         (

@@ -249,7 +249,11 @@ mod tests {
     fn corrupt_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.jsonl");
-        std::fs::write(&path, "not json\n{\"session\":4,\"line\":1,\"input\":\"x\"}\n").unwrap();
+        std::fs::write(
+            &path,
+            "not json\n{\"session\":4,\"line\":1,\"input\":\"x\"}\n",
+        )
+        .unwrap();
         let history = History::open(path);
         assert_eq!(history.session(), 5);
         assert_eq!(history.query(Query::Tail { n: 10 }).len(), 1);

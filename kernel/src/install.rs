@@ -57,7 +57,9 @@ fn python_prefix() -> anyhow::Result<PathBuf> {
     if !output.status.success() {
         bail!("python3 could not report sys.prefix");
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
 
 /// The kernel.json content for a kernel started by `exe`.

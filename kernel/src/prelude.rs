@@ -193,9 +193,19 @@ pub const INSTALL_PANIC_HOOK: &str = "__ferrolab_install_panic_hook();";
 /// One prelude line, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Display { id: String, mime: String, data: Value },
-    Update { id: String, mime: String, data: Value },
-    Clear { wait: bool },
+    Display {
+        id: String,
+        mime: String,
+        data: Value,
+    },
+    Update {
+        id: String,
+        mime: String,
+        data: Value,
+    },
+    Clear {
+        wait: bool,
+    },
     Panic {
         location: String,
         message: String,
@@ -303,7 +313,10 @@ mod tests {
         );
         assert_eq!(decode_prompt("plain"), None);
         assert_eq!(encode_answer("a%b\nc"), "a%25b%0Ac");
-        assert_eq!(unpercent(&encode_answer("100% sure\nyes")), "100% sure\nyes");
+        assert_eq!(
+            unpercent(&encode_answer("100% sure\nyes")),
+            "100% sure\nyes"
+        );
         assert_eq!(unpercent("%"), "%");
         assert_eq!(unpercent("%4"), "%4");
         assert_eq!(unpercent("%zz"), "%zz");

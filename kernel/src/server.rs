@@ -196,9 +196,7 @@ impl Kernel {
                 }
             };
             self.iopub.status(true, &message);
-            let failed_and_stop = self
-                .handle_shell(&mut socket, &mut comms, &message)
-                .await;
+            let failed_and_stop = self.handle_shell(&mut socket, &mut comms, &message).await;
             self.iopub.status(false, &message);
             if failed_and_stop {
                 // stop_on_error: abort the execute requests already queued.
@@ -246,7 +244,7 @@ impl Kernel {
                 let stop_on_error = request.stop_on_error;
                 let (reply, rx) = oneshot::channel();
                 let job = Job::Execute {
-                    message: message.clone(),
+                    message: Box::new(message.clone()),
                     request: request.clone(),
                     reply,
                 };
@@ -270,10 +268,9 @@ impl Kernel {
             }
             JupyterMessageContent::IsCompleteRequest(request) => {
                 let reply = match syntax::is_complete(&request.code) {
-                    Completeness::Complete => IsCompleteReply::new(
-                        IsCompleteReplyStatus::Complete,
-                        String::new(),
-                    ),
+                    Completeness::Complete => {
+                        IsCompleteReply::new(IsCompleteReplyStatus::Complete, String::new())
+                    }
                     Completeness::Incomplete { indent } => {
                         IsCompleteReply::new(IsCompleteReplyStatus::Incomplete, indent)
                     }
@@ -331,10 +328,7 @@ impl Kernel {
                 self.shut_down(socket, message, restart).await;
             }
             other => {
-                log::warn!(
-                    "shell: no handler for `{}`; ignored",
-                    other.message_type()
-                );
+                log::warn!("shell: no handler for `{}`; ignored", other.message_type());
             }
         }
         false

@@ -6,13 +6,11 @@ use crate::history::{History, Query};
 use crate::iopub::{media, Iopub, KernelOutput};
 use crate::stdin::StdinClient;
 use crate::syntax::{self, Segment};
-use ferrolab_magics::{
-    parse, Host, MagicError, MagicKind, MimeBundle, Output, Registry,
-};
+use ferrolab_magics::{parse, Host, MagicError, MagicKind, MimeBundle, Output, Registry};
 use jupyter_protocol::{
     CompleteReply, ErrorOutput, ExecuteInput, ExecuteReply, ExecuteRequest, ExecuteResult,
     ExecutionCount, HistoryEntry, HistoryReply, HistoryRequest, InspectReply, JupyterMessage,
-    Payload, ReplyError, ReplyStatus,
+    Payload, ReplyError, ReplyStatus, Transient,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +19,7 @@ use tokio::sync::oneshot;
 /// Work for the executor thread.
 pub enum Job {
     Execute {
-        message: JupyterMessage,
+        message: Box<JupyterMessage>,
         request: ExecuteRequest,
         reply: oneshot::Sender<ExecuteReply>,
     },
@@ -89,7 +87,7 @@ impl Session {
                     request,
                     reply,
                 } => {
-                    let _ = reply.send(self.execute(message, request));
+                    let _ = reply.send(self.execute(*message, request));
                 }
                 Job::Complete {
                     code,
@@ -166,7 +164,8 @@ impl Session {
                                 execution_count: count,
                                 data: media(&bundle.data),
                                 metadata: bundle.metadata,
-                                transient: None,
+                                // `{}`, not null: the message spec wants an object.
+                                transient: Some(Transient { display_id: None }),
                             },
                             &message,
                         );
@@ -223,10 +222,7 @@ impl Session {
         {
             let mut names = self.registry.names(MagicKind::Line);
             names.extend(self.registry.names(MagicKind::Cell));
-            let matches: Vec<String> = names
-                .into_iter()
-                .filter(|n| n.starts_with(typed))
-                .collect();
+            let matches: Vec<String> = names.into_iter().filter(|n| n.starts_with(typed)).collect();
             (matches, line_start, cursor)
         } else {
             match self.evaluator.complete(code, cursor) {
@@ -248,9 +244,7 @@ impl Session {
         let cursor = char_to_byte(code, cursor_pos);
         let found = self.magic_help_at(code, cursor).or_else(|| {
             let (plain, html) = self.evaluator.inspect(code, cursor)?;
-            (!plain.trim().is_empty()).then(|| {
-                MimeBundle::text(plain).with("text/html", html)
-            })
+            (!plain.trim().is_empty()).then(|| MimeBundle::text(plain).with("text/html", html))
         });
         InspectReply {
             found: found.is_some(),

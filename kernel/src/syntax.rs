@@ -12,7 +12,9 @@ use ra_ap_syntax::{Edition, SourceFile};
 pub enum Completeness {
     Complete,
     /// More input is needed; `indent` is what the next line should start with.
-    Incomplete { indent: String },
+    Incomplete {
+        indent: String,
+    },
     Invalid,
 }
 
@@ -82,7 +84,8 @@ fn scan(code: &str) -> Scan {
                     s.unterminated = true;
                 }
             }
-            'r' if (i == 0 || !is_ident_char(chars[i - 1])
+            'r' if (i == 0
+                || !is_ident_char(chars[i - 1])
                 || (chars[i - 1] == 'b' || chars[i - 1] == 'c')
                     && (i < 2 || !is_ident_char(chars[i - 2])))
                 && matches!(chars.get(i + 1), Some('"') | Some('#')) =>
@@ -323,12 +326,18 @@ mod tests {
             ("1 + 1", Completeness::Complete),
             ("let x = 1;", Completeness::Complete),
             ("fn f() -> i32 { 1 }", Completeness::Complete),
-            ("struct P { x: i32 }\nimpl P { fn x(&self) -> i32 { self.x } }", Completeness::Complete),
+            (
+                "struct P { x: i32 }\nimpl P { fn x(&self) -> i32 { self.x } }",
+                Completeness::Complete,
+            ),
             ("let s = \"a { b\";", Completeness::Complete),
             ("let s = r#\"a \" { b\"#;", Completeness::Complete),
             ("let c = '{';", Completeness::Complete),
             ("let q = '\\''; let b = '{';", Completeness::Complete),
-            ("fn f<'a>(x: &'a str) -> &'a str { x }", Completeness::Complete),
+            (
+                "fn f<'a>(x: &'a str) -> &'a str { x }",
+                Completeness::Complete,
+            ),
             ("// a comment with {\n1", Completeness::Complete),
             ("/* nested /* { */ */ 1", Completeness::Complete),
             (":dep serde\nlet x = 1;", Completeness::Complete),

@@ -31,8 +31,7 @@ pub fn decode(
         other => other.to_string(),
     })?;
     let part = |i: usize| raw.jparts.get(i).map(|b| &b[..]).unwrap_or(b"{}");
-    let header: Header =
-        serde_json::from_slice(part(0)).map_err(|e| format!("bad header: {e}"))?;
+    let header: Header = serde_json::from_slice(part(0)).map_err(|e| format!("bad header: {e}"))?;
     let mut content: Value = match serde_json::from_slice(part(3)) {
         Ok(v) => v,
         Err(e) => {

@@ -7,8 +7,8 @@ use jupyter_protocol::{
 };
 use jupyter_zmq_client::{
     create_client_control_connection, create_client_heartbeat_connection,
-    create_client_iopub_connection, create_client_shell_connection, peek_ports,
-    ClientIoPubConnection, ClientShellConnection,
+    create_client_iopub_connection, create_client_shell_connection_with_identity, peek_ports,
+    peer_identity_for_session, ClientIoPubConnection, ClientShellConnection,
 };
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -61,17 +61,27 @@ async fn start_kernel() -> Kernel {
 }
 
 fn uuid_like() -> String {
-    format!("{:x}-{:x}", std::process::id(), std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos())
+    format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 /// Reads iopub until the idle status of `parent`; returns everything for it.
-async fn outputs_of(iopub: &mut ClientIoPubConnection, parent: &JupyterMessage) -> Vec<JupyterMessage> {
+async fn outputs_of(
+    iopub: &mut ClientIoPubConnection,
+    parent: &JupyterMessage,
+) -> Vec<JupyterMessage> {
     let mut out = Vec::new();
     loop {
-        let msg = timeout(WAIT, iopub.read()).await.expect("iopub timed out").unwrap();
+        let msg = timeout(WAIT, iopub.read())
+            .await
+            .expect("iopub timed out")
+            .unwrap();
         let ours = msg
             .parent_header
             .as_ref()
@@ -96,7 +106,10 @@ async fn execute(
     let request: JupyterMessage = ExecuteRequest::new(code.to_string()).into();
     shell.send(request.clone()).await.unwrap();
     let reply = loop {
-        let msg = timeout(WAIT, shell.read()).await.expect("shell timed out").unwrap();
+        let msg = timeout(WAIT, shell.read())
+            .await
+            .expect("shell timed out")
+            .unwrap();
         if let JupyterMessageContent::ExecuteReply(reply) = msg.content {
             break reply;
         }
@@ -109,8 +122,16 @@ async fn kernel_speaks_the_protocol_over_real_sockets() {
     let mut kernel = start_kernel().await;
     let info = kernel.info.clone();
     let session = "rust-client";
-    let mut iopub = create_client_iopub_connection(&info, "", session).await.unwrap();
-    let mut shell = create_client_shell_connection(&info, session).await.unwrap();
+    let mut iopub = create_client_iopub_connection(&info, "", session)
+        .await
+        .unwrap();
+    let mut shell = create_client_shell_connection_with_identity(
+        &info,
+        session,
+        peer_identity_for_session(session).unwrap(),
+    )
+    .await
+    .unwrap();
 
     // kernel_info, answered while evcxr is still warming up.
     shell.send(KernelInfoRequest {}.into()).await.unwrap();
@@ -123,19 +144,31 @@ async fn kernel_speaks_the_protocol_over_real_sockets() {
     assert_eq!(info_reply.implementation, "ferrolab");
 
     let mut heartbeat = create_client_heartbeat_connection(&info).await.unwrap();
-    timeout(WAIT, heartbeat.single_heartbeat()).await.unwrap().unwrap();
+    timeout(WAIT, heartbeat.single_heartbeat())
+        .await
+        .unwrap()
+        .unwrap();
 
     // A cell magic: busy, execute_input, display_data, idle, with count 1.
     let (reply, messages) = execute(&mut shell, &mut iopub, "%%markdown\n# hi").await;
     assert_eq!(reply.status, ReplyStatus::Ok);
     assert_eq!(reply.execution_count.value(), 1);
-    let kinds: Vec<&str> = messages.iter().map(|m| m.header.msg_type.as_str()).collect();
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m.header.msg_type.as_str())
+        .collect();
     assert_eq!(kinds, ["status", "execute_input", "display_data", "status"]);
 
     // A forged execute_request is dropped, not run.
     let mut forged_info = info.clone();
     forged_info.key = "not-the-key".into();
-    let mut forger = create_client_shell_connection(&forged_info, "forger").await.unwrap();
+    let mut forger = create_client_shell_connection_with_identity(
+        &forged_info,
+        "forger",
+        peer_identity_for_session("forger").unwrap(),
+    )
+    .await
+    .unwrap();
     forger
         .send(ExecuteRequest::new("%env FERROLAB_RUST_FORGED=1".into()).into())
         .await
@@ -154,13 +187,18 @@ async fn kernel_speaks_the_protocol_over_real_sockets() {
     assert_eq!(reply.error.unwrap().ename, "UnknownMagic");
 
     // Shutdown on control: a reply, then the process exits.
-    let mut control = create_client_control_connection(&info, session).await.unwrap();
+    let mut control = create_client_control_connection(&info, session)
+        .await
+        .unwrap();
     control
         .send(ShutdownRequest { restart: false }.into())
         .await
         .unwrap();
     let reply = timeout(WAIT, control.read()).await.unwrap().unwrap();
-    assert!(matches!(reply.content, JupyterMessageContent::ShutdownReply(_)));
+    assert!(matches!(
+        reply.content,
+        JupyterMessageContent::ShutdownReply(_)
+    ));
     let status = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         loop {
@@ -175,5 +213,7 @@ async fn kernel_speaks_the_protocol_over_real_sockets() {
     })
     .await
     .unwrap();
-    assert!(status.expect("kernel did not exit after shutdown").success());
+    assert!(status
+        .expect("kernel did not exit after shutdown")
+        .success());
 }

@@ -394,7 +394,11 @@ mod tests {
         for (source, mime, plain) in [
             ("%%html\n<b>bold</b> &amp; more", "text/html", "bold & more"),
             ("%%markdown\n# Title", "text/markdown", "# Title"),
-            ("%%svg\n<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", "[SVG image]"),
+            (
+                "%%svg\n<svg xmlns='http://www.w3.org/2000/svg'/>",
+                "image/svg+xml",
+                "[SVG image]",
+            ),
             ("%%latex\n$x^2$", "text/latex", "$x^2$"),
         ] {
             let (result, out) = run(source);
@@ -453,7 +457,12 @@ mod tests {
         assert_eq!(b, Ok(None));
         assert_eq!(a.as_ref().unwrap().as_ref(), paged.pages.first());
         assert_eq!(a, c);
-        assert!(a.unwrap().unwrap().get("text/plain").unwrap().contains("wall-clock"));
+        assert!(a
+            .unwrap()
+            .unwrap()
+            .get("text/plain")
+            .unwrap()
+            .contains("wall-clock"));
         let (d, _) = run("%help tme");
         assert!(d.unwrap_err().evalue.contains("%time"));
     }
@@ -469,7 +478,10 @@ mod tests {
         assert_eq!(result, Ok(None));
         assert_eq!(std::env::var("FERROLAB_TEST_ENV_B").unwrap(), "value");
         let (result, _) = run("%env FERROLAB_TEST_ENV_MISSING");
-        assert!(result.unwrap_err().evalue.contains("%env FERROLAB_TEST_ENV_MISSING=VALUE"));
+        assert!(result
+            .unwrap_err()
+            .evalue
+            .contains("%env FERROLAB_TEST_ENV_MISSING=VALUE"));
         std::env::set_var("FERROLAB_TEST_API_KEY", "sk-secret");
         let (result, _) = run("%env");
         let listing = result.unwrap().unwrap();

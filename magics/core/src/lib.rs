@@ -23,6 +23,8 @@ mod output;
 mod parse;
 mod registry;
 
-pub use output::{new_display_id, Display, MimeBundle, Output, RecordedDisplay, RecordingOutput, Stream};
+pub use output::{
+    new_display_id, Display, MimeBundle, Output, RecordedDisplay, RecordingOutput, Stream,
+};
 pub use parse::{parse, split_args, Invocation, MagicKind, ParseError};
 pub use registry::{help_bundle, Host, Magic, MagicContext, MagicError, NoHost, Registry};

@@ -236,7 +236,9 @@ mod tests {
         assert_eq!(inv.args, vec!["FOO=bar"]);
         assert!(inv.body.is_empty());
 
-        let inv = parse("\n  %%html --x 'a b'\n<b>hi</b>\nmore").unwrap().unwrap();
+        let inv = parse("\n  %%html --x 'a b'\n<b>hi</b>\nmore")
+            .unwrap()
+            .unwrap();
         assert_eq!(inv.kind, MagicKind::Cell);
         assert_eq!(inv.name, "html");
         assert_eq!(inv.args, vec!["--x", "a b"]);
@@ -262,9 +264,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_names_and_stray_lines() {
-        assert!(parse("%").unwrap_err().message.contains("needs a magic name"));
+        assert!(parse("%")
+            .unwrap_err()
+            .message
+            .contains("needs a magic name"));
         assert!(parse("%%").unwrap_err().message.contains("%%lsmagic"));
-        assert!(parse("%a.b").unwrap_err().message.contains("not a magic name"));
+        assert!(parse("%a.b")
+            .unwrap_err()
+            .message
+            .contains("not a magic name"));
         assert!(parse("%env\nlet x = 1;")
             .unwrap_err()
             .message
