@@ -14,6 +14,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug/ferrolab
 LAB_PORT ?= 8888
+# JupyterLab refuses to run as root unless told; a fresh machine is often root.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: up test build venv lab-deps kernelspec test-rust test-python lint bench
 
@@ -44,7 +46,7 @@ up: kernelspec
 	@echo "  Collab server: not built yet (see docs/collab.md)"
 	@echo "  JupyterLab:    starting on http://127.0.0.1:$(LAB_PORT)/lab (URL with token below)"
 	@echo
-	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
+	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAG) \
 		--ServerApp.root_dir="$(abspath notebooks)"
 
 test-rust:
