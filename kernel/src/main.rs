@@ -60,7 +60,16 @@ impl Where {
 }
 
 fn main() {
-    // evcxr re-executes this binary as its evaluation process; this must come first.
+    // evcxr re-executes this binary as its evaluation process (marked by this
+    // variable, an evcxr internal). That process ignores SIGINT: the kernel handles
+    // it and stops the process itself, so the user is told "interrupted", not "crashed".
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
+        // SAFETY: nothing else runs yet; setting a signal disposition is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+        }
+    }
+    // This must come before anything else: in the evaluation process it never returns.
     evcxr::runtime_hook();
     ferrolab_kernel::logging::init();
     if let Err(error) = run(Cli::parse()) {

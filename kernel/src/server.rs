@@ -86,6 +86,19 @@ pub async fn run(config: KernelConfig) -> anyhow::Result<()> {
     }
 
     let interrupt = Arc::new(Interrupt::default());
+    // SIGINT (a terminal's Ctrl-C, or a client using signal interrupts) stops the
+    // running cell, as in ipykernel, instead of killing the kernel.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+        Ok(mut sigint) => {
+            let interrupt = interrupt.clone();
+            tokio::spawn(async move {
+                while sigint.recv().await.is_some() {
+                    interrupt.request();
+                }
+            });
+        }
+        Err(e) => log::warn!("SIGINT will stop the kernel: cannot handle it ({e})"),
+    }
     let stdin_client = crate::stdin::spawn(stdin);
     let (jobs, jobs_rx) = std::sync::mpsc::channel();
     let history = match config.history_path {
@@ -210,13 +223,7 @@ impl Kernel {
                             if matches!(m.content, JupyterMessageContent::ExecuteRequest(_)) =>
                         {
                             self.iopub.status(true, &m);
-                            let reply = ExecuteReply {
-                                status: ReplyStatus::Aborted,
-                                execution_count: ExecutionCount::new(0),
-                                payload: Vec::new(),
-                                user_expressions: Some(HashMap::new()),
-                                error: None,
-                            };
+                            let reply = unexecuted(ReplyStatus::Aborted, None);
                             send(&mut socket, reply.as_child_of(&m)).await;
                             self.iopub.status(false, &m);
                         }
@@ -250,17 +257,10 @@ impl Kernel {
                 };
                 let reply = match self.ask(job, rx).await {
                     Some(reply) => reply,
-                    None => ExecuteReply {
-                        status: ReplyStatus::Error,
-                        execution_count: ExecutionCount::new(0),
-                        payload: Vec::new(),
-                        user_expressions: Some(HashMap::new()),
-                        error: Some(Box::new(ReplyError {
-                            ename: "KernelStopping".into(),
-                            evalue: "the kernel is shutting down".into(),
-                            traceback: vec![],
-                        })),
-                    },
+                    None => unexecuted(
+                        ReplyStatus::Error,
+                        Some(("KernelStopping", "the kernel is shutting down".into())),
+                    ),
                 };
                 let failed = reply.status == ReplyStatus::Error;
                 send(socket, reply.as_child_of(message)).await;
@@ -445,17 +445,13 @@ impl Kernel {
             channel: None,
         };
         self.iopub.status(true, &parent);
-        let reply = ExecuteReply {
-            status: ReplyStatus::Error,
-            execution_count: ExecutionCount::new(0),
-            payload: Vec::new(),
-            user_expressions: Some(HashMap::new()),
-            error: Some(Box::new(ReplyError {
-                ename: "BadRequest".into(),
-                evalue: format!("the execute_request could not be read: {error}"),
-                traceback: vec![],
-            })),
-        };
+        let reply = unexecuted(
+            ReplyStatus::Error,
+            Some((
+                "BadRequest",
+                format!("the execute_request could not be read: {error}"),
+            )),
+        );
         send(socket, reply.as_child_of(&parent)).await;
         self.iopub.status(false, &parent);
     }
@@ -492,6 +488,23 @@ impl Kernel {
             debugger: false,
             error: None,
         }
+    }
+}
+
+/// The reply to an execute request that did not run (aborted, or unreadable).
+fn unexecuted(status: ReplyStatus, error: Option<(&str, String)>) -> ExecuteReply {
+    ExecuteReply {
+        status,
+        execution_count: ExecutionCount::new(0),
+        payload: Vec::new(),
+        user_expressions: Some(HashMap::new()),
+        error: error.map(|(ename, evalue)| {
+            Box::new(ReplyError {
+                traceback: vec![format!("{ename}: {evalue}")],
+                ename: ename.into(),
+                evalue,
+            })
+        }),
     }
 }
 

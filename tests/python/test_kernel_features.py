@@ -1,4 +1,6 @@
 """Behaviour a notebook user relies on, through jupyter_client against the real kernel."""
+import signal
+
 from jupyter_client.manager import start_new_kernel
 
 from conftest import WARM_UP_TIMEOUT
@@ -214,3 +216,17 @@ def test_inspect_shows_magic_help(kernel):
     reply = reply_to(kc, msg_id)["content"]
     assert reply["found"] is True
     assert "wall-clock" in reply["data"]["text/plain"]
+
+
+def test_sigint_interrupts_the_cell_instead_of_killing_the_kernel(kernel):
+    km, kc = kernel
+    msg_id = kc.execute('println!("started");\nstd::thread::sleep(std::time::Duration::from_secs(600));')
+    while True:
+        msg = kc.get_iopub_msg(timeout=120)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    km.signal_kernel(signal.SIGINT)
+    reply = reply_to(kc, msg_id)["content"]
+    assert reply["ename"] == "Interrupted"
+    assert km.is_alive()
+    assert run(kc, "%lsmagic")[0]["status"] == "ok"
