@@ -187,7 +187,12 @@ impl Evaluator {
         match result {
             Ok(outputs) => match panic {
                 Some(panic) => Err(panic_error(&panic, &lost)),
-                None => Ok(bundle(outputs)),
+                None => {
+                    if let Some(line) = timing_line(&outputs) {
+                        out.clone().stream(Stream::Stdout, &line);
+                    }
+                    Ok(bundle(outputs))
+                }
             },
             Err(evcxr::Error::CompilationErrors(errors)) => Err(compile_error(&errors, code)),
             Err(evcxr::Error::SubprocessTerminated(status)) => {
@@ -411,6 +416,21 @@ fn settle(relay: &Relay, stdout: &Receiver<String>, stderr: &Receiver<String>) {
         std::thread::sleep(Duration::from_millis(2));
     }
     drop(lock(&relay.forwarding));
+}
+
+/// What `:timing` asks for: the cell's total time and evcxr's phases.
+fn timing_line(outputs: &EvalOutputs) -> Option<String> {
+    let total = outputs.timing?;
+    let phases: Vec<String> = outputs
+        .phases
+        .iter()
+        .map(|p| format!("{} {} ms", p.name, p.duration.as_millis()))
+        .collect();
+    Some(format!(
+        "Took {} ms ({})\n",
+        total.as_millis(),
+        phases.join(", ")
+    ))
 }
 
 fn bundle(outputs: EvalOutputs) -> Option<MimeBundle> {
