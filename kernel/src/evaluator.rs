@@ -87,6 +87,7 @@ enum State {
 /// The evcxr evaluation context, started in the background.
 pub struct Evaluator {
     state: State,
+    display: prelude::DisplayMode,
     relay: Arc<Relay>,
     interrupt: Arc<Interrupt>,
 }
@@ -108,6 +109,7 @@ impl Evaluator {
         };
         Evaluator {
             state,
+            display: prelude::DisplayMode::default(),
             relay,
             interrupt,
         }
@@ -191,6 +193,7 @@ impl Evaluator {
                     if let Some(line) = timing_line(&outputs) {
                         out.clone().stream(Stream::Stdout, &line);
                     }
+                    self.follow_display_commands(code, out);
                     Ok(bundle(outputs))
                 }
             },
@@ -216,6 +219,38 @@ impl Evaluator {
                 } else {
                     Err(MagicError::new("Error", message))
                 }
+            }
+        }
+    }
+
+    /// Keeps the prelude's value display in step with evcxr's `:fmt` and `:types`.
+    fn follow_display_commands(&mut self, code: &str, out: &KernelOutput) {
+        let before = self.display.clone();
+        let unsupported = self.display.apply_commands(code);
+        for format in unsupported {
+            out.clone().stream(
+                Stream::Stderr,
+                &format!(
+                    "ferrolab shows cell values with {{:?}} or {{:#?}}; `:fmt {format}` applies \
+                     only to values whose type has no Debug implementation\n"
+                ),
+            );
+        }
+        if self.display == before {
+            return;
+        }
+        let value = self.display.value();
+        // Future evaluation processes inherit it from the kernel...
+        std::env::set_var(prelude::DISPLAY_VAR, &value);
+        // ...and the running one is told now.
+        if let State::Ready(ready) = &mut self.state {
+            let statement = format!(
+                "unsafe {{ std::env::set_var({:?}, {:?}); }}",
+                prelude::DISPLAY_VAR,
+                value
+            );
+            if let Err(e) = ready.context.execute(&statement) {
+                log::warn!("could not update the value display: {e}");
             }
         }
     }
@@ -421,6 +456,9 @@ fn settle(relay: &Relay, stdout: &Receiver<String>, stderr: &Receiver<String>) {
 /// What `:timing` asks for: the cell's total time and evcxr's phases.
 fn timing_line(outputs: &EvalOutputs) -> Option<String> {
     let total = outputs.timing?;
+    if outputs.phases.is_empty() {
+        return None;
+    }
     let phases: Vec<String> = outputs
         .phases
         .iter()

@@ -104,6 +104,35 @@ pub fn display_markdown(markdown: &str) -> Display {
     display("text/markdown", markdown)
 }
 
+/// Shows a cell's final value. evcxr first tries `value.evcxr_display()` and, when
+/// that does not compile, compiles again with Debug formatting; this blanket impl
+/// makes the first try succeed for every Debug type, saving a compile per cell.
+/// Inherent `evcxr_display` methods still win. `FERROLAB_DISPLAY` follows `:fmt`
+/// and `:types`.
+#[allow(non_camel_case_types, dead_code)]
+pub trait __ferrolab_show {
+    fn evcxr_display(&self);
+}
+
+impl<T: std::fmt::Debug + ?Sized> __ferrolab_show for T {
+    fn evcxr_display(&self) {
+        use std::io::Write;
+        let mode = std::env::var("FERROLAB_DISPLAY").unwrap_or_default();
+        let mut text = if mode.contains("pretty") {
+            format!("{:#?}", self)
+        } else {
+            format!("{:?}", self)
+        };
+        if mode.contains("types") {
+            text = format!(": {} = {}", std::any::type_name::<T>(), text);
+        }
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let _ = write!(out, "EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT\n", text);
+        let _ = out.flush();
+    }
+}
+
 /// Clears this cell's outputs; with `wait`, only when the next output arrives
 /// (so an animation does not flicker).
 #[allow(dead_code)]
@@ -186,6 +215,52 @@ fn __ferrolab_install_panic_hook() {
     }));
 }
 "#####;
+
+/// The environment variable the prelude's value display reads.
+pub const DISPLAY_VAR: &str = "FERROLAB_DISPLAY";
+
+/// How cell values are shown, as set by evcxr's `:fmt` and `:types`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DisplayMode {
+    pub pretty: bool,
+    pub types: bool,
+}
+
+impl DisplayMode {
+    pub fn value(&self) -> String {
+        let mut parts = Vec::new();
+        if self.pretty {
+            parts.push("pretty");
+        }
+        if self.types {
+            parts.push("types");
+        }
+        parts.join(",")
+    }
+
+    /// Applies the `:fmt` and `:types` commands at the top of `code`; returns the
+    /// formats the prelude cannot honour.
+    pub fn apply_commands(&mut self, code: &str) -> Vec<String> {
+        let mut unsupported = Vec::new();
+        for line in code.lines().map(str::trim) {
+            if !line.starts_with(':') {
+                if line.is_empty() {
+                    continue;
+                }
+                break;
+            }
+            let mut words = line.splitn(2, char::is_whitespace);
+            match (words.next(), words.next().map(str::trim)) {
+                (Some(":types"), _) => self.types = !self.types,
+                (Some(":fmt"), Some("{:?}")) => self.pretty = false,
+                (Some(":fmt"), Some("{:#?}")) => self.pretty = true,
+                (Some(":fmt"), Some(other)) => unsupported.push(other.to_string()),
+                _ => {}
+            }
+        }
+        unsupported
+    }
+}
 
 /// The statement that (re)installs the panic reporter in a fresh evaluation process.
 pub const INSTALL_PANIC_HOOK: &str = "__ferrolab_install_panic_hook();";
@@ -303,6 +378,18 @@ mod tests {
         );
         assert_eq!(decode("plain output"), None);
         assert_eq!(decode(&format!("{MARKER}not json")), None);
+    }
+
+    #[test]
+    fn display_mode_follows_fmt_and_types() {
+        let mut mode = DisplayMode::default();
+        assert!(mode
+            .apply_commands(":fmt {:#?}\n:types\nlet x = 1;\n:types")
+            .is_empty());
+        assert_eq!(mode.value(), "pretty,types");
+        assert_eq!(mode.apply_commands(":fmt {:x}"), vec!["{:x}".to_string()]);
+        mode.apply_commands(":fmt {:?}");
+        assert_eq!(mode.value(), "types");
     }
 
     #[test]
