@@ -230,3 +230,20 @@ def test_sigint_interrupts_the_cell_instead_of_killing_the_kernel(kernel):
     assert reply["ename"] == "Interrupted"
     assert km.is_alive()
     assert run(kc, "%lsmagic")[0]["status"] == "ok"
+
+
+def result_text(kc, code):
+    content, messages = run(kc, code)
+    assert content["status"] == "ok", content
+    return of_type(messages, "execute_result")[0]["content"]["data"]["text/plain"]
+
+
+def test_value_display_follows_fmt_and_types(kernel):
+    km, kc = kernel
+    assert result_text(kc, "vec![1, 2]") == "[1, 2]"
+    result_text(kc, ":fmt {:#?}")
+    assert result_text(kc, "vec![1, 2]") == "[\n    1,\n    2,\n]"
+    result_text(kc, ":types")
+    assert result_text(kc, "7u8") == ": u8 = 7"
+    result_text(kc, ":fmt {:?}\n:types")
+    assert result_text(kc, "Some(3)") == "Some(3)"
