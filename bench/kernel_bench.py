@@ -65,7 +65,10 @@ def start(name):
         msg = kc.get_shell_msg(timeout=120)
         if msg["msg_type"] == "kernel_info_reply":
             break
-    return km, kc, time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    # Not timed: make sure iopub is subscribed before anything is measured on it.
+    kc.wait_for_ready(timeout=120)
+    return km, kc, elapsed
 
 
 def stop(km, kc):
@@ -73,7 +76,7 @@ def stop(km, kc):
     km.shutdown_kernel(now=False)
 
 
-def round_trip(kc, code, timeout=600):
+def round_trip(kc, code, timeout=300):
     """Seconds from execute_request to its idle status (reply and outputs in)."""
     t0 = time.perf_counter()
     msg_id = kc.execute(code)

@@ -146,6 +146,9 @@ pub async fn run(config: KernelConfig) -> anyhow::Result<()> {
     });
     tokio::spawn(kernel.clone().serve_shell(shell_tx, queue_rx));
     tokio::spawn(kernel.clone().serve_control(control));
+    if let Some(parent) = jupyter_parent() {
+        tokio::spawn(kernel.clone().exit_with_parent(parent));
+    }
     kernel.shutdown.notified().await;
     Ok(())
 }
@@ -413,6 +416,24 @@ impl Kernel {
         self.shutdown.notify_one();
     }
 
+    /// Shuts down when the process that started the kernel is gone, so a crashed
+    /// front end does not leave kernels (and their evaluation processes) behind.
+    async fn exit_with_parent(self, parent: libc::pid_t) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // SAFETY: signal 0 only checks that the process exists.
+            let gone = unsafe { libc::kill(parent, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                log::warn!(
+                    "the process that started this kernel ({parent}) is gone; shutting down"
+                );
+                self.finish().await;
+                return;
+            }
+        }
+    }
+
     /// Sends a job to the executor and waits for its answer.
     async fn ask<T>(&self, job: Job, rx: oneshot::Receiver<T>) -> Option<T> {
         if self.jobs.send(job).is_err() {
@@ -525,6 +546,15 @@ async fn send_control(socket: &mut KernelControlConnection, message: JupyterMess
 fn with_username(mut message: JupyterMessage) -> JupyterMessage {
     message.header.username = "ferrolab".into();
     message
+}
+
+/// The front end's process id, which jupyter_client passes in `JPY_PARENT_PID`.
+fn jupyter_parent() -> Option<libc::pid_t> {
+    std::env::var("JPY_PARENT_PID")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|pid: &libc::pid_t| *pid > 1)
 }
 
 fn detect_rust_version() -> String {

@@ -247,3 +247,34 @@ def test_value_display_follows_fmt_and_types(kernel):
     assert result_text(kc, "7u8") == ": u8 = 7"
     result_text(kc, ":fmt {:?}\n:types")
     assert result_text(kc, "Some(3)") == "Some(3)"
+
+
+def test_kernel_exits_when_its_front_end_is_killed():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    front_end = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from jupyter_client.manager import start_new_kernel\n"
+            "km, kc = start_new_kernel(kernel_name='ferrolab', startup_timeout=60)\n"
+            "print(km.provisioner.process.pid, flush=True)\n"
+            "time.sleep(600)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )
+    kernel_pid = int(front_end.stdout.readline())
+    front_end.kill()
+    front_end.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(kernel_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(kernel_pid, 9)
+        raise AssertionError("the kernel outlived its front end by a minute")
