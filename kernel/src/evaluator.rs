@@ -299,6 +299,14 @@ fn warm_up(relay: Arc<Relay>) -> Result<Ready, String> {
     context
         .execute(prelude::INSTALL_PANIC_HOOK)
         .map_err(|e| format!("the panic reporter did not install: {e}"))?;
+    // The first cell that defines a variable makes rust-analyzer load the standard
+    // library's types (seconds). Do it now, in the background; moving the value out
+    // removes the variable again.
+    for warm_up in prelude::WARM_UP_VARIABLE {
+        if let Err(e) = context.execute(warm_up) {
+            log::info!("variable warm-up failed (harmless): {e}");
+        }
+    }
     Ok(Ready {
         context,
         stdout: outputs.stdout,

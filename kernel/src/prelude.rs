@@ -262,6 +262,12 @@ impl DisplayMode {
     }
 }
 
+/// Defines, then moves away, a variable: warms rust-analyzer's type inference.
+pub const WARM_UP_VARIABLE: [&str; 2] = [
+    "let __ferrolab_warm_up = String::from(\"warm\");",
+    "drop(__ferrolab_warm_up);",
+];
+
 /// The statement that (re)installs the panic reporter in a fresh evaluation process.
 pub const INSTALL_PANIC_HOOK: &str = "__ferrolab_install_panic_hook();";
 
