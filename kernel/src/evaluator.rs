@@ -87,6 +87,8 @@ enum State {
 /// The evcxr evaluation context, started in the background.
 pub struct Evaluator {
     state: State,
+    /// Warm-up statements run only while the kernel is idle (see `idle_work`).
+    idle: std::collections::VecDeque<&'static str>,
     display: prelude::DisplayMode,
     relay: Arc<Relay>,
     interrupt: Arc<Interrupt>,
@@ -109,6 +111,7 @@ impl Evaluator {
         };
         Evaluator {
             state,
+            idle: prelude::WARM_UP_VARIABLE.into_iter().collect(),
             display: prelude::DisplayMode::default(),
             relay,
             interrupt,
@@ -127,6 +130,32 @@ impl Evaluator {
             }
         }
         matches!(self.state, State::Ready(_))
+    }
+
+    /// True while evcxr is still starting in the background.
+    pub fn is_starting(&mut self) -> bool {
+        !self.is_ready() && matches!(self.state, State::Starting(_))
+    }
+
+    /// True when there is warm-up left to do while nobody waits.
+    pub fn has_idle_work(&mut self) -> bool {
+        !self.idle.is_empty() && self.is_ready()
+    }
+
+    /// Runs the idle warm-up. The first cell that defines a variable makes
+    /// rust-analyzer load the standard library's types (seconds); doing it while the
+    /// user is still typing saves that wait. The statements run back to back, so no
+    /// cell ever sees the warm-up variable (moving the value out removes it).
+    pub fn idle_work(&mut self) {
+        let State::Ready(ready) = &mut self.state else {
+            return;
+        };
+        while let Some(statement) = self.idle.pop_front() {
+            if let Err(e) = ready.context.execute(statement) {
+                log::info!("idle warm-up step failed (harmless): {e}");
+            }
+        }
+        settle(&self.relay, &ready.stdout, &ready.stderr);
     }
 
     fn settle_start(&mut self, result: Result<Ready, String>) {
@@ -299,14 +328,6 @@ fn warm_up(relay: Arc<Relay>) -> Result<Ready, String> {
     context
         .execute(prelude::INSTALL_PANIC_HOOK)
         .map_err(|e| format!("the panic reporter did not install: {e}"))?;
-    // The first cell that defines a variable makes rust-analyzer load the standard
-    // library's types (seconds). Do it now, in the background; moving the value out
-    // removes the variable again.
-    for warm_up in prelude::WARM_UP_VARIABLE {
-        if let Err(e) = context.execute(warm_up) {
-            log::info!("variable warm-up failed (harmless): {e}");
-        }
-    }
     Ok(Ready {
         context,
         stdout: outputs.stdout,

@@ -80,7 +80,30 @@ impl Session {
 
     /// Serves jobs until shutdown or until every sender is gone.
     pub fn serve(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        while let Ok(job) = jobs.recv() {
+        use std::sync::mpsc::RecvTimeoutError;
+        loop {
+            let job = if self.evaluator.has_idle_work() {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        self.evaluator.idle_work();
+                        continue;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            } else if self.evaluator.is_starting() {
+                // Wake up now and then to notice that evcxr is ready for idle work.
+                match jobs.recv_timeout(std::time::Duration::from_millis(200)) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            };
             match job {
                 Job::Execute {
                     message,
