@@ -4,6 +4,10 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
+# rust-analyzer's crates read `CI` at compile time (option_env!), so a changed `CI`
+# rebuilds them; keep it out of every command so CI and local runs share the cache.
+unexport CI
+
 # Builds go to a cache outside the clone, so a fresh clone reuses earlier builds.
 FERROLAB_CACHE ?= $(HOME)/.cache/ferrolab
 export CARGO_TARGET_DIR ?= $(FERROLAB_CACHE)/target
