@@ -368,11 +368,7 @@ impl Kernel {
                     send_control(&mut control, InterruptReply::new().as_child_of(&message)).await;
                 }
                 JupyterMessageContent::ShutdownRequest(request) => {
-                    let reply = ShutdownReply {
-                        restart: request.restart,
-                        status: ReplyStatus::Ok,
-                        error: None,
-                    };
+                    let reply = shutdown_reply(request.restart);
                     send_control(&mut control, reply.as_child_of(&message)).await;
                     self.iopub.status(false, &message);
                     self.finish().await;
@@ -393,12 +389,7 @@ impl Kernel {
         message: &JupyterMessage,
         restart: bool,
     ) {
-        let reply = ShutdownReply {
-            restart,
-            status: ReplyStatus::Ok,
-            error: None,
-        };
-        send(socket, reply.as_child_of(message)).await;
+        send(socket, shutdown_reply(restart).as_child_of(message)).await;
         self.iopub.status(false, message);
         self.finish().await;
     }
@@ -509,6 +500,14 @@ impl Kernel {
             debugger: false,
             error: None,
         }
+    }
+}
+
+fn shutdown_reply(restart: bool) -> ShutdownReply {
+    ShutdownReply {
+        restart,
+        status: ReplyStatus::Ok,
+        error: None,
     }
 }
 

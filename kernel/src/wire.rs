@@ -73,6 +73,8 @@ fn normalize(msg_type: &str, content: &mut Value) {
     let Some(map) = content.as_object_mut() else {
         return;
     };
+    // Null is as good as missing for these; the defaults below then apply.
+    map.retain(|key, value| !(value.is_null() && (key == "n" || key == "session")));
     let mut default = |key: &str, value: Value| {
         map.entry(key.to_string()).or_insert(value);
     };
@@ -100,15 +102,6 @@ fn normalize(msg_type: &str, content: &mut Value) {
         "shutdown_request" => default("restart", json!(false)),
         "inspect_request" => default("detail_level", json!(0)),
         _ => {}
-    }
-    // Null is as good as missing for these.
-    for key in ["n", "session"] {
-        if map.get(key) == Some(&Value::Null) {
-            map.remove(key);
-            if key == "n" {
-                map.insert("n".into(), json!(0));
-            }
-        }
     }
 }
 
