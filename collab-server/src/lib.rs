@@ -1,1 +1,16 @@
-//! The ferrolab collaboration server. Not built yet: see `docs/collab.md`.
+//! The ferrolab collaboration server: automerge notebooks, sync, storage, auth.
+//!
+//! Clients speak automerge-repo's WebSocket protocol at `/sync` (samod does the
+//! protocol), the REST API under `/api` creates, imports, exports and lists
+//! notebooks, and tokens decide who may read and who may write. The document
+//! schema is in `docs/collab.md`.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod ipynb;
+pub mod notebook;
+pub mod schema;
+pub mod server;
+pub mod storage;
+pub mod wire;

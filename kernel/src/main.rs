@@ -19,6 +19,11 @@ enum Command {
         #[command(subcommand)]
         command: KernelCommand,
     },
+    /// The collaboration server and its access tokens.
+    Collab {
+        #[command(subcommand)]
+        command: ferrolab_collab::cli::CollabCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Collab { command } => ferrolab_collab::cli::run(command),
     }
 }
 

@@ -1,0 +1,302 @@
+//! Access tokens: created by the owner, stored hashed, checked on every request.
+//!
+//! A token reads `flb_<id>_<secret>`: the id finds the record, the secret is
+//! checked against its SHA-256. The store is one JSON file in the data folder,
+//! rewritten atomically under an advisory lock, so `ferrolab collab token ...`
+//! works whether or not a server is running; a running server re-reads it when
+//! it changes, so a revocation takes effect at once.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+const TOKEN_PREFIX: &str = "flb_";
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything, changes nothing.
+    Viewer,
+    /// Edits notebooks and creates new ones.
+    Editor,
+    /// Everything, including deleting notebooks.
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn can_write(self) -> bool {
+        self >= Role::Editor
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the secret part.
+    pub hash: String,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TokenFile {
+    version: u32,
+    tokens: Vec<TokenRecord>,
+}
+
+/// Who a request is: the token's record.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub token_id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+pub struct TokenStore {
+    path: PathBuf,
+    lock_path: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    stamp: Option<(SystemTime, u64, u64)>,
+    tokens: Vec<TokenRecord>,
+}
+
+impl TokenStore {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            path: data_dir.join("tokens.json"),
+            lock_path: data_dir.join("tokens.lock"),
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    fn lock(&self) -> anyhow::Result<FileLock> {
+        if let Some(parent) = self.lock_path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create the data folder {}", parent.display()))?;
+        }
+        FileLock::acquire(&self.lock_path)
+    }
+
+    fn read_file(&self) -> anyhow::Result<TokenFile> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the token file {} is damaged; restore it from a backup or move it away and run `ferrolab collab token create --role owner`",
+                    self.path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFile {
+                version: 1,
+                tokens: Vec::new(),
+            }),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+        }
+    }
+
+    fn write_file(&self, file: &TokenFile) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(file)?;
+        bytes.push(b'\n');
+        crate::storage::write_atomically(&self.path, &bytes)
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// Creates a token and returns its full text (the only time it is shown).
+    pub fn create(&self, name: &str, role: Role) -> anyhow::Result<String> {
+        if name.trim().is_empty() {
+            bail!("a token needs a name (--name) so you can tell tokens apart in `token list`");
+        }
+        let _lock = self.lock()?;
+        let mut file = self.read_file()?;
+        let id = loop {
+            let id = hex(&random_bytes::<4>()?);
+            if !file.tokens.iter().any(|t| t.id == id) {
+                break id;
+            }
+        };
+        let secret = hex(&random_bytes::<32>()?);
+        file.version = 1;
+        file.tokens.push(TokenRecord {
+            id: id.clone(),
+            name: name.to_string(),
+            role,
+            hash: digest_hex(secret.as_bytes()),
+            created: now(),
+            revoked: None,
+        });
+        self.write_file(&file)?;
+        Ok(format!("{TOKEN_PREFIX}{id}_{secret}"))
+    }
+
+    pub fn list(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        Ok(self.read_file()?.tokens)
+    }
+
+    /// Revokes by id or by name; returns the ids revoked.
+    pub fn revoke(&self, id_or_name: &str) -> anyhow::Result<Vec<String>> {
+        let _lock = self.lock()?;
+        let mut file = self.read_file()?;
+        let mut revoked = Vec::new();
+        for token in &mut file.tokens {
+            if (token.id == id_or_name || token.name == id_or_name) && token.revoked.is_none() {
+                token.revoked = Some(now());
+                revoked.push(token.id.clone());
+            }
+        }
+        if revoked.is_empty() {
+            bail!("no active token has the id or name {id_or_name:?}; `ferrolab collab token list` shows them");
+        }
+        self.write_file(&file)?;
+        Ok(revoked)
+    }
+
+    /// Re-reads the file if it changed since the last look.
+    fn refresh(&self) -> Vec<TokenRecord> {
+        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            Some((m.modified().ok()?, m.len(), m.ino()))
+        });
+        let Ok(mut cache) = self.cache.lock() else {
+            return Vec::new();
+        };
+        if stamp.is_none() || stamp != cache.stamp {
+            match self.read_file() {
+                Ok(file) => {
+                    cache.tokens = file.tokens;
+                    cache.stamp = stamp;
+                }
+                // Keep the last good copy; a broken file must not lock everyone out silently.
+                Err(error) => log::error!("{error:#}"),
+            }
+        }
+        cache.tokens.clone()
+    }
+
+    /// Checks a presented token; `None` if it is unknown, wrong or revoked.
+    pub fn verify(&self, presented: &str) -> Option<Identity> {
+        let rest = presented.trim().strip_prefix(TOKEN_PREFIX)?;
+        let (id, secret) = rest.split_once('_')?;
+        let tokens = self.refresh();
+        let record = tokens.iter().find(|t| t.id == id)?;
+        let matches = constant_time_eq(
+            digest_hex(secret.as_bytes()).as_bytes(),
+            record.hash.as_bytes(),
+        );
+        (matches && record.revoked.is_none()).then(|| Identity {
+            token_id: record.id.clone(),
+            name: record.name.clone(),
+            role: record.role,
+        })
+    }
+
+    /// Whether the token with this id is still valid (for live connections).
+    pub fn is_active(&self, token_id: &str) -> bool {
+        self.refresh()
+            .iter()
+            .any(|t| t.id == token_id && t.revoked.is_none())
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An exclusive advisory lock on a file, released on drop.
+struct FileLock(File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: unlocking a descriptor we own.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_until_revoked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TokenStore::new(dir.path());
+        let token = store.create("alice", Role::Editor).expect("create");
+        let who = store.verify(&token).expect("valid token");
+        assert_eq!((who.name.as_str(), who.role), ("alice", Role::Editor));
+        assert!(store.verify(&format!("{token}x")).is_none(), "wrong secret");
+        assert!(store.verify("flb_nope_nope").is_none());
+        let stored = std::fs::read_to_string(dir.path().join("tokens.json")).expect("read");
+        let secret = token.rsplit('_').next().expect("secret");
+        assert!(!stored.contains(secret), "the secret is never stored");
+        store.revoke("alice").expect("revoke");
+        assert!(store.verify(&token).is_none(), "revoked");
+        assert!(store.revoke("alice").is_err(), "nothing left to revoke");
+    }
+}

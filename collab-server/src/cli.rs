@@ -1,0 +1,116 @@
+//! `ferrolab collab ...`: the server and its tokens.
+
+use crate::auth::{Role, TokenStore};
+use crate::server::{self, ServeOptions};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum CollabCommand {
+    /// Run the collaboration server.
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        bind: SocketAddr,
+        /// Largest WebSocket message a peer may send, in MiB.
+        #[arg(long, default_value_t = 64)]
+        max_message_mib: usize,
+    },
+    /// Create, list and revoke access tokens (works with or without a running server).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct DataDir {
+    /// The server's data folder.
+    #[arg(long = "data", value_name = "DIR", default_value = ".ferrolab/data")]
+    pub path: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it alone on stdout (it is shown only this once).
+    Create {
+        #[command(flatten)]
+        data: DataDir,
+        /// A name to tell the token apart by (a person or a machine).
+        #[arg(long)]
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Revoke a token by id or name; live connections using it are closed.
+    Revoke {
+        #[command(flatten)]
+        data: DataDir,
+        /// The token's id or name, as `token list` shows them.
+        token: String,
+    },
+}
+
+pub fn run(command: CollabCommand) -> anyhow::Result<()> {
+    match command {
+        CollabCommand::Serve {
+            data,
+            bind,
+            max_message_mib,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(server::serve(ServeOptions {
+                data: data.path,
+                bind,
+                max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
+            }))
+        }
+        CollabCommand::Token { command } => match command {
+            TokenCommand::Create { data, name, role } => {
+                let token = TokenStore::new(&data.path).create(&name, role)?;
+                println!("{token}");
+                Ok(())
+            }
+            TokenCommand::List { data } => {
+                let tokens = TokenStore::new(&data.path).list()?;
+                if tokens.is_empty() {
+                    println!("no tokens yet; the server creates an owner token on first start");
+                }
+                for token in tokens {
+                    let state = match &token.revoked {
+                        Some(when) => format!("revoked {when}"),
+                        None => "active".to_string(),
+                    };
+                    println!(
+                        "{}\t{}\t{}\tcreated {}\t{}",
+                        token.id,
+                        token.name,
+                        token.role.as_str(),
+                        token.created,
+                        state
+                    );
+                }
+                Ok(())
+            }
+            TokenCommand::Revoke { data, token } => {
+                for id in TokenStore::new(&data.path).revoke(&token)? {
+                    println!("revoked {id}");
+                }
+                Ok(())
+            }
+        },
+    }
+}

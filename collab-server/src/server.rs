@@ -1,0 +1,857 @@
+//! The HTTP side: the `/sync` WebSocket (automerge-repo protocol through samod)
+//! and the REST API, both behind tokens.
+
+use crate::auth::{Identity, Role, TokenStore};
+use crate::storage::DurableStorage;
+use crate::{ipynb, schema, wire};
+use anyhow::Context;
+use automerge::transaction::Transactable;
+use automerge::{Automerge, AutomergeError, ChangeHash, ObjType, ReadDoc, ROOT};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{SinkExt, StreamExt};
+use samod::{DocHandle, DocumentId, PeerId, Repo, ShareConfig};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a new connection may take to send its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often live connections are checked against revoked tokens.
+const REVOCATION_CHECK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data: PathBuf,
+    pub bind: SocketAddr,
+    /// The largest WebSocket message a peer may send.
+    pub max_message_bytes: usize,
+}
+
+/// The peers bound to authenticated connections: what each may do.
+#[derive(Default)]
+struct Peers {
+    by_id: HashMap<String, PeerEntry>,
+    next_connection: u64,
+    live: HashMap<u64, LiveConnection>,
+}
+
+struct PeerEntry {
+    token_id: String,
+    role: Role,
+    connections: usize,
+}
+
+struct LiveConnection {
+    token_id: String,
+    close: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The running server's shared state.
+pub struct App {
+    repo: Repo,
+    storage: DurableStorage,
+    tokens: TokenStore,
+    index: DocHandle,
+    peers: Arc<Mutex<Peers>>,
+    acceptor: samod::AcceptorHandle,
+    max_message_bytes: usize,
+}
+
+/// Opens the data folder; prints the owner token on first start.
+pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
+    std::fs::create_dir_all(&options.data)
+        .with_context(|| format!("cannot create the data folder {}", options.data.display()))?;
+    let tokens = TokenStore::new(&options.data);
+    if !tokens.exists() {
+        let token = tokens.create("owner", Role::Owner)?;
+        println!("Owner token (shown once; keep it, or create more with `ferrolab collab token create`):");
+        println!("  {token}");
+    }
+    let storage = DurableStorage::open(options.data.join("docs")).with_context(|| {
+        format!(
+            "cannot open the document store in {}",
+            options.data.display()
+        )
+    })?;
+    let peers = Arc::new(Mutex::new(Peers::default()));
+    let policy_peers = peers.clone();
+    let policy = move |_doc: DocumentId, peer: PeerId| {
+        let role = policy_peers
+            .lock()
+            .ok()
+            .and_then(|peers| peers.by_id.get(peer.as_str()).map(|entry| entry.role));
+        let config = match role {
+            Some(role) if role.can_write() => ShareConfig::read_write().with_announce(false),
+            Some(_) => ShareConfig::read_only().with_announce(false),
+            None => ShareConfig::none(),
+        };
+        futures::stream::iter([config])
+    };
+    let repo = Repo::build_tokio()
+        .with_storage(storage.clone())
+        .with_share_policy(policy)
+        .load()
+        .await;
+    let index = open_index(&repo, &storage, &options.data).await?;
+    let url = samod::Url::parse(&format!("ws://{}/sync", options.bind)).context("bind address")?;
+    let acceptor = repo
+        .make_acceptor(url)
+        .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
+    Ok(Arc::new(App {
+        repo,
+        storage,
+        tokens,
+        index,
+        peers,
+        acceptor,
+        max_message_bytes: options.max_message_bytes,
+    }))
+}
+
+impl App {
+    /// The server's own repository (for tests and tools in this process).
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    /// The document store.
+    pub fn storage(&self) -> &DurableStorage {
+        &self.storage
+    }
+}
+
+async fn open_index(
+    repo: &Repo,
+    storage: &DurableStorage,
+    data: &FsPath,
+) -> anyhow::Result<DocHandle> {
+    let pointer = data.join("workspace.json");
+    match std::fs::read(&pointer) {
+        Ok(bytes) => {
+            let value: Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is damaged", pointer.display()))?;
+            let id = value
+                .get("index")
+                .and_then(Value::as_str)
+                .and_then(|id| DocumentId::from_str(id).ok())
+                .with_context(|| format!("{} names no index document", pointer.display()))?;
+            let handle = repo
+                .find(id.clone())
+                .await
+                .map_err(|_| anyhow::anyhow!("the repository stopped"))?
+                .with_context(|| {
+                    format!(
+                        "the workspace index {id} is missing from {}; the data folder is incomplete",
+                        storage.root().display()
+                    )
+                })?;
+            let heads = handle.with_document(|doc| {
+                schema::ensure_schema(doc, schema::workspace_skeleton).map(|_| doc.get_heads())
+            })?;
+            storage.wait_durable(&id.to_string(), &heads).await;
+            Ok(handle)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let handle = repo
+                .create(schema::workspace_skeleton())
+                .await
+                .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
+            let body =
+                serde_json::to_vec_pretty(&json!({ "index": handle.document_id().to_string() }))?;
+            crate::storage::write_atomically(&pointer, &body)?;
+            Ok(handle)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", pointer.display())),
+    }
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let app = start(&options).await?;
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running?)",
+                options.bind
+            )
+        })?;
+    let address = listener.local_addr()?;
+    println!("ferrolab collab server");
+    println!("  sync: ws://{address}/sync");
+    println!("  api:  http://{address}/api/notebooks");
+    println!("  data: {}", options.data.display());
+    run(app, listener, shutdown_signal()).await
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops the repository
+/// (which finishes its pending writes).
+pub async fn run(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let revocations = tokio::spawn(watch_revocations(app.clone()));
+    let router = router(app.clone());
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    revocations.abort();
+    app.repo.stop().await;
+    served.context("the HTTP server failed")
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/sync", get(sync_upgrade))
+        .route("/api/notebooks", get(list_notebooks).post(create_notebook))
+        .route(
+            "/api/notebooks/{id}",
+            get(get_notebook).delete(delete_notebook),
+        )
+        .route("/api/notebooks/{id}/ipynb", get(export_notebook))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; the API lives under /api/notebooks",
+            )
+        })
+        .with_state(app)
+}
+
+// ---------------------------------------------------------------- errors
+
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        log::error!("internal error: {error}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the server failed: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
+    }
+}
+
+// ---------------------------------------------------------------- auth
+
+fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return Some(token.trim().to_string());
+        }
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(str::to_owned)
+}
+
+impl App {
+    fn authenticate(&self, headers: &HeaderMap, uri: &Uri) -> Result<Identity, ApiError> {
+        let Some(token) = presented_token(headers, uri) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a token is required: send `Authorization: Bearer TOKEN` (or `?token=TOKEN` from a browser); `ferrolab collab token create` makes one",
+            ));
+        };
+        self.tokens.verify(&token).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this token is unknown or revoked; ask the workspace owner for a new one",
+            )
+        })
+    }
+
+    fn require(&self, who: &Identity, role: Role, action: &str) -> Result<(), ApiError> {
+        if who.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{action} needs a token with the {} role; yours is {}",
+                    role.as_str(),
+                    who.role.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sync
+
+async fn sync_upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let who = match app.authenticate(&headers, &uri) {
+        Ok(who) => who,
+        Err(error) => return error.into_response(),
+    };
+    let limit = app.max_message_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| serve_peer(app, socket, who))
+}
+
+async fn close_with(mut socket: WebSocket, reason: &str) {
+    log::warn!("closing a sync connection: {reason}");
+    let frame = CloseFrame {
+        code: 1008,
+        reason: reason.chars().take(120).collect::<String>().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// The next binary message, skipping pings; `None` when the peer is gone.
+async fn next_binary(
+    socket: &mut (impl futures::Stream<Item = Result<Message, axum::Error>> + Unpin),
+) -> Option<Result<Vec<u8>, String>> {
+    loop {
+        match socket.next().await? {
+            Ok(Message::Binary(bytes)) => return Some(Ok(bytes.to_vec())),
+            Ok(Message::Text(_)) => {
+                return Some(Err(
+                    "text frames are not part of the protocol; send binary CBOR".into(),
+                ))
+            }
+            Ok(Message::Close(_)) => return None,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Err(error) => return Some(Err(format!("receive failed: {error}"))),
+        }
+    }
+}
+
+async fn serve_peer(app: Arc<App>, mut socket: WebSocket, who: Identity) {
+    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, next_binary(&mut socket)).await {
+        Ok(Some(Ok(bytes))) => bytes,
+        Ok(Some(Err(reason))) => return close_with(socket, &reason).await,
+        Ok(None) => return,
+        Err(_) => return close_with(socket, "no handshake within 15 s").await,
+    };
+    let peer = match wire::decode(&first) {
+        Ok(envelope) if envelope.kind == "join" => match envelope.sender_id {
+            Some(peer) if !peer.is_empty() => peer,
+            _ => return close_with(socket, "the join message has no senderId").await,
+        },
+        Ok(envelope) => {
+            return close_with(
+                socket,
+                &format!("expected a join message first, got {:?}", envelope.kind),
+            )
+            .await
+        }
+        Err(error) => return close_with(socket, &error.to_string()).await,
+    };
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+    let registered = register_peer(&app, &peer, &who, close_tx);
+    let Some(connection) = registered else {
+        return close_with(
+            socket,
+            "this peer id is in use by another token's connection",
+        )
+        .await;
+    };
+    log::info!(
+        "peer {peer} connected as {} ({})",
+        who.name,
+        who.role.as_str()
+    );
+
+    let (mut ws_tx, ws_rx) = socket.split();
+    let peer_for_log = peer.clone();
+    let inbound = futures::stream::unfold(
+        (ws_rx, Some(first), false),
+        move |(mut rx, pending, done)| {
+            let peer = peer_for_log.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let bytes = match pending {
+                    Some(bytes) => bytes,
+                    None => match next_binary(&mut rx).await? {
+                        Ok(bytes) => bytes,
+                        Err(reason) => {
+                            log::warn!("peer {peer}: {reason}; closing its connection");
+                            return None;
+                        }
+                    },
+                };
+                match check_inbound(&bytes) {
+                    Ok(()) => Some((Ok::<_, std::io::Error>(bytes), (rx, None, false))),
+                    Err(reason) => {
+                        log::warn!("peer {peer}: {reason}; closing its connection");
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .take_until(close_rx);
+    let (out_tx, mut out_rx) = futures::channel::mpsc::channel::<Vec<u8>>(1024);
+    let transport = samod::Transport::new(Box::pin(inbound), out_tx)
+        .with_expected_peer_id(PeerId::from_string(peer.clone()));
+    if app.acceptor.accept(transport).is_err() {
+        log::warn!("the repository is stopping; refusing peer {peer}");
+    } else {
+        while let Some(message) = out_rx.next().await {
+            if let Some((doc, heads)) = wire::announced_heads(&message) {
+                // Never announce heads that a crash could still lose.
+                app.storage.wait_durable(&doc, &heads).await;
+            }
+            if ws_tx.send(Message::Binary(message.into())).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = ws_tx.close().await;
+    if let Ok(mut peers) = app.peers.lock() {
+        peers.live.remove(&connection);
+        if let Some(entry) = peers.by_id.get_mut(&peer) {
+            entry.connections = entry.connections.saturating_sub(1);
+            if entry.connections == 0 {
+                peers.by_id.remove(&peer);
+            }
+        }
+    }
+    log::info!("peer {peer} disconnected");
+}
+
+/// Binds `peer` to the token that authenticated its connection; `None` when
+/// another token's live connection already uses that peer id.
+fn register_peer(
+    app: &App,
+    peer: &str,
+    who: &Identity,
+    close: tokio::sync::oneshot::Sender<()>,
+) -> Option<u64> {
+    let mut peers = app.peers.lock().ok()?;
+    if let Some(entry) = peers.by_id.get(peer) {
+        if entry.token_id != who.token_id {
+            return None;
+        }
+    }
+    peers
+        .by_id
+        .entry(peer.to_string())
+        .or_insert(PeerEntry {
+            token_id: who.token_id.clone(),
+            role: who.role,
+            connections: 0,
+        })
+        .connections += 1;
+    peers.next_connection += 1;
+    let id = peers.next_connection;
+    peers.live.insert(
+        id,
+        LiveConnection {
+            token_id: who.token_id.clone(),
+            close: Some(close),
+        },
+    );
+    Some(id)
+}
+
+/// Validates an inbound message before samod sees it.
+fn check_inbound(bytes: &[u8]) -> Result<(), String> {
+    let envelope = wire::decode(bytes).map_err(|e| e.to_string())?;
+    if envelope.is_sync() {
+        let data = envelope
+            .data
+            .as_deref()
+            .ok_or("a sync message without data")?;
+        wire::check_sync_payload(data)?;
+    }
+    Ok(())
+}
+
+async fn watch_revocations(app: Arc<App>) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK);
+    loop {
+        tick.tick().await;
+        let Ok(mut peers) = app.peers.lock() else {
+            return;
+        };
+        let mut revoked_tokens = HashMap::new();
+        for connection in peers.live.values_mut() {
+            let active = *revoked_tokens
+                .entry(connection.token_id.clone())
+                .or_insert_with(|| app.tokens.is_active(&connection.token_id));
+            if !active {
+                if let Some(close) = connection.close.take() {
+                    log::info!(
+                        "token {} was revoked; closing its connection",
+                        connection.token_id
+                    );
+                    let _ = close.send(());
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- REST
+
+fn entry_json(doc: &Automerge, id: &str) -> Option<Value> {
+    let notebooks = schema::get_map(doc, &ROOT, "notebooks")?;
+    let entry = schema::get_json(doc, &notebooks, id)?;
+    entry.is_object().then_some(entry)
+}
+
+async fn list_notebooks(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    app.authenticate(&headers, &uri)?;
+    let mut entries: Vec<Value> =
+        app.index
+            .with_document(|doc| match schema::get_json(doc, &ROOT, "notebooks") {
+                Some(Value::Object(map)) => map.into_values().collect(),
+                _ => Vec::new(),
+            });
+    entries.sort_by(|a, b| {
+        let key = |v: &Value| {
+            (
+                v["created"].as_str().unwrap_or("").to_string(),
+                v["id"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    Ok(Json(json!({ "notebooks": entries })).into_response())
+}
+
+async fn get_notebook(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    app.authenticate(&headers, &uri)?;
+    let entry = app
+        .index
+        .with_document(|doc| entry_json(doc, &id))
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(entry).into_response())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no notebook has the id {id:?}; GET /api/notebooks lists them"),
+    )
+}
+
+#[derive(Default)]
+struct CreateRequest {
+    title: Option<String>,
+    notebook: Option<ipynb::Notebook>,
+}
+
+fn parse_create(body: &[u8], uri: &Uri) -> Result<CreateRequest, ApiError> {
+    let mut request = CreateRequest::default();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not valid JSON ({e}); send an .ipynb file, {{\"title\": ...}}, or nothing"))
+        })?;
+        if value.get("cells").is_some() || value.get("nbformat").is_some() {
+            let notebook = ipynb::from_json(value).map_err(|e| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_notebook", e.0)
+            })?;
+            request.title = notebook.title();
+            request.notebook = Some(notebook);
+        } else if let Some(title) = value.get("title") {
+            request.title = Some(
+                title
+                    .as_str()
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_title",
+                            "\"title\" must be a string",
+                        )
+                    })?
+                    .to_string(),
+            );
+        } else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "expected an .ipynb notebook (with \"cells\" and \"nbformat\") or {\"title\": ...}",
+            ));
+        }
+    }
+    if let Some(title) = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("title=")))
+    {
+        request.title = Some(percent_decode(title));
+    }
+    Ok(request)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl App {
+    async fn change_durably<R>(
+        &self,
+        handle: &DocHandle,
+        f: impl FnOnce(&mut Automerge) -> Result<R, AutomergeError>,
+    ) -> Result<R, ApiError> {
+        let (result, heads): (R, Vec<ChangeHash>) = handle
+            .with_document(|doc| f(doc).map(|r| (r, doc.get_heads())))
+            .map_err(ApiError::internal)?;
+        self.storage
+            .wait_durable(&handle.document_id().to_string(), &heads)
+            .await;
+        Ok(result)
+    }
+
+    /// Creates a notebook (empty, or from an imported file) and lists it.
+    pub async fn create(
+        &self,
+        title: Option<String>,
+        notebook: Option<&ipynb::Notebook>,
+    ) -> Result<Value, ApiError> {
+        let mut nb_doc = schema::notebook_skeleton();
+        let mut rt_doc = schema::runtime_skeleton();
+        if let Some(notebook) = notebook {
+            ipynb::fill(notebook, &mut nb_doc, &mut rt_doc).map_err(ApiError::internal)?;
+        }
+        let stopped = |_| ApiError::internal("the repository stopped");
+        let nb = self.repo.create(nb_doc).await.map_err(stopped)?;
+        rt_doc
+            .transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "notebook", nb.url().to_string()))
+            .map_err(|f| ApiError::internal(f.error))?;
+        let rt = self.repo.create(rt_doc).await.map_err(stopped)?;
+        let runtime_url = rt.url().to_string();
+        self.change_durably(&nb, |doc| {
+            doc.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "runtime", runtime_url.as_str()))
+                .map(|_| ())
+                .map_err(|f| f.error)
+        })
+        .await?;
+        let id = nb.document_id().to_string();
+        let stamp = now();
+        let entry = json!({
+            "id": id,
+            "title": title.unwrap_or_else(|| "Untitled".into()),
+            "created": stamp,
+            "updated": stamp,
+            "notebook": nb.url().to_string(),
+            "runtime": runtime_url,
+        });
+        self.change_durably(&self.index, |doc| {
+            doc.transact::<_, _, AutomergeError>(|tx| {
+                let notebooks = match schema::get_map(tx, &ROOT, "notebooks") {
+                    Some(map) => map,
+                    None => tx.put_object(ROOT, "notebooks", ObjType::Map)?,
+                };
+                schema::put_json(tx, &notebooks, &id, &entry)
+            })
+            .map(|_| ())
+            .map_err(|f| f.error)
+        })
+        .await?;
+        Ok(entry)
+    }
+
+    async fn open_pair(&self, id: &str) -> Result<(Automerge, Automerge), ApiError> {
+        let entry = self
+            .index
+            .with_document(|doc| entry_json(doc, id))
+            .ok_or_else(|| not_found(id))?;
+        let doc_id = |key: &str| {
+            entry[key]
+                .as_str()
+                .map(|url| url.trim_start_matches("automerge:"))
+                .and_then(|id| DocumentId::from_str(id).ok())
+                .ok_or_else(|| {
+                    ApiError::internal(format!("the index entry of {id} has no {key} document"))
+                })
+        };
+        let mut docs = Vec::new();
+        for key in ["notebook", "runtime"] {
+            let handle = self
+                .repo
+                .find(doc_id(key)?)
+                .await
+                .map_err(|_| ApiError::internal("the repository stopped"))?
+                .ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "the {key} document of {id} is missing from storage"
+                    ))
+                })?;
+            docs.push(handle.with_document(|doc| doc.clone()));
+        }
+        let runtime = docs.pop().unwrap_or_default();
+        let notebook = docs.pop().unwrap_or_default();
+        Ok((notebook, runtime))
+    }
+}
+
+async fn create_notebook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = app.authenticate(&headers, &uri)?;
+    app.require(&who, Role::Editor, "creating a notebook")?;
+    let request = parse_create(&body, &uri)?;
+    let entry = app.create(request.title, request.notebook.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+async fn export_notebook(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    app.authenticate(&headers, &uri)?;
+    let (notebook, runtime) = app.open_pair(&id).await?;
+    let text = ipynb::to_file_text(&ipynb::export(&notebook, &runtime));
+    let title = app
+        .index
+        .with_document(|doc| entry_json(doc, &id))
+        .and_then(|e| e["title"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "notebook".into());
+    let file_name: String = title
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ipynb+json".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.ipynb\"", file_name.trim()),
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+async fn delete_notebook(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let who = app.authenticate(&headers, &uri)?;
+    app.require(&who, Role::Owner, "deleting a notebook")?;
+    let existed = app
+        .change_durably(&app.index, |doc| {
+            let Some(notebooks) = schema::get_map(doc, &ROOT, "notebooks") else {
+                return Ok(false);
+            };
+            if doc.get(&notebooks, id.as_str())?.is_none() {
+                return Ok(false);
+            }
+            doc.transact::<_, _, AutomergeError>(|tx| tx.delete(&notebooks, id.as_str()))
+                .map(|_| true)
+                .map_err(|f| f.error)
+        })
+        .await?;
+    if !existed {
+        return Err(not_found(&id));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,354 @@
+//! Durable document storage on local disk.
+//!
+//! The layout is samod's (and automerge-repo's nodefs storage): one file per
+//! storage key, the first key component split after two characters. What this
+//! implementation adds is durability: every write goes to a temporary file that is
+//! fsynced and renamed into place (and the directory fsynced), so a `kill -9` at
+//! any moment leaves either the old chunk or the whole new one, never half.
+//!
+//! It also remembers which changes of each document are on disk, so the sync
+//! layer can hold back a message announcing heads until those heads are durable
+//! ([`DurableStorage::wait_durable`]): a client that sees its change in the
+//! server's heads may rely on it surviving a crash.
+
+use automerge::ChangeHash;
+use samod::storage::StorageKey;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How long a sync message may wait for its heads before we log about it.
+const SLOW_DURABILITY_WARNING: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct DurableStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// Per document id: hashes of changes known to be on disk (incremental
+    /// chunks and the heads of snapshot chunks).
+    durable: Mutex<HashMap<String, HashSet<ChangeHash>>>,
+    changed: Notify,
+}
+
+impl DurableStorage {
+    pub fn open(root: impl AsRef<Path>) -> std::io::Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        std::fs::create_dir_all(&root)?;
+        remove_stale_temporaries(&root);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                durable: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    fn path_of(&self, key: &StorageKey) -> Option<PathBuf> {
+        let mut path = self.inner.root.clone();
+        for (index, component) in key.into_iter().enumerate() {
+            if component.is_empty() || component == "." || component == ".." {
+                return None;
+            }
+            if index == 0 {
+                let split = component
+                    .char_indices()
+                    .nth(2)
+                    .map_or(component.len(), |(i, _)| i);
+                path.push(&component[..split]);
+                path.push(&component[split..]);
+            } else {
+                path.push(component);
+            }
+        }
+        Some(path)
+    }
+
+    /// Records that the chunk stored under `key` is on disk.
+    fn note_durable(&self, key: &StorageKey, data: &[u8]) {
+        let parts: Vec<&String> = key.into_iter().collect();
+        let [doc, kind, name] = parts.as_slice() else {
+            return;
+        };
+        let hashes: Vec<ChangeHash> = match kind.as_str() {
+            "incremental" => ChangeHash::from_str(name).ok().into_iter().collect(),
+            "snapshot" => snapshot_heads(data),
+            _ => return,
+        };
+        if hashes.is_empty() {
+            return;
+        }
+        if let Ok(mut durable) = self.inner.durable.lock() {
+            durable.entry((*doc).clone()).or_default().extend(hashes);
+        }
+        self.inner.changed.notify_waiters();
+    }
+
+    fn is_durable(&self, doc: &str, heads: &[ChangeHash]) -> bool {
+        if heads.is_empty() {
+            return true;
+        }
+        let Ok(durable) = self.inner.durable.lock() else {
+            return false;
+        };
+        durable
+            .get(doc)
+            .is_some_and(|known| heads.iter().all(|head| known.contains(head)))
+    }
+
+    /// Waits until every change in `heads` of document `doc` is on disk.
+    pub async fn wait_durable(&self, doc: &str, heads: &[ChangeHash]) {
+        let mut waited = Duration::ZERO;
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_durable(doc, heads) {
+                return;
+            }
+            if tokio::time::timeout(SLOW_DURABILITY_WARNING, notified)
+                .await
+                .is_err()
+            {
+                waited += SLOW_DURABILITY_WARNING;
+                log::warn!(
+                    "document {doc}: changes not on disk after {}s; holding back the acknowledgement",
+                    waited.as_secs()
+                );
+            }
+        }
+    }
+
+    /// The root folder of the document chunks.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+/// The heads recorded in the header of a saved automerge document, read
+/// without loading it: magic, checksum, chunk type 0, length, then the
+/// length-prefixed actor ids and the length-prefixed 32-byte head hashes.
+/// Falls back to a full load for anything else.
+fn snapshot_heads(data: &[u8]) -> Vec<ChangeHash> {
+    fn read_header(data: &[u8]) -> Option<Vec<ChangeHash>> {
+        const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+        if data.get(..4)? != MAGIC || *data.get(8)? != 0 {
+            return None;
+        }
+        let mut at = 9;
+        let _length = uleb(data, &mut at)?;
+        let actors = uleb(data, &mut at)?;
+        for _ in 0..actors {
+            let len = usize::try_from(uleb(data, &mut at)?).ok()?;
+            at = at.checked_add(len)?;
+        }
+        let heads = uleb(data, &mut at)?;
+        let mut out = Vec::new();
+        for _ in 0..heads {
+            let bytes = data.get(at..at + 32)?;
+            out.push(ChangeHash::try_from(bytes).ok()?);
+            at += 32;
+        }
+        Some(out)
+    }
+    fn uleb(data: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *data.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    read_header(data).unwrap_or_else(|| {
+        automerge::Automerge::load(data)
+            .map(|doc| doc.get_heads())
+            .unwrap_or_default()
+    })
+}
+
+fn remove_stale_temporaries(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "partial") {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Writes `data` to `path` so that a crash leaves the old file or the new one.
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a storage path has no parent folder"))?;
+    std::fs::create_dir_all(dir)?;
+    let temporary = path.with_extension(format!("{}.partial", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn read_tree(root: &Path, prefix: &StorageKey, dir: &Path) -> HashMap<StorageKey, Vec<u8>> {
+    let mut out = HashMap::new();
+    let mut stack = vec![(dir.to_path_buf(), prefix.clone())];
+    while let Some((dir, key)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.ends_with(".partial") {
+                continue;
+            }
+            let Ok(child) = key.with_component(name) else {
+                continue;
+            };
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push((path, child));
+            } else if let Ok(data) = std::fs::read(&path) {
+                out.insert(child, data);
+            }
+        }
+    }
+    let _ = root;
+    out
+}
+
+impl samod::storage::Storage for DurableStorage {
+    fn load(&self, key: StorageKey) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
+        let this = self.clone();
+        async move {
+            let path = this.path_of(&key)?;
+            let data = tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+                .await
+                .ok()??;
+            this.note_durable(&key, &data);
+            Some(data)
+        }
+    }
+
+    fn load_range(
+        &self,
+        prefix: StorageKey,
+    ) -> impl std::future::Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
+        let this = self.clone();
+        async move {
+            let Some(dir) = this.path_of(&prefix) else {
+                return HashMap::new();
+            };
+            let root = this.inner.root.clone();
+            let found = tokio::task::spawn_blocking(move || read_tree(&root, &prefix, &dir))
+                .await
+                .unwrap_or_default();
+            for (key, data) in &found {
+                this.note_durable(key, data);
+            }
+            found
+        }
+    }
+
+    fn put(&self, key: StorageKey, data: Vec<u8>) -> impl std::future::Future<Output = ()> + Send {
+        let this = self.clone();
+        async move {
+            let Some(path) = this.path_of(&key) else {
+                log::error!("refusing to store a chunk under the malformed key {key}");
+                return;
+            };
+            let data = Arc::new(data);
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let (target, bytes) = (path.clone(), data.clone());
+                let result = tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
+                    .await
+                    .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+                match result {
+                    Ok(()) => break,
+                    Err(error) => {
+                        // Never drop a chunk: acknowledgements wait for it.
+                        log::error!(
+                            "could not write {}: {error}; retrying in {} ms (free disk space?)",
+                            path.display(),
+                            delay.as_millis()
+                        );
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            this.note_durable(&key, &data);
+        }
+    }
+
+    fn delete(&self, key: StorageKey) -> impl std::future::Future<Output = ()> + Send {
+        let this = self.clone();
+        async move {
+            let Some(path) = this.path_of(&key) else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("could not delete {}: {e}", path.display()),
+            })
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    #[test]
+    fn snapshot_heads_are_read_from_the_header() {
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "a", 1).expect("put");
+        doc.put(automerge::ROOT, "b", 2).expect("put");
+        let heads = doc.get_heads();
+        let saved = doc.save();
+        assert_eq!(snapshot_heads(&saved), heads);
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a/b/c");
+        write_atomically(&path, b"first").expect("write");
+        write_atomically(&path, b"second").expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"second");
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+            .expect("list")
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files stay behind");
+    }
+}
