@@ -12,19 +12,23 @@ unexport CI
 FERROLAB_CACHE ?= $(HOME)/.cache/ferrolab
 export CARGO_TARGET_DIR ?= $(FERROLAB_CACHE)/target
 export PIP_CACHE_DIR ?= $(FERROLAB_CACHE)/pip
+export npm_config_cache ?= $(FERROLAB_CACHE)/npm
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(CARGO_TARGET_DIR)/debug/ferrolab
+SPLICE_PEER := $(CARGO_TARGET_DIR)/debug/examples/splice_peer
 LAB_PORT ?= 8888
+COLLAB_PORT ?= 7878
+COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: up test build venv lab-deps kernelspec test-rust test-python lint bench
+.PHONY: up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench
 
 build:
-	cargo build --locked --bin ferrolab
+	cargo build --locked --bin ferrolab --example splice_peer
 
 $(VENV)/.test-deps: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,14 +44,42 @@ venv: $(VENV)/.test-deps
 
 lab-deps: $(VENV)/.lab-deps
 
+tests/collab/node_modules/.installed: tests/collab/package-lock.json
+	cd tests/collab && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: tests/collab/node_modules/.installed
+
 kernelspec: build lab-deps
 	VIRTUAL_ENV="$(abspath $(VENV))" $(BIN) kernel install --sys-prefix
 
-up: kernelspec
+# Starts the collaboration server in the background (once) on its embedded
+# storage, and keeps an owner token for this checkout in .ferrolab/owner-token.
+collab-up: build
+	@mkdir -p .ferrolab
+	@if [ ! -s .ferrolab/owner-token ]; then \
+		umask 077; $(BIN) collab token create --data $(COLLAB_DATA) --name local-owner --role owner > .ferrolab/owner-token; \
+	fi
+	@if [ -f .ferrolab/collab.pid ] && kill -0 "$$(cat .ferrolab/collab.pid)" 2>/dev/null; then \
+		echo "collab server already running (pid $$(cat .ferrolab/collab.pid))"; \
+	else \
+		nohup $(BIN) collab serve --data $(COLLAB_DATA) --bind 127.0.0.1:$(COLLAB_PORT) \
+			>> .ferrolab/collab.log 2>&1 & echo $$! > .ferrolab/collab.pid; \
+		for i in $$(seq 1 100); do \
+			if curl -fs -o /dev/null -H "Authorization: Bearer $$(cat .ferrolab/owner-token)" \
+				http://127.0.0.1:$(COLLAB_PORT)/api/notebooks; then break; fi; \
+			if ! kill -0 "$$(cat .ferrolab/collab.pid)" 2>/dev/null; then \
+				echo "the collab server did not start; see .ferrolab/collab.log"; tail -5 .ferrolab/collab.log; exit 1; fi; \
+			sleep 0.1; \
+		done; \
+	fi
+
+up: kernelspec collab-up
 	@echo
 	@echo "ferrolab is ready."
 	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV)"
-	@echo "  Collab server: not built yet (see docs/collab.md)"
+	@echo "  Collab server: http://127.0.0.1:$(COLLAB_PORT)/api/notebooks  (sync: ws://127.0.0.1:$(COLLAB_PORT)/sync)"
+	@echo "                 owner token in .ferrolab/owner-token; data in $(COLLAB_DATA); log in .ferrolab/collab.log"
 	@echo "  JupyterLab:    starting on http://127.0.0.1:$(LAB_PORT)/lab (URL with token below)"
 	@echo
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAG) \
@@ -59,7 +91,11 @@ test-rust:
 test-python: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) -m pytest tests/python -q -p no:cacheprovider
 
-test: test-rust test-python
+test-collab: build node-deps
+	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
+		node --test --test-concurrency=1
+
+test: test-rust test-python test-collab
 
 lint:
 	cargo fmt --all --check

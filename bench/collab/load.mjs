@@ -1,0 +1,279 @@
+// Load benchmark: ferrolab's collaboration server against automerge-repo's own
+// Node sync server, with the stock automerge-repo client, in the same run.
+//
+// For each load (N clients, each typing R edits per second into one shared
+// cell for D seconds) it reports edit propagation latency (p50/p99, measured at
+// every other client), whether all clients converged, server CPU time per edit
+// and server memory. Then it times a new client loading a notebook with 10,000
+// prior edits from a freshly restarted server.
+//
+// usage: node load.mjs --bin PATH/TO/ferrolab [--duration 20] [--loads 2x5,4x5,8x5]
+//                      [--history 10000] [--only ferrolab|js] [--out results.json]
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import * as A from "@automerge/automerge";
+import { Repo } from "@automerge/automerge-repo";
+import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => {
+    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
+    return pairs;
+  }, []),
+);
+const BIN = args.bin;
+if (!BIN || !fs.existsSync(BIN)) {
+  console.error("usage: node load.mjs --bin PATH/TO/ferrolab [--duration 20] [--loads 2x5,4x5] [--history 10000]");
+  process.exit(2);
+}
+const DURATION = Number(args.duration ?? 20);
+const LOADS = (args.loads ?? "2x5,4x5,8x5,4x10,8x10").split(",").map((l) => l.split("x").map(Number));
+const HISTORY = Number(args.history ?? 10000);
+const KINDS = args.only ? [args.only] : ["ferrolab", "js"];
+const TICKS_PER_SECOND = 100; // /proc/<pid>/stat clock ticks (USER_HZ) on Linux
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitPort(port, proc, output) {
+  for (let i = 0; i < 400; i++) {
+    if (proc.exitCode !== null) throw new Error(`server exited: ${output()}`);
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(25);
+  }
+  throw new Error("server did not listen");
+}
+
+async function startServer(kind, dir, port) {
+  let proc;
+  let token = "";
+  if (kind === "ferrolab") {
+    token = fs.existsSync(path.join(dir, "bench-token"))
+      ? fs.readFileSync(path.join(dir, "bench-token"), "utf8")
+      : execFileSync(BIN, ["collab", "token", "create", "--data", dir, "--name", "bench", "--role", "editor"]).toString().trim();
+    fs.writeFileSync(path.join(dir, "bench-token"), token);
+    proc = spawn(BIN, ["collab", "serve", "--data", dir, "--bind", `127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "pipe"] });
+  } else {
+    proc = spawn(process.execPath, [path.join(here, "js_server.mjs"), String(port), dir], { stdio: ["ignore", "pipe", "pipe"] });
+  }
+  let output = "";
+  proc.stdout.on("data", (d) => (output += d));
+  proc.stderr.on("data", (d) => (output += d));
+  await waitPort(port, proc, () => output);
+  const url = `ws://127.0.0.1:${port}/sync${kind === "ferrolab" ? `?token=${token}` : ""}`;
+  return {
+    proc,
+    url,
+    async stop() {
+      proc.kill("SIGTERM");
+      await new Promise((r) => (proc.exitCode !== null ? r() : proc.once("exit", r)));
+    },
+  };
+}
+
+function cpuMs(pid) {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+}
+
+function memoryMiB(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const read = (key) => Number(status.match(new RegExp(`${key}:\\s+(\\d+)`))?.[1] ?? 0) / 1024;
+  return { rss: read("VmRSS"), peak: read("VmHWM") };
+}
+
+const client = (url) => new Repo({ network: [new WebSocketClientAdapter(url)] });
+
+function serverStorageId(repo) {
+  for (const m of Object.values(repo.peerMetadataByPeerId)) if (m?.storageId) return m.storageId;
+  return undefined;
+}
+
+async function acknowledged(repo, handle, timeoutMs = 60000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const id = serverStorageId(repo);
+    const theirs = id ? handle.getSyncInfo(id)?.lastHeads ?? [] : [];
+    if (handle.heads().every((h) => theirs.includes(h))) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+const NOTEBOOK = () => ({
+  schema: "ferrolab.notebook",
+  cells: { c: { id: "c", cell_type: "code", position: "V", source: "", metadata: {} } },
+});
+
+function percentile(sorted, p) {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function runLoad(kind, clients, rate) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `collab-bench-${kind}-`));
+  const server = await startServer(kind, dir, await freePort());
+  const creator = client(server.url);
+  const created = creator.create(NOTEBOOK());
+  await acknowledged(creator, created);
+  const repos = [creator];
+  for (let i = 1; i < clients; i++) repos.push(client(server.url));
+  const handles = await Promise.all(repos.map((r) => r.find(created.url)));
+
+  const sentAt = new Map();
+  const latencies = [];
+  const tokenPattern = /§(\d+)\.(\d+)¶/g;
+  handles.forEach((handle, me) => {
+    handle.on("change", ({ patches }) => {
+      const now = performance.now();
+      for (const patch of patches) {
+        if (patch.action !== "splice" || typeof patch.value !== "string") continue;
+        for (const [token, who] of patch.value.matchAll(tokenPattern)) {
+          if (Number(who) === me) continue;
+          const at = sentAt.get(token);
+          if (at !== undefined) latencies.push(now - at);
+        }
+      }
+    });
+  });
+
+  const cpuBefore = cpuMs(server.proc.pid);
+  const clientCpuBefore = process.cpuUsage();
+  const planned = clients * rate * DURATION;
+  let sent = 0;
+  const stopAt = performance.now() + DURATION * 1000;
+  await Promise.all(
+    handles.map(async (handle, me) => {
+      let k = 0;
+      let next = performance.now() + Math.random() * (1000 / rate);
+      while (performance.now() < stopAt) {
+        const wait = next - performance.now();
+        if (wait > 0) await sleep(wait);
+        next += 1000 / rate;
+        const token = `§${me}.${k++}¶`;
+        handle.change((doc) => {
+          const length = doc.cells.c.source.length;
+          A.splice(doc, ["cells", "c", "source"], Math.floor(Math.random() * (length + 1)), 0, token);
+        });
+        sentAt.set(token, performance.now());
+        sent++;
+      }
+    }),
+  );
+  const settleStart = performance.now();
+  let converged = false;
+  while (performance.now() - settleStart < 15000) {
+    const heads = handles.map((h) => JSON.stringify([...h.heads()].sort()));
+    if (heads.every((h) => h === heads[0])) {
+      converged = await acknowledged(creator, handles[0], 1000);
+      if (converged) break;
+    }
+    await sleep(50);
+  }
+  const settleMs = performance.now() - settleStart;
+  const serverCpu = cpuMs(server.proc.pid) - cpuBefore;
+  const memory = memoryMiB(server.proc.pid);
+  const clientCpu = process.cpuUsage(clientCpuBefore);
+  for (const r of repos) await r.shutdown().catch(() => {});
+  await server.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+  latencies.sort((a, b) => a - b);
+  return {
+    kind, clients, rate, planned, sent,
+    saturated: sent < planned * 0.9,
+    converged, settleMs: Math.round(settleMs),
+    p50: percentile(latencies, 50), p99: percentile(latencies, 99), samples: latencies.length,
+    serverCpuPerEditMs: serverCpu / Math.max(sent, 1),
+    clientCpuPerEditMs: (clientCpu.user + clientCpu.system) / 1000 / Math.max(sent, 1),
+    rssMiB: memory.rss, peakMiB: memory.peak,
+  };
+}
+
+async function runLoadTime(kind) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `collab-bench-${kind}-`));
+  const port = await freePort();
+  let server = await startServer(kind, dir, port);
+  const writer = client(server.url);
+  const handle = writer.create(NOTEBOOK());
+  await acknowledged(writer, handle);
+  for (let i = 0; i < HISTORY; i++) {
+    handle.change((doc) => A.splice(doc, ["cells", "c", "source"], i, 0, "x"));
+    if (i % 500 === 499) await sleep(0);
+  }
+  if (!(await acknowledged(writer, handle, 300000))) throw new Error(`${kind}: history never acknowledged`);
+  await writer.shutdown();
+  await server.stop();
+  server = await startServer(kind, dir, port);
+  const times = [];
+  for (let i = 0; i < 4; i++) {
+    const reader = client(server.url);
+    const t0 = performance.now();
+    const h = await reader.find(handle.url);
+    if (h.doc().cells.c.source.length !== HISTORY) throw new Error(`${kind}: loaded an incomplete document`);
+    times.push(performance.now() - t0);
+    await reader.shutdown();
+  }
+  const memory = memoryMiB(server.proc.pid);
+  await server.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+  const warm = times.slice(1).sort((a, b) => a - b);
+  return { kind, coldMs: times[0], warmMs: warm[Math.floor(warm.length / 2)], rssMiB: memory.rss };
+}
+
+const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
+const results = { date: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, duration: DURATION, loads: [], loadTime: [] };
+console.log(`collab load benchmark: ${DURATION} s per load, ${os.cpus().length} CPUs`);
+console.log("server    N  rate  sent/planned  conv  p50ms  p99ms  srvCPU/edit  cliCPU/edit  RSS MiB");
+for (const [clients, rate] of LOADS) {
+  const row = {};
+  for (const kind of KINDS) {
+    const r = await runLoad(kind, clients, rate);
+    row[kind] = r;
+    results.loads.push(r);
+    console.log(
+      `${kind.padEnd(9)} ${String(clients).padStart(2)} ${String(rate).padStart(5)}  ${`${r.sent}/${r.planned}`.padStart(12)}` +
+        `  ${r.converged ? "yes " : "NO  "}  ${fmt(r.p50).padStart(5)}  ${fmt(r.p99).padStart(5)}` +
+        `  ${fmt(r.serverCpuPerEditMs, 3).padStart(11)}  ${fmt(r.clientCpuPerEditMs, 2).padStart(11)}  ${fmt(r.rssMiB).padStart(7)}` +
+        (r.saturated ? "  (clients saturated)" : ""),
+    );
+  }
+  if (row.ferrolab && row.js) {
+    const f = row.ferrolab, j = row.js;
+    console.log(
+      `  ratio ferrolab/js: CPU/edit ${fmt(f.serverCpuPerEditMs / j.serverCpuPerEditMs, 2)}x, RSS ${fmt(f.rssMiB / j.rssMiB, 2)}x, ` +
+        `p99 ${fmt(f.p99 / j.p99, 2)}x${f.converged && j.converged ? "" : " (not both converged)"}`,
+    );
+  }
+}
+console.log(`\nnew client loading a notebook with ${HISTORY} prior edits (server restarted first)`);
+const loadRows = {};
+for (const kind of KINDS) {
+  const r = await runLoadTime(kind);
+  loadRows[kind] = r;
+  results.loadTime.push(r);
+  console.log(`${kind.padEnd(9)} cold ${fmt(r.coldMs)} ms, warm ${fmt(r.warmMs)} ms, server RSS ${fmt(r.rssMiB)} MiB`);
+}
+if (loadRows.ferrolab && loadRows.js) {
+  console.log(
+    `  ratio ferrolab/js: cold ${fmt(loadRows.ferrolab.coldMs / loadRows.js.coldMs, 2)}x, warm ${fmt(loadRows.ferrolab.warmMs / loadRows.js.warmMs, 2)}x`,
+  );
+}
+if (args.out) fs.writeFileSync(args.out, JSON.stringify(results, null, 2));
+process.exit(0);
