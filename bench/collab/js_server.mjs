@@ -10,7 +10,7 @@ import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs";
 const [port, dir] = process.argv.slice(2);
 const wss = new WebSocketServer({ noServer: true });
 const server = http.createServer((_req, res) => res.end("sync server"));
-new Repo({
+const repo = new Repo({
   network: [new NodeWSServerAdapter(wss)],
   storage: new NodeFSStorageAdapter(dir),
   peerId: `sync-server-${process.pid}`,
@@ -20,4 +20,8 @@ server.on("upgrade", (request, socket, head) => {
   wss.handleUpgrade(request, socket, head, (ws) => wss.emit("connection", ws, request));
 });
 server.listen(Number(port), "127.0.0.1", () => console.log(`listening on ${port}`));
-process.on("SIGTERM", () => process.exit(0));
+// Flush what the repo still holds in memory before leaving, as a deployed server would.
+process.on("SIGTERM", async () => {
+  await repo.shutdown();
+  process.exit(0);
+});

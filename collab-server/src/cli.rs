@@ -19,6 +19,9 @@ pub enum CollabCommand {
         /// Largest WebSocket message a peer may send, in MiB.
         #[arg(long, default_value_t = 64)]
         max_message_mib: usize,
+        /// Keep the .ipynb files of this folder and their notebooks in step, both ways.
+        #[arg(long, value_name = "DIR")]
+        watch: Option<PathBuf>,
     },
     /// Create, list and revoke access tokens (works with or without a running server).
     Token {
@@ -67,6 +70,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             data,
             bind,
             max_message_mib,
+            watch,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -76,6 +80,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 data: data.path,
                 bind,
                 max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
+                watch,
             }))
         }
         CollabCommand::Token { command } => match command {

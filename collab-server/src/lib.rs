@@ -13,4 +13,5 @@ pub mod notebook;
 pub mod schema;
 pub mod server;
 pub mod storage;
+pub mod watch;
 pub mod wire;

@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub bind: SocketAddr,
     /// The largest WebSocket message a peer may send.
     pub max_message_bytes: usize,
+    /// A folder whose `.ipynb` files are kept in step with their documents.
+    pub watch: Option<PathBuf>,
 }
 
 /// The peers bound to authenticated connections: what each may do.
@@ -191,6 +193,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     println!("  sync: ws://{address}/sync");
     println!("  api:  http://{address}/api/notebooks");
     println!("  data: {}", options.data.display());
+    if let Some(folder) = &options.watch {
+        let watcher = crate::watch::Watcher::new(app.clone(), folder.clone(), &options.data)
+            .with_context(|| format!("cannot watch {}", folder.display()))?;
+        println!("  watching: {}", folder.display());
+        tokio::spawn(watcher.run());
+    }
     run(app, listener, shutdown_signal()).await
 }
 
@@ -271,6 +279,20 @@ impl ApiError {
         )
     }
 }
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -702,6 +724,21 @@ impl App {
         title: Option<String>,
         notebook: Option<&ipynb::Notebook>,
     ) -> Result<Value, ApiError> {
+        self.create_with_path(title, notebook, None).await
+    }
+
+    /// The workspace index entry of notebook `id`.
+    pub fn index_entry(&self, id: &str) -> Option<Value> {
+        self.index.with_document(|doc| entry_json(doc, id))
+    }
+
+    /// [`App::create`] for a notebook that mirrors a file of a watched folder.
+    pub async fn create_with_path(
+        &self,
+        title: Option<String>,
+        notebook: Option<&ipynb::Notebook>,
+        path: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let mut nb_doc = schema::notebook_skeleton();
         let mut rt_doc = schema::runtime_skeleton();
         if let Some(notebook) = notebook {
@@ -722,7 +759,7 @@ impl App {
         .await?;
         let id = nb.document_id().to_string();
         let stamp = now();
-        let entry = json!({
+        let mut entry = json!({
             "id": id,
             "title": title.unwrap_or_else(|| "Untitled".into()),
             "created": stamp,
@@ -730,6 +767,9 @@ impl App {
             "notebook": nb.url().to_string(),
             "runtime": runtime_url,
         });
+        if let Some(path) = path {
+            entry["path"] = Value::String(path.to_string());
+        }
         self.change_durably(&self.index, |doc| {
             doc.transact::<_, _, AutomergeError>(|tx| {
                 let notebooks = match schema::get_map(tx, &ROOT, "notebooks") {
