@@ -25,7 +25,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench
+.PHONY: up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -101,5 +101,16 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: build venv
+bench: bench-kernel bench-collab
+
+bench-kernel: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py
+
+bench/collab/node_modules/.installed: bench/collab/package-lock.json
+	cd bench/collab && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The collab server against automerge-repo's Node sync server, same load, same run.
+bench-collab: build bench/collab/node_modules/.installed
+	mkdir -p bench/results
+	cd bench/collab && node load.mjs --bin "$(BIN)" --out ../results/collab-load.json

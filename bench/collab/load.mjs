@@ -81,6 +81,7 @@ async function startServer(kind, dir, port) {
   return {
     proc,
     url,
+    output: () => output,
     async stop() {
       proc.kill("SIGTERM");
       await new Promise((r) => (proc.exitCode !== null ? r() : proc.once("exit", r)));
@@ -218,6 +219,8 @@ async function runLoadTime(kind) {
     if (i % 500 === 499) await sleep(0);
   }
   if (!(await acknowledged(writer, handle, 300000))) throw new Error(`${kind}: history never acknowledged`);
+  // The JS server saves on a 100 ms throttle after acknowledging: give it time.
+  await sleep(1000);
   await writer.shutdown();
   await server.stop();
   server = await startServer(kind, dir, port);
@@ -225,7 +228,9 @@ async function runLoadTime(kind) {
   for (let i = 0; i < 4; i++) {
     const reader = client(server.url);
     const t0 = performance.now();
-    const h = await reader.find(handle.url);
+    const h = await reader.find(handle.url).catch((e) => {
+      throw new Error(`${kind}: ${e.message}\n${server.output()}`);
+    });
     if (h.doc().cells.c.source.length !== HISTORY) throw new Error(`${kind}: loaded an incomplete document`);
     times.push(performance.now() - t0);
     await reader.shutdown();

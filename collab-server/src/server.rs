@@ -26,6 +26,8 @@ use std::time::Duration;
 
 /// How long a new connection may take to send its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Sync messages for one document go to a peer at most this often; more are folded.
+const SYNC_WINDOW: Duration = Duration::from_millis(40);
 /// How often live connections are checked against revoked tokens.
 const REVOCATION_CHECK: Duration = Duration::from_millis(500);
 
@@ -475,15 +477,7 @@ async fn serve_peer(app: Arc<App>, mut socket: WebSocket, who: Identity) {
     if app.acceptor.accept(transport).is_err() {
         log::warn!("the repository is stopping; refusing peer {peer}");
     } else {
-        while let Some(message) = out_rx.next().await {
-            if let Some((doc, heads)) = wire::announced_heads(&message) {
-                // Never announce heads that a crash could still lose.
-                app.storage.wait_durable(&doc, &heads).await;
-            }
-            if ws_tx.send(Message::Binary(message.into())).await.is_err() {
-                break;
-            }
-        }
+        write_to_peer(&app, &mut ws_tx, &mut out_rx).await;
     }
     let _ = ws_tx.close().await;
     if let Ok(mut peers) = app.peers.lock() {
@@ -496,6 +490,102 @@ async fn serve_peer(app: Arc<App>, mut socket: WebSocket, who: Identity) {
         }
     }
     log::info!("peer {peer} disconnected");
+}
+
+/// Sends samod's outgoing messages to one peer.
+///
+/// Two rules: a sync message never leaves before the heads it announces are on
+/// disk (so an acknowledgement survives a crash), and sync messages for one
+/// document are sent at most once per [`SYNC_WINDOW`]: one that comes sooner is
+/// held and later ones are folded into it. A busy notebook then costs each client
+/// one message per window instead of one per keystroke of every other person,
+/// which is what the clients' CPU spends its time on.
+async fn write_to_peer(
+    app: &App,
+    ws_tx: &mut (impl futures::Sink<Message, Error = axum::Error> + Unpin),
+    out_rx: &mut futures::channel::mpsc::Receiver<Vec<u8>>,
+) {
+    let mut last_sent: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut held: HashMap<String, (wire::OutgoingSync, tokio::time::Instant)> = HashMap::new();
+    loop {
+        let next_due = held.values().map(|(_, due)| *due).min();
+        let incoming = tokio::select! {
+            message = out_rx.next() => Some(message),
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => None,
+        };
+        let now = tokio::time::Instant::now();
+        let mut ready: Vec<Vec<u8>> = Vec::new();
+        match incoming {
+            // The timer: send what is due.
+            None => {
+                let due: Vec<String> = held
+                    .iter()
+                    .filter(|(_, (_, at))| *at <= now)
+                    .map(|(doc, _)| doc.clone())
+                    .collect();
+                for doc in due {
+                    if let Some((sync, _)) = held.remove(&doc) {
+                        last_sent.insert(doc, now);
+                        ready.push(sync.encode());
+                    }
+                }
+            }
+            // samod is done with this peer: flush and stop.
+            Some(None) => {
+                for (_, (sync, _)) in held.drain() {
+                    let _ = send_durably(app, ws_tx, sync.encode()).await;
+                }
+                return;
+            }
+            Some(Some(bytes)) => match wire::OutgoingSync::parse(&bytes) {
+                None => ready.push(bytes),
+                Some(sync) => {
+                    let doc = sync.document_id.clone();
+                    if let Some((pending, due)) = held.remove(&doc) {
+                        let mut pending = pending;
+                        match pending.absorb(sync) {
+                            Ok(()) => {
+                                held.insert(doc, (pending, due));
+                            }
+                            Err(sync) => {
+                                // Cannot fold: keep the order, send both now.
+                                ready.push(pending.encode());
+                                ready.push(sync.encode());
+                                last_sent.insert(doc, now);
+                            }
+                        }
+                    } else if let Some(due) = last_sent
+                        .get(&doc)
+                        .map(|at| *at + SYNC_WINDOW)
+                        .filter(|due| *due > now)
+                    {
+                        held.insert(doc, (sync, due));
+                    } else {
+                        last_sent.insert(doc, now);
+                        ready.push(bytes);
+                    }
+                }
+            },
+        }
+        for bytes in ready {
+            if send_durably(app, ws_tx, bytes).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one message once the heads it announces are on disk.
+async fn send_durably(
+    app: &App,
+    ws_tx: &mut (impl futures::Sink<Message, Error = axum::Error> + Unpin),
+    bytes: Vec<u8>,
+) -> Result<(), axum::Error> {
+    if let Some((doc, heads)) = wire::announced_heads(&bytes) {
+        // Never announce heads that a crash could still lose.
+        app.storage.wait_durable(&doc, &heads).await;
+    }
+    ws_tx.send(Message::Binary(bytes.into())).await
 }
 
 /// Binds `peer` to the token that authenticated its connection; `None` when

@@ -14,6 +14,7 @@ use minicbor::Decoder;
 pub struct Envelope {
     pub kind: String,
     pub sender_id: Option<String>,
+    pub target_id: Option<String>,
     pub document_id: Option<String>,
     pub data: Option<Vec<u8>>,
 }
@@ -57,6 +58,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         match key.as_str() {
             "type" => envelope.kind = d.str().map_err(err)?.to_string(),
             "senderId" => envelope.sender_id = Some(d.str().map_err(err)?.to_string()),
+            "targetId" => envelope.target_id = Some(d.str().map_err(err)?.to_string()),
             "documentId" => envelope.document_id = Some(d.str().map_err(err)?.to_string()),
             "data" => envelope.data = Some(d.bytes().map_err(err)?.to_vec()),
             _ => d.skip().map_err(err)?,
@@ -96,6 +98,78 @@ pub fn announced_heads(bytes: &[u8]) -> Option<(String, Vec<ChangeHash>)> {
     Some((envelope.document_id?, message.heads))
 }
 
+/// An outgoing `sync` message, taken apart so that several can be coalesced.
+pub struct OutgoingSync {
+    pub document_id: String,
+    sender_id: String,
+    target_id: String,
+    message: automerge::sync::Message,
+}
+
+impl OutgoingSync {
+    /// Reads a `sync` message (not `request` or anything else).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let envelope = decode(bytes).ok()?;
+        if envelope.kind != "sync" {
+            return None;
+        }
+        let message = automerge::sync::Message::decode(envelope.data.as_deref()?).ok()?;
+        Some(Self {
+            document_id: envelope.document_id?,
+            sender_id: envelope.sender_id?,
+            target_id: envelope.target_id?,
+            message,
+        })
+    }
+
+    /// Folds a later message for the same document and peer into this one: the
+    /// changes of both, the later one's heads, needs and haves. Receiving the
+    /// result is the same as receiving both in order. `Err` gives `later` back when
+    /// the two cannot be folded (different flags or versions).
+    pub fn absorb(&mut self, later: Self) -> Result<(), Self> {
+        let compatible = later.document_id == self.document_id
+            && later.target_id == self.target_id
+            && later.message.flags == self.message.flags
+            && later.message.version == self.message.version;
+        if !compatible {
+            return Err(later);
+        }
+        let mut changes: Vec<Vec<u8>> = self.message.changes.iter().map(<[u8]>::to_vec).collect();
+        changes.extend(later.message.changes.iter().map(<[u8]>::to_vec));
+        self.message = automerge::sync::Message {
+            heads: later.message.heads,
+            need: later.message.need,
+            have: later.message.have,
+            changes: changes.into(),
+            flags: later.message.flags,
+            version: later.message.version,
+        };
+        Ok(())
+    }
+
+    pub fn heads(&self) -> &[ChangeHash] {
+        &self.message.heads
+    }
+
+    /// The wire bytes of this message.
+    pub fn encode(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut e = minicbor::Encoder::new(&mut out);
+        let data = self.message.encode();
+        let written: Result<(), minicbor::encode::Error<std::convert::Infallible>> = (|| {
+            e.map(5)?;
+            e.str("type")?.str("sync")?;
+            e.str("senderId")?.str(&self.sender_id)?;
+            e.str("targetId")?.str(&self.target_id)?;
+            e.str("documentId")?.str(&self.document_id)?;
+            e.str("data")?.bytes(&data)?;
+            Ok(())
+        })();
+        debug_assert!(written.is_ok(), "encoding into a Vec cannot fail");
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +207,80 @@ mod tests {
         let (document, heads) = announced_heads(&bytes).expect("heads");
         assert_eq!(document, "doc");
         assert!(heads.is_empty());
+    }
+
+    #[test]
+    fn coalesced_sync_messages_deliver_every_change() {
+        use automerge::sync::SyncDoc;
+        use automerge::transaction::Transactable;
+        let mut server = automerge::AutoCommit::new();
+        let mut client = automerge::AutoCommit::new();
+        let (mut server_state, mut client_state) =
+            (automerge::sync::State::new(), automerge::sync::State::new());
+        // Get both in sync first.
+        for _ in 0..4 {
+            if let Some(m) = server.sync().generate_sync_message(&mut server_state) {
+                client
+                    .sync()
+                    .receive_sync_message(&mut client_state, m)
+                    .expect("receive");
+            }
+            if let Some(m) = client.sync().generate_sync_message(&mut client_state) {
+                server
+                    .sync()
+                    .receive_sync_message(&mut server_state, m)
+                    .expect("receive");
+            }
+        }
+        let wrap = |m: automerge::sync::Message| {
+            let mut out = Vec::new();
+            let mut e = Encoder::new(&mut out);
+            e.map(5).expect("cbor");
+            e.str("type").expect("cbor").str("sync").expect("cbor");
+            e.str("senderId")
+                .expect("cbor")
+                .str("server")
+                .expect("cbor");
+            e.str("targetId")
+                .expect("cbor")
+                .str("client")
+                .expect("cbor");
+            e.str("documentId").expect("cbor").str("doc").expect("cbor");
+            e.str("data")
+                .expect("cbor")
+                .bytes(&m.encode())
+                .expect("cbor");
+            OutgoingSync::parse(&out).expect("a sync message")
+        };
+        server.put(automerge::ROOT, "a", 1).expect("put");
+        let first = wrap(
+            server
+                .sync()
+                .generate_sync_message(&mut server_state)
+                .expect("first"),
+        );
+        server.put(automerge::ROOT, "b", 2).expect("put");
+        let second = wrap(
+            server
+                .sync()
+                .generate_sync_message(&mut server_state)
+                .expect("second"),
+        );
+        let mut merged = first;
+        assert!(merged.absorb(second).is_ok());
+        let bytes = merged.encode();
+        let envelope = decode(&bytes).expect("envelope");
+        let message =
+            automerge::sync::Message::decode(&envelope.data.expect("data")).expect("message");
+        client
+            .sync()
+            .receive_sync_message(&mut client_state, message)
+            .expect("receive");
+        assert_eq!(
+            client.get_heads(),
+            server.get_heads(),
+            "one merged message carried both changes"
+        );
     }
 
     #[test]

@@ -332,3 +332,53 @@ fn random_concurrent_cell_operations_converge() {
         }
     }
 }
+
+/// Thousands of small changes do not leave thousands of files: samod folds them
+/// into snapshots and our storage deletes what they replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_is_compacted() {
+    let server = start_server().await;
+    let entry = server
+        .app
+        .create(Some("busy".into()), None)
+        .await
+        .map_err(|_| "create")
+        .expect("create");
+    let id = entry["id"].as_str().expect("id").to_string();
+    let doc = find(server.app.repo(), &id).await;
+    let cell = doc.with_document(|d| {
+        d.transact::<_, _, AutomergeError>(|tx| notebook::insert_cell(tx, None, "code", ""))
+            .expect("insert")
+            .result
+    });
+    for i in 0..2000 {
+        doc.with_document(|d| {
+            let encoding = d.text_encoding();
+            d.transact::<_, _, AutomergeError>(|tx| {
+                notebook::splice_source(tx, encoding, &cell, i, 0, "x")
+            })
+            .expect("splice");
+        });
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let heads = doc.with_document(|d| d.get_heads());
+    server.app.storage().wait_durable(&id, &heads).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut files = 0;
+    let mut stack = vec![server.app.storage().root().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).expect("list").flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert!(
+        files < 60,
+        "{files} chunk files for 2000 changes: storage is not compacted"
+    );
+}
