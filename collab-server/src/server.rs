@@ -544,10 +544,10 @@ async fn write_to_peer(
                     if let Some((pending, due)) = held.remove(&doc) {
                         let mut pending = pending;
                         match pending.absorb(sync) {
-                            Ok(()) => {
+                            None => {
                                 held.insert(doc, (pending, due));
                             }
-                            Err(sync) => {
+                            Some(sync) => {
                                 // Cannot fold: keep the order, send both now.
                                 ready.push(pending.encode());
                                 ready.push(sync.encode());

@@ -124,15 +124,15 @@ impl OutgoingSync {
 
     /// Folds a later message for the same document and peer into this one: the
     /// changes of both, the later one's heads, needs and haves. Receiving the
-    /// result is the same as receiving both in order. `Err` gives `later` back when
-    /// the two cannot be folded (different flags or versions).
-    pub fn absorb(&mut self, later: Self) -> Result<(), Self> {
+    /// result is the same as receiving both in order. Gives `later` back when the
+    /// two cannot be folded (different flags or versions).
+    pub fn absorb(&mut self, later: Self) -> Option<Self> {
         let compatible = later.document_id == self.document_id
             && later.target_id == self.target_id
             && later.message.flags == self.message.flags
             && later.message.version == self.message.version;
         if !compatible {
-            return Err(later);
+            return Some(later);
         }
         let mut changes: Vec<Vec<u8>> = self.message.changes.iter().map(<[u8]>::to_vec).collect();
         changes.extend(later.message.changes.iter().map(<[u8]>::to_vec));
@@ -144,7 +144,7 @@ impl OutgoingSync {
             flags: later.message.flags,
             version: later.message.version,
         };
-        Ok(())
+        None
     }
 
     pub fn heads(&self) -> &[ChangeHash] {
@@ -267,7 +267,7 @@ mod tests {
                 .expect("second"),
         );
         let mut merged = first;
-        assert!(merged.absorb(second).is_ok());
+        assert!(merged.absorb(second).is_none());
         let bytes = merged.encode();
         let envelope = decode(&bytes).expect("envelope");
         let message =
