@@ -44,8 +44,10 @@ venv: $(VENV)/.test-deps
 
 lab-deps: $(VENV)/.lab-deps
 
+# `npm install` (not `npm ci`): optional platform packages of cbor-extract are not
+# published for every platform, and `npm ci` refuses a lock file without them.
 tests/collab/node_modules/.installed: tests/collab/package-lock.json
-	cd tests/collab && npm ci --no-audit --no-fund --loglevel=error
+	cd tests/collab && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 node-deps: tests/collab/node_modules/.installed
@@ -107,7 +109,7 @@ bench-kernel: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py
 
 bench/collab/node_modules/.installed: bench/collab/package-lock.json
-	cd bench/collab && npm ci --no-audit --no-fund --loglevel=error
+	cd bench/collab && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The collab server against automerge-repo's Node sync server, same load, same run.

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use samod::{DocHandle, DocumentId, PeerId, Repo, ShareConfig};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::str::FromStr;
@@ -28,6 +28,8 @@ use std::time::Duration;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Sync messages for one document go to a peer at most this often; more are folded.
 const SYNC_WINDOW: Duration = Duration::from_millis(40);
+/// How often the index's `updated` times follow edits made over sync.
+const UPDATED_STAMP: Duration = Duration::from_secs(2);
 /// How often live connections are checked against revoked tokens.
 const REVOCATION_CHECK: Duration = Duration::from_millis(500);
 
@@ -69,6 +71,8 @@ pub struct App {
     peers: Arc<Mutex<Peers>>,
     acceptor: samod::AcceptorHandle,
     max_message_bytes: usize,
+    /// Documents writers changed since the index's `updated` times were stamped.
+    touched: Mutex<HashSet<String>>,
 }
 
 /// Opens the data folder; prints the owner token on first start.
@@ -119,6 +123,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         peers,
         acceptor,
         max_message_bytes: options.max_message_bytes,
+        touched: Mutex::new(HashSet::new()),
     }))
 }
 
@@ -212,11 +217,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let revocations = tokio::spawn(watch_revocations(app.clone()));
+    let stamps = tokio::spawn(stamp_updates(app.clone()));
     let router = router(app.clone());
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     revocations.abort();
+    stamps.abort();
     app.repo.stop().await;
     served.context("the HTTP server failed")
 }
@@ -442,10 +449,13 @@ async fn serve_peer(app: Arc<App>, mut socket: WebSocket, who: Identity) {
 
     let (mut ws_tx, ws_rx) = socket.split();
     let peer_for_log = peer.clone();
+    let app_for_stream = app.clone();
+    let role = who.role;
     let inbound = futures::stream::unfold(
         (ws_rx, Some(first), false),
         move |(mut rx, pending, done)| {
             let peer = peer_for_log.clone();
+            let app_for_stream = app_for_stream.clone();
             async move {
                 if done {
                     return None;
@@ -461,7 +471,14 @@ async fn serve_peer(app: Arc<App>, mut socket: WebSocket, who: Identity) {
                     },
                 };
                 match check_inbound(&bytes) {
-                    Ok(()) => Some((Ok::<_, std::io::Error>(bytes), (rx, None, false))),
+                    Ok(changed) => {
+                        if let (Some(doc), true) = (changed, role.can_write()) {
+                            if let Ok(mut touched) = app_for_stream.touched.lock() {
+                                touched.insert(doc);
+                            }
+                        }
+                        Some((Ok::<_, std::io::Error>(bytes), (rx, None, false)))
+                    }
                     Err(reason) => {
                         log::warn!("peer {peer}: {reason}; closing its connection");
                         None
@@ -623,17 +640,69 @@ fn register_peer(
     Some(id)
 }
 
-/// Validates an inbound message before samod sees it.
-fn check_inbound(bytes: &[u8]) -> Result<(), String> {
+/// Validates an inbound message before samod sees it; returns the document it
+/// brings changes to, if any.
+fn check_inbound(bytes: &[u8]) -> Result<Option<String>, String> {
     let envelope = wire::decode(bytes).map_err(|e| e.to_string())?;
     if envelope.is_sync() {
         let data = envelope
             .data
             .as_deref()
             .ok_or("a sync message without data")?;
-        wire::check_sync_payload(data)?;
+        if wire::check_sync_payload(data)? {
+            return Ok(envelope.document_id);
+        }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Moves the `updated` time of notebooks whose documents peers changed.
+async fn stamp_updates(app: Arc<App>) {
+    let mut tick = tokio::time::interval(UPDATED_STAMP);
+    loop {
+        tick.tick().await;
+        let touched: HashSet<String> = match app.touched.lock() {
+            Ok(mut touched) => std::mem::take(&mut *touched),
+            Err(_) => return,
+        };
+        if touched.is_empty() {
+            continue;
+        }
+        let stamp = now();
+        let result = app.index.with_document(|doc| {
+            let Some(notebooks) = schema::get_map(doc, &ROOT, "notebooks") else {
+                return Ok(());
+            };
+            let hits: Vec<automerge::ObjId> = doc
+                .map_range(&notebooks, ..)
+                .filter_map(|item| {
+                    let entry = item.id();
+                    let ids = ["notebook", "runtime"].map(|key| {
+                        schema::get_str(doc, &entry, key)
+                            .map(|url| url.trim_start_matches("automerge:").to_string())
+                    });
+                    ids.iter()
+                        .flatten()
+                        .any(|id| touched.contains(id))
+                        .then_some(entry)
+                })
+                .collect();
+            if hits.is_empty() {
+                return Ok(());
+            }
+            doc.transact::<_, _, AutomergeError>(|tx| {
+                for entry in &hits {
+                    tx.put(entry, "updated", stamp.as_str())?;
+                }
+                Ok(())
+            })
+            .map(|_| ())
+            .map_err(|f| f.error)
+        });
+        if let Err(error) = result {
+            log::warn!("could not stamp notebook update times: {error}");
+        }
+    }
 }
 
 async fn watch_revocations(app: Arc<App>) {

@@ -78,11 +78,12 @@ impl Envelope {
 }
 
 /// Checks that the sync payload of an incoming message decodes, without letting
-/// a panic in the decoder escape. Returns a reason when it does not.
-pub fn check_sync_payload(data: &[u8]) -> Result<(), String> {
+/// a panic in the decoder escape. Returns a reason when it does not, and whether
+/// it carries changes when it does.
+pub fn check_sync_payload(data: &[u8]) -> Result<bool, String> {
     let decoded = std::panic::catch_unwind(|| automerge::sync::Message::decode(data));
     match decoded {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(message)) => Ok(!message.changes.is_empty()),
         Ok(Err(e)) => Err(format!("sync message does not decode: {e}")),
         Err(_) => Err("sync message made the decoder panic".into()),
     }

@@ -103,6 +103,12 @@ test("roles: viewers read only, editors create, owners delete", async () => {
     assert.deepEqual(exported.json.cells.map((c) => c.id), ["c1"]);
     assert.equal(exported.json.cells[0].source.join(""), "// editor\nlet x = 1;");
 
+    // Edits over sync move the notebook's `updated` time in the index.
+    await waitFor(async () => {
+      const now = await api(server, viewer, "GET", `/api/notebooks/${entry.id}`);
+      return now.json.updated > entry.created;
+    }, "the index to show the notebook was updated", 10000);
+
     assert.equal((await api(server, editor, "DELETE", `/api/notebooks/${entry.id}`)).status, 403);
     assert.equal((await api(server, owner, "DELETE", `/api/notebooks/${entry.id}`)).status, 204);
     assert.equal((await api(server, owner, "GET", `/api/notebooks/${entry.id}`)).status, 404);
