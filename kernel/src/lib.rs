@@ -33,5 +33,7 @@ pub fn home() -> PathBuf {
 
 /// The magics a kernel starts with.
 pub fn registry() -> ferrolab_magics::Registry {
-    ferrolab_magics::Registry::with_builtins()
+    let mut registry = ferrolab_magics::Registry::with_builtins();
+    ferrolab_data::register(&mut registry);
+    registry
 }
