@@ -445,6 +445,17 @@ impl Magic for Load {
 
 // ---------------------------------------------------------------- %tables, %schema, %head, %drop
 
+/// The one table name a magic like `%schema NAME` takes.
+fn table_arg(invocation: &Invocation) -> Result<&str, MagicError> {
+    match invocation.args.as_slice() {
+        [name] => Ok(name),
+        _ => Err(MagicError::usage(format!(
+            "usage: %{} NAME",
+            invocation.name
+        ))),
+    }
+}
+
 struct Tables(Arc<Catalog>);
 
 impl Magic for Tables {
@@ -530,9 +541,7 @@ impl Magic for SchemaMagic {
         invocation: &Invocation,
         _cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
-        let [name] = invocation.args.as_slice() else {
-            return Err(MagicError::usage("usage: %schema NAME"));
-        };
+        let name = table_arg(invocation)?;
         let mut frame = self.0.get(name)?.frame;
         let schema = frame
             .collect_schema()
@@ -605,11 +614,9 @@ impl Magic for Drop {
         invocation: &Invocation,
         _cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
-        let [name] = invocation.args.as_slice() else {
-            return Err(MagicError::usage("usage: %drop NAME"));
-        };
+        let name = table_arg(invocation)?;
         self.0.get(name)?;
-        self.0.lock()?.remove(name.as_str());
+        self.0.lock()?.remove(name);
         Ok(Some(MimeBundle::text(format!("dropped `{name}`"))))
     }
 }
