@@ -237,7 +237,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn digest_hex(bytes: &[u8]) -> String {
+/// Hex SHA-256 of `bytes`.
+pub(crate) fn digest_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 

@@ -531,7 +531,7 @@ async fn write_to_peer(
             _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => None,
         };
         let now = tokio::time::Instant::now();
-        let mut ready: Vec<Vec<u8>> = Vec::new();
+        let mut ready: Vec<Outgoing> = Vec::new();
         match incoming {
             // The timer: send what is due.
             None => {
@@ -543,19 +543,19 @@ async fn write_to_peer(
                 for doc in due {
                     if let Some((sync, _)) = held.remove(&doc) {
                         last_sent.insert(doc, now);
-                        ready.push(sync.encode());
+                        ready.push(Outgoing::sync(sync));
                     }
                 }
             }
             // samod is done with this peer: flush and stop.
             Some(None) => {
                 for (_, (sync, _)) in held.drain() {
-                    let _ = send_durably(app, ws_tx, sync.encode()).await;
+                    let _ = send_durably(app, ws_tx, Outgoing::sync(sync)).await;
                 }
                 return;
             }
             Some(Some(bytes)) => match wire::OutgoingSync::parse(&bytes) {
-                None => ready.push(bytes),
+                None => ready.push(Outgoing::other(bytes)),
                 Some(sync) => {
                     let doc = sync.document_id.clone();
                     if let Some((pending, due)) = held.remove(&doc) {
@@ -566,8 +566,8 @@ async fn write_to_peer(
                             }
                             Some(sync) => {
                                 // Cannot fold: keep the order, send both now.
-                                ready.push(pending.encode());
-                                ready.push(sync.encode());
+                                ready.push(Outgoing::sync(pending));
+                                ready.push(Outgoing::sync(sync));
                                 last_sent.insert(doc, now);
                             }
                         }
@@ -578,17 +578,40 @@ async fn write_to_peer(
                     {
                         held.insert(doc, (sync, due));
                     } else {
+                        // Sent as samod wrote it; only the heads are taken from the parse.
+                        let announces = Some((doc.clone(), sync.heads().to_vec()));
                         last_sent.insert(doc, now);
-                        ready.push(bytes);
+                        ready.push(Outgoing { bytes, announces });
                     }
                 }
             },
         }
-        for bytes in ready {
-            if send_durably(app, ws_tx, bytes).await.is_err() {
+        for message in ready {
+            if send_durably(app, ws_tx, message).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// One message for a peer, with the heads it announces (read once).
+struct Outgoing {
+    bytes: Vec<u8>,
+    announces: Option<(String, Vec<ChangeHash>)>,
+}
+
+impl Outgoing {
+    fn sync(sync: wire::OutgoingSync) -> Self {
+        let announces = Some((sync.document_id.clone(), sync.heads().to_vec()));
+        Self {
+            bytes: sync.encode(),
+            announces,
+        }
+    }
+
+    fn other(bytes: Vec<u8>) -> Self {
+        let announces = wire::announced_heads(&bytes);
+        Self { bytes, announces }
     }
 }
 
@@ -596,13 +619,13 @@ async fn write_to_peer(
 async fn send_durably(
     app: &App,
     ws_tx: &mut (impl futures::Sink<Message, Error = axum::Error> + Unpin),
-    bytes: Vec<u8>,
+    message: Outgoing,
 ) -> Result<(), axum::Error> {
-    if let Some((doc, heads)) = wire::announced_heads(&bytes) {
+    if let Some((doc, heads)) = &message.announces {
         // Never announce heads that a crash could still lose.
-        app.storage.wait_durable(&doc, &heads).await;
+        app.storage.wait_durable(doc, heads).await;
     }
-    ws_tx.send(Message::Binary(bytes.into())).await
+    ws_tx.send(Message::Binary(message.bytes.into())).await
 }
 
 /// Binds `peer` to the token that authenticated its connection; `None` when
@@ -769,10 +792,7 @@ async fn get_notebook(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     app.authenticate(&headers, &uri)?;
-    let entry = app
-        .index
-        .with_document(|doc| entry_json(doc, &id))
-        .ok_or_else(|| not_found(&id))?;
+    let entry = app.index_entry(&id).ok_or_else(|| not_found(&id))?;
     Ok(Json(entry).into_response())
 }
 
@@ -944,25 +964,21 @@ impl App {
         Ok(entry)
     }
 
-    async fn open_pair(&self, id: &str) -> Result<(Automerge, Automerge), ApiError> {
-        let entry = self
-            .index
-            .with_document(|doc| entry_json(doc, id))
-            .ok_or_else(|| not_found(id))?;
-        let doc_id = |key: &str| {
-            entry[key]
+    /// The live notebook and runtime documents of notebook `id`.
+    pub async fn open_handles(&self, id: &str) -> Result<(DocHandle, DocHandle), ApiError> {
+        let entry = self.index_entry(id).ok_or_else(|| not_found(id))?;
+        let mut handles = Vec::new();
+        for key in ["notebook", "runtime"] {
+            let doc_id = entry[key]
                 .as_str()
                 .map(|url| url.trim_start_matches("automerge:"))
                 .and_then(|id| DocumentId::from_str(id).ok())
                 .ok_or_else(|| {
                     ApiError::internal(format!("the index entry of {id} has no {key} document"))
-                })
-        };
-        let mut docs = Vec::new();
-        for key in ["notebook", "runtime"] {
+                })?;
             let handle = self
                 .repo
-                .find(doc_id(key)?)
+                .find(doc_id)
                 .await
                 .map_err(|_| ApiError::internal("the repository stopped"))?
                 .ok_or_else(|| {
@@ -970,10 +986,14 @@ impl App {
                         "the {key} document of {id} is missing from storage"
                     ))
                 })?;
-            docs.push(handle.with_document(|doc| doc.clone()));
+            handles.push(handle);
         }
-        let runtime = docs.pop().unwrap_or_default();
-        let notebook = docs.pop().unwrap_or_default();
+        let runtime = handles
+            .pop()
+            .ok_or_else(|| ApiError::internal("no runtime handle"))?;
+        let notebook = handles
+            .pop()
+            .ok_or_else(|| ApiError::internal("no notebook handle"))?;
         Ok((notebook, runtime))
     }
 }
@@ -998,7 +1018,11 @@ async fn export_notebook(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     app.authenticate(&headers, &uri)?;
-    let (notebook, runtime) = app.open_pair(&id).await?;
+    let (notebook, runtime) = app.open_handles(&id).await?;
+    let (notebook, runtime) = (
+        notebook.with_document(|doc| doc.clone()),
+        runtime.with_document(|doc| doc.clone()),
+    );
     let text = ipynb::to_file_text(&ipynb::export(&notebook, &runtime));
     let title = app
         .index

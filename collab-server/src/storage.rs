@@ -214,7 +214,7 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> 
     result
 }
 
-fn read_tree(root: &Path, prefix: &StorageKey, dir: &Path) -> HashMap<StorageKey, Vec<u8>> {
+fn read_tree(prefix: &StorageKey, dir: &Path) -> HashMap<StorageKey, Vec<u8>> {
     let mut out = HashMap::new();
     let mut stack = vec![(dir.to_path_buf(), prefix.clone())];
     while let Some((dir, key)) = stack.pop() {
@@ -239,7 +239,6 @@ fn read_tree(root: &Path, prefix: &StorageKey, dir: &Path) -> HashMap<StorageKey
             }
         }
     }
-    let _ = root;
     out
 }
 
@@ -265,8 +264,7 @@ impl samod::storage::Storage for DurableStorage {
             let Some(dir) = this.path_of(&prefix) else {
                 return HashMap::new();
             };
-            let root = this.inner.root.clone();
-            let found = tokio::task::spawn_blocking(move || read_tree(&root, &prefix, &dir))
+            let found = tokio::task::spawn_blocking(move || read_tree(&prefix, &dir))
                 .await
                 .unwrap_or_default();
             for (key, data) in &found {

@@ -24,7 +24,7 @@ use crate::server::App;
 use crate::{notebook, storage};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, AutomergeError, ChangeHash, ObjType, ROOT};
-use samod::{DocHandle, DocumentId};
+use samod::DocHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -68,11 +68,7 @@ pub struct Watcher {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::digest_hex(bytes)
 }
 
 fn heads_to_strings(heads: &[ChangeHash]) -> Vec<String> {
@@ -185,33 +181,7 @@ impl Watcher {
     }
 
     async fn open(&self, id: &str) -> anyhow::Result<(DocHandle, DocHandle)> {
-        let entry = self
-            .app
-            .index_entry(id)
-            .ok_or_else(|| anyhow::anyhow!("notebook {id} is not in the workspace"))?;
-        let mut handles = Vec::new();
-        for key in ["notebook", "runtime"] {
-            let url = entry[key]
-                .as_str()
-                .unwrap_or_default()
-                .trim_start_matches("automerge:")
-                .to_string();
-            let doc_id = DocumentId::from_str(&url)
-                .map_err(|_| anyhow::anyhow!("bad {key} id in the index"))?;
-            let handle = self
-                .app
-                .repo()
-                .find(doc_id)
-                .await
-                .map_err(|_| anyhow::anyhow!("the repository stopped"))?
-                .ok_or_else(|| anyhow::anyhow!("the {key} document of {id} is missing"))?;
-            handles.push(handle);
-        }
-        let runtime = handles.pop().ok_or_else(|| anyhow::anyhow!("no runtime"))?;
-        let notebook = handles
-            .pop()
-            .ok_or_else(|| anyhow::anyhow!("no notebook"))?;
-        Ok((notebook, runtime))
+        Ok(self.app.open_handles(id).await?)
     }
 
     async fn start_tracking(
