@@ -5,7 +5,11 @@
 //! needs it), `%sql --out` registers the query itself. All data magics of one
 //! kernel share one [`Catalog`].
 
+pub mod chart;
+pub mod describe;
+pub mod profile;
 pub mod render;
+pub mod svg;
 
 use ferrolab_magics::{
     Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
@@ -64,6 +68,27 @@ impl Catalog {
     fn snapshot(&self) -> Result<BTreeMap<String, Table>, MagicError> {
         Ok(self.lock()?.clone())
     }
+
+    /// A SQL query over every table, as a lazy frame (nothing runs yet).
+    pub fn query(&self, query: &str) -> Result<LazyFrame, MagicError> {
+        let mut context = SQLContext::new();
+        for (name, table) in self.snapshot()? {
+            context.register(&name, table.frame);
+        }
+        context
+            .execute(query)
+            .map_err(|e| polars_error("the query failed", e))
+    }
+
+    /// A table by name, or else a SQL query (anything that is not a bare name).
+    pub fn source(&self, source: &str) -> Result<LazyFrame, MagicError> {
+        let source = source.trim();
+        if valid_name(source).is_ok() {
+            Ok(self.get(source)?.frame)
+        } else {
+            self.query(source)
+        }
+    }
 }
 
 /// Registers the data magics, sharing one catalog.
@@ -75,6 +100,9 @@ pub fn register(registry: &mut Registry) -> Arc<Catalog> {
     registry.register(Arc::new(Head(catalog.clone())));
     registry.register(Arc::new(Drop(catalog.clone())));
     registry.register(Arc::new(Sql(catalog.clone())));
+    registry.register(Arc::new(describe::Describe(catalog.clone())));
+    registry.register(Arc::new(profile::Profile(catalog.clone())));
+    registry.register(Arc::new(chart::Plot(catalog.clone())));
     catalog
 }
 
@@ -91,9 +119,12 @@ fn polars_error(what: &str, error: PolarsError) -> MagicError {
     MagicError::new(ename, format!("{what}: {message}"))
 }
 
-/// The bundle of a table: polars-style HTML plus a text table.
+/// The bundle of a table: polars-style HTML, a text table, and the same bounded
+/// view as JSON for programs.
 pub fn frame_bundle(df: &DataFrame) -> MimeBundle {
-    MimeBundle::text(render::text(df)).with("text/html", render::html(df))
+    MimeBundle::text(render::text(df))
+        .with("text/html", render::html(df))
+        .with(render::TABLE_MIME, render::json(df))
 }
 
 fn valid_name(name: &str) -> Result<(), MagicError> {
@@ -704,13 +735,7 @@ impl Magic for Sql {
         _cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
         let args = parse_sql(invocation)?;
-        let mut context = SQLContext::new();
-        for (name, table) in self.0.snapshot()? {
-            context.register(&name, table.frame);
-        }
-        let mut frame = context
-            .execute(&args.query)
-            .map_err(|e| polars_error("the query failed", e))?;
+        let mut frame = self.0.query(&args.query)?;
         if let Some(limit) = args.limit {
             frame = frame.limit(limit);
         }

@@ -105,6 +105,69 @@ fn view(df: &DataFrame) -> View {
     }
 }
 
+/// The MIME type of the machine-readable view of a table.
+pub const TABLE_MIME: &str = "application/vnd.ferrolab.table+json";
+
+/// One value as JSON: numbers and booleans as themselves (non-finite floats as
+/// strings), strings cut like the other views, everything else as its text.
+pub fn cell_json(value: &AnyValue<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        AnyValue::Null => Value::Null,
+        AnyValue::Boolean(b) => Value::Bool(*b),
+        AnyValue::Float32(f) => float_json(f64::from(*f)),
+        AnyValue::Float64(f) => float_json(*f),
+        v if v.dtype().is_integer() => v
+            .extract::<i64>()
+            .map(Value::from)
+            .or_else(|| v.extract::<u64>().map(Value::from))
+            .unwrap_or_else(|| Value::String(cell_text(v))),
+        v => Value::String(cell_text(v)),
+    }
+}
+
+fn float_json(f: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(f)
+        .map(serde_json::Value::Number)
+        .unwrap_or_else(|| serde_json::Value::String(f.to_string()))
+}
+
+/// The same bounded view as the HTML table, as JSON: `shape`, `columns`,
+/// `dtypes`, `rows` (full-precision values) and `row_numbers` (which rows of
+/// the table those are), for programs that read outputs.
+pub fn json(df: &DataFrame) -> serde_json::Value {
+    let columns = df.columns();
+    let col_pick: Vec<usize> = pick(columns.len(), MAX_COLUMNS)
+        .into_iter()
+        .flatten()
+        .collect();
+    let row_pick: Vec<usize> = pick(df.height(), EDGE_ROWS * 2)
+        .into_iter()
+        .flatten()
+        .collect();
+    let rows: Vec<serde_json::Value> = row_pick
+        .iter()
+        .map(|&row| {
+            col_pick
+                .iter()
+                .map(|&c| {
+                    columns[c]
+                        .get(row)
+                        .map(|v| cell_json(&v))
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .collect();
+    serde_json::json!({
+        "shape": [df.height(), df.width()],
+        "columns": col_pick.iter().map(|&c| columns[c].name().to_string()).collect::<Vec<_>>(),
+        "dtypes": col_pick.iter().map(|&c| columns[c].dtype().to_string()).collect::<Vec<_>>(),
+        "rows": rows,
+        "row_numbers": row_pick,
+    })
+}
+
 /// The HTML table, polars-style: shape line, header, dtype row, edge rows.
 pub fn html(df: &DataFrame) -> String {
     let v = view(df);
@@ -248,6 +311,20 @@ mod tests {
         assert!(html.len() < 60_000, "bounded payload: {} bytes", html.len());
         let small = frame(3, 2);
         assert_eq!(html_rows(&small), 3);
+    }
+
+    #[test]
+    fn json_view_keeps_full_precision_and_the_same_bounds() {
+        let df = df!("x" => [0.1f64 + 0.2, f64::NAN], "s" => [Some("a"), None]).expect("df");
+        let value = json(&df);
+        assert_eq!(value["rows"][0][0], serde_json::json!(0.1f64 + 0.2));
+        assert_eq!(value["rows"][1][0], serde_json::json!("NaN"));
+        assert_eq!(value["rows"][1][1], serde_json::Value::Null);
+        assert_eq!(value["dtypes"], serde_json::json!(["f64", "str"]));
+        let big = json(&frame(1000, 200));
+        assert_eq!(big["shape"], serde_json::json!([1000, 200]));
+        assert_eq!(big["columns"].as_array().map(Vec::len), Some(MAX_COLUMNS));
+        assert_eq!(big["row_numbers"][9], serde_json::json!(999));
     }
 
     fn html_rows(df: &DataFrame) -> usize {
