@@ -87,3 +87,40 @@ def test_drop(data_kernel):
     assert content["status"] == "ok"
     content, _ = run(kc, "%head gone")
     assert content["status"] == "error" and content["ename"] == "UnknownTable"
+
+
+def test_charts_are_vega_lite_svg_and_text(data_kernel):
+    kc, folder = data_kernel
+    run(kc, f"%load requests {folder / 'requests.csv'}")
+    content, messages = run(kc, "%plot requests --kind bar --x model --y tokens")
+    assert content["status"] == "ok", content
+    data = result(messages)
+    spec = data["application/vnd.vegalite.v5+json"]
+    assert spec["$schema"].endswith("vega-lite/v5.json") and spec["mark"] == "bar"
+    sums = {v["x"]: v["y"] for v in spec["data"]["values"]}
+    assert sums == {"smollm2": 200, "llama": 300, "qwen": 50}
+    assert data["image/svg+xml"].startswith("<svg") and data["text/plain"].startswith("bar chart")
+    content, messages = run(kc, "%plot SELECT tokens, latency_ms FROM requests WHERE status = 'ok' --kind scatter --x tokens --y latency_ms")
+    assert content["status"] == "ok", content
+    assert "3 points" in result(messages)["text/plain"]
+    content, messages = run(kc, "%%plot --kind hist --x latency_ms --bins 4\nSELECT latency_ms FROM requests")
+    counts = [v["count"] for v in result(messages)["application/vnd.vegalite.v5+json"]["data"]["values"]]
+    assert counts == [1, 2, 0, 1]
+
+
+@pytest.mark.parametrize("code, ename, words", [
+    ("%plot requests --kind hist --x model", "NotNumeric", "`model` is str"),
+    ("%plot requests --kind bar --x nope", "ColumnNotFound", "model, tokens, latency_ms, status"),
+    ("%plot requests --kind pie --x model", "UsageError", "line, bar, scatter, hist or box"),
+    ("%plot missing --kind bar --x model", "UnknownTable", "loaded tables:"),
+    ("%describe missing", "UnknownTable", "loaded tables:"),
+    ("%profile", "UsageError", "%profile NAME"),
+])
+def test_chart_and_summary_errors(data_kernel, code, ename, words):
+    kc, folder = data_kernel
+    run(kc, f"%load requests {folder / 'requests.csv'}")
+    content, _ = run(kc, code)
+    assert content["status"] == "error" and content["ename"] == ename, content
+    assert words in content["evalue"], content["evalue"]
+    content, messages = run(kc, "%describe requests")
+    assert content["status"] == "ok" and "null_count" in result(messages)["text/plain"]

@@ -36,6 +36,27 @@ EXPECTED = {
         "markdown": ["**Markdown** from a cell magic"],
         "lsmagic": ["%%markdown", "%time"],
     },
+    "02-data-exploration.ipynb": {
+        "generate": ["wrote 20000 requests and 200 users"],
+        "load": ["loaded `requests`", "9 columns", "ts: datetime"],
+        "tables": ["requests", "users", "ts: datetime"],
+        "schema": ["completion_tokens", "i64"],
+        "head": ["shape: (5, 9)"],
+        "describe": ["shape: (9, 10)", "null_count", "25%"],
+        "profile": ["profile of `requests`: 20000 rows", "`feedback` has", "<svg"],
+        "per-model": ["shape: (4, 5)", "smollm2-135m"],
+        "daily": ["shape: (56, 3)"],
+        "teams": ["shape: (4, 3)", "research"],
+        "top-users": ["shape: (5, 3)", "rank"],
+        "plot-bar": ["bar chart", "4 bars", "<svg", "vega-lite/v5"],
+        "plot-line": ["line chart", "56 points"],
+        "plot-hist": ["40 bins"],
+        "plot-scatter": ["scatter chart", "every 4th of 20000 points"],
+        "plot-box": ["4 boxes"],
+        "plot-feedback": ["bar chart", "4 bars", "vote"],
+        "bad-column": ["NotNumeric", "`model` is str"],
+        "after": ["daily"],
+    },
 }
 
 

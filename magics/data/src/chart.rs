@@ -509,7 +509,7 @@ pub fn prepare(mut frame: LazyFrame, args: &PlotArgs) -> Result<Chart, MagicErro
             let x_label = x.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
             let title = match &x {
                 Some((n, _)) => format!("{y_name} by {n}"),
-                None => format!("{y_name}"),
+                None => y_name.clone(),
             };
             (XScale::Band, Marks::Boxes(boxes), x_label, y_name, title)
         }

@@ -75,9 +75,7 @@ impl Catalog {
         for (name, table) in self.snapshot()? {
             context.register(&name, table.frame);
         }
-        context
-            .execute(query)
-            .map_err(|e| polars_error("the query failed", e))
+        context.execute(query).map_err(|e| sql_error(query, e))
     }
 
     /// A table by name, or else a SQL query (anything that is not a bare name).
@@ -117,6 +115,31 @@ fn polars_error(what: &str, error: PolarsError) -> MagicError {
         _ => "DataError",
     };
     MagicError::new(ename, format!("{what}: {message}"))
+}
+
+/// A SQL failure, named by kind: the parser's message with its position
+/// (`SqlSyntaxError`), a construct polars SQL does not support
+/// (`SqlUnsupported`), or anything else the query ran into.
+fn sql_error(query: &str, error: PolarsError) -> MagicError {
+    let mut message = error.to_string();
+    let lower = message.to_lowercase();
+    let ename = if lower.contains("sql parser error") {
+        if lower.contains("found: eof") && !message.contains("Line:") {
+            // The parser gives no position at the end of the input; say where that is.
+            let lines: Vec<&str> = query.trim_end().lines().collect();
+            let column = lines.last().map_or(0, |l| l.chars().count()) + 1;
+            message.push_str(&format!(
+                " at the end of the query (Line: {}, Column: {column})",
+                lines.len().max(1)
+            ));
+        }
+        "SqlSyntaxError"
+    } else if lower.contains("not supported") || lower.contains("unsupported") {
+        "SqlUnsupported"
+    } else {
+        return polars_error("the query failed", error);
+    };
+    MagicError::new(ename, format!("the query failed: {message}"))
 }
 
 /// The bundle of a table: polars-style HTML, a text table, and the same bounded
@@ -354,6 +377,7 @@ fn scan(args: &LoadArgs) -> Result<(LazyFrame, bool), MagicError> {
             LazyCsvReader::new_paths(paths())
                 .with_separator(separator)
                 .with_has_header(args.header)
+                .with_try_parse_dates(true)
                 .finish()
                 .map_err(failed)?
         }
@@ -391,6 +415,7 @@ fn scan_one(args: &LoadArgs) -> Result<(LazyFrame, bool), MagicError> {
                 LazyCsvReader::new(path)
                     .with_separator(separator)
                     .with_has_header(args.header)
+                    .with_try_parse_dates(true)
                     .finish()
                     .map_err(failed)?,
                 false,
