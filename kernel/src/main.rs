@@ -4,6 +4,9 @@ use ferrolab_kernel::install::{self, Location};
 use ferrolab_kernel::server::{self, KernelConfig};
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// ferrolab: an LLMOps workspace for Rust notebooks.
 #[derive(Parser)]
 #[command(name = "ferrolab", version, about)]

@@ -215,7 +215,27 @@ impl Registry {
             host,
             registry: self,
         };
-        magic.run(invocation, &mut cx)
+        // A bug in a magic (or in a library under it) ends the cell with an
+        // error; it never takes the kernel, and the user's session, down.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            magic.run(invocation, &mut cx)
+        })) {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "no message".into());
+                Err(MagicError::new(
+                    "InternalError",
+                    format!(
+                        "{prefix}{} crashed ({what}); the kernel and its state are still here. This is a bug: please report it with the cell",
+                        invocation.name
+                    ),
+                ))
+            }
+        }
     }
 }
 
@@ -282,5 +302,46 @@ mod tests {
         ] {
             assert_eq!(edit_distance(a, b), d, "{a} vs {b}");
         }
+    }
+
+    struct Crashes;
+
+    impl Magic for Crashes {
+        fn name(&self) -> &str {
+            "crash"
+        }
+        fn summary(&self) -> &str {
+            "panics"
+        }
+        fn usage(&self) -> &str {
+            "%crash"
+        }
+        fn kinds(&self) -> &[MagicKind] {
+            &[MagicKind::Line]
+        }
+        fn run(
+            &self,
+            _invocation: &Invocation,
+            _cx: &mut MagicContext<'_>,
+        ) -> Result<Option<MimeBundle>, MagicError> {
+            panic!("index out of bounds")
+        }
+    }
+
+    #[test]
+    fn a_panicking_magic_becomes_an_error() {
+        let mut registry = Registry::empty();
+        registry.register(std::sync::Arc::new(Crashes));
+        let invocation = crate::parse("%crash").expect("parses").expect("magic");
+        let mut out = crate::RecordingOutput::default();
+        let error = registry
+            .run(&invocation, &mut out, &mut NoHost)
+            .expect_err("an error, not a panic");
+        assert_eq!(error.ename, "InternalError");
+        assert!(
+            error.evalue.contains("index out of bounds"),
+            "{}",
+            error.evalue
+        );
     }
 }

@@ -213,9 +213,7 @@ fn texts(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>, MagicError> 
 }
 
 fn collect(frame: LazyFrame) -> Result<DataFrame, MagicError> {
-    frame
-        .collect()
-        .map_err(|e| polars_error("preparing the chart", e))
+    crate::run(frame).map_err(|e| polars_error("preparing the chart", e))
 }
 
 fn row_count(frame: &LazyFrame) -> Result<usize, MagicError> {

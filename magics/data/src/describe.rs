@@ -111,7 +111,7 @@ pub fn describe(mut frame: LazyFrame) -> PolarsResult<DataFrame> {
         .enumerate()
         .flat_map(|(index, (name, dtype))| column_exprs(index, name, dtype))
         .collect();
-    let stats = frame.select(exprs).collect()?;
+    let stats = crate::run(frame.select(exprs))?;
     let mut columns = vec![Column::new("statistic".into(), METRICS.to_vec())];
     for (index, (name, dtype)) in schema.iter().enumerate() {
         let values = (0..METRICS.len()).map(|metric| {

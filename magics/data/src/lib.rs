@@ -52,12 +52,12 @@ impl Catalog {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, Table>>, MagicError> {
-        self.tables.lock().map_err(|_| {
-            MagicError::new(
-                "InternalError",
-                "the table catalog is unusable after an earlier crash; restart the kernel",
-            )
-        })
+        // A magic that crashed while holding the lock left the map whole (every
+        // change to it is one insert or remove), so the tables stay usable.
+        Ok(self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     fn insert(&self, name: &str, table: Table) -> Result<(), MagicError> {
@@ -115,6 +115,40 @@ fn polars_error(what: &str, error: PolarsError) -> MagicError {
         _ => "DataError",
     };
     MagicError::new(ename, format!("{what}: {message}"))
+}
+
+/// Runs a query on polars' streaming engine: it works through a table in
+/// batches, so memory stays bounded for tables larger than RAM, and it was
+/// faster than the in-memory engine on most of the benchmark's queries
+/// (docs/benchmarks.md).
+///
+/// The streaming engine does not cover every plan yet (some joins reach an
+/// `unreachable!` inside it); a panic there is caught and the query runs again
+/// on the in-memory engine. A panic in polars never takes the kernel down.
+pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
+    let attempt = |engine: Engine, frame: LazyFrame| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            frame
+                .collect_with_engine(engine)
+                .map(|result| result.unwrap_single())
+        }))
+    };
+    match attempt(Engine::Streaming, frame.clone()) {
+        Ok(result) => result,
+        Err(_) => match attempt(Engine::InMemory, frame) {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "no message".into());
+                Err(PolarsError::ComputeError(
+                    format!("polars failed inside ({what}); the tables are unchanged, try the query in another form").into(),
+                ))
+            }
+        },
+    }
 }
 
 /// A SQL failure, named by kind: the parser's message with its position
@@ -549,11 +583,7 @@ impl Magic for Tables {
                 .map(|s| schema_text(&s))
                 .unwrap_or_else(|e| format!("unreadable: {e}"));
             let count = if table.cheap_count {
-                table
-                    .frame
-                    .clone()
-                    .select([len()])
-                    .collect()
+                run(table.frame.clone().select([len()]))
                     .ok()
                     .and_then(|df| {
                         df.column("len")
@@ -642,10 +672,7 @@ impl Magic for Head {
             _ => return Err(MagicError::usage("usage: %head NAME [N]")),
         };
         let frame = self.0.get(name)?.frame;
-        let df = frame
-            .limit(n)
-            .collect()
-            .map_err(|e| polars_error(&format!("reading `{name}`"), e))?;
+        let df = run(frame.limit(n)).map_err(|e| polars_error(&format!("reading `{name}`"), e))?;
         Ok(Some(frame_bundle(&df)))
     }
 }
@@ -778,9 +805,7 @@ impl Magic for Sql {
                 },
             )?;
         }
-        let df = frame
-            .collect()
-            .map_err(|e| polars_error("the query failed", e))?;
+        let df = run(frame).map_err(|e| polars_error("the query failed", e))?;
         Ok(Some(frame_bundle(&df)))
     }
 }

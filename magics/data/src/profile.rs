@@ -124,7 +124,7 @@ pub fn profile(table: &str, mut frame: LazyFrame) -> Result<Report, MagicError> 
             exprs.push(c().max().alias(format!("{i}:max")));
         }
     }
-    let stats = frame.clone().select(exprs).collect().map_err(failed)?;
+    let stats = crate::run(frame.clone().select(exprs)).map_err(failed)?;
     let rows = first_f64(&stats, "rows").unwrap_or(0.0) as u64;
     let mut columns = Vec::new();
     let mut warnings = Vec::new();
@@ -155,14 +155,11 @@ pub fn profile(table: &str, mut frame: LazyFrame) -> Result<Report, MagicError> 
             let (min, max) = match (numbers, is_time(dtype)) {
                 (Some(n), false) => (n[2], n[4]),
                 _ => {
-                    let range = frame
-                        .clone()
-                        .select([
-                            as_ms(name).min().alias("min"),
-                            as_ms(name).max().alias("max"),
-                        ])
-                        .collect()
-                        .map_err(failed)?;
+                    let range = crate::run(frame.clone().select([
+                        as_ms(name).min().alias("min"),
+                        as_ms(name).max().alias("max"),
+                    ]))
+                    .map_err(failed)?;
                     (first_f64(&range, "min"), first_f64(&range, "max"))
                 }
             };
@@ -187,20 +184,21 @@ pub fn profile(table: &str, mut frame: LazyFrame) -> Result<Report, MagicError> 
                 _ => None,
             }
         } else if !dtype.is_nested() && !dtype.is_object() {
-            let top = frame
-                .clone()
-                .select([col(name.as_str()).cast(DataType::String).alias("value")])
-                .group_by([col("value")])
-                .agg([len().cast(DataType::Float64).alias("n")])
-                .sort(
-                    ["n", "value"],
-                    SortMultipleOptions::default()
-                        .with_order_descending_multi([true, false])
-                        .with_nulls_last(true),
-                )
-                .limit(TOP_VALUES as IdxSize)
-                .collect()
-                .map_err(failed)?;
+            let top = crate::run(
+                frame
+                    .clone()
+                    .select([col(name.as_str()).cast(DataType::String).alias("value")])
+                    .group_by([col("value")])
+                    .agg([len().cast(DataType::Float64).alias("n")])
+                    .sort(
+                        ["n", "value"],
+                        SortMultipleOptions::default()
+                            .with_order_descending_multi([true, false])
+                            .with_nulls_last(true),
+                    )
+                    .limit(TOP_VALUES as IdxSize),
+            )
+            .map_err(failed)?;
             let values: Vec<String> = top
                 .column("value")
                 .and_then(|c| c.str().cloned())
