@@ -25,7 +25,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab
+.PHONY: up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -103,7 +103,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab
+bench: bench-kernel bench-collab bench-data
 
 bench-kernel: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py
@@ -116,3 +116,7 @@ bench/collab/node_modules/.installed: bench/collab/package-lock.json
 bench-collab: build bench/collab/node_modules/.installed
 	mkdir -p bench/results
 	cd bench/collab && node load.mjs --bin "$(BIN)" --out ../results/collab-load.json
+
+# The data magics on a generated 10M-row log against DuckDB, Python polars and pandas.
+bench-data: build venv
+	FERROLAB_BIN="$(BIN)" $(PY) bench/data_bench.py
