@@ -27,4 +27,6 @@ pub use output::{
     new_display_id, Display, MimeBundle, Output, RecordedDisplay, RecordingOutput, Stream,
 };
 pub use parse::{parse, split_args, Invocation, MagicKind, ParseError};
-pub use registry::{help_bundle, Host, Magic, MagicContext, MagicError, NoHost, Registry};
+pub use registry::{
+    help_bundle, panic_message, Host, Magic, MagicContext, MagicError, NoHost, Registry,
+};

@@ -222,11 +222,7 @@ impl Registry {
         })) {
             Ok(result) => result,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "no message".into());
+                let what = panic_message(panic.as_ref());
                 Err(MagicError::new(
                     "InternalError",
                     format!(
@@ -237,6 +233,15 @@ impl Registry {
             }
         }
     }
+}
+
+/// The message a panic carried, for error messages.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// The help page of one magic, as a bundle.

@@ -138,11 +138,7 @@ pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
         Err(_) => match attempt(Engine::InMemory, frame) {
             Ok(result) => result,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "no message".into());
+                let what = ferrolab_magics::panic_message(panic.as_ref());
                 Err(PolarsError::ComputeError(
                     format!("polars failed inside ({what}); the tables are unchanged, try the query in another form").into(),
                 ))
