@@ -217,8 +217,9 @@ fn collect(frame: LazyFrame) -> Result<DataFrame, MagicError> {
 }
 
 fn row_count(frame: &LazyFrame) -> Result<usize, MagicError> {
-    let df = collect(frame.clone().select([len().alias("n")]))?;
-    Ok(floats(&df, "n")?.first().copied().unwrap_or(0.0) as usize)
+    crate::row_count(frame)
+        .map(|n| n as usize)
+        .map_err(|e| polars_error("preparing the chart", e))
 }
 
 /// Reduces the source to what the chart draws.
@@ -361,7 +362,8 @@ pub fn prepare(mut frame: LazyFrame, args: &PlotArgs) -> Result<Chart, MagicErro
             if let Some((c, _)) = &color {
                 keys.push(col(c).cast(DataType::String).alias("color"));
             }
-            let grouped = frame.clone().group_by(keys).agg([value]);
+            // One pass over the source; the rest works on the (small) aggregate.
+            let grouped = collect(frame.clone().group_by(keys).agg([value]))?.lazy();
             // The categories: all of them in order of x, or the largest when there are many.
             let totals = grouped
                 .clone()
@@ -459,10 +461,13 @@ pub fn prepare(mut frame: LazyFrame, args: &PlotArgs) -> Result<Chart, MagicErro
             ];
             let df = match &x {
                 Some((x_name, _)) => {
-                    let grouped = frame
-                        .clone()
-                        .group_by([col(x_name).cast(DataType::String).alias("group")])
-                        .agg(stats);
+                    let grouped = collect(
+                        frame
+                            .clone()
+                            .group_by([col(x_name).cast(DataType::String).alias("group")])
+                            .agg(stats),
+                    )?
+                    .lazy();
                     let count = row_count(&grouped)?;
                     if count > MAX_BARS {
                         notes.push(format!("the first {MAX_BARS} of {count} groups"));

@@ -91,15 +91,6 @@ fn as_float(value: &AnyValue<'_>) -> Option<f64> {
     }
 }
 
-fn as_text(value: &AnyValue<'_>) -> Option<String> {
-    match value {
-        AnyValue::Null => None,
-        AnyValue::String(s) => Some((*s).to_string()),
-        AnyValue::StringOwned(s) => Some(s.to_string()),
-        v => Some(v.to_string()),
-    }
-}
-
 /// The summary of a table: a `statistic` column, then one column per column of
 /// the table (f64 for numeric, boolean and null columns, text otherwise).
 /// All statistics come from one aggregation over the table.
@@ -126,7 +117,13 @@ pub fn describe(mut frame: LazyFrame) -> PolarsResult<DataFrame> {
                 values.iter().map(as_float).collect::<Vec<_>>(),
             )
         } else {
-            Column::new(name.clone(), values.iter().map(as_text).collect::<Vec<_>>())
+            Column::new(
+                name.clone(),
+                values
+                    .iter()
+                    .map(crate::render::value_text)
+                    .collect::<Vec<_>>(),
+            )
         });
     }
     DataFrame::new_infer_height(columns)

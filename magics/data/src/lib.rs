@@ -147,6 +147,12 @@ pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
     }
 }
 
+/// The number of rows a query gives.
+pub fn row_count(frame: &LazyFrame) -> PolarsResult<u64> {
+    let df = run(frame.clone().select([len()]))?;
+    df.column("len")?.get(0)?.try_extract::<u64>()
+}
+
 /// A SQL failure, named by kind: the parser's message with its position
 /// (`SqlSyntaxError`), a construct polars SQL does not support
 /// (`SqlUnsupported`), or anything else the query ran into.
@@ -579,16 +585,7 @@ impl Magic for Tables {
                 .map(|s| schema_text(&s))
                 .unwrap_or_else(|e| format!("unreadable: {e}"));
             let count = if table.cheap_count {
-                run(table.frame.clone().select([len()]))
-                    .ok()
-                    .and_then(|df| {
-                        df.column("len")
-                            .ok()?
-                            .get(0)
-                            .ok()?
-                            .try_extract::<i64>()
-                            .ok()
-                    })
+                row_count(&table.frame).ok().map(|n| n as i64)
             } else {
                 None
             };

@@ -82,13 +82,7 @@ fn first_f64(df: &DataFrame, name: &str) -> Option<f64> {
 }
 
 fn first_text(df: &DataFrame, name: &str) -> Option<String> {
-    let value = df.column(name).ok()?.get(0).ok()?;
-    match value {
-        AnyValue::Null => None,
-        AnyValue::String(s) => Some(s.to_string()),
-        AnyValue::StringOwned(s) => Some(s.to_string()),
-        v => Some(v.to_string()),
-    }
+    crate::render::value_text(&df.column(name).ok()?.get(0).ok()?)
 }
 
 /// Profiles a table.
@@ -123,6 +117,11 @@ pub fn profile(table: &str, mut frame: LazyFrame) -> Result<Report, MagicError> 
             exprs.push(c().min().alias(format!("{i}:min")));
             exprs.push(c().max().alias(format!("{i}:max")));
         }
+        if is_time(dtype) {
+            // The histogram's bounds, read in this same pass.
+            exprs.push(as_ms(name).min().alias(format!("{i}:min_ms")));
+            exprs.push(as_ms(name).max().alias(format!("{i}:max_ms")));
+        }
     }
     let stats = crate::run(frame.clone().select(exprs)).map_err(failed)?;
     let rows = first_f64(&stats, "rows").unwrap_or(0.0) as u64;
@@ -152,16 +151,9 @@ pub fn profile(table: &str, mut frame: LazyFrame) -> Result<Report, MagicError> 
         let chart = if count == 0 {
             None
         } else if is_number(dtype) || is_time(dtype) {
-            let (min, max) = match (numbers, is_time(dtype)) {
-                (Some(n), false) => (n[2], n[4]),
-                _ => {
-                    let range = crate::run(frame.clone().select([
-                        as_ms(name).min().alias("min"),
-                        as_ms(name).max().alias("max"),
-                    ]))
-                    .map_err(failed)?;
-                    (first_f64(&range, "min"), first_f64(&range, "max"))
-                }
+            let (min, max) = match numbers {
+                Some(n) => (n[2], n[4]),
+                None => (stat("min_ms"), stat("max_ms")),
             };
             let value = if is_time(dtype) {
                 as_ms(name)

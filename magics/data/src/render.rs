@@ -36,15 +36,19 @@ fn cut(text: &str) -> String {
     }
 }
 
-/// One cell as text: strings without quotes, nulls as `null`.
+/// A value as text, whole: strings without quotes, `None` for null.
+pub fn value_text(value: &AnyValue<'_>) -> Option<String> {
+    match value {
+        AnyValue::Null => None,
+        AnyValue::String(s) => Some((*s).to_string()),
+        AnyValue::StringOwned(s) => Some(s.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// One cell as text: strings without quotes, nulls as `null`, long values cut.
 pub fn cell_text(value: &AnyValue<'_>) -> String {
-    let text = match value {
-        AnyValue::Null => "null".to_string(),
-        AnyValue::String(s) => (*s).to_string(),
-        AnyValue::StringOwned(s) => s.to_string(),
-        other => other.to_string(),
-    };
-    cut(&text)
+    cut(&value_text(value).unwrap_or_else(|| "null".into()))
 }
 
 /// Which rows and columns a view shows: indexes, with `None` marking the gap.
