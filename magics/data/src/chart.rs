@@ -271,252 +271,56 @@ pub fn prepare(mut frame: LazyFrame, args: &PlotArgs) -> Result<Chart, MagicErro
         }
     }
     let mut notes = Vec::new();
-    let (x_scale, marks, x_label, y_label, default_title) = match args.kind {
+    let color_name = color.as_ref().map(|(name, _)| name.as_str());
+    let required =
+        |column: &Option<(String, Axis)>| column.clone().ok_or_else(|| MagicError::usage(USAGE));
+    let drawn = match args.kind {
         Kind::Line | Kind::Scatter => {
-            let (x_name, x_axis) = x.clone().ok_or_else(|| MagicError::usage(USAGE))?;
-            let (y_name, _) = y.clone().ok_or_else(|| MagicError::usage(USAGE))?;
             numeric(&y, "--y")?;
             if args.kind == Kind::Scatter {
                 numeric(&x, "--x")?;
             }
-            let mut select = vec![
-                as_axis(&x_name, x_axis).alias("x"),
-                col(&y_name).cast(DataType::Float64).alias("y"),
-            ];
-            if let Some((c, _)) = &color {
-                select.push(col(c).cast(DataType::String).alias("color"));
-            }
-            let mut data = frame
-                .clone()
-                .select(select)
-                .filter(col("x").is_not_null().and(col("y").is_not_null()));
-            if args.kind == Kind::Line && x_axis != Axis::Category {
-                data = data.sort(["x"], Default::default());
-            }
-            let max = if args.kind == Kind::Line {
-                MAX_LINE_POINTS
-            } else {
-                MAX_SCATTER_POINTS
-            };
-            let n = row_count(&data)?;
-            if n > max {
-                let step = n.div_ceil(max);
-                data = data
-                    .with_row_index("__row", None)
-                    .filter((col("__row") % lit(step as u64)).eq(lit(0u64)));
-                notes.push(format!("every {step}th of {n} points"));
-            }
-            let df = collect(data)?;
-            let ys = floats(&df, "y")?;
-            let xs: Vec<XValue> = if x_axis == Axis::Category {
-                texts(&df, "x")?
-                    .into_iter()
-                    .map(|v| XValue::Cat(v.unwrap_or_default()))
-                    .collect()
-            } else {
-                floats(&df, "x")?.into_iter().map(XValue::Num).collect()
-            };
-            let colors = if color.is_some() {
-                texts(&df, "color")?
-            } else {
-                vec![None; ys.len()]
-            };
-            let mut series: Vec<Series> = Vec::new();
-            for ((xv, yv), c) in xs.into_iter().zip(ys).zip(colors) {
-                match series.iter_mut().find(|s| s.name == c) {
-                    Some(s) => {
-                        s.x.push(xv);
-                        s.y.push(yv);
-                    }
-                    None => series.push(Series {
-                        name: c,
-                        x: vec![xv],
-                        y: vec![yv],
-                    }),
-                }
-            }
-            let scale = match x_axis {
-                Axis::Number => XScale::Linear,
-                Axis::Time => XScale::Time,
-                Axis::Category => XScale::Band,
-            };
-            (
-                scale,
-                Marks::Points {
-                    line: args.kind == Kind::Line,
-                    series,
-                },
-                x_name.clone(),
-                y_name.clone(),
-                format!("{y_name} by {x_name}"),
-            )
+            let (y_name, _) = required(&y)?;
+            points(
+                &frame,
+                args.kind,
+                required(&x)?,
+                &y_name,
+                color_name,
+                &mut notes,
+            )?
         }
         Kind::Bar => {
-            let (x_name, _) = x.clone().ok_or_else(|| MagicError::usage(USAGE))?;
             numeric(&y, "--y")?;
-            let value = match &y {
-                Some((y_name, _)) => col(y_name).cast(DataType::Float64).sum().alias("value"),
-                None => len().cast(DataType::Float64).alias("value"),
-            };
-            let mut keys = vec![col(&x_name).alias("x")];
-            if let Some((c, _)) = &color {
-                keys.push(col(c).cast(DataType::String).alias("color"));
-            }
-            // One pass over the source; the rest works on the (small) aggregate.
-            let grouped = collect(frame.clone().group_by(keys).agg([value]))?.lazy();
-            // The categories: all of them in order of x, or the largest when there are many.
-            let totals = grouped
-                .clone()
-                .group_by([col("x")])
-                .agg([col("value").sum().alias("total")]);
-            let count = row_count(&totals)?;
-            let kept = if count > MAX_BARS {
-                notes.push(format!("the {MAX_BARS} largest of {count} bars"));
-                totals
-                    .sort(
-                        ["total"],
-                        SortMultipleOptions::default().with_order_descending(true),
-                    )
-                    .limit(MAX_BARS as IdxSize)
-            } else {
-                totals
-            };
-            let kept = collect(
-                kept.sort(["x"], SortMultipleOptions::default().with_nulls_last(true))
-                    .select([col("x").cast(DataType::String)]),
-            )?;
-            let categories: Vec<Option<String>> = texts(&kept, "x")?;
-            let df = collect(grouped.select([
-                col("x").cast(DataType::String),
-                if color.is_some() {
-                    col("color")
-                } else {
-                    lit(NULL).cast(DataType::String).alias("color")
-                },
-                col("value"),
-            ]))?;
-            let xs = texts(&df, "x")?;
-            let colors = texts(&df, "color")?;
-            let values = floats(&df, "value")?;
-            let mut series: Vec<(Option<String>, Vec<f64>)> = Vec::new();
-            for ((xv, c), v) in xs.into_iter().zip(colors).zip(values) {
-                let Some(i) = categories.iter().position(|k| *k == xv) else {
-                    continue;
-                };
-                let at = match series.iter().position(|(name, _)| *name == c) {
-                    Some(at) => at,
-                    None => {
-                        series.push((c, vec![0.0; categories.len()]));
-                        series.len() - 1
-                    }
-                };
-                series[at].1[i] += v;
-            }
-            series.sort_by(|a, b| a.0.cmp(&b.0));
-            let y_label = y
-                .as_ref()
-                .map(|(n, _)| format!("sum of {n}"))
-                .unwrap_or_else(|| "rows".into());
-            let title = format!("{y_label} by {x_name}");
-            (
-                XScale::Band,
-                Marks::Bars {
-                    categories: categories
-                        .into_iter()
-                        .map(|c| c.unwrap_or_else(|| "null".into()))
-                        .collect(),
-                    series,
-                },
-                x_name,
-                y_label,
-                title,
-            )
+            let (x_name, _) = required(&x)?;
+            let y_name = y.as_ref().map(|(n, _)| n.as_str());
+            bars(&frame, &x_name, y_name, color_name, &mut notes)?
         }
         Kind::Hist => {
-            let (x_name, _) = x.clone().ok_or_else(|| MagicError::usage(USAGE))?;
             numeric(&x, "--x")?;
-            let bins = histogram(&frame, &x_name, args.bins)?;
-            (
-                XScale::Linear,
-                Marks::Bins(bins),
-                x_name.clone(),
-                "rows".to_string(),
-                format!("distribution of {x_name}"),
-            )
+            let (x_name, _) = required(&x)?;
+            Drawn {
+                x_scale: XScale::Linear,
+                marks: Marks::Bins(histogram(&frame, &x_name, args.bins)?),
+                title: format!("distribution of {x_name}"),
+                x_label: x_name,
+                y_label: "rows".to_string(),
+            }
         }
         Kind::Box => {
-            let (y_name, _) = y.clone().ok_or_else(|| MagicError::usage(USAGE))?;
             numeric(&y, "--y")?;
-            let value = || col(&y_name).cast(DataType::Float64);
-            let stats = [
-                value().min().alias("min"),
-                value()
-                    .quantile(lit(0.25), QuantileMethod::Linear)
-                    .alias("q1"),
-                value().median().alias("median"),
-                value()
-                    .quantile(lit(0.75), QuantileMethod::Linear)
-                    .alias("q3"),
-                value().max().alias("max"),
-            ];
-            let df = match &x {
-                Some((x_name, _)) => {
-                    let grouped = collect(
-                        frame
-                            .clone()
-                            .group_by([col(x_name).cast(DataType::String).alias("group")])
-                            .agg(stats),
-                    )?
-                    .lazy();
-                    let count = row_count(&grouped)?;
-                    if count > MAX_BARS {
-                        notes.push(format!("the first {MAX_BARS} of {count} groups"));
-                    }
-                    collect(
-                        grouped
-                            .sort(
-                                ["group"],
-                                SortMultipleOptions::default().with_nulls_last(true),
-                            )
-                            .limit(MAX_BARS as IdxSize),
-                    )?
-                }
-                None => collect(
-                    frame
-                        .clone()
-                        .select(stats)
-                        .with_column(lit(y_name.clone()).alias("group")),
-                )?,
-            };
-            let groups = texts(&df, "group")?;
-            let columns: Vec<Vec<f64>> = ["min", "q1", "median", "q3", "max"]
-                .iter()
-                .map(|name| floats(&df, name))
-                .collect::<Result<_, _>>()?;
-            let boxes = groups
-                .into_iter()
-                .enumerate()
-                .map(|(i, g)| {
-                    (
-                        g.unwrap_or_else(|| "null".into()),
-                        [
-                            columns[0][i],
-                            columns[1][i],
-                            columns[2][i],
-                            columns[3][i],
-                            columns[4][i],
-                        ],
-                    )
-                })
-                .collect();
-            let x_label = x.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
-            let title = match &x {
-                Some((n, _)) => format!("{y_name} by {n}"),
-                None => y_name.clone(),
-            };
-            (XScale::Band, Marks::Boxes(boxes), x_label, y_name, title)
+            let (y_name, _) = required(&y)?;
+            let x_name = x.as_ref().map(|(n, _)| n.as_str());
+            boxes(&frame, x_name, &y_name, &mut notes)?
         }
     };
+    let Drawn {
+        x_scale,
+        marks,
+        x_label,
+        y_label,
+        title: default_title,
+    } = drawn;
     let mut title = args.title.clone().unwrap_or(default_title);
     if !notes.is_empty() && args.title.is_none() {
         title = format!("{title} ({})", notes.join("; "));
@@ -528,6 +332,268 @@ pub fn prepare(mut frame: LazyFrame, args: &PlotArgs) -> Result<Chart, MagicErro
         x_scale,
         marks,
         color_label,
+    })
+}
+
+/// What one kind of chart draws, before the title gets its notes.
+struct Drawn {
+    x_scale: XScale,
+    marks: Marks,
+    x_label: String,
+    y_label: String,
+    title: String,
+}
+
+/// Line and scatter charts: the points, sorted by x for lines, thinned evenly
+/// past the limit, split into series by colour.
+fn points(
+    frame: &LazyFrame,
+    kind: Kind,
+    x: (String, Axis),
+    y: &str,
+    color: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Drawn, MagicError> {
+    let (x_name, x_axis) = x;
+    let y_name = y;
+    let mut select = vec![
+        as_axis(&x_name, x_axis).alias("x"),
+        col(y_name).cast(DataType::Float64).alias("y"),
+    ];
+    if let Some(c) = color {
+        select.push(col(c).cast(DataType::String).alias("color"));
+    }
+    let mut data = frame
+        .clone()
+        .select(select)
+        .filter(col("x").is_not_null().and(col("y").is_not_null()));
+    if kind == Kind::Line && x_axis != Axis::Category {
+        data = data.sort(["x"], Default::default());
+    }
+    let max = if kind == Kind::Line {
+        MAX_LINE_POINTS
+    } else {
+        MAX_SCATTER_POINTS
+    };
+    let n = row_count(&data)?;
+    if n > max {
+        let step = n.div_ceil(max);
+        data = data
+            .with_row_index("__row", None)
+            .filter((col("__row") % lit(step as u64)).eq(lit(0u64)));
+        notes.push(format!("every {step}th of {n} points"));
+    }
+    let df = collect(data)?;
+    let ys = floats(&df, "y")?;
+    let xs: Vec<XValue> = if x_axis == Axis::Category {
+        texts(&df, "x")?
+            .into_iter()
+            .map(|v| XValue::Cat(v.unwrap_or_default()))
+            .collect()
+    } else {
+        floats(&df, "x")?.into_iter().map(XValue::Num).collect()
+    };
+    let colors = if color.is_some() {
+        texts(&df, "color")?
+    } else {
+        vec![None; ys.len()]
+    };
+    let mut series: Vec<Series> = Vec::new();
+    for ((xv, yv), c) in xs.into_iter().zip(ys).zip(colors) {
+        match series.iter_mut().find(|s| s.name == c) {
+            Some(s) => {
+                s.x.push(xv);
+                s.y.push(yv);
+            }
+            None => series.push(Series {
+                name: c,
+                x: vec![xv],
+                y: vec![yv],
+            }),
+        }
+    }
+    let scale = match x_axis {
+        Axis::Number => XScale::Linear,
+        Axis::Time => XScale::Time,
+        Axis::Category => XScale::Band,
+    };
+    Ok(Drawn {
+        x_scale: scale,
+        marks: Marks::Points {
+            line: kind == Kind::Line,
+            series,
+        },
+        title: format!("{y_name} by {x_name}"),
+        x_label: x_name,
+        y_label: y_name.to_string(),
+    })
+}
+
+/// Bar charts: y summed (or rows counted) per x and colour, in one
+/// aggregation; the 50 largest categories when there are more.
+fn bars(
+    frame: &LazyFrame,
+    x_name: &str,
+    y: Option<&str>,
+    color: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Drawn, MagicError> {
+    let value = match y {
+        Some(y_name) => col(y_name).cast(DataType::Float64).sum().alias("value"),
+        None => len().cast(DataType::Float64).alias("value"),
+    };
+    let mut keys = vec![col(x_name).alias("x")];
+    if let Some(c) = color {
+        keys.push(col(c).cast(DataType::String).alias("color"));
+    }
+    // One pass over the source; the rest works on the (small) aggregate.
+    let grouped = collect(frame.clone().group_by(keys).agg([value]))?.lazy();
+    // The categories: all of them in order of x, or the largest when there are many.
+    let totals = grouped
+        .clone()
+        .group_by([col("x")])
+        .agg([col("value").sum().alias("total")]);
+    let count = row_count(&totals)?;
+    let kept = if count > MAX_BARS {
+        notes.push(format!("the {MAX_BARS} largest of {count} bars"));
+        totals
+            .sort(
+                ["total"],
+                SortMultipleOptions::default().with_order_descending(true),
+            )
+            .limit(MAX_BARS as IdxSize)
+    } else {
+        totals
+    };
+    let kept = collect(
+        kept.sort(["x"], SortMultipleOptions::default().with_nulls_last(true))
+            .select([col("x").cast(DataType::String)]),
+    )?;
+    let categories: Vec<Option<String>> = texts(&kept, "x")?;
+    let df = collect(grouped.select([
+        col("x").cast(DataType::String),
+        if color.is_some() {
+            col("color")
+        } else {
+            lit(NULL).cast(DataType::String).alias("color")
+        },
+        col("value"),
+    ]))?;
+    let xs = texts(&df, "x")?;
+    let colors = texts(&df, "color")?;
+    let values = floats(&df, "value")?;
+    let mut series: Vec<(Option<String>, Vec<f64>)> = Vec::new();
+    for ((xv, c), v) in xs.into_iter().zip(colors).zip(values) {
+        let Some(i) = categories.iter().position(|k| *k == xv) else {
+            continue;
+        };
+        let at = match series.iter().position(|(name, _)| *name == c) {
+            Some(at) => at,
+            None => {
+                series.push((c, vec![0.0; categories.len()]));
+                series.len() - 1
+            }
+        };
+        series[at].1[i] += v;
+    }
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let y_label = y
+        .map(|n| format!("sum of {n}"))
+        .unwrap_or_else(|| "rows".into());
+    let title = format!("{y_label} by {x_name}");
+    Ok(Drawn {
+        x_scale: XScale::Band,
+        marks: Marks::Bars {
+            categories: categories
+                .into_iter()
+                .map(|c| c.unwrap_or_else(|| "null".into()))
+                .collect(),
+            series,
+        },
+        x_label: x_name.to_string(),
+        y_label,
+        title,
+    })
+}
+
+/// Box charts: min, quartiles, median and max of y, per x group if given.
+fn boxes(
+    frame: &LazyFrame,
+    x: Option<&str>,
+    y_name: &str,
+    notes: &mut Vec<String>,
+) -> Result<Drawn, MagicError> {
+    let value = || col(y_name).cast(DataType::Float64);
+    let stats = [
+        value().min().alias("min"),
+        value()
+            .quantile(lit(0.25), QuantileMethod::Linear)
+            .alias("q1"),
+        value().median().alias("median"),
+        value()
+            .quantile(lit(0.75), QuantileMethod::Linear)
+            .alias("q3"),
+        value().max().alias("max"),
+    ];
+    let df = match x {
+        Some(x_name) => {
+            let grouped = collect(
+                frame
+                    .clone()
+                    .group_by([col(x_name).cast(DataType::String).alias("group")])
+                    .agg(stats),
+            )?
+            .lazy();
+            let count = row_count(&grouped)?;
+            if count > MAX_BARS {
+                notes.push(format!("the first {MAX_BARS} of {count} groups"));
+            }
+            collect(
+                grouped
+                    .sort(
+                        ["group"],
+                        SortMultipleOptions::default().with_nulls_last(true),
+                    )
+                    .limit(MAX_BARS as IdxSize),
+            )?
+        }
+        None => collect(
+            frame
+                .clone()
+                .select(stats)
+                .with_column(lit(y_name.to_string()).alias("group")),
+        )?,
+    };
+    let groups = texts(&df, "group")?;
+    let columns: Vec<Vec<f64>> = ["min", "q1", "median", "q3", "max"]
+        .iter()
+        .map(|name| floats(&df, name))
+        .collect::<Result<_, _>>()?;
+    let boxes = groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            (
+                g.unwrap_or_else(|| "null".into()),
+                [
+                    columns[0][i],
+                    columns[1][i],
+                    columns[2][i],
+                    columns[3][i],
+                    columns[4][i],
+                ],
+            )
+        })
+        .collect();
+    Ok(Drawn {
+        x_scale: XScale::Band,
+        marks: Marks::Boxes(boxes),
+        x_label: x.unwrap_or_default().to_string(),
+        y_label: y_name.to_string(),
+        title: match x {
+            Some(n) => format!("{y_name} by {n}"),
+            None => y_name.to_string(),
+        },
     })
 }
 
