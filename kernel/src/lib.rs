@@ -34,6 +34,19 @@ pub fn home() -> PathBuf {
 /// The magics a kernel starts with.
 pub fn registry() -> ferrolab_magics::Registry {
     let mut registry = ferrolab_magics::Registry::with_builtins();
-    ferrolab_data::register(&mut registry);
+    let catalog = ferrolab_data::register(&mut registry);
+    ferrolab_llm::magic::register(&mut registry, std::sync::Arc::new(CatalogRows(catalog)));
     registry
+}
+
+/// `%finetune --table NAME` reads the tables the data magics loaded.
+struct CatalogRows(std::sync::Arc<ferrolab_data::Catalog>);
+
+impl ferrolab_llm::magic::TableRows for CatalogRows {
+    fn rows(
+        &self,
+        table: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ferrolab_magics::MagicError> {
+        self.0.rows(table)
+    }
 }

@@ -27,6 +27,13 @@ enum Command {
         #[command(subcommand)]
         command: ferrolab_collab::cli::CollabCommand,
     },
+    /// LoRA fine-tuning from a TOML config, with a progress bar; Ctrl-C checkpoints and stops.
+    Finetune(ferrolab_llm::cli::FinetuneArgs),
+    /// Models: where they are, and generation from the terminal.
+    Model {
+        #[command(subcommand)]
+        command: ferrolab_llm::cli::ModelCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +72,12 @@ impl Where {
             (None, false) => Location::User,
         }
     }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 fn main() {
@@ -107,6 +120,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Collab { command } => ferrolab_collab::cli::run(command),
+        Command::Model { command } => ferrolab_llm::cli::run(command),
+        Command::Finetune(args) => {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                libc::signal(
+                    libc::SIGINT,
+                    on_interrupt as *const () as libc::sighandler_t,
+                );
+            }
+            ferrolab_llm::cli::finetune(args, &|| {
+                INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        }
     }
 }
 

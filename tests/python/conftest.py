@@ -20,7 +20,15 @@ if not BIN or not Path(BIN).exists():
 _PREFIX = Path(tempfile.mkdtemp(prefix="ferrolab-tests-"))
 subprocess.run([BIN, "kernel", "install", "--prefix", str(_PREFIX)], check=True, capture_output=True)
 os.environ["JUPYTER_PATH"] = str(_PREFIX / "share" / "jupyter")
+# Models are large and read-only: the temporary home shares the real models folder.
+_REAL_HOME = Path(os.environ.get("FERROLAB_HOME") or Path.home() / ".cache" / "ferrolab")
+(_PREFIX / "home").mkdir(parents=True, exist_ok=True)
+(_PREFIX / "home" / "models").symlink_to(_REAL_HOME / "models", target_is_directory=True)
 os.environ["FERROLAB_HOME"] = str(_PREFIX / "home")
+MODELS = _REAL_HOME / "models"
+SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The venv with torch, transformers and PEFT (make reference-venv).
+REFERENCE_PYTHON = os.environ.get("FERROLAB_REFERENCE_PYTHON")
 # A kernel that errors should show why in the test log.
 os.environ.setdefault("FERROLAB_LOG", "warn")
 

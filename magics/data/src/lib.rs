@@ -78,6 +78,34 @@ impl Catalog {
         context.execute(query).map_err(|e| sql_error(query, e))
     }
 
+    /// Every row of a table as a JSON object, strings whole (for magics that consume
+    /// data, such as `%finetune --table`).
+    pub fn rows(
+        &self,
+        name: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, MagicError> {
+        let table = self.get(name)?;
+        let df = run(table.frame).map_err(|e| polars_error(&format!("reading `{name}`"), e))?;
+        let columns = df.columns();
+        let mut rows = Vec::with_capacity(df.height());
+        for i in 0..df.height() {
+            let mut row = serde_json::Map::new();
+            for column in columns {
+                let value = column
+                    .get(i)
+                    .map_err(|e| polars_error(&format!("reading `{name}`"), e))?;
+                let json = match &value {
+                    AnyValue::String(s) => serde_json::Value::String(s.to_string()),
+                    AnyValue::StringOwned(s) => serde_json::Value::String(s.to_string()),
+                    other => render::cell_json(other),
+                };
+                row.insert(column.name().to_string(), json);
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
     /// A table by name, or else a SQL query (anything that is not a bare name).
     pub fn source(&self, source: &str) -> Result<LazyFrame, MagicError> {
         let source = source.trim();

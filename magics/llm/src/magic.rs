@@ -1,0 +1,628 @@
+//! `%finetune` / `%%finetune` in the kernel: flags or a TOML body, a live progress
+//! display (bar, loss curve, tokens/s, ETA) updated in place, and a summary.
+
+use crate::data::{self, Example};
+use crate::generate::Sampling;
+use crate::tokenizer::Message;
+use crate::track::{LocalOnly, RunStatus};
+use crate::train::{self, Event, StepMetrics, TrainConfig};
+use crate::Engine;
+use ferrolab_magics::Stream;
+use ferrolab_magics::{
+    Display, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
+};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Rows of a table the kernel's data magics loaded, for `--table`.
+pub trait TableRows: Send + Sync {
+    fn rows(&self, table: &str) -> Result<Vec<Map<String, Value>>, MagicError>;
+}
+
+pub fn register(registry: &mut Registry, tables: Arc<dyn TableRows>) {
+    registry.register(Arc::new(Finetune { tables }));
+    registry.register(Arc::new(Generate::default()));
+}
+
+/// `%generate`: a completion from a model (and adapter), streamed as it is produced.
+/// Loaded models are kept, so later calls start at once.
+#[derive(Default)]
+pub struct Generate {
+    engines: Mutex<HashMap<(String, Option<String>), Arc<Engine>>>,
+}
+
+const GENERATE_USAGE: &str = "\
+%generate [--model smollm2] [--adapter DIR] [--chat] [--max-tokens 128]
+          [--temperature 0] [--top-k 0] [--top-p 1] [--seed 0] [--stop TEXT] PROMPT
+%%generate [flags]
+  <PROMPT on the following lines>
+
+Generates a continuation of PROMPT, streamed to the cell's output. --chat wraps the
+prompt as a user message in the model's chat template. --adapter applies a PEFT LoRA
+adapter (for example <run folder>/adapter from %finetune). Greedy unless
+--temperature is above 0.";
+
+impl Magic for Generate {
+    fn name(&self) -> &str {
+        "generate"
+    }
+
+    fn summary(&self) -> &str {
+        "generate text with a model (and a LoRA adapter), streamed"
+    }
+
+    fn usage(&self) -> &str {
+        GENERATE_USAGE
+    }
+
+    fn kinds(&self) -> &[MagicKind] {
+        &[MagicKind::Line, MagicKind::Cell]
+    }
+
+    fn run(
+        &self,
+        invocation: &Invocation,
+        cx: &mut MagicContext<'_>,
+    ) -> Result<Option<MimeBundle>, MagicError> {
+        let mut model = "smollm2".to_string();
+        let mut adapter = None;
+        let mut chat = false;
+        let mut sampling = Sampling::default();
+        let mut words = Vec::new();
+        let args = &invocation.args;
+        let mut i = 0;
+        while i < args.len() {
+            let arg = args[i].as_str();
+            let mut value = |name: &str| -> Result<String, MagicError> {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| MagicError::usage(format!("{name} needs a value")))
+            };
+            let number = |name: &str, text: String| -> Result<f64, MagicError> {
+                text.parse()
+                    .map_err(|_| MagicError::usage(format!("{name} needs a number, got '{text}'")))
+            };
+            match arg {
+                "--model" => model = value(arg)?,
+                "--adapter" => adapter = Some(value(arg)?),
+                "--chat" => chat = true,
+                "--max-tokens" => sampling.max_tokens = number(arg, value(arg)?)? as usize,
+                "--temperature" => sampling.temperature = number(arg, value(arg)?)?,
+                "--top-k" => sampling.top_k = number(arg, value(arg)?)? as usize,
+                "--top-p" => sampling.top_p = number(arg, value(arg)?)?,
+                "--seed" => sampling.seed = number(arg, value(arg)?)? as u64,
+                "--stop" => sampling.stop.push(value(arg)?),
+                flag if flag.starts_with("--") => {
+                    return Err(MagicError::usage(format!(
+                        "unknown flag {flag}; see %generate?"
+                    )))
+                }
+                word => words.push(word.to_string()),
+            }
+            i += 1;
+        }
+        let prompt = match invocation.kind {
+            MagicKind::Cell => invocation.body.trim_end_matches('\n').to_string(),
+            MagicKind::Line => words.join(" "),
+        };
+        if prompt.trim().is_empty() {
+            return Err(MagicError::usage("no prompt given; see %generate?"));
+        }
+        let engine = self.engine(&model, adapter.as_deref())?;
+        let prompt = if chat {
+            engine
+                .chat_prompt(&[Message::new("user", &prompt)])
+                .map_err(|e| MagicError::new("ModelError", format!("{e:#}")))?
+        } else {
+            prompt
+        };
+        let out = &mut *cx.out;
+        let generation = engine
+            .generate(&prompt, &sampling, |piece| {
+                out.stream(Stream::Stdout, piece)
+            })
+            .map_err(|e| MagicError::new("ModelError", format!("{e:#}")))?;
+        out.stream(Stream::Stdout, "\n");
+        let json = serde_json::json!({
+            "text": generation.text,
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens.len(),
+            "finish_reason": generation.finish_reason,
+        });
+        Ok(Some(
+            MimeBundle::text(format!("{:?}", generation.text)).with("application/json", json),
+        ))
+    }
+}
+
+impl Generate {
+    fn engine(&self, model: &str, adapter: Option<&str>) -> Result<Arc<Engine>, MagicError> {
+        let key = (model.to_string(), adapter.map(str::to_string));
+        let mut engines = self
+            .engines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(engine) = engines.get(&key) {
+            return Ok(engine.clone());
+        }
+        let load = || -> anyhow::Result<Engine> {
+            let mut engine = Engine::load(model, &crate::device("auto")?, candle_core::DType::F32)?;
+            if let Some(adapter) = adapter {
+                engine.load_adapter(std::path::Path::new(adapter))?;
+            }
+            Ok(engine)
+        };
+        let engine = Arc::new(load().map_err(|e| MagicError::new("ModelError", format!("{e:#}")))?);
+        // An adapter folder changes when a run is repeated: keep only base models.
+        if adapter.is_none() {
+            engines.insert(key, engine.clone());
+        }
+        Ok(engine)
+    }
+}
+
+pub struct Finetune {
+    tables: Arc<dyn TableRows>,
+}
+
+const USAGE: &str = "\
+%finetune --data FILE.jsonl [--model smollm2] [--steps N] [--r 8] [--targets q,v] ...
+%%finetune [--resume]
+  <TOML body: model = \"smollm2\", data = \"train.jsonl\", steps = 100, ...>
+
+LoRA fine-tuning with a live progress bar and loss curve. Every setting is a flag
+(dashes) or a TOML key (underscores):
+  model (smollm2 | FILE.gguf | HF folder)   data (JSONL: prompt/completion or messages)
+  table (a table loaded with %load)         eval_data, eval_fraction (0.1)
+  output (run folder, default runs/<name>)  name, resume
+  r (8), alpha (16), dropout (0), targets (q,v; also k,o,gate,up,down)
+  steps, epochs (1), batch_size (4), grad_accum (1), max_length (512)
+  lr (2e-4), warmup_steps (0), schedule (cosine | linear | constant)
+  weight_decay (0), max_grad_norm (1), eval_every (0 = at the end)
+  checkpoint_every (50), keep_checkpoints (2), seed (42)
+  device (auto | cpu | cuda | cuda:N), dtype (auto | f32 | bf16), merge
+Interrupting the cell writes a checkpoint; run again with --resume to continue.
+The adapter is saved in PEFT's layout in <run folder>/adapter.";
+
+impl Magic for Finetune {
+    fn name(&self) -> &str {
+        "finetune"
+    }
+
+    fn summary(&self) -> &str {
+        "LoRA fine-tuning with live progress; adapters in PEFT's layout"
+    }
+
+    fn usage(&self) -> &str {
+        USAGE
+    }
+
+    fn kinds(&self) -> &[MagicKind] {
+        &[MagicKind::Line, MagicKind::Cell]
+    }
+
+    fn run(
+        &self,
+        invocation: &Invocation,
+        cx: &mut MagicContext<'_>,
+    ) -> Result<Option<MimeBundle>, MagicError> {
+        let config = config_from(invocation)?;
+        let examples = match &config.table {
+            Some(table) => {
+                let rows = self.tables.rows(table)?;
+                Some(
+                    data::from_rows(&rows, table)
+                        .map_err(|e| MagicError::new("DatasetError", format!("{e:#}")))?,
+                )
+            }
+            None => None,
+        };
+        run_with_display(&config, examples, cx)
+    }
+}
+
+fn run_with_display(
+    config: &TrainConfig,
+    examples: Option<Vec<Example>>,
+    cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
+    let mut progress = Progress::default();
+    let mut display: Option<Display> = None;
+    let mut last_draw = Instant::now() - Duration::from_secs(10);
+    let host = &*cx.host;
+    let stop = || host.interrupted();
+    let out = &mut *cx.out;
+    let mut observer = |event: Event| {
+        let redraw = match event {
+            Event::Started {
+                run_dir,
+                total_steps,
+                resumed_from,
+                train_examples,
+                eval_examples,
+                device,
+            } => {
+                progress.total = total_steps;
+                progress.step = resumed_from.unwrap_or(0);
+                progress.header =
+                    format!(
+                    "{} · {train_examples} training / {eval_examples} eval examples · {device}{}",
+                    run_dir.display(),
+                    resumed_from.map(|s| format!(" · resumed at step {s}")).unwrap_or_default()
+                );
+                true
+            }
+            Event::Step { metrics, eta_s, .. } => {
+                progress.step = metrics.step;
+                progress.eta_s = eta_s;
+                progress.history.push(metrics.clone());
+                metrics.step == progress.total || last_draw.elapsed() >= Duration::from_millis(500)
+            }
+            Event::Checkpoint { step, path } => {
+                progress.note = format!("checkpoint at step {step}: {}", path.display());
+                false
+            }
+            Event::Note(note) => {
+                progress.note = note;
+                true
+            }
+        };
+        if redraw {
+            last_draw = Instant::now();
+            let bundle = progress.bundle();
+            match &display {
+                Some(d) => d.update(out, bundle),
+                None => display = Some(Display::show(out, bundle)),
+            }
+        }
+    };
+    let report = train::run(config, examples, &mut LocalOnly, &mut observer, &stop)
+        .map_err(|e| MagicError::new("FinetuneError", format!("{e:#}")))?;
+    if let Some(d) = &display {
+        d.update(out, progress.bundle());
+    }
+    match report.status {
+        RunStatus::Finished => {}
+        RunStatus::Interrupted => return Err(MagicError::new("KeyboardInterrupt", report.message)),
+        RunStatus::Diverged => return Err(MagicError::new("TrainingDiverged", report.message)),
+    }
+    let mut rows = vec![
+        ("run folder", report.run_dir.display().to_string()),
+        ("steps", format!("{}", report.steps_done)),
+        (
+            "final train loss",
+            report
+                .final_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_default(),
+        ),
+        (
+            "eval loss",
+            report
+                .eval_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_else(|| "no eval examples".into()),
+        ),
+        ("tokens/s", format!("{:.1}", report.tokens_per_s)),
+    ];
+    if let Some(adapter) = &report.adapter {
+        rows.push(("adapter (PEFT)", adapter.display().to_string()));
+    }
+    if let Some(merged) = &report.merged {
+        rows.push(("merged model", merged.display().to_string()));
+    }
+    let text = rows
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let html = format!(
+        "<table class=\"ferrolab-finetune\">{}</table>",
+        rows.iter()
+            .map(|(k, v)| format!("<tr><th style=\"text-align:left\">{}</th><td style=\"text-align:left\">{}</td></tr>", escape(k), escape(v)))
+            .collect::<String>()
+    );
+    Ok(Some(MimeBundle::text(text).with("text/html", html).with(
+        "application/json",
+        serde_json::to_value(&report).unwrap_or(Value::Null),
+    )))
+}
+
+/// A `%finetune` invocation to a config: the TOML body first, then the flags.
+pub fn config_from(invocation: &Invocation) -> Result<TrainConfig, MagicError> {
+    let mut table = match invocation.kind {
+        MagicKind::Cell if !invocation.body.trim().is_empty() => invocation
+            .body
+            .parse::<toml::Table>()
+            .map_err(|e| MagicError::usage(format!("the cell body is not valid TOML: {e}")))?,
+        _ => toml::Table::new(),
+    };
+    apply_flags(&mut table, &invocation.args)?;
+    let config: TrainConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| MagicError::usage(format!("{e}")))?;
+    config
+        .validate()
+        .map_err(|e| MagicError::usage(format!("{e:#}")))?;
+    Ok(config)
+}
+
+/// Flags the TOML keys take; the type decides how a flag's text is read.
+enum Kind {
+    Text,
+    Int,
+    Float,
+    Bool,
+    List,
+}
+
+fn kind(key: &str) -> Option<Kind> {
+    Some(match key {
+        "model" | "data" | "table" | "eval_data" | "output" | "name" | "schedule" | "device"
+        | "dtype" => Kind::Text,
+        "r" | "steps" | "batch_size" | "grad_accum" | "max_length" | "warmup_steps"
+        | "eval_every" | "checkpoint_every" | "keep_checkpoints" | "seed" => Kind::Int,
+        "alpha" | "dropout" | "epochs" | "lr" | "weight_decay" | "max_grad_norm"
+        | "eval_fraction" => Kind::Float,
+        "resume" | "merge" => Kind::Bool,
+        "targets" => Kind::List,
+        _ => return None,
+    })
+}
+
+fn apply_flags(table: &mut toml::Table, args: &[String]) -> Result<(), MagicError> {
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(MagicError::usage(format!(
+                "unexpected argument '{arg}'; settings are flags like --data FILE"
+            )));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let key = name.replace('-', "_");
+        let kind = kind(&key)
+            .ok_or_else(|| MagicError::usage(format!("unknown flag --{name}; see %finetune?")))?;
+        let value = match (kind, inline) {
+            (Kind::Bool, None) => toml::Value::Boolean(true),
+            (kind, inline) => {
+                let text = match inline {
+                    Some(v) => v,
+                    None => {
+                        i += 1;
+                        args.get(i)
+                            .cloned()
+                            .ok_or_else(|| MagicError::usage(format!("--{name} needs a value")))?
+                    }
+                };
+                let bad =
+                    |what: &str| MagicError::usage(format!("--{name} needs {what}, got '{text}'"));
+                match kind {
+                    Kind::Text => toml::Value::String(text.clone()),
+                    Kind::Int => {
+                        toml::Value::Integer(text.parse().map_err(|_| bad("a whole number"))?)
+                    }
+                    Kind::Float => toml::Value::Float(text.parse().map_err(|_| bad("a number"))?),
+                    Kind::Bool => {
+                        toml::Value::Boolean(text.parse().map_err(|_| bad("true or false"))?)
+                    }
+                    Kind::List => toml::Value::Array(
+                        text.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.trim().to_string()))
+                            .collect(),
+                    ),
+                }
+            }
+        };
+        table.insert(key, value);
+        i += 1;
+    }
+    Ok(())
+}
+
+/// What the live display shows.
+#[derive(Default)]
+struct Progress {
+    header: String,
+    note: String,
+    step: usize,
+    total: usize,
+    eta_s: f64,
+    history: Vec<StepMetrics>,
+}
+
+impl Progress {
+    fn bundle(&self) -> MimeBundle {
+        let last = self.history.last();
+        let fraction = if self.total == 0 {
+            0.0
+        } else {
+            self.step as f64 / self.total as f64
+        };
+        let filled = (fraction * 30.0).round() as usize;
+        let bar = format!(
+            "[{}{}]",
+            "#".repeat(filled),
+            ".".repeat(30 - filled.min(30))
+        );
+        let eval = self.history.iter().rev().find_map(|m| m.eval_loss);
+        let figures = match last {
+            Some(m) => format!(
+                "loss {:.4}{} · lr {:.2e} · {:.1} tokens/s · ETA {}",
+                m.loss,
+                eval.map(|e| format!(" · eval {e:.4}")).unwrap_or_default(),
+                m.lr,
+                m.tokens_per_s,
+                duration(self.eta_s)
+            ),
+            None => "loading the model…".to_string(),
+        };
+        let text = format!(
+            "{}\nstep {}/{} {bar} {figures}{}",
+            self.header,
+            self.step,
+            self.total,
+            if self.note.is_empty() {
+                String::new()
+            } else {
+                format!("\n{}", self.note)
+            }
+        );
+        let html = format!(
+            "<div class=\"ferrolab-progress\"><div>{}</div>\
+             <div><progress value=\"{}\" max=\"{}\" style=\"width:24em\"></progress> step {} / {} · {}</div>{}<div>{}</div></div>",
+            escape(&self.header),
+            self.step,
+            self.total.max(1),
+            self.step,
+            self.total,
+            escape(&figures),
+            loss_svg(&self.history),
+            escape(&self.note),
+        );
+        let json = serde_json::json!({
+            "step": self.step,
+            "total_steps": self.total,
+            "eta_s": self.eta_s,
+            "loss": last.map(|m| m.loss),
+            "eval_loss": eval,
+            "tokens_per_s": last.map(|m| m.tokens_per_s),
+        });
+        MimeBundle::text(text)
+            .with("text/html", html)
+            .with("application/vnd.ferrolab.finetune+json", json)
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "?".into();
+    }
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The train loss (line) and eval loss (dots) per step.
+fn loss_svg(history: &[StepMetrics]) -> String {
+    if history.len() < 2 {
+        return String::new();
+    }
+    let (w, h, pad) = (480.0, 160.0, 36.0);
+    let first = history[0].step as f64;
+    let last = history[history.len() - 1].step as f64;
+    let values = history
+        .iter()
+        .map(|m| m.loss)
+        .chain(history.iter().filter_map(|m| m.eval_loss));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let x = |step: usize| pad + (step as f64 - first) / (last - first).max(1.0) * (w - 2.0 * pad);
+    let y = |v: f64| h - pad / 2.0 - (v - lo) / span * (h - pad);
+    let points: String = history
+        .iter()
+        .map(|m| format!("{:.1},{:.1} ", x(m.step), y(m.loss)))
+        .collect();
+    let evals: String = history
+        .iter()
+        .filter_map(|m| {
+            m.eval_loss.map(|e| {
+                format!(
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#d62728\"/>",
+                    x(m.step),
+                    y(e)
+                )
+            })
+        })
+        .collect();
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"loss curve\">\
+         <text x=\"2\" y=\"{:.1}\" font-size=\"10\">{hi:.3}</text><text x=\"2\" y=\"{:.1}\" font-size=\"10\">{lo:.3}</text>\
+         <text x=\"{pad}\" y=\"{h}\" font-size=\"10\">step {first}</text><text x=\"{:.1}\" y=\"{h}\" font-size=\"10\" text-anchor=\"end\">step {last}</text>\
+         <polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{points}\"/>{evals}\
+         <text x=\"{:.1}\" y=\"12\" font-size=\"10\" text-anchor=\"end\">— train · ● eval</text></svg>",
+        y(hi) + 4.0,
+        y(lo),
+        w - pad,
+        w - pad,
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(kind: MagicKind, args: &[&str], body: &str) -> Invocation {
+        Invocation {
+            kind,
+            name: "finetune".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            raw_args: args.join(" "),
+            body: body.into(),
+            help: false,
+        }
+    }
+
+    #[test]
+    fn flags_override_the_toml_body() {
+        let config = config_from(&invocation(
+            MagicKind::Cell,
+            &["--steps", "7", "--targets=q,k,v", "--resume"],
+            "data = 'train.jsonl'\nsteps = 3\nlr = 1e-3",
+        ))
+        .unwrap();
+        assert_eq!(config.steps, Some(7));
+        assert_eq!(config.lr, 1e-3);
+        assert!(config.resume);
+        assert_eq!(config.targets, vec!["q", "k", "v"]);
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        let err = config_from(&invocation(
+            MagicKind::Line,
+            &["--data", "x.jsonl", "--stpes", "3"],
+            "",
+        ))
+        .unwrap_err();
+        assert!(err.evalue.contains("--stpes"), "{}", err.evalue);
+        let err = config_from(&invocation(
+            MagicKind::Line,
+            &["--data", "x.jsonl", "--steps", "many"],
+            "",
+        ))
+        .unwrap_err();
+        assert!(err.evalue.contains("whole number"), "{}", err.evalue);
+        let err = config_from(&invocation(MagicKind::Line, &["--steps", "3"], "")).unwrap_err();
+        assert!(err.evalue.contains("no training data"), "{}", err.evalue);
+        let err = config_from(&invocation(
+            MagicKind::Line,
+            &["--data", "x", "--targets", "qq"],
+            "",
+        ))
+        .unwrap_err();
+        assert!(err.evalue.contains("unknown LoRA target"), "{}", err.evalue);
+    }
+}

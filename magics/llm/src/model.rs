@@ -1,0 +1,533 @@
+//! The Llama-family decoder: RMSNorm, rotary embeddings, grouped-query attention,
+//! SwiGLU, tied or untied embeddings, optional q/k/v biases (Qwen2), and LoRA on any
+//! of its seven projections.
+//!
+//! One forward pass serves generation (with a KV cache, using candle's fused kernels)
+//! and training (differentiable ops, dropout). Base weights are frozen: they are
+//! plain tensors multiplied through [`FrozenMatmul`], whose backward pass computes
+//! the gradient for the activations only, so a LoRA step never pays for (or stores)
+//! gradients of the 135M base parameters.
+
+use crate::config::Config;
+use crate::lora::{LoraConfig, LoraLayer, Target};
+use anyhow::{bail, Context, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, DType, Device, Layout, Shape, Tensor, D};
+use std::collections::HashMap;
+
+/// `x @ w_t` where `w_t` is frozen: the backward pass yields no gradient for it.
+struct FrozenMatmul;
+
+impl candle_core::CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (_, n) = l2.shape().dims2()?;
+        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, Shape::from((m, n))))
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (_, n) = l2.shape().dims2()?;
+        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w_t: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(&w_t.t()?)?), None))
+    }
+}
+
+/// How a forward pass runs.
+pub enum Mode<'a> {
+    /// Generation and evaluation: fused kernels, no dropout.
+    Infer,
+    /// Training: differentiable ops; LoRA dropout draws from `dropout`.
+    Train {
+        dropout: &'a mut dyn FnMut(&[usize]) -> Result<Option<Tensor>>,
+    },
+}
+
+impl Mode<'_> {
+    fn training(&self) -> bool {
+        matches!(self, Mode::Train { .. })
+    }
+}
+
+/// A projection: frozen weight `[out, in]`, optional bias, optional LoRA pair.
+pub struct Linear {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+    pub lora: Option<LoraLayer>,
+}
+
+impl Linear {
+    fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Linear {
+            weight_t: weight.t()?,
+            bias,
+            lora: None,
+        })
+    }
+
+    pub fn weight(&self) -> Result<Tensor> {
+        Ok(self.weight_t.t()?)
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight_t.dims()[1]
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight_t.dims()[0]
+    }
+
+    /// `x`: `[n, in]` → `[n, out]`.
+    fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let mut y = x.apply_op2(&self.weight_t, FrozenMatmul)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let Some(lora) = &self.lora {
+            let x = match mode {
+                Mode::Train { dropout } if lora.dropout > 0.0 => match dropout(x.dims())? {
+                    Some(mask) => x.broadcast_mul(&mask)?,
+                    None => x.clone(),
+                },
+                _ => x.clone(),
+            };
+            y = (y + lora.delta(&x)?)?;
+        }
+        Ok(y)
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    input_norm: Tensor,
+    attention: Attention,
+    post_norm: Tensor,
+    mlp: Mlp,
+}
+
+/// The keys and values of earlier positions, one pair per layer.
+#[derive(Default, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Model {
+    pub config: Config,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    /// `[positions, head_dim]`, both halves (training's differentiable rotary).
+    cos: Tensor,
+    sin: Tensor,
+    /// `[positions, head_dim / 2]` (candle's fused rotary kernel).
+    cos_half: Tensor,
+    sin_half: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl Model {
+    /// Builds the decoder from Hugging Face-named weights.
+    pub fn new(config: &Config, weights: &HashMap<String, Tensor>) -> Result<Self> {
+        let get = |name: &str| -> Result<Tensor> {
+            weights
+                .get(name)
+                .cloned()
+                .with_context(|| format!("missing tensor {name}"))
+        };
+        let embed = get("model.embed_tokens.weight")?;
+        let device = embed.device().clone();
+        let dtype = embed.dtype();
+        let linear = |name: &str| -> Result<Linear> {
+            Linear::new(
+                &get(&format!("{name}.weight"))?,
+                weights.get(&format!("{name}.bias")).cloned(),
+            )
+        };
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            blocks.push(Block {
+                input_norm: get(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                attention: Attention {
+                    q: linear(&format!("{p}.self_attn.q_proj"))?,
+                    k: linear(&format!("{p}.self_attn.k_proj"))?,
+                    v: linear(&format!("{p}.self_attn.v_proj"))?,
+                    o: linear(&format!("{p}.self_attn.o_proj"))?,
+                },
+                mlp: Mlp {
+                    gate: linear(&format!("{p}.mlp.gate_proj"))?,
+                    up: linear(&format!("{p}.mlp.up_proj"))?,
+                    down: linear(&format!("{p}.mlp.down_proj"))?,
+                },
+            });
+        }
+        let lm_head = if config.tie_word_embeddings {
+            Linear::new(&embed, None)?
+        } else {
+            Linear::new(&get("lm_head.weight")?, None)?
+        };
+        let (cos, sin) = rope_tables(config, &device, dtype)?;
+        let half = config.head_dim() / 2;
+        let cos_half = cos.narrow(1, 0, half)?.contiguous()?;
+        let sin_half = sin.narrow(1, 0, half)?.contiguous()?;
+        Ok(Model {
+            cos_half,
+            sin_half,
+            config: config.clone(),
+            embed,
+            blocks,
+            norm: get("model.norm.weight")?,
+            lm_head,
+            cos,
+            sin,
+            device,
+            dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Every projection a LoRA target names, with its PEFT module path.
+    pub fn projections_mut(&mut self) -> Vec<(String, Target, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &mut block.attention;
+            let m = &mut block.mlp;
+            out.push((format!("{p}.self_attn.q_proj"), Target::Q, &mut a.q));
+            out.push((format!("{p}.self_attn.k_proj"), Target::K, &mut a.k));
+            out.push((format!("{p}.self_attn.v_proj"), Target::V, &mut a.v));
+            out.push((format!("{p}.self_attn.o_proj"), Target::O, &mut a.o));
+            out.push((format!("{p}.mlp.gate_proj"), Target::Gate, &mut m.gate));
+            out.push((format!("{p}.mlp.up_proj"), Target::Up, &mut m.up));
+            out.push((format!("{p}.mlp.down_proj"), Target::Down, &mut m.down));
+        }
+        out
+    }
+
+    /// Attaches fresh LoRA pairs to the projections `config` targets; returns their
+    /// PEFT module paths.
+    pub fn attach_lora(&mut self, config: &LoraConfig, seed: u64) -> Result<Vec<String>> {
+        let mut rng = crate::lora::seeded(seed);
+        let device = self.device.clone();
+        let mut attached = Vec::new();
+        for (path, target, linear) in self.projections_mut() {
+            if config.targets.contains(&target) {
+                linear.lora = Some(LoraLayer::init(
+                    config,
+                    linear.in_features(),
+                    linear.out_features(),
+                    &device,
+                    &mut rng,
+                )?);
+                attached.push(path);
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Every weight under its Hugging Face name, LoRA updates merged in.
+    pub fn merged_weights(&mut self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        out.insert(
+            "model.embed_tokens.weight".to_string(),
+            self.embed.contiguous()?,
+        );
+        out.insert("model.norm.weight".to_string(), self.norm.contiguous()?);
+        if !self.config.tie_word_embeddings {
+            out.insert(
+                "lm_head.weight".to_string(),
+                self.lm_head.weight()?.contiguous()?,
+            );
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.insert(
+                format!("{p}.input_layernorm.weight"),
+                block.input_norm.contiguous()?,
+            );
+            out.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                block.post_norm.contiguous()?,
+            );
+        }
+        for (path, _, linear) in self.projections_mut() {
+            let mut weight = linear.weight()?.contiguous()?;
+            if let Some(lora) = &linear.lora {
+                weight = (weight.to_dtype(DType::F32)? + lora.merged_delta()?)?
+                    .to_dtype(weight.dtype())?;
+            }
+            out.insert(format!("{path}.weight"), weight);
+            if let Some(bias) = &linear.bias {
+                out.insert(format!("{path}.bias"), bias.contiguous()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Logits for the last position of each sequence: `ids` is `[batch, seq]`;
+    /// `cache` holds earlier positions and grows by `seq`.
+    pub fn forward_last(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden(ids, cache, &mut Mode::Infer)?;
+        let (b, t, h) = hidden.dims3()?;
+        let last = hidden.narrow(1, t - 1, 1)?.reshape((b, h))?;
+        self.lm_head
+            .forward(&last, &mut Mode::Infer)?
+            .to_dtype(DType::F32)
+            .map_err(Into::into)
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last norm).
+    pub fn hidden(&self, ids: &Tensor, cache: &mut KvCache, mode: &mut Mode) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let offset = cache.len();
+        if offset + t > self.config.max_position_embeddings {
+            bail!(
+                "sequence of {} tokens is longer than the model's context of {}",
+                offset + t,
+                self.config.max_position_embeddings
+            );
+        }
+        if cache.layers.len() != self.blocks.len() {
+            cache.layers = vec![None; self.blocks.len()];
+        }
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
+        let (cos, sin) = if mode.training() {
+            (
+                self.cos.narrow(0, offset, t)?,
+                self.sin.narrow(0, offset, t)?,
+            )
+        } else {
+            (
+                self.cos_half.narrow(0, offset, t)?,
+                self.sin_half.narrow(0, offset, t)?,
+            )
+        };
+        let mask = causal_mask(t, offset, &self.device, self.dtype)?;
+        for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let residual = x.clone();
+            let normed = self.rms_norm(&x, &block.input_norm, mode)?;
+            let attn = self.attention(block, &normed, &cos, &sin, mask.as_ref(), slot, mode)?;
+            x = (residual + attn)?;
+            let residual = x.clone();
+            let normed = self.rms_norm(&x, &block.post_norm, mode)?;
+            let flat = normed.reshape((b * t, self.config.hidden_size))?;
+            let gate = block.mlp.gate.forward(&flat, mode)?;
+            let up = block.mlp.up.forward(&flat, mode)?;
+            let mlp = block.mlp.down.forward(&(gate.silu()? * up)?, mode)?;
+            x = (residual + mlp.reshape((b, t, self.config.hidden_size))?)?;
+        }
+        self.rms_norm(&x, &self.norm, mode)
+    }
+
+    /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
+    pub fn logits(&self, hidden: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        self.lm_head.forward(hidden, mode)
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        if mode.training() {
+            let x32 = x.to_dtype(DType::F32)?;
+            let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = x32
+                .broadcast_div(&(var + eps)?.sqrt()?)?
+                .to_dtype(x.dtype())?;
+            Ok(normed.broadcast_mul(weight)?)
+        } else {
+            Ok(candle_nn::ops::rms_norm(
+                &x.contiguous()?,
+                weight,
+                eps as f32,
+            )?)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        slot: &mut Option<(Tensor, Tensor)>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, h) = x.dims3()?;
+        let head_dim = c.head_dim();
+        let flat = x.reshape((b * t, h))?;
+        let a = &block.attention;
+        let q = a.q.forward(&flat, mode)?;
+        let k = a.k.forward(&flat, mode)?;
+        let v = a.v.forward(&flat, mode)?;
+        let q = q
+            .reshape((b, t, c.num_attention_heads, head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = k
+            .reshape((b, t, c.num_key_value_heads, head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = v
+            .reshape((b, t, c.num_key_value_heads, head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (q, k) = if mode.training() {
+            (rope_slow(&q, cos, sin)?, rope_slow(&k, cos, sin)?)
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            )
+        };
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        if !mode.training() {
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let k = repeat_kv(&k, groups)?;
+        let v = repeat_kv(&v, groups)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = if mode.training() {
+            candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+                .to_dtype(self.dtype)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?
+        };
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, c.num_attention_heads * head_dim))?;
+        Ok(a.o.forward(&out, mode)?.reshape((b, t, h))?)
+    }
+}
+
+/// Hugging Face's rotary embedding (`rotate_half`), from differentiable ops.
+fn rope_slow(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, heads, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, heads, groups, t, d))?
+        .reshape((b, heads * groups, t, d))?)
+}
+
+/// `[max_positions, head_dim]` cos and sin tables, both halves repeated (HF layout).
+fn rope_tables(config: &Config, device: &Device, dtype: DType) -> Result<(Tensor, Tensor)> {
+    let d = config.head_dim();
+    let inv: Vec<f32> = (0..d / 2)
+        .map(|i| 1.0 / (config.rope_theta.powf(2.0 * i as f64 / d as f64)) as f32)
+        .collect();
+    let positions = config.max_position_embeddings;
+    let inv = Tensor::from_vec(inv, (1, d / 2), device)?;
+    let pos = Tensor::arange(0u32, positions as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((positions, 1))?;
+    let freqs = pos.matmul(&inv)?;
+    let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
+    Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+}
+
+/// `[t, offset + t]`: 0 where a position may look, -inf after it. None for one token.
+fn causal_mask(t: usize, offset: usize, device: &Device, dtype: DType) -> Result<Option<Tensor>> {
+    if t == 1 {
+        return Ok(None);
+    }
+    let total = offset + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > i + offset {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Some(
+        Tensor::from_vec(mask, (t, total), device)?.to_dtype(dtype)?,
+    ))
+}

@@ -1,0 +1,246 @@
+//! The engine on tiny random models: cache, training ops, adapters, merging, and a
+//! fine-tune that must learn a completion exactly.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use ferrolab_llm::generate::Sampling;
+use ferrolab_llm::lora::LoraConfig;
+use ferrolab_llm::model::{KvCache, Mode};
+use ferrolab_llm::track::{LocalOnly, RunStatus};
+use ferrolab_llm::train::{self, TrainConfig};
+use ferrolab_llm::{tiny, Engine};
+use std::path::Path;
+
+fn tiny_engine(dir: &Path, seed: u64) -> Result<Engine> {
+    tiny::write(dir, seed)?;
+    Engine::load(dir.to_str().unwrap_or_default(), &Device::Cpu, DType::F32)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+#[test]
+fn cached_generation_matches_full_recomputation() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = tiny_engine(dir.path(), 1)?;
+    let ids = engine.tokenizer.encode("hello cache")?;
+    let all = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let full = engine.model.forward_last(&all, &mut KvCache::default())?;
+    // The same sequence fed in two parts through the cache.
+    let mut cache = KvCache::default();
+    let split = ids.len() - 3;
+    engine
+        .model
+        .forward_last(&all.narrow(1, 0, split)?, &mut cache)?;
+    let mut last = None;
+    for i in split..ids.len() {
+        last = Some(
+            engine
+                .model
+                .forward_last(&all.narrow(1, i, 1)?, &mut cache)?,
+        );
+    }
+    let last = last.expect("at least one step");
+    assert!(max_abs_diff(&full, &last)? < 1e-5);
+    Ok(())
+}
+
+#[test]
+fn training_ops_agree_with_the_fused_inference_kernels() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = tiny_engine(dir.path(), 2)?;
+    let ids = engine
+        .tokenizer
+        .encode("<|im_start|>user\nsame numbers?<|im_end|>")?;
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let infer = engine
+        .model
+        .hidden(&input, &mut KvCache::default(), &mut Mode::Infer)?;
+    let mut no_dropout = |_: &[usize]| -> Result<Option<Tensor>> { Ok(None) };
+    let train = engine.model.hidden(
+        &input,
+        &mut KvCache::default(),
+        &mut Mode::Train {
+            dropout: &mut no_dropout,
+        },
+    )?;
+    assert!(max_abs_diff(&infer, &train)? < 1e-4);
+    Ok(())
+}
+
+#[test]
+fn adapters_round_trip_and_merge_into_the_same_model() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut engine = tiny_engine(&dir.path().join("base"), 3)?;
+    let config = LoraConfig {
+        targets: ferrolab_llm::lora::Target::ALL.to_vec(),
+        ..LoraConfig::default()
+    };
+    engine.attach_lora(&config, 5)?;
+    // B starts at zero; give it values so the adapter changes the output.
+    for (i, (name, var)) in engine.lora_vars().into_iter().enumerate() {
+        if name.contains("lora_B") {
+            let noise = Tensor::randn(0f32, 0.05, var.dims(), &Device::Cpu)?;
+            var.set(&(noise * (1.0 + i as f64 / 100.0))?)?;
+        }
+    }
+    let ids = engine.tokenizer.encode("adapter")?;
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let adapted = engine.model.forward_last(&input, &mut KvCache::default())?;
+    let adapter_dir = dir.path().join("adapter");
+    engine.save_adapter(&adapter_dir)?;
+    let merged_dir = dir.path().join("merged");
+    engine.save_merged(&merged_dir)?;
+
+    let config_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        adapter_dir.join("adapter_config.json"),
+    )?)?;
+    assert_eq!(config_json["peft_type"], "LORA");
+    assert_eq!(config_json["r"], 8);
+    let tensors = candle_core::safetensors::load(
+        adapter_dir.join("adapter_model.safetensors"),
+        &Device::Cpu,
+    )?;
+    assert!(tensors.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert!(tensors.contains_key("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+    assert_eq!(tensors.len(), 2 * 7 * 2);
+
+    let mut fresh = Engine::load(
+        dir.path().join("base").to_str().unwrap_or_default(),
+        &Device::Cpu,
+        DType::F32,
+    )?;
+    let base = fresh.model.forward_last(&input, &mut KvCache::default())?;
+    assert!(
+        max_abs_diff(&base, &adapted)? > 1e-3,
+        "the adapter must change the logits"
+    );
+    fresh.load_adapter(&adapter_dir)?;
+    let reloaded = fresh.model.forward_last(&input, &mut KvCache::default())?;
+    assert!(max_abs_diff(&reloaded, &adapted)? < 1e-6);
+
+    let merged = Engine::load(
+        merged_dir.to_str().unwrap_or_default(),
+        &Device::Cpu,
+        DType::F32,
+    )?;
+    let from_merged = merged.model.forward_last(&input, &mut KvCache::default())?;
+    assert!(max_abs_diff(&from_merged, &adapted)? < 1e-4);
+    Ok(())
+}
+
+#[test]
+fn a_tiny_model_learns_a_completion_exactly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("tiny");
+    tiny::write(&model, 4)?;
+    let data = dir.path().join("train.jsonl");
+    let lines: Vec<String> = (0..8)
+        .map(|_| {
+            r#"{"prompt": "Q: the secret word?\nA:", "completion": " ferrolab rocks"}"#.to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n"))?;
+    let config = TrainConfig {
+        model: model.display().to_string(),
+        data: Some(data),
+        output: Some(dir.path().join("run")),
+        steps: Some(300),
+        lr: 1e-2,
+        r: 16,
+        alpha: 32.0,
+        targets: ["q", "k", "v", "o", "gate", "up", "down"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        batch_size: 4,
+        eval_fraction: 0.0,
+        checkpoint_every: 100,
+        device: "cpu".into(),
+        ..TrainConfig::default()
+    };
+    let report = train::run(&config, None, &mut LocalOnly, &mut |_| {}, &|| false)?;
+    assert_eq!(report.status, RunStatus::Finished);
+    assert_eq!(report.steps_done, 300);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("run/metrics.jsonl"))?
+            .lines()
+            .next()
+            .unwrap_or("{}"),
+    )?;
+    let final_loss = report.final_loss.unwrap_or(f64::NAN);
+    assert!(
+        final_loss < first["loss"].as_f64().unwrap_or(0.0) / 10.0,
+        "loss went from {} to {final_loss}",
+        first["loss"]
+    );
+
+    let mut engine = Engine::load(model.to_str().unwrap_or_default(), &Device::Cpu, DType::F32)?;
+    let before = engine.generate("Q: the secret word?\nA:", &Sampling::greedy(20), |_| {})?;
+    assert_ne!(before.text, " ferrolab rocks");
+    engine.load_adapter(&report.adapter.expect("adapter saved"))?;
+    let after = engine.generate("Q: the secret word?\nA:", &Sampling::greedy(20), |_| {})?;
+    assert_eq!(after.text, " ferrolab rocks");
+    assert_eq!(
+        after.finish_reason,
+        ferrolab_llm::generate::FinishReason::Stop
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let err = Engine::load(
+        dir.path().join("missing.gguf").to_str().unwrap_or_default(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .expect("a missing model fails");
+    assert!(err.to_string().contains("not found"), "{err}");
+
+    let corrupt = dir.path().join("corrupt.gguf");
+    std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00garbage")?;
+    let err = Engine::load(
+        corrupt.to_str().unwrap_or_default(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .expect("corrupt");
+    assert!(
+        format!("{err:#}").contains("not a readable GGUF file"),
+        "{err:#}"
+    );
+
+    let other = dir.path().join("gpt2");
+    std::fs::create_dir_all(&other)?;
+    std::fs::write(
+        other.join("config.json"),
+        r#"{"model_type": "gpt2", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}"#,
+    )?;
+    let err = Engine::load(other.to_str().unwrap_or_default(), &Device::Cpu, DType::F32)
+        .err()
+        .expect("gpt2");
+    assert!(
+        format!("{err:#}").contains("architecture 'gpt2' is not supported"),
+        "{err:#}"
+    );
+
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"c\"}\n",
+    )?;
+    let err = ferrolab_llm::data::read_jsonl(&data)
+        .err()
+        .expect("bad line");
+    assert!(format!("{err:#}").contains("line 3 of"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("missing field 'completion'"),
+        "{err:#}"
+    );
+    Ok(())
+}
