@@ -34,7 +34,8 @@ pub fn config() -> Config {
     }
 }
 
-/// Writes a tiny random model into `dir`, weights drawn from N(0, 0.02²) with `seed`.
+/// Writes a tiny random model into `dir`: projections drawn from N(0, 0.02²),
+/// embeddings from N(0, 1), with `seed`.
 pub fn write(dir: &Path, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let config = config();
@@ -50,10 +51,10 @@ pub fn write(dir: &Path, seed: u64) -> Result<()> {
     let kv = config.num_key_value_heads * config.head_dim();
     let ones = Tensor::ones(h, DType::F32, &Device::Cpu)?;
     let mut weights: HashMap<String, Tensor> = HashMap::new();
-    weights.insert(
-        "model.embed_tokens.weight".into(),
-        random((config.vocab_size, h))?,
-    );
+    // Tied embeddings of N(0, 1), as torch's nn.Embedding starts: at 0.02 the final
+    // RMSNorm would cap every logit near ±0.6 and little could be learned.
+    let embed = (random((config.vocab_size, h))? * 50.0)?;
+    weights.insert("model.embed_tokens.weight".into(), embed);
     weights.insert("model.norm.weight".into(), ones.clone());
     for i in 0..config.num_hidden_layers {
         let p = format!("model.layers.{i}");
