@@ -57,6 +57,13 @@ EXPECTED = {
         "bad-column": ["NotNumeric", "`model` is str"],
         "after": ["daily"],
     },
+    "03-finetune.ipynb": {
+        "generate": ["wrote 40 training examples; held out: harbor, island, jungle, kettle, ladder, meadow"],
+        "finetune": ["step 40/40", "adapter (PEFT): runs/shout/adapter", "<svg"],
+        "after-kettle": ["KETTLE!"],
+        "after-island": ["ISLAND!"],
+        "after-paris": ["The capital of France is Paris."],
+    },
 }
 
 
@@ -81,6 +88,9 @@ def test_notebook_runs_and_shows_the_right_outputs(path: Path):
         for needle in needles:
             assert needle in shown, f"{path.name} cell {cell_id}: {needle!r} not in {shown!r}"
     # Counts run 1, 2, 3… over the code cells, as in any Jupyter kernel.
+    if path.name == "03-finetune.ipynb":
+        before = text_of(cells["before"])
+        assert "KETTLE!" not in before, "the base model must not already show the behaviour"
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1))
     # Only the cell tagged raises-exception may fail.

@@ -178,7 +178,7 @@ LoRA fine-tuning with a live progress bar and loss curve. Every setting is a fla
 (dashes) or a TOML key (underscores):
   model (smollm2 | FILE.gguf | HF folder)   data (JSONL: prompt/completion or messages)
   table (a table loaded with %load)         eval_data, eval_fraction (0.1)
-  output (run folder, default runs/<name>)  name, resume
+  output (run folder, default runs/<name>)  name, resume, overwrite
   r (8), alpha (16), dropout (0), targets (q,v; also k,o,gate,up,down)
   steps, epochs (1), batch_size (4), grad_accum (1), max_length (512)
   lr (2e-4), warmup_steps (0), schedule (cosine | linear | constant)
@@ -368,7 +368,7 @@ fn kind(key: &str) -> Option<Kind> {
         | "eval_every" | "checkpoint_every" | "keep_checkpoints" | "seed" => Kind::Int,
         "alpha" | "dropout" | "epochs" | "lr" | "weight_decay" | "max_grad_norm"
         | "eval_fraction" => Kind::Float,
-        "resume" | "merge" => Kind::Bool,
+        "resume" | "merge" | "overwrite" => Kind::Bool,
         "targets" => Kind::List,
         _ => return None,
     })

@@ -52,6 +52,8 @@ pub struct TrainConfig {
     pub name: Option<String>,
     /// Continue from the last checkpoint in the run folder.
     pub resume: bool,
+    /// Replace a run already in the output folder (without it, that is an error).
+    pub overwrite: bool,
     pub r: usize,
     pub alpha: f64,
     pub dropout: f32,
@@ -98,6 +100,7 @@ impl Default for TrainConfig {
             output: None,
             name: None,
             resume: false,
+            overwrite: false,
             r: 8,
             alpha: 16.0,
             dropout: 0.0,
@@ -579,10 +582,14 @@ pub fn run(
         (other, _) => bail!("dtype '{other}' is not supported; use f32, bf16 or auto"),
     };
 
+    if config.overwrite && !config.resume && run_dir.join("config.toml").is_file() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("cannot remove the earlier run in {}", run_dir.display()))?;
+    }
     let previous = checkpoints(&run_dir);
     if !config.resume && run_dir.join("config.toml").exists() {
         bail!(
-            "run folder {} already holds a run; pass --resume to continue it, or choose another output",
+            "run folder {} already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another output",
             run_dir.display()
         );
     }
