@@ -37,6 +37,12 @@ enum Command {
     },
     /// LoRA fine-tuning from a TOML config, with a progress bar; Ctrl-C checkpoints and stops.
     Finetune(ferrolab_llm::cli::FinetuneArgs),
+    /// CUDA devices, memory and utilisation (or why there are none).
+    Gpu {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Models: where they are, and generation from the terminal.
     Model {
         #[command(subcommand)]
@@ -137,6 +143,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Collab { command } => ferrolab_collab::cli::run(command),
         Command::Model { command } => ferrolab_llm::cli::run(command),
+        Command::Gpu { json } => {
+            let report = ferrolab_llm::gpu::report();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.text());
+            }
+            Ok(())
+        }
         Command::Finetune(args) => {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             unsafe {

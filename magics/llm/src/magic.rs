@@ -25,6 +25,45 @@ pub trait TableRows: Send + Sync {
 pub fn register(registry: &mut Registry, tables: Arc<dyn TableRows>) {
     registry.register(Arc::new(Finetune { tables }));
     registry.register(Arc::new(Generate::default()));
+    registry.register(Arc::new(Gpu));
+}
+
+/// `%gpu`: CUDA devices, their memory and utilisation, or why there are none.
+pub struct Gpu;
+
+impl Magic for Gpu {
+    fn name(&self) -> &str {
+        "gpu"
+    }
+
+    fn summary(&self) -> &str {
+        "list CUDA devices with memory and utilisation"
+    }
+
+    fn usage(&self) -> &str {
+        "%gpu\n\nLists the CUDA devices (name, compute capability, memory used and total,\nutilisation), or says \"no CUDA device found\" and why. Fine-tuning and\ngeneration pick the first device when --device is auto and this build has CUDA."
+    }
+
+    fn kinds(&self) -> &[MagicKind] {
+        &[MagicKind::Line]
+    }
+
+    fn run(
+        &self,
+        invocation: &Invocation,
+        _cx: &mut MagicContext<'_>,
+    ) -> Result<Option<MimeBundle>, MagicError> {
+        if let Some(extra) = invocation.args.first() {
+            return Err(MagicError::usage(format!(
+                "%gpu takes no arguments, got '{extra}'"
+            )));
+        }
+        let report = crate::gpu::report();
+        Ok(Some(MimeBundle::text(report.text()).with(
+            "application/json",
+            serde_json::to_value(&report).unwrap_or(Value::Null),
+        )))
+    }
 }
 
 /// `%generate`: a completion from a model (and adapter), streamed as it is produced.

@@ -13,7 +13,7 @@ use crate::model::{KvCache, Mode};
 use crate::track::{RunStatus, Tracker};
 use crate::{device, write_atomically, Engine};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -424,7 +424,7 @@ fn collate(
     examples: &[&Tokenized],
     pad: u32,
     device: &Device,
-) -> Result<(Tensor, Tensor, Tensor, usize)> {
+) -> Result<(Tensor, Tensor, Vec<u32>, usize)> {
     let width = examples
         .iter()
         .map(|e| e.ids.len())
@@ -448,7 +448,6 @@ fn collate(
     let ids = Tensor::from_vec(ids, (examples.len(), width), device)?;
     let n = positions.len();
     let positions = Tensor::from_vec(positions, n, device)?;
-    let targets = Tensor::from_vec(targets, (n, 1), device)?;
     Ok((ids, positions, targets, tokens))
 }
 
@@ -469,8 +468,7 @@ fn batch_loss(
     let (b, t, h) = hidden.dims3()?;
     let picked = hidden.reshape((b * t, h))?.index_select(&positions, 0)?;
     let logits = engine.model.logits(&picked, mode)?.to_dtype(DType::F32)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let nll = log_probs.gather(&targets, 1)?.sum_all()?.neg()?;
+    let nll = crate::loss::token_nll(&logits, &targets)?.sum_all()?;
     Ok((nll, n, tokens))
 }
 
