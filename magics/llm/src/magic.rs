@@ -70,7 +70,8 @@ impl Magic for Gpu {
 /// Loaded models are kept, so later calls start at once.
 #[derive(Default)]
 pub struct Generate {
-    engines: Mutex<HashMap<(String, Option<String>), Arc<Engine>>>,
+    /// Base models by name (adapters are read afresh: a rerun rewrites them).
+    engines: Mutex<HashMap<String, Arc<Engine>>>,
 }
 
 const GENERATE_USAGE: &str = "\
@@ -180,13 +181,15 @@ impl Magic for Generate {
 
 impl Generate {
     fn engine(&self, model: &str, adapter: Option<&str>) -> Result<Arc<Engine>, MagicError> {
-        let key = (model.to_string(), adapter.map(str::to_string));
+        let key = model.to_string();
         let mut engines = self
             .engines
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(engine) = engines.get(&key) {
-            return Ok(engine.clone());
+        if adapter.is_none() {
+            if let Some(engine) = engines.get(&key) {
+                return Ok(engine.clone());
+            }
         }
         let load = || -> anyhow::Result<Engine> {
             let mut engine = Engine::load(model, &crate::device("auto")?, candle_core::DType::F32)?;
@@ -196,7 +199,6 @@ impl Generate {
             Ok(engine)
         };
         let engine = Arc::new(load().map_err(|e| MagicError::new("ModelError", format!("{e:#}")))?);
-        // An adapter folder changes when a run is repeated: keep only base models.
         if adapter.is_none() {
             engines.insert(key, engine.clone());
         }

@@ -234,9 +234,7 @@ fn bad_inputs_get_clear_errors() -> Result<()> {
         &data,
         "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"c\"}\n",
     )?;
-    let err = ferrolab_llm::data::read_jsonl(&data)
-        .err()
-        .expect("bad line");
+    let err = ferrolab_llm::data::read_jsonl(&data).expect_err("bad line");
     assert!(format!("{err:#}").contains("line 3 of"), "{err:#}");
     assert!(
         format!("{err:#}").contains("missing field 'completion'"),
