@@ -21,6 +21,7 @@ pub mod lora;
 pub mod loss;
 pub mod magic;
 pub mod model;
+pub mod ops;
 pub mod tiny;
 pub mod tokenizer;
 pub mod track;

@@ -392,12 +392,7 @@ impl Model {
     fn rms_norm(&self, x: &Tensor, weight: &Tensor, mode: &Mode) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
         if mode.training() {
-            let x32 = x.to_dtype(DType::F32)?;
-            let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = x32
-                .broadcast_div(&(var + eps)?.sqrt()?)?
-                .to_dtype(x.dtype())?;
-            Ok(normed.broadcast_mul(weight)?)
+            crate::ops::rms_norm(x, weight, eps)
         } else {
             Ok(candle_nn::ops::rms_norm(
                 &x.contiguous()?,
