@@ -82,6 +82,13 @@ fn strings_to_heads(heads: &[String]) -> Vec<ChangeHash> {
         .collect()
 }
 
+/// A file text and the document heads it shows.
+struct Exported {
+    text: String,
+    notebook_heads: Vec<ChangeHash>,
+    runtime_heads: Vec<ChangeHash>,
+}
+
 fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
@@ -248,33 +255,41 @@ impl Watcher {
         if changed_on_disk {
             // If the file already shows the documents as they are now, a previous run
             // wrote it and stopped before recording that: nothing to merge.
-            let current = self.current_text(relative);
-            if current.as_deref().map(str::as_bytes) == Some(bytes.as_slice()) {
-                self.record(relative, &bytes, file_stamp);
-                return Ok(());
+            if let Some(current) = self.current_text(relative) {
+                if current.text.as_bytes() == bytes.as_slice() {
+                    self.record(relative, &current, file_stamp);
+                    return Ok(());
+                }
             }
         }
         self.sync_file(relative).await
     }
 
-    fn current_text(&self, relative: &str) -> Option<String> {
+    /// The file text of the documents now, with the heads it shows. The heads must
+    /// come from the same copies as the text: edits keep arriving while the file is
+    /// written, and recording later heads would mark those edits as on disk when
+    /// they are not (the file would then never catch up).
+    fn current_text(&self, relative: &str) -> Option<Exported> {
         let t = self.tracked.get(relative)?;
         let nb = t.notebook.with_document(|d| d.clone());
         let rt = t.runtime.with_document(|d| d.clone());
-        Some(ipynb::to_file_text(&ipynb::export(&nb, &rt)))
+        Some(Exported {
+            text: ipynb::to_file_text(&ipynb::export(&nb, &rt)),
+            notebook_heads: nb.get_heads(),
+            runtime_heads: rt.get_heads(),
+        })
     }
 
     fn record(
         &mut self,
         relative: &str,
-        bytes: &[u8],
+        exported: &Exported,
         file_stamp: Option<(std::time::SystemTime, u64)>,
     ) {
         if let Some(t) = self.tracked.get_mut(relative) {
-            t.agreed.sha256 = sha256(bytes);
-            t.agreed.notebook_heads =
-                heads_to_strings(&t.notebook.with_document(|d| d.get_heads()));
-            t.agreed.runtime_heads = heads_to_strings(&t.runtime.with_document(|d| d.get_heads()));
+            t.agreed.sha256 = sha256(exported.text.as_bytes());
+            t.agreed.notebook_heads = heads_to_strings(&exported.notebook_heads);
+            t.agreed.runtime_heads = heads_to_strings(&exported.runtime_heads);
             t.stamp = file_stamp;
             t.unreadable = false;
         }
@@ -322,9 +337,10 @@ impl Watcher {
     }
 
     async fn write_file(&mut self, relative: &str) -> anyhow::Result<()> {
-        let Some(text) = self.current_text(relative) else {
+        let Some(exported) = self.current_text(relative) else {
             return Ok(());
         };
+        let text = &exported.text;
         let path = self.folder.join(relative);
         let on_disk = std::fs::read(&path).unwrap_or_default();
         if on_disk != text.as_bytes() {
@@ -332,7 +348,7 @@ impl Watcher {
             tokio::task::spawn_blocking(move || storage::write_atomically(&target, &bytes))
                 .await??;
         }
-        self.record(relative, text.as_bytes(), stamp(&path));
+        self.record(relative, &exported, stamp(&path));
         Ok(())
     }
 }
