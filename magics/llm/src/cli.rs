@@ -95,14 +95,12 @@ pub fn finetune(args: FinetuneArgs, stop: &dyn Fn() -> bool) -> Result<()> {
             );
         }
         Event::Step { metrics, eta_s, .. } => {
-            let filled = metrics.step * 30 / total.max(1);
             let _ = write!(
                 stderr,
-                "\rstep {}/{} [{}{}] loss {:.4}{} · {:.1} tokens/s · ETA {:.0}s   ",
+                "\rstep {}/{} {} loss {:.4}{} · {:.1} tokens/s · ETA {:.0}s   ",
                 metrics.step,
                 total,
-                "#".repeat(filled),
-                ".".repeat(30 - filled.min(30)),
+                train::progress_bar(metrics.step, total),
                 metrics.loss,
                 metrics
                     .eval_loss

@@ -27,13 +27,7 @@ fn rows<'a>(
     layout: &Layout,
 ) -> candle_core::Result<(&'a [f32], usize, usize)> {
     let (n, v) = layout.shape().dims2()?;
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("token-nll needs f32 logits")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("token-nll needs contiguous logits")
-    };
-    Ok((&data[start..end], n, v))
+    Ok((crate::ops::slice(storage, layout, "logits")?, n, v))
 }
 
 fn log_sum_exp(row: &[f32]) -> f32 {
@@ -102,13 +96,10 @@ impl CustomOp2 for TokenNllGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (data, n, v) = rows(s1, l1)?;
-        let CpuStorage::F32(grad) = s2 else {
-            candle_core::bail!("token-nll-grad needs an f32 gradient")
-        };
-        let Some((g0, _)) = l2.contiguous_offsets() else {
-            candle_core::bail!("token-nll-grad needs a contiguous gradient")
-        };
-        let grad = &grad[g0..g0 + n];
+        let grad = crate::ops::slice(s2, l2, "gradient")?;
+        if grad.len() != n {
+            candle_core::bail!("token-nll-grad: {} gradients for {n} rows", grad.len());
+        }
         let mut out = vec![0f32; n * v];
         out.par_chunks_mut(v)
             .zip(data.par_chunks(v))

@@ -483,17 +483,7 @@ struct Progress {
 impl Progress {
     fn bundle(&self) -> MimeBundle {
         let last = self.history.last();
-        let fraction = if self.total == 0 {
-            0.0
-        } else {
-            self.step as f64 / self.total as f64
-        };
-        let filled = (fraction * 30.0).round() as usize;
-        let bar = format!(
-            "[{}{}]",
-            "#".repeat(filled),
-            ".".repeat(30 - filled.min(30))
-        );
+        let bar = train::progress_bar(self.step, self.total);
         let eval = self.history.iter().rev().find_map(|m| m.eval_loss);
         let figures = match last {
             Some(m) => format!(

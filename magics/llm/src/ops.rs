@@ -24,16 +24,17 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(normed.broadcast_mul(weight)?)
 }
 
-fn slice<'a>(
+/// The f32 values of a contiguous CPU tensor, for the fused ops' kernels.
+pub(crate) fn slice<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     what: &str,
 ) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("rms-norm needs f32 {what}")
+        candle_core::bail!("fused op needs f32 {what}")
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("rms-norm needs a contiguous {what}")
+        candle_core::bail!("fused op needs a contiguous {what}")
     };
     Ok(&data[start..end])
 }

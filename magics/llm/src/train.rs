@@ -178,42 +178,11 @@ impl TrainConfig {
         if let Some(output) = &self.output {
             return output.clone();
         }
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("finetune-{}", chrono_like_now()));
+        let name = self.name.clone().unwrap_or_else(|| {
+            format!("finetune-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"))
+        });
         PathBuf::from("runs").join(name)
     }
-}
-
-fn chrono_like_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = secs / 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a calendar date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// The learning rate for optimizer step `step` (0-based), as transformers computes it.
@@ -229,6 +198,12 @@ pub fn learning_rate(config: &TrainConfig, step: usize, total: usize) -> f64 {
         Schedule::Cosine => (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0),
     };
     config.lr * factor
+}
+
+/// `[#####.....]`: a text progress bar 30 characters wide.
+pub fn progress_bar(step: usize, total: usize) -> String {
+    let filled = (step * 30 / total.max(1)).min(30);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(30 - filled))
 }
 
 /// One optimizer step's figures.
@@ -960,12 +935,6 @@ mod tests {
             batches.micro_batches(3),
             Batches::new(8, &config).micro_batches(3)
         );
-    }
-
-    #[test]
-    fn calendar_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_785), (2026, 11, 28));
     }
 
     #[test]
