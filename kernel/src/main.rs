@@ -48,6 +48,13 @@ enum Command {
         #[command(subcommand)]
         command: ferrolab_llm::cli::ModelCommand,
     },
+    /// Serve a model (and LoRA adapters) over an OpenAI-compatible HTTP API.
+    Serve(ferrolab_serve::cli::ServeArgs),
+    /// Human feedback collected by a server: export it as a fine-tuning dataset.
+    Feedback {
+        #[command(subcommand)]
+        command: ferrolab_serve::cli::FeedbackCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +150,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Collab { command } => ferrolab_collab::cli::run(command),
         Command::Model { command } => ferrolab_llm::cli::run(command),
+        Command::Serve(args) => ferrolab_serve::cli::serve(args),
+        Command::Feedback { command } => ferrolab_serve::cli::feedback(command),
         Command::Gpu { json } => {
             let report = ferrolab_llm::gpu::report();
             if json {

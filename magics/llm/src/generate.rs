@@ -2,6 +2,7 @@
 //! strings, max tokens.
 
 use crate::model::KvCache;
+use crate::tokenizer::TextTokenizer;
 use crate::Engine;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -93,12 +94,12 @@ impl Engine {
         let mut cache = KvCache::default();
         let context = self.model.config.max_position_embeddings;
         let eos = self.tokenizer.eos_id();
-        let mut ids: Vec<u32> = Vec::new();
-        let mut sent = 0usize;
-        let mut text = String::new();
+        let mut stream = TextStream::new(sampling.stop.clone());
         let mut input = prompt_ids.clone();
         let mut finish = FinishReason::Length;
-        while ids.len() < sampling.max_tokens && prompt_ids.len() + ids.len() < context {
+        while stream.ids().len() < sampling.max_tokens
+            && prompt_ids.len() + stream.ids().len() < context
+        {
             let tensor = Tensor::new(input.as_slice(), self.model.device())?.unsqueeze(0)?;
             let logits = self.model.forward_last(&tensor, &mut cache)?.squeeze(0)?;
             let logits: Vec<f32> = logits.to_vec1()?;
@@ -107,33 +108,107 @@ impl Engine {
                 finish = FinishReason::Stop;
                 break;
             }
-            ids.push(next);
             input = vec![next];
-            text = self.tokenizer.decode(&ids, true)?;
-            if let Some(cut) = first_stop(&text, &sampling.stop) {
-                text.truncate(cut);
+            let step = stream.push(&self.tokenizer, next)?;
+            if !step.text.is_empty() {
+                on_text(&step.text);
+            }
+            if step.stopped {
                 finish = FinishReason::Stop;
                 break;
             }
-            // Hold back a possible start of a stop string, and a half-decoded character.
-            let mut safe = text.len() - held_back(&text, &sampling.stop);
-            while safe > sent && text[..safe].ends_with('\u{FFFD}') {
-                safe -= '\u{FFFD}'.len_utf8();
-            }
-            if safe > sent {
-                on_text(&text[sent..safe]);
-                sent = safe;
-            }
         }
-        if text.len() > sent {
-            on_text(&text[sent..]);
+        let rest = stream.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
         }
         Ok(Generation {
-            text,
+            text: stream.text().to_string(),
             prompt_tokens: prompt_ids.len(),
-            completion_tokens: ids,
+            completion_tokens: stream.ids().to_vec(),
             finish_reason: finish,
         })
+    }
+}
+
+/// Generated tokens to text, as it becomes final: a piece is released once no stop
+/// string can start in it and it ends on a whole character. One per sequence; the
+/// engine's `generate` and the server's scheduler both use it.
+#[derive(Debug, Clone, Default)]
+pub struct TextStream {
+    stop: Vec<String>,
+    ids: Vec<u32>,
+    text: String,
+    /// Bytes of `text` already released.
+    sent: usize,
+    stopped: bool,
+}
+
+/// What one more token released.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStep {
+    /// New final text (may be empty).
+    pub text: String,
+    /// A stop string appeared: the sequence is over, the text was cut before it.
+    pub stopped: bool,
+}
+
+impl TextStream {
+    pub fn new(stop: Vec<String>) -> Self {
+        TextStream {
+            stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            ..TextStream::default()
+        }
+    }
+
+    pub fn push(&mut self, tokenizer: &TextTokenizer, token: u32) -> Result<StreamStep> {
+        self.ids.push(token);
+        self.text = tokenizer.decode(&self.ids, true)?;
+        if let Some(cut) = first_stop(&self.text, &self.stop) {
+            self.text.truncate(cut);
+            self.stopped = true;
+            // What is left before the stop string is final now.
+            return Ok(StreamStep {
+                text: self.release(self.text.len()),
+                stopped: true,
+            });
+        }
+        // Hold back a possible start of a stop string, and a half-decoded character.
+        let mut safe = self.text.len() - held_back(&self.text, &self.stop);
+        while safe > self.sent && self.text[..safe].ends_with('\u{FFFD}') {
+            safe -= '\u{FFFD}'.len_utf8();
+        }
+        Ok(StreamStep {
+            text: self.release(safe),
+            stopped: false,
+        })
+    }
+
+    /// The sequence ended: whatever was held back is final.
+    pub fn finish(&mut self) -> String {
+        self.release(self.text.len())
+    }
+
+    fn release(&mut self, upto: usize) -> String {
+        if upto <= self.sent {
+            return String::new();
+        }
+        let piece = self.text[self.sent..upto].to_string();
+        self.sent = upto;
+        piece
+    }
+
+    /// The completion so far (after a stop: without the stop string).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 }
 

@@ -1,8 +1,9 @@
 //! GPU discovery for `%gpu` and `ferrolab gpu`: devices, memory and utilisation.
 //!
-//! The CUDA driver (through cudarc) and NVML are opened at run time, so every build
-//! answers — one without CUDA, or on a machine without a GPU, says "no CUDA device
-//! found" and why.
+//! Without `--features cuda`, the CUDA driver (through cudarc) and NVML are opened at
+//! run time, so every build answers — one without CUDA, or on a machine without a
+//! GPU, says "no CUDA device found" and why. A `--features cuda` build links the
+//! driver library (candle's choice), so it starts only where the driver is installed.
 
 use cudarc::driver::{result, sys};
 use serde::Serialize;
@@ -73,8 +74,7 @@ pub fn report() -> GpuReport {
         driver_version: None,
         cuda_build,
     };
-    // SAFETY: only checks whether the driver library can be opened.
-    if !unsafe { sys::is_culib_present() } {
+    if !driver_present() {
         report.reason = Some("the CUDA driver library (libcuda) is not installed".into());
         return report;
     }
@@ -133,6 +133,19 @@ pub fn report() -> GpuReport {
         });
     }
     report
+}
+
+/// Whether the CUDA driver library can be opened. A `--features cuda` build links
+/// it (candle links cudarc to the toolkit), so it is there if the program started.
+#[cfg(feature = "cuda")]
+fn driver_present() -> bool {
+    true
+}
+
+#[cfg(not(feature = "cuda"))]
+fn driver_present() -> bool {
+    // SAFETY: only checks whether the driver library can be opened.
+    unsafe { sys::is_culib_present() }
 }
 
 /// The few NVML calls `%gpu` needs, looked up at run time.

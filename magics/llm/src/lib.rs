@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 use tokenizer::{Message, TextTokenizer};
 
 /// A model ready to run: decoder, tokenizer, and the LoRA adapter attached, if any.
+/// Cloning shares the weights (candle tensors are reference-counted).
+#[derive(Clone)]
 pub struct Engine {
     pub model: Model,
     pub tokenizer: TextTokenizer,
@@ -120,6 +122,17 @@ impl Engine {
         let config = lora::read_peft_config(dir)?;
         self.attach_lora(&config, 0)?;
         self.load_adapter_weights(dir)
+    }
+
+    /// A second engine on the same base weights with the PEFT adapter in `dir`
+    /// attached (this one is unchanged): how a server holds several adapters.
+    pub fn with_adapter(&self, dir: &Path) -> Result<Engine> {
+        if self.lora.is_some() {
+            bail!("this engine already has an adapter; start from the base model");
+        }
+        let mut engine = self.clone();
+        engine.load_adapter(dir)?;
+        Ok(engine)
     }
 
     /// Sets the attached adapter's tensors from the PEFT adapter saved in `dir`.

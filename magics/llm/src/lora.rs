@@ -116,6 +116,7 @@ impl LoraConfig {
 
 /// The trainable pair beside one projection. A and B are kept in f32 whatever the
 /// base dtype, so bf16 training still accumulates updates precisely.
+#[derive(Clone)]
 pub struct LoraLayer {
     /// `[r, in]`
     pub a: Var,

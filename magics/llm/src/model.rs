@@ -75,6 +75,7 @@ impl Mode<'_> {
 }
 
 /// A projection: frozen weight `[out, in]`, optional bias, optional LoRA pair.
+#[derive(Clone)]
 pub struct Linear {
     weight_t: Tensor,
     bias: Option<Tensor>,
@@ -122,6 +123,7 @@ impl Linear {
     }
 }
 
+#[derive(Clone)]
 struct Attention {
     q: Linear,
     k: Linear,
@@ -129,12 +131,14 @@ struct Attention {
     o: Linear,
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
 }
 
+#[derive(Clone)]
 struct Block {
     input_norm: Tensor,
     attention: Attention,
@@ -162,6 +166,7 @@ impl KvCache {
     }
 }
 
+#[derive(Clone)]
 pub struct Model {
     pub config: Config,
     embed: Tensor,
@@ -335,6 +340,90 @@ impl Model {
             .forward(&last, &mut Mode::Infer)?
             .to_dtype(DType::F32)
             .map_err(Into::into)
+    }
+
+    /// One decode step for several sequences at once: `tokens[i]` continues the
+    /// sequence whose earlier positions are in `caches[i]` (each may have its own
+    /// length). The projections and the MLP see all of them as one `[batch, hidden]`
+    /// matrix, so the weights are read once per step, not once per sequence;
+    /// attention reads each sequence's own cache. Returns logits `[batch, vocab]` (f32).
+    pub fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let b = tokens.len();
+        if b != caches.len() {
+            bail!("{b} tokens but {} caches", caches.len());
+        }
+        let c = &self.config;
+        for cache in caches.iter_mut() {
+            if cache.len() + 1 > c.max_position_embeddings {
+                bail!(
+                    "sequence of {} tokens is longer than the model's context of {}",
+                    cache.len() + 1,
+                    c.max_position_embeddings
+                );
+            }
+            if cache.layers.len() != self.blocks.len() {
+                cache.layers = vec![None; self.blocks.len()];
+            }
+        }
+        let offsets: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let head_dim = c.head_dim();
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        let mode = &mut Mode::Infer;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let residual = x.clone();
+            let normed = self.rms_norm(&x, &block.input_norm, mode)?;
+            let a = &block.attention;
+            let q = a.q.forward(&normed, mode)?;
+            let k = a.k.forward(&normed, mode)?;
+            let v = a.v.forward(&normed, mode)?;
+            let mut outs = Vec::with_capacity(b);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
+                    Ok(t.narrow(0, i, 1)?.reshape((1, n, 1, head_dim))?)
+                };
+                let cos = self.cos_half.narrow(0, offsets[i], 1)?;
+                let sin = self.sin_half.narrow(0, offsets[i], 1)?;
+                let qi =
+                    candle_nn::rotary_emb::rope(&heads(&q, c.num_attention_heads)?, &cos, &sin)?;
+                let ki =
+                    candle_nn::rotary_emb::rope(&heads(&k, c.num_key_value_heads)?, &cos, &sin)?;
+                let vi = heads(&v, c.num_key_value_heads)?;
+                let slot = &mut cache.layers[layer];
+                let (ki, vi) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &ki], 2)?, Tensor::cat(&[&pv, &vi], 2)?),
+                    None => (ki, vi),
+                };
+                *slot = Some((ki.clone(), vi.clone()));
+                outs.push(
+                    self.attend(&qi, &ki, &vi)?
+                        .reshape((1, c.num_attention_heads * head_dim))?,
+                );
+            }
+            let out = Tensor::cat(&outs, 0)?;
+            x = (residual + a.o.forward(&out, mode)?)?;
+            let residual = x.clone();
+            let normed = self.rms_norm(&x, &block.post_norm, mode)?;
+            let gate = block.mlp.gate.forward(&normed, mode)?;
+            let up = block.mlp.up.forward(&normed, mode)?;
+            x = (residual + block.mlp.down.forward(&(gate.silu()? * up)?, mode)?)?;
+        }
+        let x = self.rms_norm(&x, &self.norm, mode)?;
+        Ok(self.lm_head.forward(&x, mode)?.to_dtype(DType::F32)?)
+    }
+
+    /// Attention of `q` `[1, heads, t, d]` over `k`, `v` `[1, kv_heads, s, d]`,
+    /// without a mask (decode: the query is the last position).
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let k = repeat_kv(k, groups)?;
+        let v = repeat_kv(v, groups)?;
+        let scale = 1.0 / (c.head_dim() as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+            .to_dtype(self.dtype)?;
+        Ok(probs.matmul(&v)?)
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm).

@@ -34,6 +34,7 @@ impl Message {
     }
 }
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     bos: Option<(u32, String)>,
