@@ -398,6 +398,10 @@ struct Common {
     presence_penalty: Option<f64>,
     #[serde(default)]
     frequency_penalty: Option<f64>,
+    /// Accepted (OpenAI clients send it) and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
 }
 
 #[derive(Deserialize)]

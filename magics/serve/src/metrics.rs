@@ -72,6 +72,9 @@ pub struct Metrics {
     pub generation_tokens: AtomicU64,
     pub queue_length: AtomicUsize,
     pub running: AtomicUsize,
+    /// Decode steps, and the sequences they advanced: their ratio is the mean batch.
+    pub decode_steps: AtomicU64,
+    pub decoded_sequences: AtomicU64,
 }
 
 impl Metrics {
@@ -124,6 +127,16 @@ impl Metrics {
                 "ferrolab_generation_tokens_total",
                 "Tokens generated.",
                 self.generation_tokens.load(Ordering::Relaxed),
+            ),
+            (
+                "ferrolab_decode_steps_total",
+                "Batched decode steps run (one per model per step).",
+                self.decode_steps.load(Ordering::Relaxed),
+            ),
+            (
+                "ferrolab_decoded_sequences_total",
+                "Sequences advanced by decode steps; divided by the steps, the mean batch size.",
+                self.decoded_sequences.load(Ordering::Relaxed),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

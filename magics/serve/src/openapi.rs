@@ -42,7 +42,7 @@ pub fn spec(input: &SpecInput) -> Value {
             "description": "The completion; with stream: true, server-sent events of chunks ending with `data: [DONE]`.",
             "content": {
                 "application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}},
-                "text/event-stream": {"schema": {"type": "string"}}
+                "text/event-stream": {"schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}}
             }
         })
     };
@@ -61,15 +61,24 @@ pub fn spec(input: &SpecInput) -> Value {
         "model": {"type": "string", "enum": input.models},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": input.max_tokens},
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "top_p": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
         "top_k": {"type": "integer", "minimum": 0, "description": "ferrolab's extension: sample among the k most likely tokens (0: all)."},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 9007199254740991i64},
+        "seed": {"type": "integer", "description": "Any integer; the same seed gives the same sample."},
         "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
         "stream": {"type": "boolean"},
         "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
         "n": {"type": "integer", "minimum": 1, "maximum": 8},
         "user": {"type": "string"}
     });
+    // OpenAI's own spec: the optional sampling fields may be null (= the default).
+    let mut sampling = sampling;
+    if let Some(props) = sampling.as_object_mut() {
+        for (name, schema) in props.iter_mut() {
+            if name != "model" {
+                schema["nullable"] = json!(true);
+            }
+        }
+    }
     let mut completion_props = sampling.clone();
     completion_props["prompt"] = prompt.clone();
     let mut chat_props = sampling;
@@ -135,9 +144,9 @@ pub fn spec(input: &SpecInput) -> Value {
                 "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
                     "object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}},
                 "CompletionRequest": {"type": "object", "required": ["model", "prompt"], "properties": completion_props},
-                "ChatMessage": {"type": "object", "required": ["role", "content"], "properties": {
+                "ChatMessage": {"type": "object", "required": ["role"], "properties": {
                     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
-                    "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"],
+                    "content": {"nullable": true, "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"],
                         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}]}}},
                 "ChatRequest": {"type": "object", "required": ["model", "messages"], "properties": chat_props},
                 "Completion": {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"], "properties": {
@@ -156,7 +165,7 @@ pub fn spec(input: &SpecInput) -> Value {
                     "usage": usage}},
                 "EmbeddingRequest": {"type": "object", "required": ["model", "input"], "properties": {
                     "model": {"type": "string", "enum": input.models}, "input": prompt,
-                    "encoding_format": {"type": "string", "enum": ["float", "base64"]}}},
+                    "encoding_format": {"type": "string", "enum": ["float", "base64", null], "nullable": true}}},
                 "EmbeddingList": {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
                     "object": {"type": "string", "enum": ["list"]}, "model": {"type": "string"}, "usage": usage,
                     "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {

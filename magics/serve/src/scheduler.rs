@@ -117,7 +117,16 @@ impl Scheduler {
 
     pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
         let mut queue = self.lock();
+        // Requests whose clients have gone hold no place.
+        queue.retain(|job| match job {
+            Job::Generate(job) => !job.events.is_closed(),
+            Job::Embed(job) => !job.reply.is_closed(),
+        });
         if queue.len() >= self.shared.max_queue {
+            self.shared
+                .metrics
+                .queue_length
+                .store(queue.len(), Ordering::Relaxed);
             return Err(QueueFull);
         }
         queue.push_back(job);
@@ -281,6 +290,10 @@ fn decode_step(engines: &[Engine], running: &mut Vec<Sequence>, metrics: &Metric
             .filter(|&i| running[i].model == model)
             .collect();
         let tokens: Vec<u32> = members.iter().map(|&i| running[i].last).collect();
+        metrics.decode_steps.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .decoded_sequences
+            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         let logits = {
             let mut caches: Vec<&mut KvCache> = running
                 .iter_mut()
