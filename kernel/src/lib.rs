@@ -36,6 +36,7 @@ pub fn registry() -> ferrolab_magics::Registry {
     let mut registry = ferrolab_magics::Registry::with_builtins();
     let catalog = ferrolab_data::register(&mut registry);
     ferrolab_llm::magic::register(&mut registry, std::sync::Arc::new(CatalogRows(catalog)));
+    ferrolab_serve::magic::register(&mut registry);
     registry
 }
 

@@ -64,6 +64,18 @@ EXPECTED = {
         "after-island": ["ISLAND!"],
         "after-paris": ["The capital of France is Paris."],
     },
+    "04-serve-and-monitor.ipynb": {
+        "finetune": ["step 40/40", "adapter (PEFT): runs/shout-serve/adapter"],
+        "serve": ["serving smollm2 as 'demo' at http://127.0.0.1:8765/v1 (models: smollm2, shout)"],
+        "list": ["demo", "running"],
+        "call": ["shout   -> KETTLE!", "shout   -> The capital of France is Paris."],
+        "feedback": ['"stored":true'],
+        "monitor": ["server 'demo', last 10 min:", "<svg", "Mean human feedback"],
+        "logs": ["chat.completions", "200"],
+        "export": ["completions with mean score >= 4 written to data/feedback.jsonl"],
+        "finetune-again": ["step 2/2"],
+        "stop": ["stopped server 'demo'"],
+    },
 }
 
 

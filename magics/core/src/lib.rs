@@ -22,6 +22,7 @@ mod builtins;
 mod output;
 mod parse;
 mod registry;
+pub mod svg;
 
 pub use output::{
     new_display_id, Display, MimeBundle, Output, RecordedDisplay, RecordingOutput, Stream,
@@ -30,3 +31,19 @@ pub use parse::{parse, split_args, Invocation, MagicKind, ParseError};
 pub use registry::{
     help_bundle, panic_message, Host, Magic, MagicContext, MagicError, NoHost, Registry,
 };
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -9,7 +9,7 @@ pub mod chart;
 pub mod describe;
 pub mod profile;
 pub mod render;
-pub mod svg;
+pub use ferrolab_magics::svg;
 
 use ferrolab_magics::{
     Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,

@@ -12,20 +12,7 @@ pub const MAX_COLUMNS: usize = 75;
 /// Characters of a string value shown before it is cut.
 pub const MAX_CHARS: usize = 100;
 
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use ferrolab_magics::escape_html as escape;
 
 fn cut(text: &str) -> String {
     if text.chars().count() > MAX_CHARS {

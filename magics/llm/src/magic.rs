@@ -9,7 +9,8 @@ use crate::train::{self, Event, StepMetrics, TrainConfig};
 use crate::Engine;
 use ferrolab_magics::Stream;
 use ferrolab_magics::{
-    Display, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
+    escape_html as escape, Display, Invocation, Magic, MagicContext, MagicError, MagicKind,
+    MimeBundle, Registry,
 };
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -592,13 +593,6 @@ fn loss_svg(history: &[StepMetrics]) -> String {
         w - pad,
         w - pad,
     )
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

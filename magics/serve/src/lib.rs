@@ -7,7 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod export;
-
+pub mod magic;
 pub mod metrics;
 pub mod openapi;
 pub mod scheduler;

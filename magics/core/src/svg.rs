@@ -1,8 +1,11 @@
 //! Static SVG charts drawn in Rust, so that a chart shows wherever SVG shows
 //! (exported reports, GitHub, consoles that save images) without a JavaScript
-//! renderer. The same [`Chart`] also becomes a Vega-Lite spec (see `chart.rs`).
+//! renderer. The same [`Chart`] also becomes a Vega-Lite spec ([`vega_lite`]), so
+//! every magic that draws (data charts, training curves, the serving monitor) shows
+//! the interactive view where the front end renders Vega and this SVG elsewhere.
 
-use crate::render::escape;
+use crate::escape_html as escape;
+use serde_json::{json, Value};
 use std::fmt::Write;
 
 /// The colours of series, the same as Vega's default `tableau10`, so the SVG and
@@ -508,6 +511,105 @@ pub fn render(chart: &Chart, width: f64, height: f64) -> String {
     }
     out.push_str("</svg>");
     out
+}
+
+/// The Vega-Lite v5 spec of a chart, with its (bounded) data inline.
+pub fn vega_lite(chart: &Chart) -> Value {
+    let x_type = match chart.x_scale {
+        XScale::Linear => "quantitative",
+        XScale::Time => "temporal",
+        XScale::Band => "ordinal",
+    };
+    let color = chart
+        .color_label
+        .as_ref()
+        .map(|label| json!({"field": "color", "type": "nominal", "title": label}));
+    let number = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
+    let body = match &chart.marks {
+        Marks::Points { line, series } => {
+            let mut values = Vec::new();
+            for s in series {
+                for (xv, yv) in s.x.iter().zip(&s.y) {
+                    let x = match xv {
+                        XValue::Num(n) => number(*n),
+                        XValue::Cat(c) => Value::String(c.clone()),
+                    };
+                    values.push(json!({"x": x, "y": number(*yv), "color": s.name}));
+                }
+            }
+            let mut encoding = json!({
+                "x": {"field": "x", "type": x_type, "title": chart.x_label, "sort": null},
+                "y": {"field": "y", "type": "quantitative", "title": chart.y_label},
+            });
+            if let Some(color) = &color {
+                encoding["color"] = color.clone();
+            }
+            json!({
+                "data": {"values": values},
+                "mark": if *line { json!({"type": "line"}) } else { json!({"type": "point", "filled": true, "opacity": 0.6}) },
+                "encoding": encoding,
+            })
+        }
+        Marks::Bars { categories, series } => {
+            let mut values = Vec::new();
+            for (name, bars) in series {
+                for (category, value) in categories.iter().zip(bars) {
+                    values.push(json!({"x": category, "y": number(*value), "color": name}));
+                }
+            }
+            let mut encoding = json!({
+                "x": {"field": "x", "type": "nominal", "title": chart.x_label, "sort": categories},
+                "y": {"field": "y", "type": "quantitative", "title": chart.y_label},
+            });
+            if let Some(color) = &color {
+                encoding["color"] = color.clone();
+            }
+            json!({"data": {"values": values}, "mark": "bar", "encoding": encoding})
+        }
+        Marks::Bins(bins) => {
+            let values: Vec<Value> = bins
+                .iter()
+                .map(|(start, end, n)| json!({"start": number(*start), "end": number(*end), "count": number(*n)}))
+                .collect();
+            json!({
+                "data": {"values": values},
+                "mark": "bar",
+                "encoding": {
+                    "x": {"field": "start", "type": "quantitative", "bin": {"binned": true}, "title": chart.x_label},
+                    "x2": {"field": "end"},
+                    "y": {"field": "count", "type": "quantitative", "title": chart.y_label},
+                },
+            })
+        }
+        Marks::Boxes(groups) => {
+            let values: Vec<Value> = groups
+                .iter()
+                .map(|(group, [min, q1, median, q3, max])| {
+                    json!({"group": group, "min": number(*min), "q1": number(*q1),
+                           "median": number(*median), "q3": number(*q3), "max": number(*max)})
+                })
+                .collect();
+            let x = json!({"field": "group", "type": "nominal", "title": chart.x_label});
+            json!({
+                "data": {"values": values},
+                "layer": [
+                    {"mark": "rule", "encoding": {"x": x, "y": {"field": "min", "type": "quantitative", "title": chart.y_label}, "y2": {"field": "max"}}},
+                    {"mark": {"type": "bar", "size": 24}, "encoding": {"x": x, "y": {"field": "q1", "type": "quantitative"}, "y2": {"field": "q3"}}},
+                    {"mark": {"type": "tick", "color": "white", "size": 24}, "encoding": {"x": x, "y": {"field": "median", "type": "quantitative"}}},
+                ],
+            })
+        }
+    };
+    let mut spec = json!({
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": chart.title,
+        "width": 560,
+        "height": 300,
+    });
+    if let (Some(spec), Some(body)) = (spec.as_object_mut(), body.as_object()) {
+        spec.extend(body.clone());
+    }
+    spec
 }
 
 #[cfg(test)]
