@@ -22,6 +22,10 @@ SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db
 # torch brings ~6 GB of CUDA libraries, so this venv stays in the cache.
 REF_VENV := $(FERROLAB_CACHE)/reference-venv
 REF_PY := $(REF_VENV)/bin/python
+# llama.cpp's OpenAI-compatible server, the serving benchmark's anchor; pip compiles
+# it from source (about 20 minutes here), so this venv stays in the cache too.
+LLAMA_VENV := $(FERROLAB_CACHE)/llama-venv
+LLAMA_PY := $(LLAMA_VENV)/bin/python
 
 PYTHON ?= python3
 VENV := .venv
@@ -34,7 +38,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: model reference-venv up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune
+.PHONY: model reference-venv up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -134,7 +138,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data bench-finetune
+bench: bench-kernel bench-collab bench-data bench-finetune bench-serve
 
 bench-kernel: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py
@@ -155,3 +159,14 @@ bench-data: build venv
 # LoRA fine-tuning of SmolLM2 on the CPU against PyTorch + PEFT, same data and threads.
 bench-finetune: build model reference-venv
 	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" $(PY) bench/finetune_bench.py
+
+$(LLAMA_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_PY) -m pip install --quiet "llama-cpp-python[server]==0.3.36"
+	touch $@
+
+llama-venv: $(LLAMA_VENV)/.installed
+
+# ferrolab serve against llama.cpp's server on SmolLM2's GGUF, same prompts and threads.
+bench-serve: build venv model llama-venv
+	FERROLAB_BIN="$(BIN)" LLAMA_PYTHON="$(LLAMA_PY)" $(PY) bench/serve_bench.py $(SMOLLM2)

@@ -68,8 +68,9 @@ class Server:
 
 
 def engine(*args):
-    """The engine's own answer, without the server."""
-    out = subprocess.run([BIN, "model", "generate", "--json", *map(str, args)], check=True, capture_output=True, text=True, timeout=600)
+    """The engine's own answer, without the server (with the int8 decoding weights
+    the server uses by default)."""
+    out = subprocess.run([BIN, "model", "generate", "--json", "--weights", "q8", *map(str, args)], check=True, capture_output=True, text=True, timeout=600)
     return json.loads(out.stdout)
 
 

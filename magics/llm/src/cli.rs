@@ -155,6 +155,10 @@ pub struct GenerateArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// f32, or q8: decode with int8 copies of the weights on the CPU, as `ferrolab
+    /// serve` does by default.
+    #[arg(long, default_value = "f32")]
+    pub weights: String,
     /// Print one JSON object: prompt and completion token ids, text, finish reason,
     /// and the logits of the prompt's last position.
     #[arg(long)]
@@ -179,6 +183,11 @@ pub fn run(command: ModelCommand) -> Result<()> {
 fn generate(args: GenerateArgs) -> Result<()> {
     let device = device(&args.device)?;
     let mut engine = Engine::load(&args.model, &device, DType::F32)?;
+    match args.weights.as_str() {
+        "f32" => {}
+        "q8" => engine.quantize_for_decoding()?,
+        other => anyhow::bail!("--weights takes f32 or q8, not '{other}'"),
+    }
     if let Some(adapter) = &args.adapter {
         engine.load_adapter(adapter)?;
     }

@@ -22,6 +22,7 @@ pub mod loss;
 pub mod magic;
 pub mod model;
 pub mod ops;
+pub mod q8;
 pub mod tiny;
 pub mod tokenizer;
 pub mod track;
@@ -68,6 +69,12 @@ impl Engine {
             source: base.source,
             lora: None,
         })
+    }
+
+    /// Decodes with int8 copies of the weights on the CPU (see
+    /// [`Model::quantize_for_decoding`]); `ferrolab serve` does this by default.
+    pub fn quantize_for_decoding(&mut self) -> Result<()> {
+        self.model.quantize_for_decoding()
     }
 
     /// The prompt text for a conversation, from the model's chat template, ending

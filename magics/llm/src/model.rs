@@ -80,7 +80,13 @@ pub struct Linear {
     weight_t: Tensor,
     bias: Option<Tensor>,
     pub lora: Option<LoraLayer>,
+    /// The weight in int8 blocks, for decoding on the CPU ([`Model::quantize_for_decoding`]).
+    q8: Option<std::sync::Arc<crate::q8::Q8Matrix>>,
 }
+
+/// Inputs of at most this many rows use the int8 weights (decode steps, short
+/// prompts); longer prompts use f32 matrix products.
+pub const Q8_MAX_ROWS: usize = 32;
 
 impl Linear {
     fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
@@ -88,6 +94,7 @@ impl Linear {
             weight_t: weight.t()?,
             bias,
             lora: None,
+            q8: None,
         })
     }
 
@@ -105,7 +112,14 @@ impl Linear {
 
     /// `x`: `[n, in]` → `[n, out]`.
     fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let mut y = x.apply_op2(&self.weight_t, FrozenMatmul)?;
+        let mut y = match &self.q8 {
+            Some(q) if !mode.training() && x.dim(0)? <= Q8_MAX_ROWS => {
+                let (n, _) = x.dims2()?;
+                let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                Tensor::from_vec(q.matmul(&data, n), (n, q.rows()), x.device())?
+            }
+            _ => x.apply_op2(&self.weight_t, FrozenMatmul)?,
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -250,6 +264,37 @@ impl Model {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Keeps an int8 copy of every projection and of the LM head for decoding
+    /// (see `q8.rs`): about 4× less memory traffic per token on the CPU, at an error
+    /// of about 1e-3 relative on the logits. Training and long prompts still use the
+    /// f32 weights. Only for f32 models on the CPU; elsewhere it does nothing.
+    pub fn quantize_for_decoding(&mut self) -> Result<()> {
+        if !self.device.is_cpu() || self.dtype != DType::F32 {
+            return Ok(());
+        }
+        let quantize = |linear: &mut Linear| -> Result<()> {
+            let weight = linear.weight_t.t()?.contiguous()?;
+            let (rows, cols) = weight.dims2()?;
+            let data: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+            linear.q8 = crate::q8::Q8Matrix::from_rows(&data, rows, cols).map(std::sync::Arc::new);
+            Ok(())
+        };
+        for block in &mut self.blocks {
+            for linear in [
+                &mut block.attention.q,
+                &mut block.attention.k,
+                &mut block.attention.v,
+                &mut block.attention.o,
+                &mut block.mlp.gate,
+                &mut block.mlp.up,
+                &mut block.mlp.down,
+            ] {
+                quantize(linear)?;
+            }
+        }
+        quantize(&mut self.lm_head)
     }
 
     /// Every projection a LoRA target names, with its PEFT module path.

@@ -56,6 +56,28 @@ fn batched_decoding_matches_one_sequence_at_a_time() -> Result<()> {
 }
 
 #[test]
+fn int8_decoding_stays_close_to_f32() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = tiny_engine(dir.path(), 9)?;
+    let mut quantized = engine.clone();
+    quantized.quantize_for_decoding()?;
+    let ids = engine.tokenizer.encode("int8 weights")?;
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let exact = engine.model.forward_last(&input, &mut KvCache::default())?;
+    let approx = quantized
+        .model
+        .forward_last(&input, &mut KvCache::default())?;
+    let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+    let err = max_abs_diff(&exact, &approx)?;
+    assert!(err / scale < 0.05, "{err} of {scale}");
+    assert!(err > 0.0, "the int8 path was not taken");
+    // The clone shares the int8 weights; the original engine is untouched.
+    let again = engine.model.forward_last(&input, &mut KvCache::default())?;
+    assert_eq!(max_abs_diff(&exact, &again)?, 0.0);
+    Ok(())
+}
+
+#[test]
 fn cached_generation_matches_full_recomputation() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let engine = tiny_engine(dir.path(), 1)?;

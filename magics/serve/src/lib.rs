@@ -37,6 +37,8 @@ pub struct ServeConfig {
     /// The largest `max_tokens` a request may ask for (default: the context).
     pub max_tokens: Option<usize>,
     pub device: String,
+    /// `q8` (default): decode with int8 copies of the weights on the CPU; `f32`.
+    pub weights: String,
     /// Names the server in `%serve list` and its request log folder.
     pub name: String,
     /// The request log; default `$FERROLAB_HOME/serve/NAME/requests.sqlite`.
@@ -55,6 +57,7 @@ impl Default for ServeConfig {
             api_key: None,
             max_tokens: None,
             device: "cpu".into(),
+            weights: "q8".into(),
             name: "default".into(),
             log: None,
         }
@@ -104,7 +107,12 @@ pub fn prepare(config: &ServeConfig) -> Result<Prepared> {
     } else {
         candle_core::DType::F32
     };
-    let base = ferrolab_llm::Engine::load(&config.model, &device, dtype)?;
+    let mut base = ferrolab_llm::Engine::load(&config.model, &device, dtype)?;
+    match config.weights.as_str() {
+        "q8" => base.quantize_for_decoding()?,
+        "f32" => {}
+        other => bail!("--weights takes q8 or f32, not '{other}'"),
+    }
     let base_name = config
         .model_name
         .clone()

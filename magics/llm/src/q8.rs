@@ -1,0 +1,207 @@
+//! 8-bit weights for decoding on the CPU.
+//!
+//! Decoding one token reads every weight once, so on the CPU it is bound by memory
+//! bandwidth: f32 weights move 4 bytes per parameter per token. Here each row of a
+//! frozen weight is cut into blocks of 32 values stored as `i8` with one `f32` scale
+//! (llama.cpp's Q8_0 layout): 1.125 bytes per parameter. The activations of the few
+//! rows being decoded are quantized the same way, so each block's dot product is
+//! an integer multiply-add (vectorised for AVX2 where the processor has it), and the
+//! output rows are split across threads. Prompts (many rows) still go through f32
+//! matrix products, where compute, not memory, is the limit.
+
+use rayon::prelude::*;
+
+pub const BLOCK: usize = 32;
+
+/// A `[rows, cols]` matrix in 32-value int8 blocks with one scale each.
+pub struct Q8Matrix {
+    rows: usize,
+    cols: usize,
+    scales: Vec<f32>,
+    quants: Vec<i8>,
+}
+
+/// Quantizes `values` (a multiple of 32) block by block into `scales`, `quants`.
+fn quantize_into(values: &[f32], scales: &mut Vec<f32>, quants: &mut Vec<i8>) {
+    for block in values.chunks_exact(BLOCK) {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = max / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        scales.push(scale);
+        quants.extend(block.iter().map(|v| (v * inv).round() as i8));
+    }
+}
+
+impl Q8Matrix {
+    /// `None` when `cols` is not a multiple of 32 (the caller keeps f32).
+    pub fn from_rows(weights: &[f32], rows: usize, cols: usize) -> Option<Q8Matrix> {
+        if !cols.is_multiple_of(BLOCK) || weights.len() != rows * cols {
+            return None;
+        }
+        let mut scales = Vec::with_capacity(rows * cols / BLOCK);
+        let mut quants = Vec::with_capacity(rows * cols);
+        quantize_into(weights, &mut scales, &mut quants);
+        Some(Q8Matrix {
+            rows,
+            cols,
+            scales,
+            quants,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let blocks = self.cols / BLOCK;
+        let mut x_scales = Vec::with_capacity(n * blocks);
+        let mut x_quants = Vec::with_capacity(n * self.cols);
+        quantize_into(&x[..n * self.cols], &mut x_scales, &mut x_quants);
+        // Each task takes a run of output rows for every input row, so a weight row
+        // is read once whatever n is; its results land in a [rows, n] buffer.
+        let mut out_t = vec![0f32; self.rows * n];
+        let rows_per_task = 64;
+        out_t
+            .par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let first = task * rows_per_task;
+                for (local, outs) in chunk.chunks_mut(n).enumerate() {
+                    let r = first + local;
+                    let w_scales = &self.scales[r * blocks..(r + 1) * blocks];
+                    let w_quants = &self.quants[r * self.cols..(r + 1) * self.cols];
+                    for (i, out) in outs.iter_mut().enumerate() {
+                        *out = dot(
+                            w_scales,
+                            w_quants,
+                            &x_scales[i * blocks..(i + 1) * blocks],
+                            &x_quants[i * self.cols..(i + 1) * self.cols],
+                        );
+                    }
+                }
+            });
+        let mut out = vec![0f32; n * self.rows];
+        for r in 0..self.rows {
+            for i in 0..n {
+                out[i * self.rows + r] = out_t[r * n + i];
+            }
+        }
+        out
+    }
+}
+
+/// Σ over blocks of scale_w · scale_x · Σ w·x (integers).
+fn dot(w_scales: &[f32], w: &[i8], x_scales: &[f32], x: &[i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2, checked just above.
+            return unsafe { dot_avx2(w_scales, w, x_scales, x) };
+        }
+    }
+    dot_plain(w_scales, w, x_scales, x)
+}
+
+#[inline(always)]
+fn dot_plain(w_scales: &[f32], w: &[i8], x_scales: &[f32], x: &[i8]) -> f32 {
+    let mut total = 0f32;
+    for (b, (ws, xs)) in w_scales.iter().zip(x_scales).enumerate() {
+        let wb = &w[b * BLOCK..(b + 1) * BLOCK];
+        let xb = &x[b * BLOCK..(b + 1) * BLOCK];
+        let mut acc = 0i32;
+        for k in 0..BLOCK {
+            acc += wb[k] as i32 * xb[k] as i32;
+        }
+        total += ws * xs * acc as f32;
+    }
+    total
+}
+
+/// llama.cpp's way on AVX2: per block, |w| (unsigned) times x with w's sign
+/// (signed) in 16-bit pairs (`maddubs`; at most 2·127·127, no saturation), summed
+/// to 32 bits (`madd`), scaled and accumulated in f32 with one fused multiply-add.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w_scales: &[f32], w: &[i8], x_scales: &[f32], x: &[i8]) -> f32 {
+    use std::arch::x86_64::*;
+    let blocks = w_scales.len().min(x_scales.len());
+    assert!(w.len() >= blocks * BLOCK && x.len() >= blocks * BLOCK);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..blocks {
+        // SAFETY: block b lies inside both slices (asserted above); unaligned loads.
+        let wv = _mm256_loadu_si256(w.as_ptr().add(b * BLOCK) as *const __m256i);
+        let xv = _mm256_loadu_si256(x.as_ptr().add(b * BLOCK) as *const __m256i);
+        let w_abs = _mm256_sign_epi8(wv, wv);
+        let x_signed = _mm256_sign_epi8(xv, wv);
+        let pairs = _mm256_maddubs_epi16(w_abs, x_signed);
+        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        let scale = _mm256_set1_ps(*w_scales.get_unchecked(b) * *x_scales.get_unchecked(b));
+        acc = _mm256_fmadd_ps(scale, sums, acc);
+    }
+    let high = _mm256_extractf128_ps(acc, 1);
+    let low = _mm256_castps256_ps128(acc);
+    let quad = _mm_add_ps(high, low);
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
+    _mm_cvtss_f32(single)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_products_are_close_to_f32() {
+        let (rows, cols, n) = (70, 96, 3);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.05)
+            .collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 104_729 % 997) as f32 / 498.0 - 1.0) * 2.0)
+            .collect();
+        let q = Q8Matrix::from_rows(&w, rows, cols).expect("96 is a multiple of 32");
+        let got = q.matmul(&x, n);
+        let mut worst = 0f32;
+        let mut scale = 0f32;
+        for i in 0..n {
+            for r in 0..rows {
+                let exact: f32 = (0..cols).map(|k| x[i * cols + k] * w[r * cols + k]).sum();
+                worst = worst.max((exact - got[i * rows + r]).abs());
+                scale = scale.max(exact.abs());
+            }
+        }
+        assert!(worst / scale < 0.02, "{worst} of {scale}");
+        assert!(Q8Matrix::from_rows(&w[..rows * 30], rows, 30).is_none());
+        // The AVX2 kernel and the plain loop agree (up to f32 summation order).
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            let b = cols / BLOCK;
+            let plain = dot_plain(
+                &q.scales[..b],
+                &q.quants[..cols],
+                &q.scales[b..2 * b],
+                &q.quants[cols..2 * cols],
+            );
+            // SAFETY: AVX2 was detected.
+            let fast = unsafe {
+                dot_avx2(
+                    &q.scales[..b],
+                    &q.quants[..cols],
+                    &q.scales[b..2 * b],
+                    &q.quants[cols..2 * cols],
+                )
+            };
+            assert!(
+                (plain - fast).abs() <= 1e-5 * plain.abs().max(1.0),
+                "{plain} vs {fast}"
+            );
+        }
+    }
+}
