@@ -100,9 +100,15 @@ impl Engine {
         while stream.ids().len() < sampling.max_tokens
             && prompt_ids.len() + stream.ids().len() < context
         {
-            let tensor = Tensor::new(input.as_slice(), self.model.device())?.unsqueeze(0)?;
-            let logits = self.model.forward_last(&tensor, &mut cache)?.squeeze(0)?;
-            let logits: Vec<f32> = logits.to_vec1()?;
+            // The prompt in one pass, then one token at a time through the same
+            // batched decode step the server uses (so both give the same tokens).
+            let logits = if cache.is_empty() {
+                let tensor = Tensor::new(input.as_slice(), self.model.device())?.unsqueeze(0)?;
+                self.model.forward_last(&tensor, &mut cache)?
+            } else {
+                self.model.decode_batch(&input, &mut [&mut cache])?
+            };
+            let logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
             let next = sample(&logits, sampling, &mut rng);
             if Some(next) == eos {
                 finish = FinishReason::Stop;

@@ -457,18 +457,20 @@ impl Model {
         Ok(self.lm_head.forward(&x, mode)?.to_dtype(DType::F32)?)
     }
 
-    /// Attention of `q` `[1, heads, t, d]` over `k`, `v` `[1, kv_heads, s, d]`,
-    /// without a mask (decode: the query is the last position).
+    /// Attention of one query position `q` `[1, heads, 1, d]` over `k`, `v`
+    /// `[1, kv_heads, s, d]`, no mask. The query heads that share a key/value head
+    /// are stacked as rows (`[1, kv_heads, groups, d]`), so the cache is read in
+    /// place instead of being repeated `groups` times.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let groups = c.num_attention_heads / c.num_key_value_heads;
-        let k = repeat_kv(k, groups)?;
-        let v = repeat_kv(v, groups)?;
-        let scale = 1.0 / (c.head_dim() as f64).sqrt();
+        let d = c.head_dim();
+        let q = q.reshape((1, c.num_key_value_heads, groups, d))?;
+        let scale = 1.0 / (d as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
             .to_dtype(self.dtype)?;
-        Ok(probs.matmul(&v)?)
+        Ok(probs.matmul(v)?)
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm).
