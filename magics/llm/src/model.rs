@@ -62,6 +62,9 @@ impl candle_core::CustomOp2 for FrozenMatmul {
 pub enum Mode<'a> {
     /// Generation and evaluation: fused kernels, no dropout.
     Infer,
+    /// A batched decode step ([`Model::decode_batch`]): as `Infer`, and int8
+    /// weights for any number of rows when the model has them.
+    Decode,
     /// Training: differentiable ops; LoRA dropout draws from `dropout`.
     Train {
         dropout: &'a mut dyn FnMut(&[usize]) -> Result<Option<Tensor>>,
@@ -84,8 +87,9 @@ pub struct Linear {
     q8: Option<std::sync::Arc<crate::q8::Q8Matrix>>,
 }
 
-/// Inputs of at most this many rows use the int8 weights (decode steps, short
-/// prompts); longer prompts use f32 matrix products.
+/// Prompts of at most this many tokens use the int8 weights; longer ones use f32
+/// matrix products. Decode steps always use them, whatever the batch, so that a
+/// sequence's tokens do not depend on which others share its steps.
 pub const Q8_MAX_ROWS: usize = 32;
 
 impl Linear {
@@ -113,7 +117,10 @@ impl Linear {
     /// `x`: `[n, in]` → `[n, out]`.
     fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let mut y = match &self.q8 {
-            Some(q) if !mode.training() && x.dim(0)? <= Q8_MAX_ROWS => {
+            Some(q)
+                if matches!(mode, Mode::Decode)
+                    || (matches!(mode, Mode::Infer) && x.dim(0)? <= Q8_MAX_ROWS) =>
+            {
                 let (n, _) = x.dims2()?;
                 let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 Tensor::from_vec(q.matmul(&data, n), (n, q.rows()), x.device())?
@@ -414,7 +421,7 @@ impl Model {
         let head_dim = c.head_dim();
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
-        let mode = &mut Mode::Infer;
+        let mode = &mut Mode::Decode;
         for (layer, block) in self.blocks.iter().enumerate() {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &block.input_norm, mode)?;
