@@ -116,34 +116,30 @@ def main():
     results = {}
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 
-    if args.only != "llama.cpp":
-        port = free_port()
-        proc = subprocess.Popen([os.environ["FERROLAB_BIN"], "serve", args.gguf, "--model-name", "smollm2",
-                                 "--bind", f"127.0.0.1:{port}", "--max-batch", "32", "--max-queue", "256",
-                                 "--log", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"serve-bench-{port}.sqlite")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    def run(name, command, port, env=None):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
-            wait_ready(f"http://127.0.0.1:{port}", proc)
-            print("ferrolab serve ...", file=sys.stderr, flush=True)
-            results["ferrolab"] = measure("ferrolab", f"http://127.0.0.1:{port}", "smollm2", args)
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc)
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            results[name] = measure(name, url, "smollm2", args)
         finally:
             proc.terminate()
             proc.wait()
 
+    if args.only != "llama.cpp":
+        port = free_port()
+        log = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"serve-bench-{port}.sqlite")
+        run("ferrolab", [os.environ["FERROLAB_BIN"], "serve", args.gguf, "--model-name", "smollm2",
+                         "--bind", f"127.0.0.1:{port}", "--max-batch", "32", "--max-queue", "256", "--log", log],
+            port, env)
     if args.only != "ferrolab":
         port = free_port()
-        proc = subprocess.Popen([os.environ["LLAMA_PYTHON"], "-m", "llama_cpp.server", "--model", args.gguf,
-                                 "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-                                 "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-                                 "--n_ctx", "2048", "--verbose", "False"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}", proc)
-            print("llama.cpp server ...", file=sys.stderr, flush=True)
-            results["llama.cpp"] = measure("llama.cpp", f"http://127.0.0.1:{port}", "smollm2", args)
-        finally:
-            proc.terminate()
-            proc.wait()
+        run("llama.cpp", [os.environ["LLAMA_PYTHON"], "-m", "llama_cpp.server", "--model", args.gguf,
+                          "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+                          "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+                          "--n_ctx", "2048", "--verbose", "False"],
+            port)
 
     keys = ["ttft_s", "decode_tokens_per_s", "aggregate_c1", "aggregate_c8", "aggregate_c32"]
     print(f"{'':24}" + "".join(f"{k:>22}" for k in keys))

@@ -152,15 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model { command } => ferrolab_llm::cli::run(command),
         Command::Serve(args) => ferrolab_serve::cli::serve(args),
         Command::Feedback { command } => ferrolab_serve::cli::feedback(command),
-        Command::Gpu { json } => {
-            let report = ferrolab_llm::gpu::report();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{}", report.text());
-            }
-            Ok(())
-        }
+        Command::Gpu { json } => ferrolab_llm::cli::gpu(json),
         Command::Finetune(args) => {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             unsafe {

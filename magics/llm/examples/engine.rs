@@ -32,15 +32,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Gpu { json } => {
-            let report = ferrolab_llm::gpu::report();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{}", report.text());
-            }
-            Ok(())
-        }
+        Command::Gpu { json } => ferrolab_llm::cli::gpu(json),
         Command::Model { command } => ferrolab_llm::cli::run(command),
         // Ctrl-C ends the process here; `--resume` continues from the last checkpoint.
         Command::Finetune(args) => ferrolab_llm::cli::finetune(args, &|| false),

@@ -165,6 +165,17 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+/// `ferrolab gpu [--json]`.
+pub fn gpu(json: bool) -> Result<()> {
+    let report = crate::gpu::report();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(())
+}
+
 pub fn run(command: ModelCommand) -> Result<()> {
     match command {
         ModelCommand::Path { model } => {

@@ -147,7 +147,6 @@ pub struct TextStream {
     text: String,
     /// Bytes of `text` already released.
     sent: usize,
-    stopped: bool,
 }
 
 /// What one more token released.
@@ -172,7 +171,6 @@ impl TextStream {
         self.text = tokenizer.decode(&self.ids, true)?;
         if let Some(cut) = first_stop(&self.text, &self.stop) {
             self.text.truncate(cut);
-            self.stopped = true;
             // What is left before the stop string is final now.
             return Ok(StreamStep {
                 text: self.release(self.text.len()),
@@ -211,10 +209,6 @@ impl TextStream {
 
     pub fn ids(&self) -> &[u32] {
         &self.ids
-    }
-
-    pub fn stopped(&self) -> bool {
-        self.stopped
     }
 }
 

@@ -196,14 +196,8 @@ fn find_model<'a>(state: &'a AppState, name: &str) -> ApiResult<(usize, &'a Serv
                 ),
                 "model_not_found",
             )
-            .param_owned("model")
+            .param("model")
         })
-}
-
-impl ApiError {
-    fn param_owned(self, param: &'static str) -> Self {
-        self.param(param)
-    }
 }
 
 fn model_json(m: &ServedModel) -> Value {
@@ -439,11 +433,11 @@ struct Plan {
 
 fn plan(
     state: &AppState,
+    (index, model): (usize, &ServedModel),
     common: &Common,
     default_max_tokens: Option<usize>,
     prompts: Vec<(String, Vec<u32>)>,
 ) -> ApiResult<Plan> {
-    let (index, model) = find_model(state, &common.model)?;
     if common
         .logprobs
         .as_ref()
@@ -564,11 +558,8 @@ fn tokenize(tokenizer: &TextTokenizer, text: &str) -> ApiResult<Vec<u32>> {
         .map_err(|e| ApiError::bad(format!("the prompt cannot be tokenized: {e:#}")))
 }
 
-fn prompts_of(
-    tokenizer: &TextTokenizer,
-    prompt: Prompt,
-    vocab: usize,
-) -> ApiResult<Vec<(String, Vec<u32>)>> {
+fn prompts_of(tokenizer: &TextTokenizer, prompt: Prompt) -> ApiResult<Vec<(String, Vec<u32>)>> {
+    let vocab = tokenizer.vocab_size();
     let check = |ids: Vec<u32>| -> ApiResult<(String, Vec<u32>)> {
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             return Err(ApiError::bad(format!(
@@ -722,21 +713,20 @@ async fn completions(
         check_key(&state, &headers)?;
         let request: CompletionRequest = parse(&body)?;
         guard.record.model = request.common.model.clone();
-        let (_, model) = find_model(&state, &request.common.model)?;
+        let found = find_model(&state, &request.common.model)?;
+        let model = found.1;
         if request.echo == Some(true) {
             return Err(
                 ApiError::bad("echo is not supported by this server; leave it out").param("echo"),
             );
         }
-        let vocab = model.tokenizer.vocab_size();
         let prompts = prompts_of(
             &model.tokenizer,
             Prompt::from_value(&request.prompt, "prompt")?,
-            vocab,
         )?;
-        plan(&state, &request.common, Some(16), prompts)
+        plan(&state, found, &request.common, Some(16), prompts)
     })();
-    generate(state, guard, id, Kind::Completion, planned, None).await
+    generate(state, guard, id, Kind::Completion, planned).await
 }
 
 async fn chat_completions(
@@ -751,7 +741,8 @@ async fn chat_completions(
         check_key(&state, &headers)?;
         let request: ChatRequest = parse(&body)?;
         guard.record.model = request.common.model.clone();
-        let (_, model) = find_model(&state, &request.common.model)?;
+        let found = find_model(&state, &request.common.model)?;
+        let model = found.1;
         if request.messages.is_empty() {
             return Err(
                 ApiError::bad("messages is empty; send at least one message").param("messages"),
@@ -807,10 +798,10 @@ async fn chat_completions(
                 ApiError::bad(format!("the chat template failed on these messages: {e:#}"))
             })?;
         let ids = tokenize(&model.tokenizer, &prompt)?;
-        plan(&state, &request.common, None, vec![(prompt, ids)])
+        plan(&state, found, &request.common, None, vec![(prompt, ids)])
     })();
     guard.record.messages = messages_json;
-    generate(state, guard, id, Kind::Chat, planned, None).await
+    generate(state, guard, id, Kind::Chat, planned).await
 }
 
 async fn generate(
@@ -819,7 +810,6 @@ async fn generate(
     id: String,
     kind: Kind,
     planned: ApiResult<Plan>,
-    _reserved: Option<()>,
 ) -> Response {
     let plan = match planned {
         Ok(plan) => plan,
@@ -939,10 +929,11 @@ fn sse_stream(
     receivers: Vec<mpsc::UnboundedReceiver<Event>>,
     created: i64,
 ) -> impl Stream<Item = Result<SseEvent, std::convert::Infallible>> {
-    let (object, model) = match kind {
-        Kind::Completion => ("text_completion", plan.model_name.clone()),
-        Kind::Chat => ("chat.completion.chunk", plan.model_name.clone()),
+    let object = match kind {
+        Kind::Completion => "text_completion",
+        Kind::Chat => "chat.completion.chunk",
     };
+    let model = plan.model_name.clone();
     let chunk = move |choices: Value, usage: Option<Value>| -> SseEvent {
         let mut body = json!({
             "id": id,
@@ -1121,7 +1112,7 @@ async fn embeddings(
             }
         };
         let input = Prompt::from_value(&request.input, "input")?;
-        let prompts = prompts_of(&model.tokenizer, input, model.tokenizer.vocab_size())?;
+        let prompts = prompts_of(&model.tokenizer, input)?;
         if let Some((_, ids)) = prompts.iter().find(|(_, ids)| ids.len() > model.context) {
             return Err(ApiError::bad(format!(
                 "an input has {} tokens; this model's maximum context length is {}",

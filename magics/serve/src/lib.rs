@@ -214,13 +214,17 @@ pub fn run(config: &ServeConfig) -> Result<()> {
     );
     // The URL alone on stdout, for scripts.
     println!("{}", prepared.url);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(prepared.serve(async {
+    runtime()?.block_on(prepared.serve(async {
         let _ = tokio::signal::ctrl_c().await;
     }))
+}
+
+/// The HTTP side needs little: the engine thread does the work.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 /// A server running on its own thread (for `%serve`).
@@ -273,11 +277,7 @@ pub fn spawn(config: ServeConfig) -> Result<Handle> {
     let thread = std::thread::Builder::new()
         .name(format!("ferrolab-serve-{}", config.name))
         .spawn(move || -> Result<()> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(prepared.serve(async {
+            runtime()?.block_on(prepared.serve(async {
                 let _ = stopped.await;
             }))
         })?;
