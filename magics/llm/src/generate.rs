@@ -73,6 +73,9 @@ pub struct Generation {
     pub text: String,
     pub prompt_tokens: usize,
     pub completion_tokens: Vec<u32>,
+    /// The natural log-probability of each completion token under the model's
+    /// distribution at that step (before temperature and truncation).
+    pub token_logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
 }
 
@@ -97,6 +100,7 @@ impl Engine {
         let mut stream = TextStream::new(sampling.stop.clone());
         let mut input = prompt_ids.clone();
         let mut finish = FinishReason::Length;
+        let mut logprobs = Vec::new();
         while stream.ids().len() < sampling.max_tokens
             && prompt_ids.len() + stream.ids().len() < context
         {
@@ -114,6 +118,7 @@ impl Engine {
                 finish = FinishReason::Stop;
                 break;
             }
+            logprobs.push(log_softmax_at(&logits, next as usize));
             input = vec![next];
             let step = stream.push(&self.tokenizer, next)?;
             if !step.text.is_empty() {
@@ -132,9 +137,17 @@ impl Engine {
             text: stream.text().to_string(),
             prompt_tokens: prompt_ids.len(),
             completion_tokens: stream.ids().to_vec(),
+            token_logprobs: logprobs,
             finish_reason: finish,
         })
     }
+}
+
+/// `log softmax(logits)[index]`, computed stably.
+pub fn log_softmax_at(logits: &[f32], index: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    logits[index] - max - sum.ln() as f32
 }
 
 /// Generated tokens to text, as it becomes final: a piece is released once no stop

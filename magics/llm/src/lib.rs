@@ -77,6 +77,30 @@ impl Engine {
         self.model.quantize_for_decoding()
     }
 
+    /// An embedding of `ids`: the final hidden states (after the last norm),
+    /// mean-pooled over the positions.
+    pub fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            bail!("cannot embed an empty input");
+        }
+        let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
+        let hidden = self.model.hidden(
+            &input,
+            &mut model::KvCache::default(),
+            &mut model::Mode::Infer,
+        )?;
+        Ok(hidden
+            .mean(1)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?)
+    }
+
+    /// An embedding of `text` (see [`Engine::embed_ids`]).
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        self.embed_ids(&self.tokenizer.encode(text)?)
+    }
+
     /// The prompt text for a conversation, from the model's chat template, ending
     /// where the assistant's answer starts.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<String> {

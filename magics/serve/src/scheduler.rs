@@ -390,21 +390,5 @@ fn advance(engine: &Engine, seq: &mut Sequence, token: u32, metrics: &Metrics) -
 
 /// Mean-pooled final hidden states, one vector per input.
 fn embed(engine: &Engine, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-    inputs
-        .iter()
-        .map(|ids| {
-            let input =
-                candle_core::Tensor::new(ids.as_slice(), engine.model.device())?.unsqueeze(0)?;
-            let hidden = engine.model.hidden(
-                &input,
-                &mut KvCache::default(),
-                &mut ferrolab_llm::model::Mode::Infer,
-            )?;
-            Ok(hidden
-                .mean(1)?
-                .squeeze(0)?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1()?)
-        })
-        .collect()
+    inputs.iter().map(|ids| engine.embed_ids(ids)).collect()
 }
