@@ -37,6 +37,7 @@ pub fn registry() -> ferrolab_magics::Registry {
     let catalog = ferrolab_data::register(&mut registry);
     ferrolab_llm::magic::register(&mut registry, std::sync::Arc::new(CatalogRows(catalog)));
     ferrolab_serve::magic::register(&mut registry);
+    ferrolab_prompt::magic::register(&mut registry);
     registry
 }
 

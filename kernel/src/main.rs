@@ -55,6 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: ferrolab_serve::cli::FeedbackCommand,
     },
+    /// Run a prompt-test suite (promptfoo's config format); exit 100 under the bar.
+    PromptTest(ferrolab_prompt::cli::PromptTestArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +155,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => ferrolab_serve::cli::serve(args),
         Command::Feedback { command } => ferrolab_serve::cli::feedback(command),
         Command::Gpu { json } => ferrolab_llm::cli::gpu(json),
+        Command::PromptTest(args) => {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                libc::signal(
+                    libc::SIGINT,
+                    on_interrupt as *const () as libc::sighandler_t,
+                );
+            }
+            let code = ferrolab_prompt::cli::prompt_test(args, &|| {
+                INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+            })?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Finetune(args) => {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             unsafe {

@@ -21,6 +21,14 @@ pub trait Tracker {
     /// A run starts (or resumes) in `run_dir` with these parameters.
     fn start(&mut self, run_dir: &Path, params: &serde_json::Value) -> Result<()>;
     fn log_metrics(&mut self, step: usize, metrics: &StepMetrics) -> Result<()>;
+    /// Named values at a step, for runs that are not training (prompt tests).
+    fn log_values(
+        &mut self,
+        _step: usize,
+        _values: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// A file or folder the run produced.
     fn log_artifact(&mut self, path: &Path) -> Result<()>;
     fn finish(&mut self, status: RunStatus) -> Result<()>;

@@ -293,8 +293,13 @@ impl Cx {
                     let reference = s.strip_prefix("file://").ok_or_else(|| {
                         anyhow!("{at}: a string test must be a file:// reference, got {s:?}")
                     })?;
-                    for (j, map) in self.test_file(reference, &at)?.into_iter().enumerate() {
+                    for (j, mut map) in self.test_file(reference, &at)?.into_iter().enumerate() {
                         let at = format!("{at} (file://{reference}, case {})", j + 1);
+                        // promptfoo names file cases by row.
+                        if !map.contains_key("description") {
+                            let name = Value::String(format!("Row #{}", j + 1));
+                            map.insert("description".into(), name);
+                        }
                         tests.extend(expand(self.test(map, &at, Some(&defaults))?));
                     }
                 }
@@ -826,12 +831,10 @@ fn csv_tests(text: &str) -> Result<Vec<Map<String, Value>>> {
         let mut test = Map::new();
         let mut metric = None;
         for (header, cell) in headers.iter().zip(record.iter()) {
-            if header == "__expected"
-                || header.starts_with("__expected") && header[10..].parse::<u32>().is_ok()
-            {
+            if header.starts_with("__expected") {
                 if !cell.trim().is_empty() {
                     asserts.push(
-                        crate::assertion::from_expected(cell)
+                        crate::assertion::from_expected(cell.trim())
                             .with_context(|| format!("CSV row {}, column {header}", row + 2))?,
                     );
                 }
@@ -844,7 +847,10 @@ fn csv_tests(text: &str) -> Result<Vec<Map<String, Value>>> {
                         row + 2
                     )
                 })?;
-                test.insert("threshold".into(), Value::from(t));
+                // As in promptfoo, a zero threshold means none.
+                if t != 0.0 {
+                    test.insert("threshold".into(), Value::from(t));
+                }
             } else if header == "__metric" {
                 metric = Some(cell.to_string());
             } else if header.starts_with("__") {
@@ -867,11 +873,15 @@ fn csv_tests(text: &str) -> Result<Vec<Map<String, Value>>> {
     Ok(out)
 }
 
-/// promptfoo expands every var whose value is a list into one test per combination.
+/// promptfoo expands every var whose value is a list of strings (its first item a
+/// string) into one test per combination; other lists stay whole.
 fn expand(test: TestCase) -> Vec<TestCase> {
     let mut out = vec![test.clone()];
     for (key, value) in &test.vars {
         let Value::Array(items) = value else { continue };
+        if !items.first().is_some_and(Value::is_string) {
+            continue;
+        }
         out = out
             .into_iter()
             .flat_map(|t| {
@@ -938,10 +948,12 @@ mod tests {
     #[test]
     fn var_lists_expand_into_combinations_and_defaults_merge() {
         let s = suite(
-            "prompts: ['{{a}} {{b}}']\nproviders: [echo]\ndefaultTest:\n  vars: {b: x}\n  assert: [{type: contains, value: x}]\n  threshold: 0.5\ntests:\n  - vars: {a: [1, 2, 3], b: [x, y]}\n    assert: [{type: icontains, value: X}]\n  - vars: {a: z}\n",
+            "prompts: ['{{a}} {{b}}']\nproviders: [echo]\ndefaultTest:\n  vars: {b: x}\n  assert: [{type: contains, value: x}]\n  threshold: 0.5\ntests:\n  - vars: {a: ['1', '2', '3'], b: [x, y]}\n    assert: [{type: icontains, value: X}]\n  - vars: {a: z}\n  - vars: {a: [1, 2], b: []}\n",
         )
         .unwrap();
-        assert_eq!(s.tests.len(), 7);
+        // Lists whose first item is not a string stay whole, as in promptfoo.
+        assert_eq!(s.tests.len(), 8);
+        assert_eq!(s.tests[7].vars["a"], serde_json::json!([1, 2]));
         assert_eq!(s.tests[0].asserts.len(), 2);
         assert_eq!(s.tests[6].vars["b"], Value::String("x".into()));
         assert_eq!(s.tests[6].threshold, Some(0.5));

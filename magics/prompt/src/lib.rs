@@ -3,9 +3,13 @@
 //! promptfoo for the same config.
 
 pub mod assertion;
+pub mod cli;
 pub mod config;
 pub mod expected;
+pub mod magic;
 pub mod metrics;
 pub mod providers;
+pub mod report;
 pub mod run;
+pub mod runs;
 pub mod template;

@@ -71,19 +71,40 @@ fn tokenize_summary(text: &str) -> Vec<String> {
     sentences(text).iter().flat_map(|s| treebank(s)).collect()
 }
 
-/// Splits after `.`, `!` or `?` followed by white space.
+/// Splits after `.`, `!` or `?` followed by white space, except after a title
+/// (`Dr.`, `Mr.`) or when the next word starts in lower case.
 fn sentences(text: &str) -> Vec<String> {
+    const TITLES: &[&str] = &[
+        "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "mt", "gen", "gov", "sen", "rep", "col",
+        "capt", "lt", "sgt", "vs", "etc", "no", "fig", "inc", "ltd", "co", "corp",
+    ];
+    let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
     let mut current = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
+    for (i, &c) in chars.iter().enumerate() {
         current.push(c);
-        if matches!(c, '.' | '!' | '?') && chars.peek().is_some_and(|n| n.is_whitespace()) {
-            let next_is_terminal = false;
-            if !next_is_terminal {
-                out.push(std::mem::take(&mut current));
+        if !matches!(c, '.' | '!' | '?') || !chars.get(i + 1).is_some_and(|n| n.is_whitespace()) {
+            continue;
+        }
+        let next_word = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+        if next_word.is_some_and(|n| n.is_lowercase()) {
+            continue;
+        }
+        if c == '.' {
+            let word: String = current
+                .trim_end_matches('.')
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphabetic())
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect();
+            if TITLES.contains(&word.to_lowercase().as_str()) {
+                continue;
             }
         }
+        out.push(std::mem::take(&mut current));
     }
     if !current.trim().is_empty() {
         out.push(current);
@@ -312,7 +333,42 @@ fn parse_lenient(candidate: &str) -> Option<Value> {
     }
     let hashed = slash_comments_to_hash(candidate);
     let yaml: serde_norway::Value = serde_norway::from_str(&hashed).ok()?;
-    serde_json::to_value(yaml).ok()
+    Some(yaml_to_js(yaml))
+}
+
+/// A YAML value as JavaScript sees it after js-yaml: keys that are not strings
+/// become their string form (`[object Object]` for mappings).
+fn yaml_to_js(v: serde_norway::Value) -> Value {
+    use serde_norway::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(&n).unwrap_or(Value::Null),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_js).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = match yaml_to_js(k) {
+                        Value::String(s) => s,
+                        Value::Null => "null".to_string(),
+                        Value::Object(_) => "[object Object]".to_string(),
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|i| match i {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        other => other.to_string(),
+                    };
+                    (key, yaml_to_js(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(t) => yaml_to_js(t.value),
+    }
 }
 
 /// `// comment` to `# comment` outside quoted strings, line by line.

@@ -183,20 +183,50 @@ impl Graders for Services {
     }
 }
 
-/// The text a prompt renders to for a test's vars (chat prompts become a JSON list).
+/// The text a prompt renders to for a test's vars, as promptfoo renders it: each
+/// string var loses one trailing newline; a template that is JSON (chat messages)
+/// has each string rendered and is written back as JSON indented by two spaces.
 pub fn render_prompt(body: &PromptBody, vars: &BTreeMap<String, Value>) -> Result<String> {
-    match body {
-        PromptBody::Text(t) => template::render(t, vars),
-        PromptBody::Chat(messages) => {
-            let rendered: Vec<Value> = messages
+    let vars: BTreeMap<String, Value> = vars
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (
+                k.clone(),
+                Value::String(s.strip_suffix('\n').unwrap_or(s).to_string()),
+            ),
+            other => (k.clone(), other.clone()),
+        })
+        .collect();
+    let json = match body {
+        PromptBody::Text(t) => match serde_json::from_str::<Value>(t) {
+            Ok(v) => v,
+            Err(_) => return template::render(t, &vars),
+        },
+        PromptBody::Chat(messages) => Value::Array(
+            messages
                 .iter()
-                .map(|(role, content)| {
-                    Ok(serde_json::json!({"role": role, "content": template::render(content, vars)?}))
-                })
-                .collect::<Result<_>>()?;
-            Ok(Value::Array(rendered).to_string())
-        }
+                .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    };
+    fn walk(v: Value, vars: &BTreeMap<String, Value>) -> Result<Value> {
+        Ok(match v {
+            Value::String(s) => Value::String(template::render(&s, vars)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|i| walk(i, vars))
+                    .collect::<Result<_>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| Ok((k, walk(v, vars)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            other => other,
+        })
     }
+    Ok(serde_json::to_string_pretty(&walk(json, &vars)?)?)
 }
 
 fn cache_key(spec: &ProviderSpec, prompt: &str, repeat: usize) -> String {
