@@ -26,6 +26,10 @@ REF_PY := $(REF_VENV)/bin/python
 # it from source (about 20 minutes here), so this venv stays in the cache too.
 LLAMA_VENV := $(FERROLAB_CACHE)/llama-venv
 LLAMA_PY := $(LLAMA_VENV)/bin/python
+# The promptfoo CLI (npm, about 1.2 GB), the reference ferrolab's prompt tests must
+# agree with and the prompt-test benchmark's anchor; it stays in the cache.
+PROMPTFOO_DIR := $(FERROLAB_CACHE)/promptfoo-0.120.0
+PROMPTFOO := $(PROMPTFOO_DIR)/node_modules/.bin/promptfoo
 
 PYTHON ?= python3
 VENV := .venv
@@ -38,7 +42,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: model reference-venv up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve llama-venv
+.PHONY: model reference-venv promptfoo up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -78,6 +82,15 @@ $(REF_VENV)/.installed: tests/reference/requirements.txt
 	touch $@
 
 lab-deps: $(VENV)/.lab-deps
+
+# `npm install` keeps what is already there, so a fresh clone only checks it.
+# promptfoo 0.120 looks for its database migrations in drizzle/, but ships them in
+# dist/drizzle.
+promptfoo: tests/prompt/package.json tests/prompt/package-lock.json
+	mkdir -p $(PROMPTFOO_DIR)
+	cp tests/prompt/package.json tests/prompt/package-lock.json $(PROMPTFOO_DIR)/
+	cd $(PROMPTFOO_DIR) && npm install --no-audit --no-fund --loglevel=error
+	ln -sfn dist/drizzle $(PROMPTFOO_DIR)/node_modules/promptfoo/drizzle
 
 # `npm install` (not `npm ci`): optional platform packages of cbor-extract are not
 # published for every platform, and `npm ci` refuses a lock file without them.
@@ -125,8 +138,9 @@ up: kernelspec collab-up model
 test-rust: model
 	cargo test --locked --workspace
 
-test-python: build venv model reference-venv
-	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" $(PY) -m pytest tests/python -q -p no:cacheprovider
+test-python: build venv model reference-venv promptfoo
+	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" \
+		$(PY) -m pytest tests/python -q -p no:cacheprovider
 
 test-collab: build node-deps
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
@@ -138,7 +152,10 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data bench-finetune bench-serve
+bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt
+
+bench-prompt: build venv promptfoo
+	FERROLAB_BIN="$(BIN)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" $(PY) bench/prompt_bench.py
 
 bench-kernel: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py

@@ -665,8 +665,14 @@ impl Assertion {
             .or(grading.rubric_prompt)
             .unwrap_or(DEFAULT_RUBRIC_PROMPT);
         let mut context = seen.vars.clone();
-        // promptfoo passes JSON output to the template as its text.
-        context.insert("output".into(), Value::String(seen.output.to_string()));
+        // As promptfoo: output that is JSON reaches the template parsed — numbers,
+        // booleans and null as themselves, objects and lists as compact JSON text.
+        let output = match serde_json::from_str::<Value>(seen.output) {
+            Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v,
+            Ok(v) => Value::String(v.to_string()),
+            Err(_) => Value::String(seen.output.to_string()),
+        };
+        context.insert("output".into(), output);
         context.insert("rubric".into(), Value::String(rubric));
         let prompt = render_rubric(template, &context)?;
         let answer = graders.grade(provider, &prompt)?;
@@ -893,7 +899,10 @@ pub fn aggregate(parts: Vec<(Grade, f64, Option<String>)>, threshold: Option<f64
         if !grade.pass {
             failed = Some(grade.reason.clone());
         }
+        // As promptfoo: an assert-set is listed, then its parts.
+        let parts = grade.components.clone();
         components.push(grade);
+        components.extend(parts);
     }
     let score = if weight_sum > 0.0 {
         total / weight_sum

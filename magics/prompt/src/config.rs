@@ -72,6 +72,9 @@ pub struct TestOptions {
 pub struct TestCase {
     pub description: Option<String>,
     pub vars: BTreeMap<String, Value>,
+    /// The vars in the order written (`defaultTest`'s first): lists expand with the
+    /// first var varying slowest, as in promptfoo.
+    pub var_order: Vec<String>,
     pub asserts: Vec<AssertItem>,
     pub threshold: Option<f64>,
     pub options: TestOptions,
@@ -271,6 +274,7 @@ impl Cx {
             None => TestCase {
                 description: None,
                 vars: BTreeMap::new(),
+                var_order: Vec::new(),
                 asserts: Vec::new(),
                 threshold: None,
                 options: TestOptions::default(),
@@ -480,10 +484,14 @@ impl Cx {
             None => None,
         };
         let mut vars = defaults.map(|d| d.vars.clone()).unwrap_or_default();
+        let mut var_order = defaults.map(|d| d.var_order.clone()).unwrap_or_default();
         match map.remove("vars") {
             Some(Value::Object(v)) => {
                 for (k, value) in v {
                     vars.insert(k.clone(), self.var_value(value, &format!("{at}.vars.{k}"))?);
+                    if !var_order.contains(&k) {
+                        var_order.push(k);
+                    }
                 }
             }
             Some(Value::Null) | None => {}
@@ -510,6 +518,7 @@ impl Cx {
         Ok(TestCase {
             description,
             vars,
+            var_order,
             asserts,
             threshold,
             options,
@@ -841,15 +850,17 @@ fn csv_tests(text: &str) -> Result<Vec<Map<String, Value>>> {
             } else if header == "__description" {
                 test.insert("description".into(), Value::String(cell.to_string()));
             } else if header == "__threshold" {
-                let t: f64 = cell.trim().parse().with_context(|| {
-                    format!(
-                        "CSV row {}: __threshold must be a number, got {cell:?}",
-                        row + 2
-                    )
-                })?;
-                // As in promptfoo, a zero threshold means none.
-                if t != 0.0 {
-                    test.insert("threshold".into(), Value::from(t));
+                // As in promptfoo, an empty cell or 0 means no threshold.
+                if !cell.trim().is_empty() {
+                    let t: f64 = cell.trim().parse().with_context(|| {
+                        format!(
+                            "CSV row {}: __threshold must be a number, got {cell:?}",
+                            row + 2
+                        )
+                    })?;
+                    if t != 0.0 {
+                        test.insert("threshold".into(), Value::from(t));
+                    }
                 }
             } else if header == "__metric" {
                 metric = Some(cell.to_string());
@@ -877,8 +888,10 @@ fn csv_tests(text: &str) -> Result<Vec<Map<String, Value>>> {
 /// string) into one test per combination; other lists stay whole.
 fn expand(test: TestCase) -> Vec<TestCase> {
     let mut out = vec![test.clone()];
-    for (key, value) in &test.vars {
-        let Value::Array(items) = value else { continue };
+    for key in &test.var_order {
+        let Some(Value::Array(items)) = test.vars.get(key) else {
+            continue;
+        };
         if !items.first().is_some_and(Value::is_string) {
             continue;
         }
@@ -961,7 +974,8 @@ mod tests {
             .iter()
             .map(|t| format!("{}{}", value_text(&t.vars["a"]), value_text(&t.vars["b"])))
             .collect();
-        assert_eq!(combos, ["1x", "1y", "2x", "2y", "3x", "3y"]);
+        // defaultTest's `b` comes first, so it varies slowest (promptfoo's order).
+        assert_eq!(combos, ["1x", "2x", "3x", "1y", "2y", "3y"]);
     }
 
     #[test]

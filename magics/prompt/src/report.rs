@@ -8,8 +8,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// A cell's identity across runs: test name and vars, prompt, provider, repeat.
-fn identity(run: &RunResult, c: &Cell) -> (String, String, String, usize) {
+/// A cell's identity across runs: test name and vars, the prompt's position (an
+/// edited prompt is the same prompt, changed), provider, repeat.
+fn identity(run: &RunResult, c: &Cell) -> (String, usize, String, usize) {
     let test = run
         .tests
         .get(c.test)
@@ -23,7 +24,7 @@ fn identity(run: &RunResult, c: &Cell) -> (String, String, String, usize) {
         .unwrap_or_default();
     (
         test,
-        run.prompts.get(c.prompt).cloned().unwrap_or_default(),
+        c.prompt,
         run.providers.get(c.provider).cloned().unwrap_or_default(),
         c.repeat,
     )
@@ -80,7 +81,7 @@ pub fn compare(current: &RunResult, baseline: &RunResult) -> Comparison {
         seen += 1;
         let change = || Change {
             test: current.tests[c.test].name.clone(),
-            prompt: id.1.clone(),
+            prompt: current.prompts.get(c.prompt).cloned().unwrap_or_default(),
             provider: id.2.clone(),
             before: was,
             after: c.status,
