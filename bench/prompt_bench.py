@@ -62,7 +62,8 @@ def main():
     (work / "tests.json").write_text(json.dumps(suite(args.cases)))
     (work / "promptfooconfig.yaml").write_text("prompts:\n  - '{{out}}'\nproviders:\n  - echo\ntests: file://tests.json\n")
     env = dict(os.environ, PROMPTFOO_DISABLE_TELEMETRY="1", PROMPTFOO_DISABLE_UPDATE="1",
-               PROMPTFOO_CONFIG_DIR=str(work / ".promptfoo"))
+               METADATA_SERVER_DETECTION="none", PROMPTFOO_DISABLE_ERROR_LOG="1",
+               PROMPTFOO_DISABLE_DEBUG_LOG="1", PROMPTFOO_CONFIG_DIR=str(work / ".promptfoo"))
     ours, theirs = [], []
     for _ in range(args.rounds):
         theirs.append(timed([promptfoo, "eval", "-c", "promptfooconfig.yaml", "-o", "pf.json", "--no-cache",

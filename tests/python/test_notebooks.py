@@ -76,6 +76,16 @@ EXPECTED = {
         "finetune-again": ["step 2/2"],
         "stop": ["stopped server 'demo'"],
     },
+    "05-prompt-tests.ipynb": {
+        "serve": ["serving smollm2 as 'prompt-lab' at http://127.0.0.1:8766/v1"],
+        "suite-v1": ["5 passed, 7 failed, 0 errors of 12 (41.7% pass rate)", "run kept in runs/prompt-tests/v1",
+                     "smollm2 (served)", "Expected output to contain &quot;bonjour&quot;"],
+        "suite-v2": ["since v1 (41.7%): 2 regressed, 1 fixed, 9 unchanged, 0 new",
+                     "regressed: question=Say hello in French.", "fixed: question=What is the capital of France?",
+                     "regressed</span>"],
+        "metrics": ['"pass_rate":0.3333333333333333'],
+        "stop": ["stopped server 'prompt-lab'"],
+    },
 }
 
 

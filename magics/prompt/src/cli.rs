@@ -122,6 +122,7 @@ pub fn execute(
         Some(reference) => Some(report::compare(
             &run,
             &runs::load(reference, Some(&folder))?,
+            reference,
         )),
         None => None,
     };

@@ -479,10 +479,7 @@ impl Cx {
         defaults: Option<&TestCase>,
     ) -> Result<TestCase> {
         check_keys(&map, TEST_KEYS, at)?;
-        let description = match map.remove("description") {
-            Some(v) => Some(value_text(&v)),
-            None => None,
-        };
+        let description = map.remove("description").map(|v| value_text(&v));
         let mut vars = defaults.map(|d| d.vars.clone()).unwrap_or_default();
         let mut var_order = defaults.map(|d| d.var_order.clone()).unwrap_or_default();
         match map.remove("vars") {

@@ -42,6 +42,8 @@ pub struct Change {
 /// What changed since a baseline run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Comparison {
+    /// The baseline as the user named it (`v1`, `latest`, a path).
+    pub baseline: String,
     #[serde(rename = "baselineRunId")]
     pub baseline_run_id: String,
     #[serde(rename = "baselinePassRate")]
@@ -60,13 +62,14 @@ pub struct Comparison {
     marks: BTreeMap<(usize, usize, usize), bool>,
 }
 
-pub fn compare(current: &RunResult, baseline: &RunResult) -> Comparison {
+pub fn compare(current: &RunResult, baseline: &RunResult, name: &str) -> Comparison {
     let before: BTreeMap<_, Status> = baseline
         .results
         .iter()
         .map(|c| (identity(baseline, c), c.status))
         .collect();
     let mut out = Comparison {
+        baseline: name.to_string(),
         baseline_run_id: baseline.run_id.clone(),
         baseline_pass_rate: baseline.stats.pass_rate,
         ..Comparison::default()
@@ -136,7 +139,7 @@ pub fn summary(run: &RunResult, comparison: Option<&Comparison>) -> String {
         let _ = writeln!(
             out,
             "since {} ({}): {} regressed, {} fixed, {} unchanged, {} new",
-            c.baseline_run_id,
+            c.baseline,
             pct(c.baseline_pass_rate),
             c.regressed.len(),
             c.fixed.len(),
@@ -242,7 +245,7 @@ pub fn html(run: &RunResult, comparison: Option<&Comparison>) -> String {
         let _ = write!(
             h,
             "<p>Since <code>{}</code> ({}): <span class=\"tag regressed\">{} regressed</span><span class=\"tag fixed\">{} fixed</span> {} unchanged, {} new</p>",
-            esc(&c.baseline_run_id),
+            esc(&c.baseline),
             pct(c.baseline_pass_rate),
             c.regressed.len(),
             c.fixed.len(),
