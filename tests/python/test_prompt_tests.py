@@ -325,3 +325,32 @@ def test_a_suite_against_ferrolab_serve_and_the_in_process_engine(served, tmp_pa
     logprobs = cells[(1, 1)]["response"]["logProbs"]
     assert len(logprobs) == cells[(1, 1)]["response"]["completionTokens"] and all(lp <= 0 for lp in logprobs)
     assert proc.returncode == 100
+
+
+def test_an_adapter_after_plus_and_raw_prompts_match_the_engine(tmp_path):
+    from test_serve import EXAMPLES, engine
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    data = folder / "train.jsonl"
+    data.write_text("\n".join(json.dumps(e) for e in EXAMPLES) + "\n")
+    (folder / "run.toml").write_text(
+        f'model = "{SMOLLM2}"\ndata = "{data}"\nsteps = 4\nbatch_size = 2\nmax_length = 32\nlr = 1e-2\n'
+        f'r = 8\ntargets = ["q", "v"]\neval_fraction = 0.0\ndevice = "cpu"\noutput = "{folder / "run"}"\n')
+    subprocess.run([BIN, "finetune", str(folder / "run.toml")], check=True, capture_output=True, timeout=900)
+    adapter = folder / "run" / "adapter"
+    prompt = "Q: what is 2 plus 1?\nA:"
+    base = engine("--model", SMOLLM2, "--max-tokens", 12, prompt)["text"]
+    tuned = engine("--model", SMOLLM2, "--adapter", adapter, "--max-tokens", 12, prompt)["text"]
+    assert base != tuned
+    raw = {"raw": True, "max_tokens": 12}
+    config = write_suite(tmp_path / "suite.yaml", {
+        "prompts": [prompt],
+        "providers": [{"id": f"ferrolab:{SMOLLM2}", "config": raw}, {"id": f"ferrolab:{SMOLLM2}+{adapter}", "config": raw}],
+        "tests": [{"assert": [{"type": "equals", "value": base}]}],
+    })
+    out = tmp_path / "r.json"
+    ferrolab(tmp_path, config, "--no-cache", "-o", out, check_code=100)
+    cells = json.loads(out.read_text())["results"]
+    assert [c["response"]["output"] for c in cells] == [base, tuned]
+    assert [c["status"] for c in cells] == ["pass", "fail"]
