@@ -73,6 +73,8 @@ pub struct App {
     max_message_bytes: usize,
     /// Documents writers changed since the index's `updated` times were stamped.
     touched: Mutex<HashSet<String>>,
+    /// Experiments, runs, params and metric series (MLflow's REST API).
+    tracking: Arc<crate::tracking::Store>,
 }
 
 /// Opens the data folder; prints the owner token on first start.
@@ -111,6 +113,12 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         .load()
         .await;
     let index = open_index(&repo, &storage, &options.data).await?;
+    let tracking_path = options.data.join("tracking.sqlite");
+    let tracking = Arc::new(
+        crate::tracking::Store::open(&tracking_path).with_context(|| {
+            format!("cannot open the tracking store {}", tracking_path.display())
+        })?,
+    );
     let url = samod::Url::parse(&format!("ws://{}/sync", options.bind)).context("bind address")?;
     let acceptor = repo
         .make_acceptor(url)
@@ -124,6 +132,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         acceptor,
         max_message_bytes: options.max_message_bytes,
         touched: Mutex::new(HashSet::new()),
+        tracking,
     }))
 }
 
@@ -252,6 +261,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_notebook).delete(delete_notebook),
         )
         .route("/api/notebooks/{id}/ipynb", get(export_notebook))
+        .route(
+            "/api/2.0/mlflow/{*endpoint}",
+            axum::routing::any(crate::mlflow::handle),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -331,7 +344,16 @@ fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 }
 
 impl App {
-    fn authenticate(&self, headers: &HeaderMap, uri: &Uri) -> Result<Identity, ApiError> {
+    /// The tracking store, shared with blocking tasks.
+    pub(crate) fn tracking(&self) -> Arc<crate::tracking::Store> {
+        self.tracking.clone()
+    }
+
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Identity, ApiError> {
         let Some(token) = presented_token(headers, uri) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -1,0 +1,385 @@
+//! The part of MLflow's REST API (`/api/2.0/mlflow/...`) that the `mlflow` client
+//! uses for tracking: experiments, runs, params, metrics, tags, search and metric
+//! history. Requests carry the collaboration server's tokens (`MLFLOW_TRACKING_TOKEN`
+//! makes the client send `Authorization: Bearer TOKEN`); reading needs any token,
+//! writing an editor's. Errors are MLflow's: `{"error_code", "message"}`.
+
+use crate::auth::{Identity, Role};
+use crate::search;
+use crate::server::App;
+use crate::tracking::{metric_json, now_ms, Point, Store, TrackingError};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+pub const PREFIX: &str = "/api/2.0/mlflow";
+
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "RESOURCE_DOES_NOT_EXIST" | "ENDPOINT_NOT_FOUND" => StatusCode::NOT_FOUND,
+        "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
+        "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
+        "INTERNAL_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn error_response(e: TrackingError) -> Response {
+    (
+        status_of(e.code),
+        Json(json!({"error_code": e.code, "message": e.message})),
+    )
+        .into_response()
+}
+
+/// Every `/api/2.0/mlflow/{endpoint}` call: the query string and the JSON body are
+/// read alike (the client sends GET parameters in the query).
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    Path(endpoint): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let who = match app.authenticate(&headers, &uri) {
+        Ok(who) => who,
+        Err(e) => {
+            return error_response(TrackingError {
+                code: "UNAUTHENTICATED",
+                message: e.to_string(),
+            })
+        }
+    };
+    let mut request = Map::new();
+    for (k, v) in query {
+        request.insert(k, Value::String(v));
+    }
+    if !body.is_empty() {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => request.extend(map),
+            Ok(_) => {
+                return error_response(TrackingError::invalid(
+                    "the request body must be a JSON object",
+                ))
+            }
+            Err(e) => {
+                return error_response(TrackingError {
+                    code: "MALFORMED_REQUEST",
+                    message: format!("the request body is not valid JSON: {e}"),
+                })
+            }
+        }
+    }
+    let store = app.tracking();
+    let outcome =
+        tokio::task::spawn_blocking(move || dispatch(&store, &who, &endpoint, &request)).await;
+    match outcome {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(e) => error_response(TrackingError {
+            code: "INTERNAL_ERROR",
+            message: format!("the request failed: {e}"),
+        }),
+    }
+}
+
+fn text<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    req.get(key).and_then(Value::as_str)
+}
+
+fn required<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, TrackingError> {
+    text(req, key).filter(|s| !s.is_empty()).ok_or_else(|| {
+        TrackingError::invalid(format!("Missing value for required parameter '{key}'"))
+    })
+}
+
+fn run_id(req: &Map<String, Value>) -> Result<&str, TrackingError> {
+    text(req, "run_id")
+        .filter(|s| !s.is_empty())
+        .or_else(|| text(req, "run_uuid").filter(|s| !s.is_empty()))
+        .ok_or_else(|| TrackingError::invalid("Missing value for required parameter 'run_id'"))
+}
+
+/// An int64 as MLflow's JSON gives it: a number or a string of digits.
+fn int(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, TrackingError> {
+    match req.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| {
+                TrackingError::invalid(format!("'{key}' must be a whole number, got {n}"))
+            }),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+            TrackingError::invalid(format!("'{key}' must be a whole number, got '{s}'"))
+        }),
+        Some(v) => Err(TrackingError::invalid(format!(
+            "'{key}' must be a whole number, got {v}"
+        ))),
+    }
+}
+
+fn metric_value(v: Option<&Value>, key: &str) -> Result<f64, TrackingError> {
+    match v {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .ok_or_else(|| TrackingError::invalid(format!("metric '{key}' has no usable value"))),
+        Some(Value::String(s)) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" | "inf" => Ok(f64::INFINITY),
+            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+            other => other.parse().map_err(|_| {
+                TrackingError::invalid(format!("metric '{key}' must be a number, got '{other}'"))
+            }),
+        },
+        _ => Err(TrackingError::invalid(format!(
+            "Missing value for required parameter 'value' of metric '{key}'"
+        ))),
+    }
+}
+
+fn point(m: &Map<String, Value>) -> Result<Point, TrackingError> {
+    let key = required(m, "key")?.to_string();
+    Ok(Point {
+        value: metric_value(m.get("value"), &key)?,
+        timestamp: int(m, "timestamp")?.unwrap_or_else(now_ms),
+        step: int(m, "step")?.unwrap_or(0),
+        key,
+    })
+}
+
+fn pairs(req: &Map<String, Value>, key: &str) -> Result<Vec<(String, String)>, TrackingError> {
+    match req.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let m = item.as_object().ok_or_else(|| {
+                    TrackingError::invalid(format!("each of '{key}' must be {{key, value}}"))
+                })?;
+                Ok((
+                    required(m, "key")?.to_string(),
+                    text(m, "value").unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
+        Some(_) => Err(TrackingError::invalid(format!(
+            "'{key}' must be a list of {{key, value}}"
+        ))),
+    }
+}
+
+fn max_results(req: &Map<String, Value>, default: usize) -> Result<usize, TrackingError> {
+    let n = int(req, "max_results")?.unwrap_or(default as i64);
+    if !(1..=50_000).contains(&n) {
+        return Err(TrackingError::invalid(format!(
+            "Invalid value {n} for parameter 'max_results' supplied. It must be between 1 and 50000"
+        )));
+    }
+    Ok(n as usize)
+}
+
+fn offset(req: &Map<String, Value>) -> Result<usize, TrackingError> {
+    match text(req, "page_token").filter(|t| !t.is_empty()) {
+        None => Ok(0),
+        Some(t) => t
+            .parse()
+            .map_err(|_| TrackingError::invalid(format!("Invalid page token '{t}'"))),
+    }
+}
+
+fn write_access(who: &Identity) -> Result<(), TrackingError> {
+    if who.role >= Role::Editor {
+        Ok(())
+    } else {
+        Err(TrackingError {
+            code: "PERMISSION_DENIED",
+            message: format!(
+                "logging needs a token with the editor role; '{}' is a {}",
+                who.name,
+                who.role.as_str()
+            ),
+        })
+    }
+}
+
+const WRITES: &[&str] = &[
+    "experiments/create",
+    "runs/create",
+    "runs/update",
+    "runs/delete",
+    "runs/log-parameter",
+    "runs/log-metric",
+    "runs/log-batch",
+    "runs/set-tag",
+];
+
+pub fn dispatch(
+    store: &Store,
+    who: &Identity,
+    endpoint: &str,
+    req: &Map<String, Value>,
+) -> Result<Value, TrackingError> {
+    if WRITES.contains(&endpoint) {
+        write_access(who)?;
+    }
+    match endpoint {
+        "experiments/create" => {
+            let id = store.create_experiment(
+                required(req, "name")?,
+                text(req, "artifact_location"),
+                &pairs(req, "tags")?,
+            )?;
+            Ok(json!({"experiment_id": id}))
+        }
+        "experiments/get" => Ok(json!({"experiment": store.get_experiment(required(req, "experiment_id")?)?})),
+        "experiments/get-by-name" => Ok(json!({
+            "experiment": store.get_experiment_by_name(required(req, "experiment_name")?)?
+        })),
+        "experiments/search" => {
+            if text(req, "filter").is_some_and(|f| !f.trim().is_empty()) {
+                return Err(TrackingError::invalid(
+                    "experiment filters are not supported yet; search without a filter and pick by name",
+                ));
+            }
+            let (experiments, next) = store.search_experiments(
+                text(req, "view_type").unwrap_or("ACTIVE_ONLY"),
+                max_results(req, 1000)?,
+                offset(req)?,
+            )?;
+            let mut out = json!({"experiments": experiments});
+            if let Some(token) = next {
+                out["next_page_token"] = json!(token);
+            }
+            Ok(out)
+        }
+        "runs/create" => {
+            let experiment = text(req, "experiment_id").filter(|s| !s.is_empty()).unwrap_or("0");
+            let user = text(req, "user_id").filter(|s| !s.is_empty()).unwrap_or(&who.name);
+            let run = store.create_run(
+                experiment,
+                user,
+                &who.name,
+                text(req, "run_name"),
+                int(req, "start_time")?,
+                &pairs(req, "tags")?,
+            )?;
+            Ok(json!({"run": run}))
+        }
+        "runs/get" => Ok(json!({"run": store.get_run(run_id(req)?)?})),
+        "runs/update" => {
+            let info = store.update_run(
+                run_id(req)?,
+                text(req, "status").filter(|s| !s.is_empty()),
+                int(req, "end_time")?,
+                text(req, "run_name"),
+            )?;
+            Ok(json!({"run_info": info}))
+        }
+        "runs/delete" => {
+            store.delete_run(run_id(req)?)?;
+            Ok(json!({}))
+        }
+        "runs/log-parameter" => {
+            store.log_param(run_id(req)?, required(req, "key")?, text(req, "value").unwrap_or_default())?;
+            Ok(json!({}))
+        }
+        "runs/set-tag" => {
+            store.set_tag(run_id(req)?, required(req, "key")?, text(req, "value").unwrap_or_default())?;
+            Ok(json!({}))
+        }
+        "runs/log-metric" => {
+            store.log_metric(run_id(req)?, &point(req)?)?;
+            Ok(json!({}))
+        }
+        "runs/log-batch" => {
+            let metrics = match req.get("metrics") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|m| {
+                        m.as_object()
+                            .ok_or_else(|| TrackingError::invalid("each metric must be {key, value, timestamp, step}"))
+                            .and_then(point)
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(TrackingError::invalid("'metrics' must be a list")),
+            };
+            store.log_batch(run_id(req)?, &metrics, &pairs(req, "params")?, &pairs(req, "tags")?)?;
+            Ok(json!({}))
+        }
+        "metrics/get-history" => {
+            let points = store.metric_history(run_id(req)?, required(req, "metric_key")?)?;
+            let metrics: Vec<Value> = points
+                .iter()
+                .map(|p| json!({"key": p.key, "value": metric_json(p.value), "timestamp": p.timestamp, "step": p.step}))
+                .collect();
+            Ok(json!({"metrics": metrics}))
+        }
+        "runs/search" => search_runs(store, req),
+        other => Err(TrackingError {
+            code: "ENDPOINT_NOT_FOUND",
+            message: format!(
+                "{PREFIX}/{other} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search) and metrics/get-history"
+            ),
+        }),
+    }
+}
+
+fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, TrackingError> {
+    let experiment_ids: Vec<String> = match req.get("experiment_ids") {
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    if experiment_ids.is_empty() {
+        return Err(TrackingError::invalid(
+            "runs/search needs at least one of 'experiment_ids'",
+        ));
+    }
+    let clauses =
+        search::parse(text(req, "filter").unwrap_or_default()).map_err(TrackingError::invalid)?;
+    let orders = match req.get("order_by") {
+        Some(Value::Array(terms)) => terms
+            .iter()
+            .filter_map(Value::as_str)
+            .map(search::parse_order)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(TrackingError::invalid)?,
+        Some(Value::String(term)) => {
+            vec![search::parse_order(term).map_err(TrackingError::invalid)?]
+        }
+        _ => Vec::new(),
+    };
+    let limit = max_results(req, 1000)?;
+    let start = offset(req)?;
+    let mut runs = store.runs_of(
+        &experiment_ids,
+        text(req, "run_view_type").unwrap_or("ACTIVE_ONLY"),
+    )?;
+    runs.retain(|r| search::matches(r, &clauses));
+    search::sort(&mut runs, &orders);
+    let page: Vec<String> = runs
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|r| r.run_id.clone())
+        .collect();
+    let mut out = json!({"runs": store.runs_json(&page)?});
+    if start + limit < runs.len() {
+        out["next_page_token"] = json!((start + limit).to_string());
+    }
+    Ok(out)
+}

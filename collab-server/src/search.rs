@@ -1,0 +1,528 @@
+//! MLflow's run filter and ordering: `metrics.acc > 0.9 and params.lr = '0.01' and
+//! tags.team = 'nlp' and attributes.status != 'FAILED'`, with `=`, `!=`, `<`, `<=`,
+//! `>`, `>=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`; `order_by` such as
+//! `metrics.acc DESC`. Errors name the position where parsing stopped.
+
+use crate::tracking::{AttrValue, RunRecord};
+use std::cmp::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Metric,
+    Param,
+    Tag,
+    Attribute,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Number(f64),
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clause {
+    pub entity: Entity,
+    pub key: String,
+    pub op: String,
+    pub value: Literal,
+}
+
+fn err(filter: &str, at: usize, what: &str) -> String {
+    format!("Invalid filter '{filter}' at position {at}: {what}")
+}
+
+struct Lexer<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn skip(&mut self) {
+        while self.text[self.pos..].starts_with(char::is_whitespace) {
+            self.pos += self.text[self.pos..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
+        }
+    }
+    fn rest(&self) -> &'a str {
+        &self.text[self.pos..]
+    }
+    fn word(&mut self) -> Option<String> {
+        self.skip();
+        let r = self.rest();
+        let len = r
+            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':')))
+            .unwrap_or(r.len());
+        if len == 0 {
+            return None;
+        }
+        self.pos += len;
+        Some(r[..len].to_string())
+    }
+    fn quoted(&mut self, quote: char) -> Result<String, String> {
+        let start = self.pos;
+        self.pos += 1;
+        let r = self.rest();
+        match r.find(quote) {
+            Some(end) => {
+                self.pos += end + 1;
+                Ok(r[..end].to_string())
+            }
+            None => Err(err(self.text, start, "this quote is never closed")),
+        }
+    }
+}
+
+fn entity_of(name: &str) -> Option<Entity> {
+    match name.to_ascii_lowercase().as_str() {
+        "metric" | "metrics" => Some(Entity::Metric),
+        "param" | "params" | "parameter" | "parameters" => Some(Entity::Param),
+        "tag" | "tags" => Some(Entity::Tag),
+        "attribute" | "attributes" | "attr" | "run" => Some(Entity::Attribute),
+        _ => None,
+    }
+}
+
+const ATTRIBUTES: &[&str] = &[
+    "run_id",
+    "run_name",
+    "user_id",
+    "status",
+    "start_time",
+    "end_time",
+    "lifecycle_stage",
+];
+
+fn attribute_name(key: &str) -> &str {
+    match key {
+        "run_uuid" | "id" => "run_id",
+        "name" => "run_name",
+        "created" | "Created" => "start_time",
+        other => other,
+    }
+}
+
+/// An identifier: `entity.key`, `entity.\`key with spaces\``, `entity."key"`, or a
+/// bare attribute name.
+fn identifier(lx: &mut Lexer<'_>, filter: &str) -> Result<(Entity, String), String> {
+    lx.skip();
+    let start = lx.pos;
+    let Some(word) = lx.word() else {
+        return Err(err(
+            filter,
+            start,
+            "expected metrics.KEY, params.KEY, tags.KEY or attributes.KEY",
+        ));
+    };
+    let (entity, key) = match word.split_once('.') {
+        Some((e, k)) => match entity_of(e) {
+            Some(entity) => {
+                let key = if k.is_empty() {
+                    match lx.rest().chars().next() {
+                        Some(q @ ('`' | '"')) => lx.quoted(q)?,
+                        _ => return Err(err(filter, lx.pos, "expected a key after the dot")),
+                    }
+                } else {
+                    k.to_string()
+                };
+                (entity, key)
+            }
+            None => {
+                return Err(err(
+                    filter,
+                    start,
+                    &format!("'{e}' is not one of metrics, params, tags, attributes"),
+                ))
+            }
+        },
+        None => (Entity::Attribute, word.clone()),
+    };
+    if entity == Entity::Attribute {
+        let name = attribute_name(&key).to_string();
+        if !ATTRIBUTES.contains(&name.as_str()) {
+            return Err(err(
+                filter,
+                start,
+                &format!(
+                    "unknown attribute '{key}' (known: {})",
+                    ATTRIBUTES.join(", ")
+                ),
+            ));
+        }
+        return Ok((entity, name));
+    }
+    Ok((entity, key))
+}
+
+fn operator(lx: &mut Lexer<'_>, filter: &str) -> Result<String, String> {
+    lx.skip();
+    let start = lx.pos;
+    for op in ["!=", ">=", "<=", "=", ">", "<"] {
+        if lx.rest().starts_with(op) {
+            lx.pos += op.len();
+            return Ok(op.to_string());
+        }
+    }
+    let word = lx.word().unwrap_or_default().to_ascii_uppercase();
+    match word.as_str() {
+        "LIKE" | "ILIKE" | "IN" => Ok(word),
+        "NOT" => {
+            let next = lx.word().unwrap_or_default().to_ascii_uppercase();
+            if next == "IN" {
+                Ok("NOT IN".into())
+            } else {
+                Err(err(filter, start, "expected NOT IN"))
+            }
+        }
+        _ => Err(err(
+            filter,
+            start,
+            "expected a comparison: =, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN",
+        )),
+    }
+}
+
+fn literal(lx: &mut Lexer<'_>, filter: &str) -> Result<Literal, String> {
+    lx.skip();
+    let start = lx.pos;
+    match lx.rest().chars().next() {
+        Some(q @ ('\'' | '"')) => Ok(Literal::Text(lx.quoted(q)?)),
+        Some('(') => {
+            lx.pos += 1;
+            let mut items = Vec::new();
+            loop {
+                lx.skip();
+                match lx.rest().chars().next() {
+                    Some(q @ ('\'' | '"')) => items.push(lx.quoted(q)?),
+                    _ => return Err(err(filter, lx.pos, "expected a quoted value in the list")),
+                }
+                lx.skip();
+                match lx.rest().chars().next() {
+                    Some(',') => lx.pos += 1,
+                    Some(')') => {
+                        lx.pos += 1;
+                        break;
+                    }
+                    _ => return Err(err(filter, lx.pos, "expected ',' or ')'")),
+                }
+            }
+            Ok(Literal::List(items))
+        }
+        _ => {
+            let word = lx.word().unwrap_or_default();
+            word.parse::<f64>().map(Literal::Number).map_err(|_| {
+                err(
+                    filter,
+                    start,
+                    "expected a number, a quoted string or a (list)",
+                )
+            })
+        }
+    }
+}
+
+/// Parses a whole filter; an empty one matches every run.
+pub fn parse(filter: &str) -> Result<Vec<Clause>, String> {
+    let mut lx = Lexer {
+        text: filter,
+        pos: 0,
+    };
+    let mut clauses = Vec::new();
+    lx.skip();
+    if lx.rest().is_empty() {
+        return Ok(clauses);
+    }
+    loop {
+        let (entity, key) = identifier(&mut lx, filter)?;
+        let op_at = lx.pos;
+        let op = operator(&mut lx, filter)?;
+        let value = literal(&mut lx, filter)?;
+        let allowed: &[&str] = match (&entity, &value) {
+            (_, Literal::List(_)) => &["IN", "NOT IN"],
+            (Entity::Metric, _) => &["=", "!=", "<", "<=", ">", ">="],
+            (Entity::Attribute, Literal::Number(_)) => &["=", "!=", "<", "<=", ">", ">="],
+            _ => &["=", "!=", "LIKE", "ILIKE"],
+        };
+        if !allowed.contains(&op.as_str()) {
+            return Err(err(
+                filter,
+                op_at,
+                &format!("'{op}' does not apply here (use {})", allowed.join(", ")),
+            ));
+        }
+        if entity == Entity::Metric && !matches!(value, Literal::Number(_)) {
+            return Err(err(filter, op_at, "metrics compare with numbers"));
+        }
+        clauses.push(Clause {
+            entity,
+            key,
+            op,
+            value,
+        });
+        lx.skip();
+        if lx.rest().is_empty() {
+            return Ok(clauses);
+        }
+        let at = lx.pos;
+        match lx.word() {
+            Some(w) if w.eq_ignore_ascii_case("and") => {}
+            _ => {
+                return Err(err(
+                    filter,
+                    at,
+                    "expected AND (MLflow filters join clauses with AND only)",
+                ))
+            }
+        }
+    }
+}
+
+/// SQL `LIKE` with `%` and `_`.
+fn like(text: &str, pattern: &str) -> bool {
+    fn go(t: &[char], p: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('%') => (0..=t.len()).any(|i| go(&t[i..], &p[1..])),
+            Some('_') => !t.is_empty() && go(&t[1..], &p[1..]),
+            Some(c) => t.first() == Some(c) && go(&t[1..], &p[1..]),
+        }
+    }
+    let t: Vec<char> = text.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    go(&t, &p)
+}
+
+fn compare_text(text: &str, op: &str, value: &Literal) -> bool {
+    match (op, value) {
+        ("=", Literal::Text(v)) => text == v,
+        ("!=", Literal::Text(v)) => text != v,
+        ("LIKE", Literal::Text(v)) => like(text, v),
+        ("ILIKE", Literal::Text(v)) => like(&text.to_lowercase(), &v.to_lowercase()),
+        ("IN", Literal::List(items)) => items.iter().any(|i| i == text),
+        ("NOT IN", Literal::List(items)) => !items.iter().any(|i| i == text),
+        ("=", Literal::Number(n)) => text.parse::<f64>().is_ok_and(|t| t == *n),
+        ("!=", Literal::Number(n)) => text.parse::<f64>().ok() != Some(*n),
+        _ => false,
+    }
+}
+
+fn compare_number(x: f64, op: &str, n: f64) -> bool {
+    match op {
+        "=" => x == n,
+        "!=" => x != n,
+        "<" => x < n,
+        "<=" => x <= n,
+        ">" => x > n,
+        ">=" => x >= n,
+        _ => false,
+    }
+}
+
+pub fn matches(run: &RunRecord, clauses: &[Clause]) -> bool {
+    clauses.iter().all(|c| match c.entity {
+        Entity::Metric => match (run.metrics.get(&c.key), &c.value) {
+            (Some(x), Literal::Number(n)) => compare_number(*x, &c.op, *n),
+            _ => false,
+        },
+        Entity::Param => run
+            .params
+            .get(&c.key)
+            .is_some_and(|v| compare_text(v, &c.op, &c.value)),
+        Entity::Tag => run
+            .tags
+            .get(&c.key)
+            .is_some_and(|v| compare_text(v, &c.op, &c.value)),
+        Entity::Attribute => match (run.attributes.get(&c.key), &c.value) {
+            (Some(AttrValue::Number(x)), Literal::Number(n)) => compare_number(*x, &c.op, *n),
+            (Some(AttrValue::Text(t)), v) => compare_text(t, &c.op, v),
+            _ => false,
+        },
+    })
+}
+
+/// One `order_by` term.
+#[derive(Debug, Clone)]
+pub struct Order {
+    entity: Entity,
+    key: String,
+    descending: bool,
+}
+
+pub fn parse_order(term: &str) -> Result<Order, String> {
+    let mut lx = Lexer { text: term, pos: 0 };
+    let (entity, key) = identifier(&mut lx, term)
+        .map_err(|e| e.replace("Invalid filter", "Invalid order_by clause"))?;
+    lx.skip();
+    let at = lx.pos;
+    let descending = match lx.word().map(|w| w.to_ascii_uppercase()).as_deref() {
+        None => false,
+        Some("ASC") => false,
+        Some("DESC") => true,
+        Some(_) => {
+            return Err(format!(
+                "Invalid order_by clause '{term}' at position {at}: expected ASC or DESC"
+            ))
+        }
+    };
+    lx.skip();
+    if !lx.rest().is_empty() {
+        return Err(format!(
+            "Invalid order_by clause '{term}' at position {}: unexpected text",
+            lx.pos
+        ));
+    }
+    Ok(Order {
+        entity,
+        key,
+        descending,
+    })
+}
+
+#[derive(PartialEq, PartialOrd)]
+enum Key {
+    Missing,
+    Number(f64),
+    Text(String),
+}
+
+fn key_of(run: &RunRecord, o: &Order) -> Key {
+    match o.entity {
+        Entity::Metric => run
+            .metrics
+            .get(&o.key)
+            .filter(|v| !v.is_nan())
+            .map_or(Key::Missing, |v| Key::Number(*v)),
+        Entity::Param => run
+            .params
+            .get(&o.key)
+            .map_or(Key::Missing, |v| Key::Text(v.clone())),
+        Entity::Tag => run
+            .tags
+            .get(&o.key)
+            .map_or(Key::Missing, |v| Key::Text(v.clone())),
+        Entity::Attribute => match run.attributes.get(&o.key) {
+            Some(AttrValue::Number(n)) => Key::Number(*n),
+            Some(AttrValue::Text(t)) => Key::Text(t.clone()),
+            _ => Key::Missing,
+        },
+    }
+}
+
+/// Orders runs by the terms, then (as MLflow) by start time descending and run id;
+/// runs without the value come last.
+pub fn sort(runs: &mut [RunRecord], orders: &[Order]) {
+    let start = Order {
+        entity: Entity::Attribute,
+        key: "start_time".into(),
+        descending: true,
+    };
+    let id = Order {
+        entity: Entity::Attribute,
+        key: "run_id".into(),
+        descending: false,
+    };
+    runs.sort_by(|a, b| {
+        for o in orders.iter().chain([&start, &id]) {
+            let (x, y) = (key_of(a, o), key_of(b, o));
+            let ord = match (&x, &y) {
+                (Key::Missing, Key::Missing) => Ordering::Equal,
+                (Key::Missing, _) => Ordering::Greater,
+                (_, Key::Missing) => Ordering::Less,
+                _ => {
+                    let o2 = x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+                    if o.descending {
+                        o2.reverse()
+                    } else {
+                        o2
+                    }
+                }
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn run(acc: f64, lr: &str, status: &str) -> RunRecord {
+        RunRecord {
+            run_id: format!("{acc}{lr}"),
+            attributes: BTreeMap::from([
+                ("status".to_string(), AttrValue::Text(status.into())),
+                ("start_time".to_string(), AttrValue::Number(acc * 10.0)),
+                ("run_id".to_string(), AttrValue::Text(format!("{acc}{lr}"))),
+            ]),
+            metrics: BTreeMap::from([("acc".to_string(), acc)]),
+            params: BTreeMap::from([("lr".to_string(), lr.to_string())]),
+            tags: BTreeMap::from([("mlflow.runName".to_string(), format!("run-{lr}"))]),
+        }
+    }
+
+    #[test]
+    fn filters_select_as_mlflow() {
+        let runs = [
+            run(0.9, "0.01", "FINISHED"),
+            run(0.5, "0.1", "FAILED"),
+            run(0.95, "0.001", "FINISHED"),
+        ];
+        let pick = |f: &str| -> Vec<f64> {
+            let c = parse(f).unwrap_or_else(|e| panic!("{e}"));
+            runs.iter()
+                .filter(|r| matches(r, &c))
+                .map(|r| r.metrics["acc"])
+                .collect()
+        };
+        assert_eq!(pick(""), [0.9, 0.5, 0.95]);
+        assert_eq!(pick("metrics.acc > 0.8"), [0.9, 0.95]);
+        assert_eq!(pick("metrics.acc >= 0.9 AND params.lr = '0.01'"), [0.9]);
+        assert_eq!(
+            pick("attributes.status != 'FAILED' and tags.`mlflow.runName` LIKE 'run-0.0%'"),
+            [0.9, 0.95]
+        );
+        assert_eq!(pick("status IN ('FAILED', 'KILLED')"), [0.5]);
+        assert_eq!(pick("params.lr ILIKE '%1'"), [0.9, 0.5, 0.95]);
+        assert_eq!(pick("metrics.missing > 0"), Vec::<f64>::new());
+    }
+
+    #[test]
+    fn bad_filters_name_the_position() {
+        let e = parse("metrics.acc >> 1").unwrap_err();
+        assert!(e.contains("position 13"), "{e}");
+        let e = parse("metrics.acc > 1 or params.x = 'y'").unwrap_err();
+        assert!(e.contains("position 16") && e.contains("AND"), "{e}");
+        let e = parse("foo.bar = 'x'").unwrap_err();
+        assert!(e.contains("'foo' is not one of"), "{e}");
+        let e = parse("params.lr = 'unclosed").unwrap_err();
+        assert!(e.contains("never closed"), "{e}");
+        let e = parse("metrics.acc LIKE 'x'").unwrap_err();
+        assert!(e.contains("does not apply"), "{e}");
+    }
+
+    #[test]
+    fn order_by_terms_then_start_time() {
+        let mut runs = vec![
+            run(0.9, "a", "FINISHED"),
+            run(0.5, "b", "FINISHED"),
+            run(0.95, "c", "FINISHED"),
+        ];
+        sort(&mut runs, &[parse_order("metrics.acc DESC").unwrap()]);
+        assert_eq!(
+            runs.iter().map(|r| r.metrics["acc"]).collect::<Vec<_>>(),
+            [0.95, 0.9, 0.5]
+        );
+        sort(&mut runs, &[parse_order("params.lr").unwrap()]);
+        assert_eq!(runs[0].params["lr"], "a");
+        sort(&mut runs, &[]);
+        assert_eq!(runs[0].metrics["acc"], 0.95);
+        assert!(parse_order("metrics.acc SIDEWAYS").is_err());
+    }
+}

@@ -1,0 +1,138 @@
+"""Experiment tracking through MLflow's REST API on the collaboration server, driven
+by the real `mlflow` client (mlflow-skinny, pip) with MLFLOW_TRACKING_URI pointing
+at `ferrolab collab serve` and MLFLOW_TRACKING_TOKEN holding a collab token."""
+import math
+import os
+import subprocess
+import threading
+
+import httpx
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from conftest import BIN
+from test_collab_ipynb import Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("collab"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{s.port}"
+    os.environ["MLFLOW_TRACKING_TOKEN"] = s.token
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    yield s
+    s.proc.terminate()
+    s.proc.wait(timeout=30)
+
+
+def test_the_mlflow_fluent_api_logs_a_run(server):
+    experiment = mlflow.set_experiment("finetune-smollm2")
+    assert experiment.name == "finetune-smollm2" and experiment.experiment_id != "0"
+    # set_experiment again finds it by name instead of creating another.
+    assert mlflow.set_experiment("finetune-smollm2").experiment_id == experiment.experiment_id
+    with mlflow.start_run(run_name="lora-r8") as run:
+        mlflow.log_param("lr", 0.002)
+        mlflow.log_params({"r": 8, "alpha": 16})
+        for step in range(5):
+            mlflow.log_metric("loss", 2.0 / (step + 1), step=step)
+        mlflow.log_metrics({"eval_loss": 0.9, "tokens_per_s": 1234.5}, step=4)
+        mlflow.set_tag("team", "nlp")
+        run_id = run.info.run_id
+    got = MlflowClient().get_run(run_id)
+    assert got.info.status == "FINISHED" and got.info.run_name == "lora-r8" and got.info.end_time
+    assert got.data.params == {"lr": "0.002", "r": "8", "alpha": "16"}
+    assert got.data.metrics == {"loss": 0.4, "eval_loss": 0.9, "tokens_per_s": 1234.5}
+    assert got.data.tags["team"] == "nlp" and got.data.tags["ferrolab.author"] == "pytest"
+    history = MlflowClient().get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(s, 2.0 / (s + 1)) for s in range(5)]
+
+
+def test_search_runs_with_filters_and_order(server):
+    client = MlflowClient()
+    exp = client.create_experiment("sweep")
+    for lr, acc, status in [("0.1", 0.5, "FAILED"), ("0.01", 0.9, "FINISHED"), ("0.001", 0.95, "FINISHED")]:
+        run = client.create_run(exp, run_name=f"lr-{lr}", tags={"sweep": "yes"})
+        client.log_batch(run.info.run_id, metrics=[Metric("acc", acc, 0, 0)], params=[Param("lr", lr)])
+        client.set_terminated(run.info.run_id, status=status)
+    found = client.search_runs([exp], "metrics.acc > 0.8 and attributes.status = 'FINISHED'", order_by=["metrics.acc DESC"])
+    assert [r.data.params["lr"] for r in found] == ["0.001", "0.01"]
+    found = client.search_runs([exp], "params.lr IN ('0.1', '0.01')", order_by=["params.lr ASC"])
+    assert [r.data.params["lr"] for r in found] == ["0.01", "0.1"]
+    frame = mlflow.search_runs([exp], filter_string="tags.sweep = 'yes'")
+    assert len(frame) == 3
+    with pytest.raises(MlflowException, match="position 13"):
+        client.search_runs([exp], "metrics.acc >> 1")
+
+
+def test_nan_and_infinity_survive(server):
+    client = MlflowClient()
+    run = client.create_run("0")
+    client.log_metric(run.info.run_id, "odd", float("nan"), step=0)
+    client.log_metric(run.info.run_id, "odd", float("inf"), step=1)
+    values = [m.value for m in client.get_metric_history(run.info.run_id, "odd")]
+    assert math.isnan(values[0]) and values[1] == float("inf")
+
+
+def test_bad_input_gets_mlflows_errors_and_writes_nothing(server):
+    client = MlflowClient()
+    with pytest.raises(MlflowException) as missing:
+        client.get_run("0" * 32)
+    assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert client.get_experiment_by_name("no such experiment") is None
+    with pytest.raises(MlflowException) as dup:
+        client.create_experiment("sweep-dup")
+        client.create_experiment("sweep-dup")
+    assert dup.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    run = client.create_run("0")
+    rid = run.info.run_id
+    client.log_param(rid, "lr", "0.1")
+    client.log_param(rid, "lr", "0.1")  # the same value again is fine
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        client.log_param(rid, "lr", "0.2")
+    # A batch that breaks a rule stores none of its points.
+    with pytest.raises(MlflowException, match="already logged"):
+        client.log_batch(rid, metrics=[Metric("m", 1.0, 0, 0)], params=[Param("lr", "0.3")])
+    assert client.get_metric_history(rid, "m") == []
+    # The client splits big batches itself; a raw request over MLflow's limit is refused whole.
+    r = httpx.post(f"http://127.0.0.1:{server.port}/api/2.0/mlflow/runs/log-batch",
+                   headers={"Authorization": f"Bearer {server.token}"},
+                   json={"run_id": rid, "metrics": [{"key": "m", "value": i, "timestamp": 0, "step": i} for i in range(1001)]})
+    assert r.status_code == 400 and "at most 1000 metrics" in r.json()["message"]
+    assert client.get_metric_history(rid, "m") == []
+
+
+def test_tokens_are_required_and_viewers_cannot_write(server):
+    base = f"http://127.0.0.1:{server.port}/api/2.0/mlflow"
+    r = httpx.post(base + "/experiments/create", json={"name": "x"})
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    viewer = subprocess.run([BIN, "collab", "token", "create", "--data", str(server.data), "--name", "ann", "--role", "viewer"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    headers = {"Authorization": f"Bearer {viewer}"}
+    r = httpx.post(base + "/experiments/create", json={"name": "x"}, headers=headers)
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED"
+    r = httpx.get(base + "/experiments/get-by-name", params={"experiment_name": "sweep"}, headers=headers)
+    assert r.status_code == 200 and r.json()["experiment"]["name"] == "sweep"
+    r = httpx.post(base + "/runs/nonsense", json={}, headers=headers)
+    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_two_clients_logging_to_one_run_lose_no_point(server):
+    client = MlflowClient()
+    run = client.create_run("0")
+    rid = run.info.run_id
+
+    def log(worker):
+        c = MlflowClient()
+        for i in range(100):
+            c.log_metric(rid, "shared", float(i), step=worker * 1000 + i)
+
+    threads = [threading.Thread(target=log, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    history = client.get_metric_history(rid, "shared")
+    assert sorted(m.step for m in history) == sorted([w * 1000 + i for w in range(2) for i in range(100)])
