@@ -99,6 +99,18 @@ fn check_key(kind: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// A key and a value within MLflow's length limits.
+fn check_entry(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
+    check_key(kind, key)?;
+    if value.len() > max {
+        return Err(TrackingError::invalid(format!(
+            "{kind} '{key}' has a value of {} characters; the limit is {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A metric value as MLflow's JSON writes it: a number, or "NaN" / "Infinity".
 pub fn metric_json(value: f64) -> Value {
     if value.is_finite() {
@@ -505,13 +517,7 @@ impl Store {
     }
 
     fn put_tag(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
-        check_key("tag", key)?;
-        if value.len() > MAX_TAG_VALUE {
-            return Err(TrackingError::invalid(format!(
-                "tag '{key}' has a value of {} characters; the limit is {MAX_TAG_VALUE}",
-                value.len()
-            )));
-        }
+        check_entry("tag", key, value, MAX_TAG_VALUE)?;
         tx.execute(
             "INSERT INTO tags (run_id, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
@@ -521,13 +527,7 @@ impl Store {
     }
 
     fn put_param(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
-        check_key("param", key)?;
-        if value.len() > MAX_PARAM_VALUE {
-            return Err(TrackingError::invalid(format!(
-                "param '{key}' has a value of {} characters; the limit is {MAX_PARAM_VALUE}",
-                value.len()
-            )));
-        }
+        check_entry("param", key, value, MAX_PARAM_VALUE)?;
         let before: Option<String> = tx
             .query_row(
                 "SELECT value FROM params WHERE run_id = ?1 AND key = ?2",
