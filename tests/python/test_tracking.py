@@ -136,3 +136,53 @@ def test_two_clients_logging_to_one_run_lose_no_point(server):
         t.join()
     history = client.get_metric_history(rid, "shared")
     assert sorted(m.step for m in history) == sorted([w * 1000 + i for w in range(2) for i in range(100)])
+
+
+def tracked_env(server, **extra):
+    return dict(os.environ, FERROLAB_TRACKING_URI=f"http://127.0.0.1:{server.port}",
+                FERROLAB_TRACKING_TOKEN=server.token, **extra)
+
+
+def test_prompt_test_and_finetune_runs_reach_the_server(server, tmp_path):
+    import json
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("prompts: ['Say {{w}}']\nproviders: [echo]\ntests:\n"
+                     "  - vars: {w: hi}\n    assert: [{type: contains, value: hi}]\n"
+                     "  - vars: {w: yo}\n    assert: [{type: contains, value: hi}]\n")
+    proc = subprocess.run([BIN, "prompt-test", str(suite), "--name", "tracked"], cwd=tmp_path, env=tracked_env(server),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 100 and "warning" not in proc.stderr, proc.stderr
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("prompt-tests")
+    [run] = client.search_runs([exp.experiment_id], "attributes.run_name = 'tracked'")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["pass_rate"] == 0.5 and run.data.metrics["failed"] == 1
+    assert run.data.params["kind"] == "prompt-test" and run.data.params["tests"] == "2"
+    assert run.data.tags["ferrolab.artifact.results.json"].endswith("runs/prompt-tests/tracked/results.json")
+
+    model = tmp_path / "tiny"
+    subprocess.run([BIN, "model", "tiny", str(model), "--seed", "3"], check=True, capture_output=True)
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"Q: {i}?\nA:", "completion": f" {i}"}) for i in range(8)) + "\n")
+    config = tmp_path / "run.toml"
+    config.write_text(f'model = "{model}"\ndata = "{data}"\nsteps = 3\nbatch_size = 2\nmax_length = 16\n'
+                      f'eval_fraction = 0.0\ndevice = "cpu"\noutput = "{tmp_path / "ft"}"\n')
+    subprocess.run([BIN, "finetune", str(config)], check=True, capture_output=True, env=tracked_env(server), timeout=600)
+    exp = client.get_experiment_by_name("finetune")
+    [run] = client.search_runs([exp.experiment_id], "attributes.run_name = 'ft'")
+    assert run.info.status == "FINISHED" and run.data.params["steps"] == "3"
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    local = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m.step, m.value) for m in losses] == [(m["step"], pytest.approx(m["loss"])) for m in local]
+
+
+def test_an_unreachable_tracking_server_loses_no_result(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("prompts: ['Say {{w}}']\nproviders: [echo]\ntests: [{vars: {w: hi}}]\n")
+    env = dict(os.environ, FERROLAB_TRACKING_URI="http://127.0.0.1:9", FERROLAB_TRACKING_TOKEN="x")
+    proc = subprocess.run([BIN, "prompt-test", str(suite), "--name", "offline"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the run was not reported to the tracking server" in proc.stderr
+    assert (tmp_path / "runs/prompt-tests/offline/results.json").exists()

@@ -2,7 +2,7 @@
 
 use crate::generate::Sampling;
 use crate::tokenizer::Message;
-use crate::track::{LocalOnly, RunStatus};
+use crate::track::RunStatus;
 use crate::train::{self, Event, TrainConfig};
 use crate::{device, load, Engine};
 use anyhow::{Context, Result};
@@ -116,7 +116,8 @@ pub fn finetune(args: FinetuneArgs, stop: &dyn Fn() -> bool) -> Result<()> {
             let _ = writeln!(stderr, "\n{note}");
         }
     };
-    let report = train::run(&config, None, &mut LocalOnly, &mut observer, stop)?;
+    let mut tracker = crate::track::from_env("finetune");
+    let report = train::run(&config, None, &mut *tracker, &mut observer, stop)?;
     eprintln!();
     println!("{}", serde_json::to_string_pretty(&report)?);
     match report.status {

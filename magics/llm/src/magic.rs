@@ -4,7 +4,7 @@
 use crate::data::{self, Example};
 use crate::generate::Sampling;
 use crate::tokenizer::Message;
-use crate::track::{LocalOnly, RunStatus};
+use crate::track::RunStatus;
 use crate::train::{self, Event, StepMetrics, TrainConfig};
 use crate::Engine;
 use ferrolab_magics::Stream;
@@ -322,7 +322,8 @@ fn run_with_display(
             }
         }
     };
-    let report = train::run(config, examples, &mut LocalOnly, &mut observer, &stop)
+    let mut tracker = crate::track::from_env("finetune");
+    let report = train::run(config, examples, &mut *tracker, &mut observer, &stop)
         .map_err(|e| MagicError::new("FinetuneError", format!("{e:#}")))?;
     if let Some(d) = &display {
         d.update(out, progress.bundle());

@@ -51,3 +51,244 @@ impl Tracker for LocalOnly {
         Ok(())
     }
 }
+
+/// The tracker for this process: the tracking server named by
+/// `$FERROLAB_TRACKING_URI` (with `$FERROLAB_TRACKING_TOKEN`, else
+/// `$MLFLOW_TRACKING_TOKEN`), runs filed under `experiment`; else the run folder only.
+pub fn from_env(experiment: &str) -> Box<dyn Tracker> {
+    match std::env::var("FERROLAB_TRACKING_URI") {
+        Ok(uri) if !uri.trim().is_empty() => {
+            let token = std::env::var("FERROLAB_TRACKING_TOKEN")
+                .or_else(|_| std::env::var("MLFLOW_TRACKING_TOKEN"))
+                .ok()
+                .filter(|t| !t.is_empty());
+            Box::new(Remote::new(&uri, token, experiment))
+        }
+        _ => Box::new(LocalOnly),
+    }
+}
+
+/// Reports a run to a tracking server over MLflow's REST API (`ferrolab collab
+/// serve`, or MLflow's own server). The run folder stays the record: if the server
+/// cannot be reached when the run starts, the run stops with that error before any
+/// work; a failure later is logged as a warning and the run goes on.
+pub struct Remote {
+    base: String,
+    token: Option<String>,
+    experiment: String,
+    agent: ureq::Agent,
+    run_id: Option<String>,
+}
+
+impl Remote {
+    pub fn new(uri: &str, token: Option<String>, experiment: &str) -> Remote {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .into();
+        Remote {
+            base: format!("{}/api/2.0/mlflow", uri.trim_end_matches('/')),
+            token,
+            experiment: experiment.to_string(),
+            agent,
+            run_id: None,
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        endpoint: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let url = format!("{}/{endpoint}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = if method == "GET" {
+            let mut request = self.agent.get(&url);
+            if let Some(a) = &auth {
+                request = request.header("Authorization", a);
+            }
+            if let serde_json::Value::Object(map) = &body {
+                for (k, v) in map {
+                    let v = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    request = request.query(k, &v);
+                }
+            }
+            request.call()
+        } else {
+            let mut request = self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                request = request.header("Authorization", a);
+            }
+            request.send(body.to_string())
+        };
+        let mut response = response.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the tracking server at {url}: {e} (check FERROLAB_TRACKING_URI)"
+            )
+        })?;
+        let status = response.status();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let message = value["message"].as_str().unwrap_or(&text).to_string();
+            let code = value["error_code"].as_str().unwrap_or("").to_string();
+            anyhow::bail!("the tracking server answered {status} {code}: {message}");
+        }
+        Ok(value)
+    }
+
+    fn batch(&self, body: serde_json::Value) {
+        if let Some(run_id) = &self.run_id {
+            let mut body = body;
+            body["run_id"] = serde_json::Value::String(run_id.clone());
+            if let Err(e) = self.call("POST", "runs/log-batch", body) {
+                log::warn!("tracking: {e:#}; the run folder still has everything");
+            }
+        }
+    }
+
+    fn metrics(step: usize, values: &[(&str, f64)]) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp_millis();
+        let metrics: Vec<serde_json::Value> = values
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| serde_json::json!({"key": k, "value": v, "timestamp": now, "step": step}))
+            .collect();
+        serde_json::json!({"metrics": metrics})
+    }
+}
+
+/// A run's parameters as MLflow params: nested keys joined with dots, values as text.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Null => {}
+        serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+impl Tracker for Remote {
+    fn start(&mut self, run_dir: &Path, params: &serde_json::Value) -> Result<()> {
+        let experiment = match self.call(
+            "GET",
+            "experiments/get-by-name",
+            serde_json::json!({"experiment_name": self.experiment}),
+        ) {
+            Ok(found) => found["experiment"]["experiment_id"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string(),
+            Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => self.call(
+                "POST",
+                "experiments/create",
+                serde_json::json!({"name": self.experiment}),
+            )?["experiment_id"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string(),
+            Err(e) => return Err(e),
+        };
+        let name = run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "run".to_string());
+        let created = self.call(
+            "POST",
+            "runs/create",
+            serde_json::json!({
+                "experiment_id": experiment,
+                "run_name": name,
+                "start_time": chrono::Utc::now().timestamp_millis(),
+                "tags": [
+                    {"key": "ferrolab.run_dir", "value": run_dir.display().to_string()},
+                    {"key": "mlflow.source.type", "value": "LOCAL"},
+                ],
+            }),
+        )?;
+        self.run_id = created["run"]["info"]["run_id"]
+            .as_str()
+            .map(str::to_string);
+        let mut pairs = Vec::new();
+        flatten("", params, &mut pairs);
+        for chunk in pairs.chunks(100) {
+            let params: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v.chars().take(6000).collect::<String>()}))
+                .collect();
+            self.batch(serde_json::json!({"params": params}));
+        }
+        Ok(())
+    }
+
+    fn log_metrics(&mut self, step: usize, m: &StepMetrics) -> Result<()> {
+        let mut values = vec![
+            ("loss", m.loss),
+            ("lr", m.lr),
+            ("grad_norm", m.grad_norm),
+            ("tokens_per_s", m.tokens_per_s),
+        ];
+        if let Some(e) = m.eval_loss {
+            values.push(("eval_loss", e));
+        }
+        self.batch(Self::metrics(step, &values));
+        Ok(())
+    }
+
+    fn log_values(
+        &mut self,
+        step: usize,
+        values: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<()> {
+        let pairs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        self.batch(Self::metrics(step, &pairs));
+        Ok(())
+    }
+
+    fn log_artifact(&mut self, path: &Path) -> Result<()> {
+        // Artifacts stay in the run folder; the server records where.
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        self.batch(serde_json::json!({"tags": [{"key": format!("ferrolab.artifact.{name}"), "value": path.display().to_string()}]}));
+        Ok(())
+    }
+
+    fn finish(&mut self, status: RunStatus) -> Result<()> {
+        if let Some(run_id) = &self.run_id {
+            let status = match status {
+                RunStatus::Finished => "FINISHED",
+                RunStatus::Interrupted => "KILLED",
+                RunStatus::Diverged => "FAILED",
+            };
+            let body = serde_json::json!({
+                "run_id": run_id,
+                "status": status,
+                "end_time": chrono::Utc::now().timestamp_millis(),
+            });
+            if let Err(e) = self.call("POST", "runs/update", body) {
+                log::warn!("tracking: {e:#}; the run folder still has everything");
+            }
+        }
+        Ok(())
+    }
+}

@@ -75,6 +75,8 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
 /// A finished run with where it was kept and what changed since the baseline.
 pub struct Outcome {
     pub run: RunResult,
+    /// Set when the run could not be reported to the tracking server.
+    pub warning: Option<String>,
     pub folder: PathBuf,
     pub comparison: Option<Comparison>,
     /// Whether the run meets the bar (`--fail-under`, else no failures).
@@ -126,11 +128,11 @@ pub fn execute(
         )),
         None => None,
     };
-    runs::save(
+    let warning = runs::save(
         &run,
         suite_text,
         &folder,
-        &mut ferrolab_llm::track::LocalOnly,
+        &mut *ferrolab_llm::track::from_env("prompt-tests"),
     )?;
     for out in &args.outputs {
         let text = if out.extension().and_then(|e| e.to_str()) == Some("html") {
@@ -150,6 +152,7 @@ pub fn execute(
     };
     Ok(Outcome {
         run,
+        warning,
         folder,
         comparison,
         passed,
@@ -184,6 +187,9 @@ pub fn prompt_test(args: PromptTestArgs, interrupted: &(dyn Fn() -> bool + Sync)
         report::summary(&outcome.run, outcome.comparison.as_ref())
     );
     println!("run kept in {}", outcome.folder.display());
+    if let Some(w) = &outcome.warning {
+        eprintln!("warning: {w}");
+    }
     if interrupted() {
         eprintln!("interrupted: the results above cover the cells finished before the stop");
     }

@@ -123,6 +123,9 @@ impl Magic for PromptTest {
         let summary = report::summary(&outcome.run, outcome.comparison.as_ref());
         let mut text = summary.clone();
         text.push_str(&format!("run kept in {}\n", outcome.folder.display()));
+        if let Some(w) = &outcome.warning {
+            text.push_str(&format!("warning: {w}\n"));
+        }
         if stop.load(Ordering::Relaxed) {
             text.push_str("interrupted: only the cells finished before the stop are shown\n");
         }

@@ -33,26 +33,17 @@ pub fn metrics(run: &RunResult) -> BTreeMap<String, f64> {
     m
 }
 
-/// Writes the run into `dir` (replacing an earlier run of the same name) and
-/// reports it to `tracker`.
+/// Writes the run into `dir` (replacing an earlier run of the same name), then
+/// reports it to `tracker`. The folder is written first, so a tracking server that
+/// cannot be reached loses nothing: its error comes back as a warning.
 pub fn save(
     run: &RunResult,
     suite_text: Option<&str>,
     dir: &Path,
     tracker: &mut dyn Tracker,
-) -> Result<()> {
+) -> Result<Option<String>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
-    let params = serde_json::json!({
-        "kind": "prompt-test",
-        "run_id": run.run_id,
-        "description": run.description,
-        "prompts": run.prompts,
-        "providers": run.providers,
-        "tests": run.tests.len(),
-        "repeat": run.stats.repeat,
-    });
-    tracker.start(dir, &params)?;
     if let Some(text) = suite_text {
         ferrolab_llm::write_atomically(&dir.join("promptfooconfig.yaml"), |tmp| {
             Ok(std::fs::write(tmp, text)?)
@@ -73,9 +64,24 @@ pub fn save(
             format!("{}\n", serde_json::Value::Object(line)),
         )?)
     })?;
-    tracker.log_values(0, &values)?;
-    tracker.log_artifact(&dir.join("results.json"))?;
-    tracker.finish(RunStatus::Finished)
+    let params = serde_json::json!({
+        "kind": "prompt-test",
+        "run_id": run.run_id,
+        "description": run.description,
+        "prompts": run.prompts.len(),
+        "providers": run.providers.join(", "),
+        "tests": run.tests.len(),
+        "repeat": run.stats.repeat,
+    });
+    let reported = (|| -> Result<()> {
+        tracker.start(dir, &params)?;
+        tracker.log_values(0, &values)?;
+        tracker.log_artifact(&dir.join("results.json"))?;
+        tracker.finish(RunStatus::Finished)
+    })();
+    Ok(reported
+        .err()
+        .map(|e| format!("the run was not reported to the tracking server: {e:#}")))
 }
 
 /// A run's folder name: the one asked for, else its id.
