@@ -30,6 +30,8 @@ LLAMA_PY := $(LLAMA_VENV)/bin/python
 # agree with and the prompt-test benchmark's anchor; it stays in the cache.
 PROMPTFOO_DIR := $(FERROLAB_CACHE)/promptfoo-0.120.0
 PROMPTFOO := $(PROMPTFOO_DIR)/node_modules/.bin/promptfoo
+# MLflow's own tracking server, the tracking benchmark's anchor.
+MLFLOW_VENV := $(FERROLAB_CACHE)/mlflow-venv
 
 PYTHON ?= python3
 VENV := .venv
@@ -42,7 +44,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: model reference-venv promptfoo up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt llama-venv
+.PHONY: model reference-venv promptfoo up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -152,7 +154,15 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt
+bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking
+
+bench-tracking: build venv $(MLFLOW_VENV)/.installed
+	FERROLAB_BIN="$(BIN)" MLFLOW_SERVER="$(MLFLOW_VENV)/bin/mlflow" $(PY) bench/tracking_bench.py
+
+$(MLFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==3.17.2
+	touch $@
 
 bench-prompt: build venv promptfoo
 	FERROLAB_BIN="$(BIN)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" $(PY) bench/prompt_bench.py

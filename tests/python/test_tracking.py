@@ -6,15 +6,19 @@ import os
 import subprocess
 import threading
 
-import httpx
-import mlflow
-import pytest
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
+# Offline: the mlflow client reports usage to its authors unless told not to.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
 
-from conftest import BIN
-from test_collab_ipynb import Server
+import httpx  # noqa: E402
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from conftest import BIN  # noqa: E402
+from test_collab_ipynb import Server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
