@@ -425,19 +425,32 @@ impl Store {
         .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
 
+    /// A run's params or tags (`table`), by key.
+    fn key_values(
+        tx: &Transaction<'_>,
+        table: &str,
+        run_id: &str,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut stmt =
+            tx.prepare_cached(&format!("SELECT key, value FROM {table} WHERE run_id = ?1"))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows)
+    }
+
     fn run_json(tx: &Transaction<'_>, run_id: &str) -> Result<Value> {
         let info = Self::run_info(tx, run_id)?;
-        let pairs = |sql: &str| -> Result<Vec<Value>> {
-            let mut stmt = tx.prepare_cached(sql)?;
-            let rows = stmt
-                .query_map([run_id], |r| {
-                    Ok(json!({"key": r.get::<_, String>(0)?, "value": r.get::<_, String>(1)?}))
-                })?
-                .collect::<std::result::Result<_, _>>()?;
-            Ok(rows)
+        let pairs = |table: &str| -> Result<Vec<Value>> {
+            Ok(Self::key_values(tx, table, run_id)?
+                .into_iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect())
         };
-        let params = pairs("SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key")?;
-        let tags = pairs("SELECT key, value FROM tags WHERE run_id = ?1 ORDER BY key")?;
+        let params = pairs("params")?;
+        let tags = pairs("tags")?;
         let mut stmt = tx.prepare_cached(
             "SELECT key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_id = ?1 ORDER BY key",
         )?;
@@ -738,22 +751,8 @@ impl Store {
                         let (k, v) = row?;
                         run.metrics.insert(k, v);
                     }
-                    let mut p =
-                        tx.prepare_cached("SELECT key, value FROM params WHERE run_id = ?1")?;
-                    for row in p.query_map([&run.run_id], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })? {
-                        let (k, v) = row?;
-                        run.params.insert(k, v);
-                    }
-                    let mut t =
-                        tx.prepare_cached("SELECT key, value FROM tags WHERE run_id = ?1")?;
-                    for row in t.query_map([&run.run_id], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })? {
-                        let (k, v) = row?;
-                        run.tags.insert(k, v);
-                    }
+                    run.params = Self::key_values(tx, "params", &run.run_id)?;
+                    run.tags = Self::key_values(tx, "tags", &run.run_id)?;
                     out.push(run);
                 }
             }

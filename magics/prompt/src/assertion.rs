@@ -725,27 +725,10 @@ pub const DEFAULT_RUBRIC_PROMPT: &str = r#"[{"role":"system","content":"You are 
 /// A rubric prompt that is JSON has each string rendered and is written back as
 /// JSON (so outputs with quotes stay valid); anything else is rendered as text.
 fn render_rubric(template: &str, vars: &BTreeMap<String, Value>) -> Result<String> {
-    if let Ok(parsed) = serde_json::from_str::<Value>(template) {
-        fn walk(v: Value, vars: &BTreeMap<String, Value>) -> Result<Value> {
-            Ok(match v {
-                Value::String(s) => Value::String(template::render(&s, vars)?),
-                Value::Array(items) => Value::Array(
-                    items
-                        .into_iter()
-                        .map(|i| walk(i, vars))
-                        .collect::<Result<_>>()?,
-                ),
-                Value::Object(map) => Value::Object(
-                    map.into_iter()
-                        .map(|(k, v)| Ok((k, walk(v, vars)?)))
-                        .collect::<Result<_>>()?,
-                ),
-                other => other,
-            })
-        }
-        return Ok(walk(parsed, vars)?.to_string());
+    match serde_json::from_str::<Value>(template) {
+        Ok(parsed) => Ok(template::render_json(parsed, vars)?.to_string()),
+        Err(_) => template::render(template, vars),
     }
-    template::render(template, vars)
 }
 
 /// `Number(s)` in JavaScript, for the strings graders answer with.

@@ -103,10 +103,15 @@ pub fn execute(
             _ => bail!("--output {}: write .json or .html", out.display()),
         }
     }
-    // A missing baseline is a mistake worth knowing before the run, not after.
-    if let Some(reference) = &args.baseline {
-        runs::load(reference, None)?;
-    }
+    // Read before the run: a missing baseline is a mistake worth knowing first. The
+    // run's own folder (a reused name) is not its own `latest`.
+    let baseline = match &args.baseline {
+        Some(reference) => {
+            let own = args.name.as_deref().map(|n| runs::runs_dir().join(n));
+            Some((reference, runs::load(reference, own.as_deref())?))
+        }
+        None => None,
+    };
     let options = RunOptions {
         max_concurrency: args
             .max_concurrency
@@ -120,14 +125,10 @@ pub fn execute(
     };
     let run = run::run(suite, &options)?;
     let folder = runs::folder(&run, args.name.as_deref())?;
-    let comparison = match &args.baseline {
-        Some(reference) => Some(report::compare(
-            &run,
-            &runs::load(reference, Some(&folder))?,
-            reference,
-        )),
-        None => None,
-    };
+    let comparison = baseline
+        .as_ref()
+        .map(|(reference, before)| report::compare(&run, before, reference));
+
     let warning = runs::save(
         &run,
         suite_text,

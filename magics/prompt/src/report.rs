@@ -146,23 +146,16 @@ pub fn summary(run: &RunResult, comparison: Option<&Comparison>) -> String {
             c.unchanged,
             c.new
         );
-        for ch in &c.regressed {
-            let _ = writeln!(
-                out,
-                "  regressed: {} | {} | {}",
-                ch.test,
-                short(&ch.prompt, 40),
-                ch.provider
-            );
-        }
-        for ch in &c.fixed {
-            let _ = writeln!(
-                out,
-                "  fixed: {} | {} | {}",
-                ch.test,
-                short(&ch.prompt, 40),
-                ch.provider
-            );
+        for (what, changes) in [("regressed", &c.regressed), ("fixed", &c.fixed)] {
+            for ch in changes {
+                let _ = writeln!(
+                    out,
+                    "  {what}: {} | {} | {}",
+                    ch.test,
+                    short(&ch.prompt, 40),
+                    ch.provider
+                );
+            }
         }
     }
     for c in run
@@ -375,22 +368,17 @@ pub fn html_page(run: &RunResult, comparison: Option<&Comparison>) -> String {
     )
 }
 
+/// XML text: HTML's escapes, without the characters XML 1.0 cannot hold.
 fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Characters XML 1.0 cannot hold at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
-            '\u{FFFE}' | '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+    let allowed: String = text
+        .chars()
+        .filter(|&c| {
+            ((c as u32) >= 0x20 || matches!(c, '\t' | '\n' | '\r'))
+                && c != '\u{FFFE}'
+                && c != '\u{FFFF}'
+        })
+        .collect();
+    esc(&allowed)
 }
 
 /// JUnit XML: one `<testsuite>` per prompt × provider, one `<testcase>` per test

@@ -94,21 +94,6 @@ pub struct RunResult {
     pub results: Vec<Cell>,
 }
 
-impl RunResult {
-    /// `(test, prompt, provider)` → the pass count and run count over repetitions.
-    pub fn repeat_table(&self) -> BTreeMap<(usize, usize, usize), (usize, usize)> {
-        let mut table: BTreeMap<(usize, usize, usize), (usize, usize)> = BTreeMap::new();
-        for c in &self.results {
-            let e = table.entry((c.test, c.prompt, c.provider)).or_default();
-            e.1 += 1;
-            if c.status == Status::Pass {
-                e.0 += 1;
-            }
-        }
-        table
-    }
-}
-
 pub struct RunOptions<'a> {
     pub max_concurrency: usize,
     pub repeat: usize,
@@ -209,24 +194,9 @@ pub fn render_prompt(body: &PromptBody, vars: &BTreeMap<String, Value>) -> Resul
                 .collect(),
         ),
     };
-    fn walk(v: Value, vars: &BTreeMap<String, Value>) -> Result<Value> {
-        Ok(match v {
-            Value::String(s) => Value::String(template::render(&s, vars)?),
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|i| walk(i, vars))
-                    .collect::<Result<_>>()?,
-            ),
-            Value::Object(map) => Value::Object(
-                map.into_iter()
-                    .map(|(k, v)| Ok((k, walk(v, vars)?)))
-                    .collect::<Result<_>>()?,
-            ),
-            other => other,
-        })
-    }
-    Ok(serde_json::to_string_pretty(&walk(json, &vars)?)?)
+    Ok(serde_json::to_string_pretty(&template::render_json(
+        json, &vars,
+    )?)?)
 }
 
 fn cache_key(spec: &ProviderSpec, prompt: &str, repeat: usize) -> String {

@@ -116,18 +116,25 @@ fn resolve(reference: &str, except: Option<&Path>) -> Result<PathBuf> {
         return Ok(direct.join("results.json"));
     }
     let dir = runs_dir();
+    let named = dir.join(reference).join("results.json");
+    if reference != "latest" && named.is_file() {
+        return Ok(named);
+    }
+    // Only the creation time of each earlier run is needed to find the newest.
+    #[derive(serde::Deserialize)]
+    struct Created {
+        #[serde(rename = "createdAt")]
+        created_at: String,
+    }
     let mut known: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.join("results.json").is_file())
                 .filter(|p| except.is_none_or(|x| x != p.as_path()))
                 .filter_map(|p| {
-                    let created = std::fs::read_to_string(p.join("results.json"))
-                        .ok()
-                        .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
-                        .map(|r| r.created_at)?;
+                    let text = std::fs::read_to_string(p.join("results.json")).ok()?;
+                    let created = serde_json::from_str::<Created>(&text).ok()?.created_at;
                     Some((created, p))
                 })
                 .collect()
@@ -144,10 +151,6 @@ fn resolve(reference: &str, except: Option<&Path>) -> Result<PathBuf> {
                     dir.display()
                 )
             });
-    }
-    let named = dir.join(reference).join("results.json");
-    if named.is_file() {
-        return Ok(named);
     }
     let names: Vec<String> = known
         .iter()

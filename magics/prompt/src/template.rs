@@ -33,31 +33,39 @@ fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
+fn parse<'s>(template: &'s str) -> Result<minijinja::Template<'s, 's>> {
+    env()
+        .template_from_str(template)
+        .map_err(|e| anyhow!("the template does not parse: {e}"))
+}
+
+/// The vars a parsed template uses that `vars` lacks, in name order.
+fn missing_in(parsed: &minijinja::Template<'_, '_>, vars: &BTreeMap<String, Value>) -> Vec<String> {
+    let used: BTreeSet<String> = parsed.undeclared_variables(false).into_iter().collect();
+    used.into_iter()
+        .filter(|name| !vars.contains_key(name) && !is_builtin(name))
+        .collect()
+}
+
 /// The vars `template` uses that `vars` lacks, in name order.
 pub fn missing_vars(template: &str, vars: &BTreeMap<String, Value>) -> Result<Vec<String>> {
     if !is_template(template) {
         return Ok(Vec::new());
     }
-    let parsed = env()
-        .template_from_str(template)
-        .map_err(|e| anyhow!("the template does not parse: {e}"))?;
-    let used: BTreeSet<String> = parsed.undeclared_variables(false).into_iter().collect();
-    Ok(used
-        .into_iter()
-        .filter(|name| !vars.contains_key(name) && !is_builtin(name))
-        .collect())
+    Ok(missing_in(&parse(template)?, vars))
 }
 
 fn is_builtin(name: &str) -> bool {
     matches!(name, "range" | "dict" | "namespace" | "loop")
 }
 
-/// Renders `template` with `vars`.
+/// Renders `template` with `vars` (parsed once: the same parse names missing vars).
 pub fn render(template: &str, vars: &BTreeMap<String, Value>) -> Result<String> {
     if !is_template(template) {
         return Ok(template.to_string());
     }
-    let missing = missing_vars(template, vars)?;
+    let parsed = parse(template)?;
+    let missing = missing_in(&parsed, vars);
     if !missing.is_empty() {
         bail!(
             "the template uses {} that the test does not define: {}",
@@ -65,9 +73,29 @@ pub fn render(template: &str, vars: &BTreeMap<String, Value>) -> Result<String> 
             missing.join(", ")
         );
     }
-    env()
-        .render_str(template, vars)
+    parsed
+        .render(vars)
         .map_err(|e| anyhow!("cannot render the template: {e}"))
+}
+
+/// Renders every string inside a JSON value (chat messages, rubric prompts),
+/// leaving its structure as it is.
+pub fn render_json(value: Value, vars: &BTreeMap<String, Value>) -> Result<Value> {
+    Ok(match value {
+        Value::String(s) => Value::String(render(&s, vars)?),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| render_json(i, vars))
+                .collect::<Result<_>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| Ok((k, render_json(v, vars)?)))
+                .collect::<Result<_>>()?,
+        ),
+        other => other,
+    })
 }
 
 /// Checks that every template in a prompt parses and finds its vars.
