@@ -11,6 +11,7 @@ pub mod client;
 pub mod ipynb;
 pub mod mlflow;
 pub mod notebook;
+pub mod registry;
 pub mod schema;
 pub mod search;
 pub mod server;

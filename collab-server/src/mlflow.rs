@@ -1,22 +1,26 @@
 //! The part of MLflow's REST API (`/api/2.0/mlflow/...`) that the `mlflow` client
 //! uses for tracking: experiments, runs, params, metrics, tags, search and metric
-//! history. Requests carry the collaboration server's tokens (`MLFLOW_TRACKING_TOKEN`
+//! history; the model registry (registered models, versions, aliases, tags); and,
+//! under `/api/2.0/ferrolab/`, what MLflow has no API for: reviews, evaluation
+//! links, the promotion policy and the audit log. Requests carry the collaboration server's tokens (`MLFLOW_TRACKING_TOKEN`
 //! makes the client send `Authorization: Bearer TOKEN`); reading needs any token,
 //! writing an editor's. Errors are MLflow's: `{"error_code", "message"}`.
 
 use crate::auth::{Identity, Role};
+use crate::registry::{Actor, Policy};
 use crate::search;
 use crate::server::App;
 use crate::tracking::{metric_json, now_ms, Point, Store, TrackingError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 pub const PREFIX: &str = "/api/2.0/mlflow";
+pub const FERROLAB_PREFIX: &str = "/api/2.0/ferrolab";
 
 fn status_of(code: &str) -> StatusCode {
     match code {
@@ -40,8 +44,47 @@ fn error_response(e: TrackingError) -> Response {
 /// read alike (the client sends GET parameters in the query).
 pub async fn handle(
     State(app): State<Arc<App>>,
+    method: Method,
     Path(endpoint): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let endpoint = match (endpoint.as_str(), &method) {
+        ("registered-models/alias", &Method::GET) => "registered-models/alias/get".to_string(),
+        ("registered-models/alias", &Method::DELETE) => {
+            "registered-models/alias/delete".to_string()
+        }
+        _ => endpoint,
+    };
+    serve(app, endpoint, query, headers, uri, body).await
+}
+
+/// Every `/api/2.0/ferrolab/{endpoint}` call: governance, which MLflow has no API for.
+pub async fn handle_ferrolab(
+    State(app): State<Arc<App>>,
+    Path(endpoint): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    serve(
+        app,
+        format!("ferrolab/{endpoint}"),
+        query,
+        headers,
+        uri,
+        body,
+    )
+    .await
+}
+
+async fn serve(
+    app: Arc<App>,
+    endpoint: String,
+    query: Vec<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
@@ -218,7 +261,196 @@ const WRITES: &[&str] = &[
     "runs/log-metric",
     "runs/log-batch",
     "runs/set-tag",
+    "registered-models/create",
+    "registered-models/update",
+    "registered-models/delete",
+    "registered-models/set-tag",
+    "registered-models/delete-tag",
+    "registered-models/alias",
+    "registered-models/alias/delete",
+    "model-versions/create",
+    "model-versions/update",
+    "model-versions/delete",
+    "model-versions/set-tag",
+    "model-versions/delete-tag",
+    "ferrolab/model-versions/create",
+    "ferrolab/model-versions/link-evaluation",
+    "ferrolab/reviews/create",
+    "ferrolab/policy/set",
 ];
+
+fn version_arg(req: &Map<String, Value>) -> Result<String, TrackingError> {
+    match req.get("version") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(TrackingError::invalid(
+            "Missing value for required parameter 'version'",
+        )),
+    }
+}
+
+fn page(items: Vec<Value>, next: Option<String>, key: &str) -> Value {
+    let mut out = json!({ key: items });
+    if let Some(token) = next {
+        out["next_page_token"] = json!(token);
+    }
+    out
+}
+
+fn string_list(req: &Map<String, Value>, key: &str) -> Vec<String> {
+    match req.get(key) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// The registry and governance endpoints; `None` when `endpoint` is not one.
+fn dispatch_registry(
+    store: &Store,
+    who: &Identity,
+    endpoint: &str,
+    req: &Map<String, Value>,
+) -> Option<Result<Value, TrackingError>> {
+    let actor = Actor {
+        name: &who.name,
+        owner: who.role >= Role::Owner,
+    };
+    let actor = &actor;
+    let name = || required(req, "name");
+    let outcome = (|| -> Result<Option<Value>, TrackingError> {
+        Ok(Some(match endpoint {
+            "registered-models/create" => json!({"registered_model": store.create_registered_model(
+                actor,
+                name()?,
+                text(req, "description").unwrap_or_default(),
+                &pairs(req, "tags")?,
+            )?}),
+            "registered-models/get" => json!({"registered_model": store.get_registered_model(name()?)?}),
+            "registered-models/search" => {
+                let (models, next) = store.search_registered_models(
+                    text(req, "filter").unwrap_or_default(),
+                    max_results(req, 100)?,
+                    offset(req)?,
+                )?;
+                page(models, next, "registered_models")
+            }
+            "registered-models/update" => json!({"registered_model": store.update_registered_model(
+                actor,
+                name()?,
+                text(req, "description").unwrap_or_default(),
+            )?}),
+            "registered-models/delete" => {
+                store.delete_registered_model(actor, name()?)?;
+                json!({})
+            }
+            "registered-models/rename" => {
+                return Err(TrackingError::invalid(
+                    "renaming a registered model is not supported: its reviews and audit log are kept under its name; register a new model instead",
+                ))
+            }
+            "registered-models/get-latest-versions" => {
+                let model = store.get_registered_model(name()?)?;
+                json!({"model_versions": model.get("latest_versions").cloned().unwrap_or(json!([]))})
+            }
+            "registered-models/set-tag" => {
+                store.set_registered_model_tag(actor, name()?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
+                json!({})
+            }
+            "registered-models/delete-tag" => {
+                store.set_registered_model_tag(actor, name()?, required(req, "key")?, None)?;
+                json!({})
+            }
+            "registered-models/alias" => {
+                store.set_alias(actor, name()?, required(req, "alias")?, &version_arg(req)?)?;
+                json!({})
+            }
+            "registered-models/alias/delete" => {
+                store.delete_alias(actor, name()?, required(req, "alias")?)?;
+                json!({})
+            }
+            "registered-models/alias/get" => json!({"model_version": store.version_by_alias(name()?, required(req, "alias")?)?}),
+            "model-versions/create" | "ferrolab/model-versions/create" => {
+                let lineage = req.get("lineage").cloned().unwrap_or(json!({}));
+                json!({"model_version": store.create_model_version(
+                    actor,
+                    name()?,
+                    required(req, "source")?,
+                    text(req, "run_id").unwrap_or_default(),
+                    text(req, "description").unwrap_or_default(),
+                    &pairs(req, "tags")?,
+                    &lineage,
+                    &string_list(req, "evaluation_runs"),
+                )?})
+            }
+            "model-versions/get" => json!({"model_version": store.get_model_version(name()?, &version_arg(req)?)?}),
+            "model-versions/search" => {
+                let (versions, next) = store.search_model_versions(
+                    text(req, "filter").unwrap_or_default(),
+                    max_results(req, 10_000)?,
+                    offset(req)?,
+                )?;
+                page(versions, next, "model_versions")
+            }
+            "model-versions/update" => json!({"model_version": store.update_model_version(
+                actor,
+                name()?,
+                &version_arg(req)?,
+                text(req, "description").unwrap_or_default(),
+            )?}),
+            "model-versions/delete" => {
+                store.delete_model_version(actor, name()?, &version_arg(req)?)?;
+                json!({})
+            }
+            "model-versions/set-tag" => {
+                store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
+                json!({})
+            }
+            "model-versions/delete-tag" => {
+                store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, None)?;
+                json!({})
+            }
+            "model-versions/get-download-uri" => {
+                let v = store.get_model_version(name()?, &version_arg(req)?)?;
+                json!({"artifact_uri": v["source"]})
+            }
+            "model-versions/transition-stage" => {
+                return Err(TrackingError::invalid(
+                    "model stages are not supported (MLflow deprecated them); use aliases: set_registered_model_alias(name, 'production', version), which the promotion policy governs",
+                ))
+            }
+            "ferrolab/whoami" => json!({"name": who.name, "role": who.role.as_str()}),
+            "ferrolab/model-versions/details" => json!({"model_version": store.model_version_details(name()?, &version_arg(req)?)?}),
+            "ferrolab/model-versions/link-evaluation" => store.link_evaluation(actor, name()?, &version_arg(req)?, required(req, "run_id")?)?,
+            "ferrolab/reviews/create" => {
+                let approve = match required(req, "decision")? {
+                    "approve" => true,
+                    "reject" => false,
+                    other => {
+                        return Err(TrackingError::invalid(format!(
+                            "decision must be 'approve' or 'reject', got '{other}'"
+                        )))
+                    }
+                };
+                json!({"review": store.review(actor, name()?, &version_arg(req)?, approve, text(req, "comment").unwrap_or_default())?})
+            }
+            "ferrolab/policy/get" => json!({"policy": store.policy()?}),
+            "ferrolab/policy/set" => {
+                let policy: Policy = serde_json::from_value(req.get("policy").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| TrackingError::invalid(format!(
+                        "'policy' must be {{protected_aliases: [..], min_approvals: N, require_evaluation: bool, min_pass_rate: 0..1}}: {e}"
+                    )))?;
+                json!({"policy": store.set_policy(actor, &policy)?})
+            }
+            "ferrolab/audit/get" => store.audit(text(req, "name").filter(|n| !n.is_empty()))?,
+            _ => return Ok(None),
+        }))
+    })();
+    outcome.transpose()
+}
 
 pub fn dispatch(
     store: &Store,
@@ -228,6 +460,9 @@ pub fn dispatch(
 ) -> Result<Value, TrackingError> {
     if WRITES.contains(&endpoint) {
         write_access(who)?;
+    }
+    if let Some(outcome) = dispatch_registry(store, who, endpoint, req) {
+        return outcome;
     }
     match endpoint {
         "experiments/create" => {
@@ -326,7 +561,7 @@ pub fn dispatch(
         other => Err(TrackingError {
             code: "ENDPOINT_NOT_FOUND",
             message: format!(
-                "{PREFIX}/{other} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search) and metrics/get-history"
+                "{PREFIX}/{other} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search), metrics/get-history, registered-models (create, get, search, update, delete, get-latest-versions, set-tag, delete-tag, alias) and model-versions (create, get, search, update, delete, set-tag, delete-tag, get-download-uri)"
             ),
         }),
     }

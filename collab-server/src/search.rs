@@ -281,7 +281,7 @@ pub fn parse(filter: &str) -> Result<Vec<Clause>, String> {
 }
 
 /// SQL `LIKE` with `%` and `_`.
-fn like(text: &str, pattern: &str) -> bool {
+pub(crate) fn like(text: &str, pattern: &str) -> bool {
     fn go(t: &[char], p: &[char]) -> bool {
         match p.first() {
             None => t.is_empty(),

@@ -265,6 +265,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/2.0/mlflow/{*endpoint}",
             axum::routing::any(crate::mlflow::handle),
         )
+        .route(
+            "/api/2.0/ferrolab/{*endpoint}",
+            axum::routing::any(crate::mlflow::handle_ferrolab),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

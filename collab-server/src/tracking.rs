@@ -157,6 +157,7 @@ impl Store {
                  is_nan INTEGER NOT NULL, timestamp INTEGER NOT NULL, step INTEGER NOT NULL,
                  PRIMARY KEY (run_id, key));",
         )?;
+        crate::registry::migrate(&conn)?;
         let now = now_ms();
         // MLflow's experiment 0, where runs go when no experiment is set.
         conn.execute(
@@ -169,7 +170,7 @@ impl Store {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let out = f(&tx)?;

@@ -1,0 +1,1388 @@
+//! The model registry and its governance, in the tracking store's SQLite file:
+//! registered models, model versions (with lineage and a model card), aliases,
+//! reviews, evaluation links, the promotion policy, and an append-only audit log.
+//!
+//! Every registry write is one transaction that also appends its audit entry, so an
+//! action is either recorded and done or neither. The audit table refuses UPDATE and
+//! DELETE (SQLite triggers) and each entry carries the SHA-256 of the one before, so
+//! an edit made to the file by other means shows when the chain is verified.
+
+use crate::tracking::{now_ms, Result, Store, TrackingError};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS registered_models (
+             name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', created_by TEXT NOT NULL,
+             creation_timestamp INTEGER NOT NULL, last_updated_timestamp INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS registered_model_tags (
+             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+             key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (name, key));
+         CREATE TABLE IF NOT EXISTS model_versions (
+             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+             version INTEGER NOT NULL, author TEXT NOT NULL, source TEXT NOT NULL,
+             run_id TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
+             lineage TEXT NOT NULL DEFAULT '{}', creation_timestamp INTEGER NOT NULL,
+             last_updated_timestamp INTEGER NOT NULL, PRIMARY KEY (name, version));
+         CREATE TABLE IF NOT EXISTS model_version_tags (
+             name TEXT NOT NULL, version INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+             PRIMARY KEY (name, version, key),
+             FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE);
+         CREATE TABLE IF NOT EXISTS model_aliases (
+             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+             alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias));
+         CREATE TABLE IF NOT EXISTS model_evaluations (
+             name TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT NOT NULL,
+             PRIMARY KEY (name, version, run_id),
+             FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE);
+         CREATE TABLE IF NOT EXISTS model_reviews (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL,
+             reviewer TEXT NOT NULL, decision TEXT NOT NULL, comment TEXT NOT NULL,
+             timestamp INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS governance_policy (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS audit_log (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, timestamp INTEGER NOT NULL, actor TEXT NOT NULL,
+             action TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+             before TEXT NOT NULL, after TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+         CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+         CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    )
+}
+
+/// Who does a registry action: the token's name, and whether it is an owner's.
+pub struct Actor<'a> {
+    pub name: &'a str,
+    pub owner: bool,
+}
+
+/// The promotion policy. Aliases in `protected_aliases` are set only for a version
+/// with `min_approvals` approvals from people other than its author (and no
+/// standing rejection) and, when `require_evaluation`, a linked prompt-test run
+/// whose `pass_rate` metric is at least `min_pass_rate`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub protected_aliases: Vec<String>,
+    pub min_approvals: u32,
+    pub require_evaluation: bool,
+    pub min_pass_rate: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            protected_aliases: vec!["production".into()],
+            min_approvals: 1,
+            require_evaluation: true,
+            min_pass_rate: 0.9,
+        }
+    }
+}
+
+fn denied(message: String) -> TrackingError {
+    TrackingError {
+        code: "PERMISSION_DENIED",
+        message,
+    }
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(TrackingError::invalid(format!(
+            "a {kind} name must not be empty"
+        )));
+    }
+    if name.len() > 256 || name.contains('/') || name.contains(':') {
+        return Err(TrackingError::invalid(format!(
+            "invalid {kind} name '{name}': at most 256 characters, without '/' or ':'"
+        )));
+    }
+    Ok(())
+}
+
+pub fn parse_version(version: &str) -> Result<i64> {
+    version
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            TrackingError::invalid(format!(
+                "model version must be a positive whole number, got '{version}'"
+            ))
+        })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text an audit entry's hash covers.
+fn entry_text(prev: &str, e: &AuditEntry) -> String {
+    json!([
+        prev,
+        e.timestamp,
+        e.actor,
+        e.action,
+        e.model,
+        e.version,
+        e.before,
+        e.after
+    ])
+    .to_string()
+}
+
+#[derive(Debug, Clone)]
+struct AuditEntry {
+    seq: i64,
+    timestamp: i64,
+    actor: String,
+    action: String,
+    model: String,
+    version: String,
+    before: String,
+    after: String,
+    prev_hash: String,
+    hash: String,
+}
+
+fn append_audit(
+    tx: &Transaction<'_>,
+    actor: &str,
+    action: &str,
+    model: &str,
+    version: &str,
+    before: &Value,
+    after: &Value,
+) -> Result<()> {
+    let prev: String = tx
+        .query_row(
+            "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default();
+    let mut entry = AuditEntry {
+        seq: 0,
+        timestamp: now_ms(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        model: model.to_string(),
+        version: version.to_string(),
+        before: before.to_string(),
+        after: after.to_string(),
+        prev_hash: prev.clone(),
+        hash: String::new(),
+    };
+    entry.hash = sha256_hex(entry_text(&prev, &entry).as_bytes());
+    tx.execute(
+        "INSERT INTO audit_log (timestamp, actor, action, model, version, before, after, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            entry.timestamp,
+            entry.actor,
+            entry.action,
+            entry.model,
+            entry.version,
+            entry.before,
+            entry.after,
+            entry.prev_hash,
+            entry.hash
+        ],
+    )?;
+    Ok(())
+}
+
+fn tags_of(tx: &Transaction<'_>, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Value>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok(json!({"key": r.get::<_, String>(0)?, "value": r.get::<_, String>(1)?}))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A filter of `name = 'x'`, `name LIKE 'x%'`, `name ILIKE`, `run_id = 'x'`,
+/// `source = 'x'` and `tags.\`KEY\` != 'x'` clauses joined by AND: what the
+/// registry's search endpoints take. A missing tag reads as ''.
+fn registry_filter(filter: &str, allowed: &[&str]) -> Result<Vec<(String, String, String)>> {
+    let mut clauses = Vec::new();
+    let trimmed = filter.trim();
+    if trimmed.is_empty() {
+        return Ok(clauses);
+    }
+    let mut rest = trimmed;
+    loop {
+        let (clause, tail) = split_and(rest);
+        let clause = clause.trim();
+        let mut in_tick = false;
+        let end = clause
+            .char_indices()
+            .find(|&(_, c)| {
+                if c == '`' {
+                    in_tick = !in_tick;
+                }
+                !in_tick && (c.is_whitespace() || c == '=' || c == '!')
+            })
+            .map(|(i, _)| i)
+            .ok_or_else(|| bad_filter(filter, clause))?;
+        let raw = &clause[..end];
+        let key = match raw.split_once('.') {
+            Some(("tag" | "tags", tag)) if allowed.contains(&"tags") => {
+                format!("tag:{}", tag.trim_matches('`'))
+            }
+            _ => raw.trim_matches('`').to_string(),
+        };
+        if !key.starts_with("tag:") && !allowed.contains(&key.as_str()) {
+            return Err(TrackingError::invalid(format!(
+                "invalid filter '{filter}': '{key}' cannot be searched; use {} (tags as tags.`KEY`)",
+                allowed.join(", ")
+            )));
+        }
+        let after = clause[end..].trim();
+        let (op, value) = if let Some(v) = after.strip_prefix("!=") {
+            ("!=", v)
+        } else if let Some(v) = after.strip_prefix('=') {
+            ("=", v)
+        } else if after.len() >= 5 && after[..5].eq_ignore_ascii_case("ILIKE") {
+            ("ILIKE", &after[5..])
+        } else if after.len() >= 4 && after[..4].eq_ignore_ascii_case("LIKE") {
+            ("LIKE", &after[4..])
+        } else {
+            return Err(bad_filter(filter, clause));
+        };
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+            .ok_or_else(|| {
+                TrackingError::invalid(format!(
+                    "invalid filter '{filter}': the value in '{clause}' must be quoted"
+                ))
+            })?;
+        clauses.push((key, op.to_string(), unquoted.to_string()));
+        match tail {
+            Some(t) => rest = t,
+            None => break,
+        }
+    }
+    Ok(clauses)
+}
+
+fn split_and(s: &str) -> (&str, Option<&str>) {
+    let mut quote = None;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if s[i..].len() >= 5
+                && s[i..i + 5].eq_ignore_ascii_case(" AND ")
+                && s.is_char_boundary(i + 5) =>
+            {
+                return (&s[..i], Some(&s[i + 5..]));
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    (s, None)
+}
+
+fn bad_filter(filter: &str, clause: &str) -> TrackingError {
+    TrackingError::invalid(format!(
+        "invalid filter '{filter}': cannot read '{clause}'; write KEY = 'VALUE', KEY != 'VALUE' or KEY LIKE 'PATTERN'"
+    ))
+}
+
+/// A model's name, or one of its tags ('' when missing), for a filter key.
+fn field(key: &str, name: &str, tags: &[Value]) -> String {
+    match key.strip_prefix("tag:") {
+        Some(tag) => tags
+            .iter()
+            .find(|t| t["key"] == tag)
+            .and_then(|t| t["value"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+        None => name.to_string(),
+    }
+}
+
+fn filter_matches(clauses: &[(String, String, String)], field: impl Fn(&str) -> String) -> bool {
+    clauses.iter().all(|(key, op, value)| {
+        let text = field(key);
+        match op.as_str() {
+            "=" => &text == value,
+            "!=" => &text != value,
+            "LIKE" => crate::search::like(&text, value),
+            _ => crate::search::like(&text.to_lowercase(), &value.to_lowercase()),
+        }
+    })
+}
+
+impl Store {
+    fn model_exists(tx: &Transaction<'_>, name: &str) -> Result<()> {
+        let found: Option<String> = tx
+            .query_row(
+                "SELECT name FROM registered_models WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        found.map(|_| ()).ok_or_else(|| {
+            TrackingError::missing(format!("Registered Model with name={name} not found"))
+        })
+    }
+
+    fn version_json(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Value> {
+        let mut v = tx
+            .query_row(
+                "SELECT author, source, run_id, description, creation_timestamp, last_updated_timestamp
+                 FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| {
+                    Ok(json!({
+                        "name": name,
+                        "version": version.to_string(),
+                        "user_id": r.get::<_, String>(0)?,
+                        "source": r.get::<_, String>(1)?,
+                        "run_id": r.get::<_, String>(2)?,
+                        "description": r.get::<_, String>(3)?,
+                        "creation_timestamp": r.get::<_, i64>(4)?,
+                        "last_updated_timestamp": r.get::<_, i64>(5)?,
+                        "current_stage": "None",
+                        "status": "READY",
+                    }))
+                },
+            )
+            .optional()?
+            .ok_or_else(|| {
+                TrackingError::missing(format!(
+                    "Model Version (name={name}, version={version}) not found"
+                ))
+            })?;
+        v["tags"] = json!(tags_of(
+            tx,
+            "SELECT key, value FROM model_version_tags WHERE name = ?1 AND version = ?2 ORDER BY key",
+            &[&name, &version]
+        )?);
+        let mut stmt = tx.prepare_cached(
+            "SELECT alias FROM model_aliases WHERE name = ?1 AND version = ?2 ORDER BY alias",
+        )?;
+        let aliases: Vec<String> = stmt
+            .query_map(params![name, version], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        v["aliases"] = json!(aliases);
+        Ok(v)
+    }
+
+    fn model_json(tx: &Transaction<'_>, name: &str) -> Result<Value> {
+        let mut m = tx
+            .query_row(
+                "SELECT description, creation_timestamp, last_updated_timestamp FROM registered_models WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(json!({
+                        "name": name,
+                        "description": r.get::<_, String>(0)?,
+                        "creation_timestamp": r.get::<_, i64>(1)?,
+                        "last_updated_timestamp": r.get::<_, i64>(2)?,
+                    }))
+                },
+            )
+            .optional()?
+            .ok_or_else(|| {
+                TrackingError::missing(format!("Registered Model with name={name} not found"))
+            })?;
+        m["tags"] = json!(tags_of(
+            tx,
+            "SELECT key, value FROM registered_model_tags WHERE name = ?1 ORDER BY key",
+            &[&name]
+        )?);
+        let mut stmt = tx.prepare_cached(
+            "SELECT alias, version FROM model_aliases WHERE name = ?1 ORDER BY alias",
+        )?;
+        let aliases: Vec<Value> = stmt
+            .query_map([name], |r| {
+                Ok(json!({"alias": r.get::<_, String>(0)?, "version": r.get::<_, i64>(1)?.to_string()}))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        m["aliases"] = json!(aliases);
+        let latest: Option<i64> = tx.query_row(
+            "SELECT MAX(version) FROM model_versions WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if let Some(v) = latest {
+            m["latest_versions"] = json!([Self::version_json(tx, name, v)?]);
+        }
+        Ok(m)
+    }
+
+    fn version_author(tx: &Transaction<'_>, name: &str, version: i64) -> Result<String> {
+        Self::model_exists(tx, name)?;
+        tx.query_row(
+            "SELECT author FROM model_versions WHERE name = ?1 AND version = ?2",
+            params![name, version],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| {
+            TrackingError::missing(format!(
+                "Model Version (name={name}, version={version}) not found"
+            ))
+        })
+    }
+
+    // ------------------------------------------------------------ registered models
+
+    pub fn create_registered_model(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        description: &str,
+        tags: &[(String, String)],
+    ) -> Result<Value> {
+        check_name("registered model", name)?;
+        self.with(|tx| {
+            if Self::model_exists(tx, name).is_ok() {
+                return Err(TrackingError::exists(format!(
+                    "Registered Model (name={name}) already exists."
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO registered_models (name, description, created_by, creation_timestamp, last_updated_timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![name, description, who.name, now],
+            )?;
+            for (k, v) in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
+                    params![name, k, v],
+                )?;
+            }
+            let after = Self::model_json(tx, name)?;
+            append_audit(tx, who.name, "registered_model.create", name, "", &Value::Null, &after)?;
+            Ok(after)
+        })
+    }
+
+    pub fn get_registered_model(&self, name: &str) -> Result<Value> {
+        self.with(|tx| Self::model_json(tx, name))
+    }
+
+    pub fn search_registered_models(
+        &self,
+        filter: &str,
+        max: usize,
+        offset: usize,
+    ) -> Result<(Vec<Value>, Option<String>)> {
+        let clauses = registry_filter(filter, &["name", "tags"])?;
+        self.with(|tx| {
+            let mut stmt = tx.prepare("SELECT name FROM registered_models ORDER BY name")?;
+            let names: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut hits: Vec<&String> = Vec::new();
+            for n in &names {
+                let tags = tags_of(
+                    tx,
+                    "SELECT key, value FROM registered_model_tags WHERE name = ?1",
+                    &[n],
+                )?;
+                if filter_matches(&clauses, |key| field(key, n, &tags)) {
+                    hits.push(n);
+                }
+            }
+            let page = hits
+                .iter()
+                .skip(offset)
+                .take(max)
+                .map(|n| Self::model_json(tx, n))
+                .collect::<Result<Vec<_>>>()?;
+            let next = (offset + max < hits.len()).then(|| (offset + max).to_string());
+            Ok((page, next))
+        })
+    }
+
+    pub fn update_registered_model(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        description: &str,
+    ) -> Result<Value> {
+        self.with(|tx| {
+            let before = Self::model_json(tx, name)?;
+            tx.execute(
+                "UPDATE registered_models SET description = ?2, last_updated_timestamp = ?3 WHERE name = ?1",
+                params![name, description, now_ms()],
+            )?;
+            let after = Self::model_json(tx, name)?;
+            append_audit(tx, who.name, "registered_model.update", name, "", &before, &after)?;
+            Ok(after)
+        })
+    }
+
+    pub fn delete_registered_model(&self, who: &Actor<'_>, name: &str) -> Result<()> {
+        self.with(|tx| {
+            let before = Self::model_json(tx, name)?;
+            let policy = Self::policy_in(tx)?;
+            Self::refuse_if_protected(tx, &policy, name, None)?;
+            tx.execute("DELETE FROM registered_models WHERE name = ?1", [name])?;
+            append_audit(
+                tx,
+                who.name,
+                "registered_model.delete",
+                name,
+                "",
+                &before,
+                &Value::Null,
+            )
+        })
+    }
+
+    pub fn set_registered_model_tag(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.with(|tx| {
+            let before = Self::model_json(tx, name)?;
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
+                    params![name, key, v],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM registered_model_tags WHERE name = ?1 AND key = ?2",
+                    params![name, key],
+                )?,
+            };
+            let after = Self::model_json(tx, name)?;
+            let action = if value.is_some() { "registered_model.set_tag" } else { "registered_model.delete_tag" };
+            append_audit(tx, who.name, action, name, "", &before, &after)
+        })
+    }
+
+    // ------------------------------------------------------------ model versions
+
+    /// A new version of `name` (its author is `who`), with its lineage, evaluation
+    /// runs and, as its description when none is given, a model card.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_model_version(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        source: &str,
+        run_id: &str,
+        description: &str,
+        tags: &[(String, String)],
+        lineage: &Value,
+        evaluations: &[String],
+    ) -> Result<Value> {
+        if source.trim().is_empty() {
+            return Err(TrackingError::invalid(
+                "Missing value for required parameter 'source'",
+            ));
+        }
+        self.with(|tx| {
+            Self::model_exists(tx, name)?;
+            if !run_id.is_empty() {
+                Self::run_exists(tx, run_id)?;
+            }
+            for run in evaluations {
+                Self::run_exists(tx, run)?;
+            }
+            let version: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO model_versions (name, version, author, source, run_id, description, lineage,
+                     creation_timestamp, last_updated_timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![name, version, who.name, source, run_id, description, lineage.to_string(), now],
+            )?;
+            for (k, v) in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, version, k, v],
+                )?;
+            }
+            for run in evaluations {
+                tx.execute(
+                    "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
+                    params![name, version, run],
+                )?;
+            }
+            tx.execute(
+                "UPDATE registered_models SET last_updated_timestamp = ?2 WHERE name = ?1",
+                params![name, now],
+            )?;
+            let after = Self::version_json(tx, name, version)?;
+            let mut recorded = after.clone();
+            recorded["lineage"] = lineage.clone();
+            recorded["evaluation_runs"] = json!(evaluations);
+            append_audit(
+                tx,
+                who.name,
+                "model_version.create",
+                name,
+                &version.to_string(),
+                &Value::Null,
+                &recorded,
+            )?;
+            Ok(after)
+        })
+    }
+
+    fn run_exists(tx: &Transaction<'_>, run_id: &str) -> Result<()> {
+        let found: Option<String> = tx
+            .query_row("SELECT run_id FROM runs WHERE run_id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
+    }
+
+    pub fn get_model_version(&self, name: &str, version: &str) -> Result<Value> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::model_exists(tx, name)?;
+            Self::version_json(tx, name, version)
+        })
+    }
+
+    pub fn search_model_versions(
+        &self,
+        filter: &str,
+        max: usize,
+        offset: usize,
+    ) -> Result<(Vec<Value>, Option<String>)> {
+        let clauses =
+            registry_filter(filter, &["name", "run_id", "source", "source_path", "tags"])?;
+        self.with(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT name, version, run_id, source FROM model_versions ORDER BY name, version DESC",
+            )?;
+            let rows: Vec<(String, i64, String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut hits: Vec<&(String, i64, String, String)> = Vec::new();
+            for row in &rows {
+                let (n, v, run, source) = row;
+                let tags = tags_of(
+                    tx,
+                    "SELECT key, value FROM model_version_tags WHERE name = ?1 AND version = ?2",
+                    &[n, v],
+                )?;
+                let matched = filter_matches(&clauses, |key| match key {
+                    "run_id" => run.clone(),
+                    "source" | "source_path" => source.clone(),
+                    _ => field(key, n, &tags),
+                });
+                if matched {
+                    hits.push(row);
+                }
+            }
+            let page = hits
+                .iter()
+                .skip(offset)
+                .take(max)
+                .map(|(n, v, _, _)| Self::version_json(tx, n, *v))
+                .collect::<Result<Vec<_>>>()?;
+            let next = (offset + max < hits.len()).then(|| (offset + max).to_string());
+            Ok((page, next))
+        })
+    }
+
+    pub fn update_model_version(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        description: &str,
+    ) -> Result<Value> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let before = Self::version_json(tx, name, version)?;
+            tx.execute(
+                "UPDATE model_versions SET description = ?3, last_updated_timestamp = ?4 WHERE name = ?1 AND version = ?2",
+                params![name, version, description, now_ms()],
+            )?;
+            let after = Self::version_json(tx, name, version)?;
+            append_audit(tx, who.name, "model_version.update", name, &version.to_string(), &before, &after)?;
+            Ok(after)
+        })
+    }
+
+    pub fn delete_model_version(&self, who: &Actor<'_>, name: &str, version: &str) -> Result<()> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let before = Self::version_json(tx, name, version)?;
+            let policy = Self::policy_in(tx)?;
+            Self::refuse_if_protected(tx, &policy, name, Some(version))?;
+            tx.execute(
+                "DELETE FROM model_aliases WHERE name = ?1 AND version = ?2",
+                params![name, version],
+            )?;
+            tx.execute(
+                "DELETE FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+            )?;
+            append_audit(
+                tx,
+                who.name,
+                "model_version.delete",
+                name,
+                &version.to_string(),
+                &before,
+                &Value::Null,
+            )
+        })
+    }
+
+    pub fn set_model_version_tag(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let before = Self::version_json(tx, name, version)?;
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, version, key, v],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM model_version_tags WHERE name = ?1 AND version = ?2 AND key = ?3",
+                    params![name, version, key],
+                )?,
+            };
+            let after = Self::version_json(tx, name, version)?;
+            let action = if value.is_some() { "model_version.set_tag" } else { "model_version.delete_tag" };
+            append_audit(tx, who.name, action, name, &version.to_string(), &before, &after)
+        })
+    }
+
+    /// A version's lineage, evaluation runs (with their pass rates) and reviews.
+    pub fn model_version_details(&self, name: &str, version: &str) -> Result<Value> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let mut v = Self::version_json(tx, name, version)?;
+            let lineage: String = tx.query_row(
+                "SELECT lineage FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            )?;
+            v["lineage"] = serde_json::from_str(&lineage).unwrap_or(Value::Null);
+            v["evaluation_runs"] = json!(Self::evaluations(tx, name, version)?
+                .into_iter()
+                .map(|(run, rate)| json!({"run_id": run, "pass_rate": rate}))
+                .collect::<Vec<_>>());
+            let mut stmt = tx.prepare_cached(
+                "SELECT reviewer, decision, comment, timestamp FROM model_reviews
+                 WHERE name = ?1 AND version = ?2 ORDER BY id",
+            )?;
+            let reviews: Vec<Value> = stmt
+                .query_map(params![name, version], |r| {
+                    Ok(json!({
+                        "reviewer": r.get::<_, String>(0)?,
+                        "decision": r.get::<_, String>(1)?,
+                        "comment": r.get::<_, String>(2)?,
+                        "timestamp": r.get::<_, i64>(3)?,
+                    }))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            v["reviews"] = json!(reviews);
+            Ok(v)
+        })
+    }
+
+    fn evaluations(
+        tx: &Transaction<'_>,
+        name: &str,
+        version: i64,
+    ) -> Result<Vec<(String, Option<f64>)>> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT e.run_id, m.value FROM model_evaluations e
+             LEFT JOIN latest_metrics m ON m.run_id = e.run_id AND m.key = 'pass_rate' AND m.is_nan = 0
+             WHERE e.name = ?1 AND e.version = ?2 ORDER BY e.run_id",
+        )?;
+        let rows = stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Links a prompt-test run to a version as its evaluation.
+    pub fn link_evaluation(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        run_id: &str,
+    ) -> Result<Value> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            Self::run_exists(tx, run_id)?;
+            let before = json!(Self::evaluations(tx, name, version)?.into_iter().map(|(r, _)| r).collect::<Vec<_>>());
+            tx.execute(
+                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
+                params![name, version, run_id],
+            )?;
+            let runs = Self::evaluations(tx, name, version)?;
+            let after = json!(runs.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
+            append_audit(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
+            Ok(json!({"evaluation_runs": runs.into_iter().map(|(run, rate)| json!({"run_id": run, "pass_rate": rate})).collect::<Vec<_>>()}))
+        })
+    }
+
+    // ------------------------------------------------------------ reviews and aliases
+
+    /// Records `who`'s review of a version. Nobody approves their own version.
+    pub fn review(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        approve: bool,
+        comment: &str,
+    ) -> Result<Value> {
+        let version = parse_version(version)?;
+        if comment.trim().is_empty() {
+            return Err(TrackingError::invalid(
+                "a review needs a comment saying what was checked",
+            ));
+        }
+        self.with(|tx| {
+            let author = Self::version_author(tx, name, version)?;
+            if approve && author == who.name {
+                return Err(denied(format!(
+                    "self-approval refused: '{}' created version {version} of '{name}'; an approval must come from someone else",
+                    who.name
+                )));
+            }
+            let decision = if approve { "approve" } else { "reject" };
+            let review = json!({
+                "name": name, "version": version.to_string(), "reviewer": who.name,
+                "decision": decision, "comment": comment, "timestamp": now_ms(),
+            });
+            tx.execute(
+                "INSERT INTO model_reviews (name, version, reviewer, decision, comment, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![name, version, who.name, decision, comment, review["timestamp"].as_i64()],
+            )?;
+            append_audit(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &review)?;
+            Ok(review)
+        })
+    }
+
+    /// Why the policy forbids giving `alias` to this version: every failed rule.
+    fn policy_failures(
+        tx: &Transaction<'_>,
+        policy: &Policy,
+        name: &str,
+        version: i64,
+        author: &str,
+    ) -> Result<Vec<String>> {
+        let mut failures = Vec::new();
+        let mut stmt = tx.prepare_cached(
+            "SELECT reviewer, decision, comment FROM model_reviews r
+             WHERE name = ?1 AND version = ?2
+               AND id = (SELECT MAX(id) FROM model_reviews WHERE name = r.name AND version = r.version AND reviewer = r.reviewer)",
+        )?;
+        let latest: Vec<(String, String, String)> = stmt
+            .query_map(params![name, version], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let approvals = latest
+            .iter()
+            .filter(|(who, d, _)| d == "approve" && who != author)
+            .count() as u32;
+        for (who, d, comment) in &latest {
+            if d == "reject" {
+                failures.push(format!(
+                    "rejected by {who}: \"{comment}\" (a new approval from {who} lifts it)"
+                ));
+            }
+        }
+        if approvals < policy.min_approvals {
+            failures.push(format!(
+                "approvals: {approvals} of the {} needed from someone other than the author ({author}); ask a reviewer to run %review {name} {version} --approve \"...\"",
+                policy.min_approvals
+            ));
+        }
+        if policy.require_evaluation {
+            let runs = Self::evaluations(tx, name, version)?;
+            let best = runs
+                .iter()
+                .filter_map(|(_, r)| *r)
+                .fold(None, |b: Option<f64>, r| Some(b.map_or(r, |b| b.max(r))));
+            match best {
+                None if runs.is_empty() => failures.push(format!(
+                    "evaluation: no prompt-test run is linked to version {version}; link one whose pass_rate is at least {} (%register --eval RUN or %link_eval {name} {version} RUN)",
+                    policy.min_pass_rate
+                )),
+                None => failures.push(format!(
+                    "evaluation: none of the linked runs ({}) has a pass_rate metric",
+                    runs.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+                Some(rate) if rate + 1e-12 < policy.min_pass_rate => failures.push(format!(
+                    "evaluation: the best linked prompt-test run passed {:.1}%, under the {:.1}% the policy needs",
+                    rate * 100.0,
+                    policy.min_pass_rate * 100.0
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(failures)
+    }
+
+    fn refuse_if_protected(
+        tx: &Transaction<'_>,
+        policy: &Policy,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<()> {
+        let mut stmt =
+            tx.prepare_cached("SELECT alias, version FROM model_aliases WHERE name = ?1")?;
+        let held: Vec<(String, i64)> = stmt
+            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (alias, v) in held {
+            if policy.protected_aliases.contains(&alias) && version.is_none_or(|x| x == v) {
+                return Err(denied(format!(
+                    "'{name}' version {v} holds the protected alias '{alias}'; move or remove the alias first"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Points `alias` at a version; a protected alias only when the policy allows.
+    pub fn set_alias(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<Value> {
+        let version = parse_version(version)?;
+        check_name("alias", alias)?;
+        if alias.eq_ignore_ascii_case("latest")
+            || (alias.starts_with('v') && alias[1..].parse::<u64>().is_ok())
+        {
+            return Err(TrackingError::invalid(format!(
+                "'{alias}' is reserved (latest and vN name versions); pick another alias"
+            )));
+        }
+        self.with(|tx| {
+            let author = Self::version_author(tx, name, version)?;
+            let policy = Self::policy_in(tx)?;
+            if policy.protected_aliases.iter().any(|a| a == alias) {
+                let failures = Self::policy_failures(tx, &policy, name, version, &author)?;
+                if !failures.is_empty() {
+                    return Err(denied(format!(
+                        "promotion of '{name}' version {version} to '{alias}' refused by the policy:\n- {}",
+                        failures.join("\n- ")
+                    )));
+                }
+            }
+            let before: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
+                    params![name, alias],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO model_aliases (name, alias, version) VALUES (?1, ?2, ?3)",
+                params![name, alias, version],
+            )?;
+            let before = before.map_or(Value::Null, |v| json!({"alias": alias, "version": v.to_string()}));
+            let after = json!({"alias": alias, "version": version.to_string()});
+            append_audit(tx, who.name, "alias.set", name, &version.to_string(), &before, &after)?;
+            Ok(after)
+        })
+    }
+
+    pub fn delete_alias(&self, who: &Actor<'_>, name: &str, alias: &str) -> Result<()> {
+        self.with(|tx| {
+            Self::model_exists(tx, name)?;
+            let before: i64 = tx
+                .query_row(
+                    "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
+                    params![name, alias],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| {
+                    TrackingError::missing(format!("Registered model alias {alias} not found."))
+                })?;
+            tx.execute(
+                "DELETE FROM model_aliases WHERE name = ?1 AND alias = ?2",
+                params![name, alias],
+            )?;
+            append_audit(
+                tx,
+                who.name,
+                "alias.delete",
+                name,
+                &before.to_string(),
+                &json!({"alias": alias, "version": before.to_string()}),
+                &Value::Null,
+            )
+        })
+    }
+
+    pub fn version_by_alias(&self, name: &str, alias: &str) -> Result<Value> {
+        self.with(|tx| {
+            Self::model_exists(tx, name)?;
+            let version: i64 = tx
+                .query_row(
+                    "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
+                    params![name, alias],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| {
+                    TrackingError::missing(format!("Registered model alias {alias} not found."))
+                })?;
+            Self::version_json(tx, name, version)
+        })
+    }
+
+    // ------------------------------------------------------------ policy and audit
+
+    fn policy_in(tx: &Transaction<'_>) -> Result<Policy> {
+        let text: Option<String> = tx
+            .query_row(
+                "SELECT value FROM governance_policy WHERE key = 'policy'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match text {
+            None => Ok(Policy::default()),
+            Some(t) => serde_json::from_str(&t).map_err(|e| TrackingError {
+                code: "INTERNAL_ERROR",
+                message: format!(
+                    "the stored governance policy is damaged ({e}); an owner can set it again"
+                ),
+            }),
+        }
+    }
+
+    pub fn policy(&self) -> Result<Policy> {
+        self.with(Self::policy_in)
+    }
+
+    /// Replaces the policy (owners only), recording the change.
+    pub fn set_policy(&self, who: &Actor<'_>, policy: &Policy) -> Result<Policy> {
+        if !who.owner {
+            return Err(denied(format!(
+                "only an owner changes the governance policy; '{}' is not one",
+                who.name
+            )));
+        }
+        if !(0.0..=1.0).contains(&policy.min_pass_rate) {
+            return Err(TrackingError::invalid(format!(
+                "min_pass_rate is a fraction between 0 and 1, got {}",
+                policy.min_pass_rate
+            )));
+        }
+        self.with(|tx| {
+            let before = Self::policy_in(tx)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO governance_policy (key, value) VALUES ('policy', ?1)",
+                [json!(policy).to_string()],
+            )?;
+            append_audit(
+                tx,
+                who.name,
+                "policy.update",
+                "*",
+                "",
+                &json!(before),
+                &json!(policy),
+            )?;
+            Ok(policy.clone())
+        })
+    }
+
+    /// The audit log (of one model, or all when `model` is None), oldest first, and
+    /// whether the whole hash chain verifies.
+    pub fn audit(&self, model: Option<&str>) -> Result<Value> {
+        self.with(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT seq, timestamp, actor, action, model, version, before, after, prev_hash, hash
+                 FROM audit_log ORDER BY seq",
+            )?;
+            let entries: Vec<AuditEntry> = stmt
+                .query_map([], |r| {
+                    Ok(AuditEntry {
+                        seq: r.get(0)?,
+                        timestamp: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        model: r.get(4)?,
+                        version: r.get(5)?,
+                        before: r.get(6)?,
+                        after: r.get(7)?,
+                        prev_hash: r.get(8)?,
+                        hash: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut prev = String::new();
+            let mut broken = None;
+            for e in &entries {
+                if broken.is_none()
+                    && (e.prev_hash != prev || sha256_hex(entry_text(&prev, e).as_bytes()) != e.hash)
+                {
+                    broken = Some(e.seq);
+                }
+                prev = e.hash.clone();
+            }
+            let shown: Vec<Value> = entries
+                .iter()
+                .filter(|e| model.is_none_or(|m| e.model == m || e.model == "*"))
+                .map(|e| {
+                    json!({
+                        "seq": e.seq,
+                        "timestamp": e.timestamp,
+                        "actor": e.actor,
+                        "action": e.action,
+                        "model": e.model,
+                        "version": e.version,
+                        "before": serde_json::from_str::<Value>(&e.before).unwrap_or(Value::Null),
+                        "after": serde_json::from_str::<Value>(&e.after).unwrap_or(Value::Null),
+                        "hash": e.hash,
+                    })
+                })
+                .collect();
+            let mut out = json!({"entries": shown, "chain_verified": broken.is_none()});
+            if let Some(seq) = broken {
+                out["chain_broken_at"] = json!(seq);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("t.sqlite")).expect("open");
+        (dir, store)
+    }
+
+    const ALICE: Actor<'static> = Actor {
+        name: "alice",
+        owner: false,
+    };
+    const BOB: Actor<'static> = Actor {
+        name: "bob",
+        owner: false,
+    };
+
+    #[test]
+    fn promotion_follows_the_policy_and_everything_is_audited() {
+        let (_dir, s) = store();
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("model");
+        let run = s
+            .create_run("0", "alice", "alice", Some("eval"), None, &[])
+            .expect("run");
+        let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
+        s.create_model_version(&ALICE, "m", "file:///a", "", "", &[], &json!({}), &[])
+            .expect("version");
+        let refused = s
+            .set_alias(&ALICE, "m", "production", "1")
+            .expect_err("no approval");
+        assert_eq!(refused.code, "PERMISSION_DENIED");
+        assert!(
+            refused.message.contains("approvals: 0 of the 1"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("no prompt-test run is linked"),
+            "{}",
+            refused.message
+        );
+        let selfish = s
+            .review(&ALICE, "m", "1", true, "looks good")
+            .expect_err("self");
+        assert!(selfish.message.contains("self-approval refused"));
+        s.review(&BOB, "m", "1", true, "checked the eval")
+            .expect("review");
+        s.link_evaluation(&ALICE, "m", "1", &run_id).expect("link");
+        let low = s
+            .set_alias(&ALICE, "m", "production", "1")
+            .expect_err("no pass rate");
+        assert!(
+            low.message.contains("has a pass_rate metric"),
+            "{}",
+            low.message
+        );
+        s.log_metric(
+            &run_id,
+            &crate::tracking::Point {
+                key: "pass_rate".into(),
+                value: 0.5,
+                timestamp: 1,
+                step: 0,
+            },
+        )
+        .expect("metric");
+        let low = s
+            .set_alias(&ALICE, "m", "production", "1")
+            .expect_err("low pass rate");
+        assert!(low.message.contains("passed 50.0%"), "{}", low.message);
+        s.log_metric(
+            &run_id,
+            &crate::tracking::Point {
+                key: "pass_rate".into(),
+                value: 0.95,
+                timestamp: 2,
+                step: 1,
+            },
+        )
+        .expect("metric");
+        s.set_alias(&ALICE, "m", "production", "1")
+            .expect("promoted");
+        // An unprotected alias needs nothing.
+        s.set_alias(&ALICE, "m", "staging", "1").expect("staging");
+        let audit = s.audit(Some("m")).expect("audit");
+        let actions: Vec<&str> = audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "registered_model.create",
+                "model_version.create",
+                "review.approve",
+                "model_version.link_evaluation",
+                "alias.set",
+                "alias.set"
+            ]
+        );
+        assert_eq!(audit["chain_verified"], json!(true));
+        // A refused promotion wrote nothing.
+        assert_eq!(
+            s.get_model_version("m", "1").expect("v")["aliases"],
+            json!(["production", "staging"])
+        );
+    }
+
+    #[test]
+    fn the_audit_log_refuses_edits_and_shows_tampering() {
+        let (dir, s) = store();
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("model");
+        s.create_registered_model(&ALICE, "n", "", &[])
+            .expect("model");
+        let conn = Connection::open(dir.path().join("t.sqlite")).expect("open");
+        let err = conn
+            .execute("UPDATE audit_log SET actor = 'mallory'", [])
+            .expect_err("update refused");
+        assert!(err.to_string().contains("append-only"));
+        assert!(conn.execute("DELETE FROM audit_log", []).is_err());
+        // Dropping the trigger is possible only with the file itself; the chain shows it.
+        conn.execute_batch("DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'mallory' WHERE seq = 1;")
+            .expect("tamper");
+        let audit = s.audit(None).expect("audit");
+        assert_eq!(audit["chain_verified"], json!(false));
+        assert_eq!(audit["chain_broken_at"], json!(1));
+    }
+
+    #[test]
+    fn a_rejection_blocks_until_the_reviewer_approves() {
+        let (_dir, s) = store();
+        s.set_policy(
+            &Actor {
+                name: "root",
+                owner: true,
+            },
+            &Policy {
+                require_evaluation: false,
+                ..Policy::default()
+            },
+        )
+        .expect("policy");
+        assert!(s.set_policy(&BOB, &Policy::default()).is_err());
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("model");
+        s.create_model_version(&ALICE, "m", "s", "", "", &[], &json!({}), &[])
+            .expect("v");
+        s.review(&BOB, "m", "1", false, "toxic answers")
+            .expect("reject");
+        let e = s
+            .set_alias(&ALICE, "m", "production", "1")
+            .expect_err("rejected");
+        assert!(e.message.contains("rejected by bob"), "{}", e.message);
+        s.review(&BOB, "m", "1", true, "fixed by the new eval")
+            .expect("approve");
+        s.set_alias(&ALICE, "m", "production", "1")
+            .expect("promote");
+        let e = s
+            .delete_model_version(&ALICE, "m", "1")
+            .expect_err("protected");
+        assert!(e.message.contains("protected alias"));
+    }
+
+    #[test]
+    fn registry_filters() {
+        let c = registry_filter("name = 'a b' AND run_id LIKE 'x%'", &["name", "run_id"])
+            .expect("parse");
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1], ("run_id".into(), "LIKE".into(), "x%".into()));
+        assert!(registry_filter("tags.x = 'y'", &["name"]).is_err());
+        let c = registry_filter(
+            "name LIKE 's%' AND tag.`mlflow.prompt.is_prompt` != 'true'",
+            &["name", "tags"],
+        )
+        .expect("tags");
+        assert_eq!(
+            c[1],
+            (
+                "tag:mlflow.prompt.is_prompt".into(),
+                "!=".into(),
+                "true".into()
+            )
+        );
+        assert!(registry_filter("name = y", &["name"]).is_err());
+    }
+}
