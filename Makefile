@@ -112,6 +112,9 @@ collab-up: build
 	@if [ ! -s .ferrolab/owner-token ]; then \
 		umask 077; $(BIN) collab token create --data $(COLLAB_DATA) --name local-owner --role owner > .ferrolab/owner-token; \
 	fi
+	@if [ ! -s .ferrolab/reviewer-token ]; then \
+		umask 077; $(BIN) collab token create --data $(COLLAB_DATA) --name reviewer --role editor > .ferrolab/reviewer-token; \
+	fi
 	@if [ -f .ferrolab/collab.pid ] && kill -0 "$$(cat .ferrolab/collab.pid)" 2>/dev/null; then \
 		echo "collab server already running (pid $$(cat .ferrolab/collab.pid))"; \
 	else \
@@ -131,9 +134,14 @@ up: kernelspec collab-up model
 	@echo "ferrolab is ready."
 	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV)"
 	@echo "  Collab server: http://127.0.0.1:$(COLLAB_PORT)/api/notebooks  (sync: ws://127.0.0.1:$(COLLAB_PORT)/sync)"
-	@echo "                 owner token in .ferrolab/owner-token; data in $(COLLAB_DATA); log in .ferrolab/collab.log"
+	@echo "                 owner token in .ferrolab/owner-token (a second person's: .ferrolab/reviewer-token);"
+	@echo "                 data in $(COLLAB_DATA); log in .ferrolab/collab.log"
+	@echo "  Tracking:      MLflow API at http://127.0.0.1:$(COLLAB_PORT) (MLFLOW_TRACKING_URI; token as MLFLOW_TRACKING_TOKEN)"
 	@echo "  JupyterLab:    starting on http://127.0.0.1:$(LAB_PORT)/lab (URL with token below)"
 	@echo
+	FERROLAB_TRACKING_URI=http://127.0.0.1:$(COLLAB_PORT) \
+	FERROLAB_TRACKING_TOKEN="$$(cat .ferrolab/owner-token)" \
+	FERROLAB_REVIEWER_TOKEN="$$(cat .ferrolab/reviewer-token)" \
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAG) \
 		--ServerApp.root_dir="$(abspath notebooks)"
 

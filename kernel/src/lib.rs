@@ -38,6 +38,7 @@ pub fn registry() -> ferrolab_magics::Registry {
     ferrolab_llm::magic::register(&mut registry, std::sync::Arc::new(CatalogRows(catalog)));
     ferrolab_serve::magic::register(&mut registry);
     ferrolab_prompt::magic::register(&mut registry);
+    ferrolab_track::magic::register(&mut registry);
     registry
 }
 

@@ -163,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     on_interrupt as *const () as libc::sighandler_t,
                 );
             }
+            ferrolab_track::install_local();
             let code = ferrolab_prompt::cli::prompt_test(args, &|| {
                 INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
             })?;
@@ -179,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     on_interrupt as *const () as libc::sighandler_t,
                 );
             }
+            ferrolab_track::install_local();
             ferrolab_llm::cli::finetune(args, &|| {
                 INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
             })

@@ -146,6 +146,15 @@ impl Session {
             self.execution_count += 1;
         }
         let count = ExecutionCount::new(self.execution_count);
+        // Runs a cell starts are tagged with it: JupyterLab and VS Code name the cell
+        // in the request's metadata; other clients get its execution count.
+        let cell = message
+            .metadata
+            .get("cellId")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("In [{}]", self.execution_count));
+        ferrolab_llm::track::set_current_cell(Some(cell));
         let mut out = KernelOutput {
             iopub: self.iopub.clone(),
             parent: message.clone(),

@@ -1,12 +1,15 @@
 """nbclient executes every notebook in notebooks/ with the ferrolab kernel, and the
-outputs are checked, not only that the run finished."""
+outputs are checked, not only that the run finished. Notebook 06 runs against a
+collaboration server started here, with two people's tokens, as `make up` sets it up."""
+import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT, WARM_UP_TIMEOUT
+from conftest import BIN, ROOT, WARM_UP_TIMEOUT
+from test_collab_ipynb import Server
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -86,6 +89,24 @@ EXPECTED = {
         "metrics": ['"pass_rate":0.3333333333333333'],
         "stop": ["stopped server 'prompt-lab'"],
     },
+    "06-tracking-and-governance.ipynb": {
+        "status": ["tracking to http://127.0.0.1", "as alice (editor)"],
+        "finetune-fast": ["step 40/40"],
+        "runs": ["2 run(s) at http://127.0.0.1", "shout-slow", "shout-fast", "FINISHED", "params.lr"],
+        "compare": ["2 runs compared", "lr", "0.0002", "0.002", "<svg"],
+        "register": ["registered 'shout-bot' version 1 (author alice)", "Base model: `smollm2` (blake3:",
+                     "Data: `", "Run: `shout-fast`"],
+        "blocked": ["PolicyError", "approvals: 0 of the 1", "no prompt-test run is linked"],
+        "eval": ["6 passed, 0 failed, 0 errors of 6 (100.0% pass rate)"],
+        "link": ["is evaluated by:", "(100.0%)"],
+        "self-review": ["PolicyError", "self-approval refused"],
+        "as-reviewer": ["as bob (editor)"],
+        "review": ["bob approved 'shout-bot' version 1"],
+        "as-author": ["as alice (editor)"],
+        "promote": ["'shout-bot' version 1 is now 'production'"],
+        "audit": ["review.approve", "bob", "alias.set", "production → version 1",
+                  "hash chain verified"],
+    },
 }
 
 
@@ -93,8 +114,32 @@ def test_every_notebook_has_expectations():
     assert {p.name for p in NOTEBOOKS} == set(EXPECTED)
 
 
+@pytest.fixture
+def tracking(path, tmp_path, monkeypatch):
+    """For notebook 06: a collaboration server, and the kernel's environment pointing at
+    it with alice's token and bob's as the reviewer's."""
+    if not path.name.startswith("06-"):
+        monkeypatch.delenv("FERROLAB_TRACKING_URI", raising=False)
+        yield None
+        return
+    server = Server(tmp_path / "collab")
+    tokens = {}
+    for name in ("alice", "bob"):
+        tokens[name] = subprocess.run(
+            [BIN, "collab", "token", "create", "--data", str(server.data), "--name", name, "--role", "editor"],
+            check=True, capture_output=True, text=True).stdout.strip()
+    monkeypatch.setenv("FERROLAB_TRACKING_URI", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("FERROLAB_TRACKING_TOKEN", tokens["alice"])
+    monkeypatch.setenv("FERROLAB_REVIEWER_TOKEN", tokens["bob"])
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_and_shows_the_right_outputs(path: Path):
+def test_notebook_runs_and_shows_the_right_outputs(path: Path, tracking):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::train::StepMetrics;
 
@@ -52,48 +53,46 @@ impl Tracker for LocalOnly {
     }
 }
 
-/// The tracker for this process: the tracking server named by
-/// `$FERROLAB_TRACKING_URI` (with `$FERROLAB_TRACKING_TOKEN`, else
-/// `$MLFLOW_TRACKING_TOKEN`), runs filed under `experiment`; else the run folder only.
-pub fn from_env(experiment: &str) -> Box<dyn Tracker> {
-    match std::env::var("FERROLAB_TRACKING_URI") {
-        Ok(uri) if !uri.trim().is_empty() => {
-            let token = std::env::var("FERROLAB_TRACKING_TOKEN")
-                .or_else(|_| std::env::var("MLFLOW_TRACKING_TOKEN"))
-                .ok()
-                .filter(|t| !t.is_empty());
-            Box::new(Remote::new(&uri, token, experiment))
-        }
-        _ => Box::new(LocalOnly),
-    }
+/// Where tracking calls go: a tracking server's REST API ([`Http`]), or a store in
+/// this process (installed by the kernel with [`set_local`]). Endpoints are MLflow's
+/// (`runs/create`) or, prefixed `ferrolab/`, ferrolab's governance API.
+pub trait Backend: Send + Sync {
+    fn call(
+        &self,
+        method: &str,
+        endpoint: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value>;
+    /// Where the calls go, for messages: a URL, or the local store's path.
+    fn describe(&self) -> String;
 }
 
-/// Reports a run to a tracking server over MLflow's REST API (`ferrolab collab
-/// serve`, or MLflow's own server). The run folder stays the record: if the server
-/// cannot be reached when the run starts, the run stops with that error before any
-/// work; a failure later is logged as a warning and the run goes on.
-pub struct Remote {
+/// MLflow's REST API (and ferrolab's `/api/2.0/ferrolab/`) over HTTP: `ferrolab
+/// collab serve`, or MLflow's own server for the MLflow endpoints.
+pub struct Http {
     base: String,
     token: Option<String>,
-    experiment: String,
     agent: ureq::Agent,
-    run_id: Option<String>,
 }
 
-impl Remote {
-    pub fn new(uri: &str, token: Option<String>, experiment: &str) -> Remote {
+impl Http {
+    pub fn new(uri: &str, token: Option<String>) -> Http {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
             .build()
             .into();
-        Remote {
-            base: format!("{}/api/2.0/mlflow", uri.trim_end_matches('/')),
+        Http {
+            base: uri.trim_end_matches('/').to_string(),
             token,
-            experiment: experiment.to_string(),
             agent,
-            run_id: None,
         }
+    }
+}
+
+impl Backend for Http {
+    fn describe(&self) -> String {
+        self.base.clone()
     }
 
     fn call(
@@ -102,7 +101,10 @@ impl Remote {
         endpoint: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let url = format!("{}/{endpoint}", self.base);
+        let url = match endpoint.strip_prefix("ferrolab/") {
+            Some(rest) => format!("{}/api/2.0/ferrolab/{rest}", self.base),
+            None => format!("{}/api/2.0/mlflow/{endpoint}", self.base),
+        };
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let response = if method == "GET" {
             let mut request = self.agent.get(&url);
@@ -131,7 +133,7 @@ impl Remote {
         };
         let mut response = response.map_err(|e| {
             anyhow::anyhow!(
-                "cannot reach the tracking server at {url}: {e} (check FERROLAB_TRACKING_URI)"
+                "cannot reach the tracking server at {url}: {e} (check FERROLAB_TRACKING_URI or %track connect)"
             )
         })?;
         let status = response.status();
@@ -145,12 +147,81 @@ impl Remote {
         }
         Ok(value)
     }
+}
+
+static CONNECTED: std::sync::RwLock<Option<Arc<dyn Backend>>> = std::sync::RwLock::new(None);
+static LOCAL: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
+
+/// Sends this process's tracking to `backend` (`%track connect`), or, with `None`,
+/// back to what the environment says.
+pub fn connect(backend: Option<Arc<dyn Backend>>) {
+    *CONNECTED.write().unwrap_or_else(|e| e.into_inner()) = backend;
+}
+
+/// The store runs go to when no server is named (the kernel's local store).
+pub fn set_local(backend: Arc<dyn Backend>) {
+    let _ = LOCAL.set(backend);
+}
+
+/// The backend for this process: the one `%track connect` chose; else the server
+/// named by `$FERROLAB_TRACKING_URI` (with `$FERROLAB_TRACKING_TOKEN`, else
+/// `$MLFLOW_TRACKING_TOKEN`); else the local store, when one is installed.
+pub fn backend() -> Option<Arc<dyn Backend>> {
+    if let Some(b) = CONNECTED.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Some(b);
+    }
+    match std::env::var("FERROLAB_TRACKING_URI") {
+        Ok(uri) if !uri.trim().is_empty() => Some(Arc::new(Http::new(&uri, env_token()))),
+        _ => LOCAL.get().cloned(),
+    }
+}
+
+/// The token from `$FERROLAB_TRACKING_TOKEN`, else `$MLFLOW_TRACKING_TOKEN`.
+pub fn env_token() -> Option<String> {
+    std::env::var("FERROLAB_TRACKING_TOKEN")
+        .or_else(|_| std::env::var("MLFLOW_TRACKING_TOKEN"))
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// The tracker for a run filed under `experiment`: reports through [`backend`], or
+/// only to the run folder when there is none.
+pub fn from_env(experiment: &str) -> Box<dyn Tracker> {
+    match backend() {
+        Some(b) => Box::new(Remote::new(b, experiment)),
+        None => Box::new(LocalOnly),
+    }
+}
+
+/// Reports a run through a [`Backend`] in MLflow's terms (an experiment, a run,
+/// params, metric series, tags, a final status). The run folder stays the record:
+/// if the backend cannot be reached when the run starts, the run stops with that
+/// error before any work; a failure later is logged as a warning and the run goes on.
+pub struct Remote {
+    backend: Arc<dyn Backend>,
+    experiment: String,
+    run_id: Option<String>,
+}
+
+impl Remote {
+    pub fn new(backend: Arc<dyn Backend>, experiment: &str) -> Remote {
+        Remote {
+            backend,
+            experiment: experiment.to_string(),
+            run_id: None,
+        }
+    }
+
+    /// The run's id once it has started.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
 
     fn batch(&self, body: serde_json::Value) {
         if let Some(run_id) = &self.run_id {
             let mut body = body;
             body["run_id"] = serde_json::Value::String(run_id.clone());
-            if let Err(e) = self.call("POST", "runs/log-batch", body) {
+            if let Err(e) = self.backend.call("POST", "runs/log-batch", body) {
                 log::warn!("tracking: {e:#}; the run folder still has everything");
             }
         }
@@ -165,6 +236,33 @@ impl Remote {
             .collect();
         serde_json::json!({"metrics": metrics})
     }
+}
+
+/// Where a run comes from, as MLflow's tags: the notebook (Jupyter servers name it
+/// in `$JPY_SESSION_NAME`) and the cell being run, when known.
+pub fn source_tags() -> Vec<serde_json::Value> {
+    let mut tags = Vec::new();
+    if let Ok(notebook) = std::env::var("JPY_SESSION_NAME") {
+        if !notebook.is_empty() {
+            tags.push(serde_json::json!({"key": "mlflow.source.name", "value": notebook}));
+        }
+    }
+    if let Some(cell) = CURRENT_CELL
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        tags.push(serde_json::json!({"key": "ferrolab.source.cell", "value": cell}));
+    }
+    tags
+}
+
+static CURRENT_CELL: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// The cell being run (the kernel sets it before each cell: its id, else its
+/// execution count), so that runs started by a cell say which.
+pub fn set_current_cell(cell: Option<String>) {
+    *CURRENT_CELL.write().unwrap_or_else(|e| e.into_inner()) = cell;
 }
 
 /// A run's parameters as MLflow params: nested keys joined with dots, values as text.
@@ -188,7 +286,7 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Strin
 
 impl Tracker for Remote {
     fn start(&mut self, run_dir: &Path, params: &serde_json::Value) -> Result<()> {
-        let experiment = match self.call(
+        let experiment = match self.backend.call(
             "GET",
             "experiments/get-by-name",
             serde_json::json!({"experiment_name": self.experiment}),
@@ -197,7 +295,7 @@ impl Tracker for Remote {
                 .as_str()
                 .unwrap_or("0")
                 .to_string(),
-            Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => self.call(
+            Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => self.backend.call(
                 "POST",
                 "experiments/create",
                 serde_json::json!({"name": self.experiment}),
@@ -211,17 +309,19 @@ impl Tracker for Remote {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "run".to_string());
-        let created = self.call(
+        let mut tags = vec![
+            serde_json::json!({"key": "ferrolab.run_dir", "value": run_dir.display().to_string()}),
+            serde_json::json!({"key": "mlflow.source.type", "value": "NOTEBOOK"}),
+        ];
+        tags.extend(source_tags());
+        let created = self.backend.call(
             "POST",
             "runs/create",
             serde_json::json!({
                 "experiment_id": experiment,
                 "run_name": name,
                 "start_time": chrono::Utc::now().timestamp_millis(),
-                "tags": [
-                    {"key": "ferrolab.run_dir", "value": run_dir.display().to_string()},
-                    {"key": "mlflow.source.type", "value": "LOCAL"},
-                ],
+                "tags": tags,
             }),
         )?;
         self.run_id = created["run"]["info"]["run_id"]
@@ -285,7 +385,7 @@ impl Tracker for Remote {
                 "status": status,
                 "end_time": chrono::Utc::now().timestamp_millis(),
             });
-            if let Err(e) = self.call("POST", "runs/update", body) {
+            if let Err(e) = self.backend.call("POST", "runs/update", body) {
                 log::warn!("tracking: {e:#}; the run folder still has everything");
             }
         }

@@ -1,0 +1,1005 @@
+//! The tracking, registry and governance magics.
+
+use crate::client::{self, entries, resolve_run, run_id_of, run_name_of};
+use crate::lineage;
+use crate::render::{value_text, when, Table};
+use clap::Parser;
+use ferrolab_llm::track::{Backend, Http};
+use ferrolab_magics::svg::{self, Chart, Marks, Series, XScale, XValue};
+use ferrolab_magics::{
+    escape_html, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
+};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+type Run = fn(&Invocation) -> Result<Option<MimeBundle>, MagicError>;
+
+struct TrackMagic {
+    name: &'static str,
+    summary: &'static str,
+    usage: &'static str,
+    run: Run,
+}
+
+impl Magic for TrackMagic {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn summary(&self) -> &str {
+        self.summary
+    }
+    fn usage(&self) -> &str {
+        self.usage
+    }
+    fn kinds(&self) -> &[MagicKind] {
+        &[MagicKind::Line]
+    }
+    fn run(
+        &self,
+        invocation: &Invocation,
+        _cx: &mut MagicContext<'_>,
+    ) -> Result<Option<MimeBundle>, MagicError> {
+        (self.run)(invocation)
+    }
+}
+
+/// Adds the magics and makes the local store the default place runs go.
+pub fn register(registry: &mut Registry) {
+    crate::install_local();
+    let magics = [
+        TrackMagic {
+            name: "track",
+            summary: "log a run by hand; connect to a tracking server",
+            usage: TRACK_USAGE,
+            run: track,
+        },
+        TrackMagic {
+            name: "runs",
+            summary: "a table of tracked runs, filtered with MLflow's syntax",
+            usage: RUNS_USAGE,
+            run: runs,
+        },
+        TrackMagic {
+            name: "compare",
+            summary: "compare runs: differing params and overlaid metric charts",
+            usage: COMPARE_USAGE,
+            run: compare,
+        },
+        TrackMagic {
+            name: "register",
+            summary: "register an adapter as a model version with its lineage and model card",
+            usage: REGISTER_USAGE,
+            run: register_version,
+        },
+        TrackMagic {
+            name: "link_eval",
+            summary: "link a prompt-test run to a model version as its evaluation",
+            usage: LINK_USAGE,
+            run: link_eval,
+        },
+        TrackMagic {
+            name: "review",
+            summary: "approve or reject a model version, with a comment",
+            usage: REVIEW_USAGE,
+            run: review,
+        },
+        TrackMagic {
+            name: "promote",
+            summary: "give a model version an alias (production needs review and evaluation)",
+            usage: PROMOTE_USAGE,
+            run: promote,
+        },
+        TrackMagic {
+            name: "audit",
+            summary: "the append-only audit log of a registered model",
+            usage: AUDIT_USAGE,
+            run: audit,
+        },
+    ];
+    for m in magics {
+        registry.register(Arc::new(m));
+    }
+}
+
+fn parse<T: Parser>(invocation: &Invocation, usage: &str) -> Result<T, MagicError> {
+    T::try_parse_from(&invocation.args)
+        .map_err(|e| MagicError::usage(format!("{}\n\n{usage}", e.to_string().trim())))
+}
+
+fn api() -> Result<Arc<dyn Backend>, MagicError> {
+    client::backend().map_err(|e| MagicError::new("TrackingError", format!("{e:#}")))
+}
+
+fn failed(e: anyhow::Error) -> MagicError {
+    let text = format!("{e:#}");
+    if text.contains("PERMISSION_DENIED") {
+        MagicError::new("PolicyError", text)
+    } else {
+        MagicError::new("TrackingError", text)
+    }
+}
+
+fn bundle(text: String, html: String) -> Option<MimeBundle> {
+    Some(MimeBundle::text(text).with("text/html", html))
+}
+
+// ------------------------------------------------------------------ %track
+
+const TRACK_USAGE: &str = "%track start NAME [--experiment EXP] [--tag KEY=VALUE]...
+%track log KEY=VALUE... [--step N]      numbers are metrics, anything else a param
+%track params KEY=VALUE...             params (write-once, as in MLflow)
+%track tag KEY=VALUE...
+%track end [--status FINISHED|FAILED|KILLED]
+%track connect [URL] [--token-env VAR] report to a collaboration server (default URL:
+                                       $FERROLAB_TRACKING_URI; token: $VAR, else
+                                       $FERROLAB_TRACKING_TOKEN or $MLFLOW_TRACKING_TOKEN)
+%track disconnect                      back to $FERROLAB_TRACKING_URI or the local store
+%track status                          where runs go, as whom, and the active run
+
+Runs go to the server %track connect chose, else to $FERROLAB_TRACKING_URI (token in
+$FERROLAB_TRACKING_TOKEN or $MLFLOW_TRACKING_TOKEN), else to the local store
+.ferrolab/tracking/ ($FERROLAB_TRACKING_DIR). %finetune, %%prompt_test and %serve report
+to the same place. A run started here is tagged with the notebook and cell.";
+
+#[derive(Parser)]
+#[command(name = "%track", no_binary_name = true, disable_help_flag = true)]
+enum TrackLine {
+    Start {
+        name: String,
+        #[arg(long, default_value = "Default")]
+        experiment: String,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    Log {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        #[arg(long)]
+        step: Option<i64>,
+    },
+    Params {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    Tag {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    End {
+        #[arg(long, default_value = "FINISHED")]
+        status: String,
+    },
+    Connect {
+        url: Option<String>,
+        #[arg(long)]
+        token_env: Option<String>,
+    },
+    Disconnect,
+    Status,
+}
+
+struct Active {
+    run_id: String,
+    name: String,
+    backend: Arc<dyn Backend>,
+}
+
+static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
+
+fn split_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, MagicError> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    MagicError::usage(format!("'{p}' is not KEY=VALUE\n\n{TRACK_USAGE}"))
+                })
+        })
+        .collect()
+}
+
+fn active() -> Result<(String, String, Arc<dyn Backend>), MagicError> {
+    let guard = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .as_ref()
+        .map(|a| (a.run_id.clone(), a.name.clone(), a.backend.clone()))
+        .ok_or_else(|| MagicError::usage("no run is active: start one with %track start NAME"))
+}
+
+/// Logs KEY=VALUE pairs to the active run as its `section` ("params" or "tags");
+/// returns how many and the run's name.
+fn log_pairs(pairs: &[String], section: &str) -> Result<(usize, String), MagicError> {
+    let (run_id, name, api) = active()?;
+    let entries: Vec<Value> = split_pairs(pairs)?
+        .into_iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect();
+    let n = entries.len();
+    api.call(
+        "POST",
+        "runs/log-batch",
+        json!({"run_id": run_id, section: entries}),
+    )
+    .map_err(failed)?;
+    Ok((n, name))
+}
+
+fn whoami(api: &dyn Backend) -> anyhow::Result<(String, String)> {
+    let me = api.call("POST", "ferrolab/whoami", json!({}))?;
+    Ok((
+        me["name"].as_str().unwrap_or_default().to_string(),
+        me["role"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+fn track(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let line: TrackLine = parse(invocation, TRACK_USAGE)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match line {
+        TrackLine::Start {
+            name,
+            experiment,
+            tags,
+        } => {
+            if let Ok((id, running, _)) = active() {
+                return Err(MagicError::usage(format!(
+                    "run '{running}' ({id}) is still active: end it with %track end first"
+                )));
+            }
+            let api = api()?;
+            let exp = client::experiment_id(&*api, &experiment, true).map_err(failed)?;
+            let mut tag_list: Vec<Value> = split_pairs(&tags)?
+                .into_iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+            tag_list.extend(ferrolab_llm::track::source_tags());
+            let created = api
+                .call(
+                    "POST",
+                    "runs/create",
+                    json!({"experiment_id": exp, "run_name": name, "start_time": now, "tags": tag_list}),
+                )
+                .map_err(failed)?;
+            let run_id = run_id_of(&created["run"]).to_string();
+            let text = format!(
+                "run '{name}' ({run_id}) started in experiment '{experiment}' at {}",
+                api.describe()
+            );
+            *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Active {
+                run_id,
+                name,
+                backend: api,
+            });
+            Ok(Some(MimeBundle::text(text)))
+        }
+        TrackLine::Log { pairs, step } => {
+            let (run_id, name, api) = active()?;
+            let mut metrics = Vec::new();
+            let mut params = Vec::new();
+            for (k, v) in split_pairs(&pairs)? {
+                match v.trim().parse::<f64>() {
+                    Ok(x) => metrics.push(
+                        json!({"key": k, "value": x, "timestamp": now, "step": step.unwrap_or(0)}),
+                    ),
+                    Err(_) => params.push(json!({"key": k, "value": v})),
+                }
+            }
+            let (m, p) = (metrics.len(), params.len());
+            api.call(
+                "POST",
+                "runs/log-batch",
+                json!({"run_id": run_id, "metrics": metrics, "params": params}),
+            )
+            .map_err(failed)?;
+            Ok(Some(MimeBundle::text(format!(
+                "logged {m} metric(s) and {p} param(s) to '{name}'"
+            ))))
+        }
+        TrackLine::Params { pairs } => {
+            let (n, name) = log_pairs(&pairs, "params")?;
+            Ok(Some(MimeBundle::text(format!(
+                "logged {n} param(s) to '{name}'"
+            ))))
+        }
+        TrackLine::Tag { pairs } => {
+            let (n, name) = log_pairs(&pairs, "tags")?;
+            Ok(Some(MimeBundle::text(format!(
+                "tagged '{name}' with {n} tag(s)"
+            ))))
+        }
+        TrackLine::End { status } => {
+            let status = status.to_ascii_uppercase();
+            if !["FINISHED", "FAILED", "KILLED"].contains(&status.as_str()) {
+                return Err(MagicError::usage(format!(
+                    "--status is FINISHED, FAILED or KILLED, not '{status}'"
+                )));
+            }
+            let (run_id, name, api) = active()?;
+            api.call(
+                "POST",
+                "runs/update",
+                json!({"run_id": run_id, "status": status, "end_time": now}),
+            )
+            .map_err(failed)?;
+            *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            Ok(Some(MimeBundle::text(format!(
+                "run '{name}' ({run_id}) ended: {status}"
+            ))))
+        }
+        TrackLine::Connect { url, token_env } => {
+            let url = url
+                .or_else(|| std::env::var("FERROLAB_TRACKING_URI").ok().filter(|u| !u.trim().is_empty()))
+                .ok_or_else(|| MagicError::usage(format!(
+                    "%track connect needs the server's URL (or FERROLAB_TRACKING_URI set)\n\n{TRACK_USAGE}"
+                )))?;
+            let token = match &token_env {
+                Some(var) => Some(std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+                    MagicError::usage(format!("--token-env {var}: the variable is not set in the kernel's environment"))
+                })?),
+                None => ferrolab_llm::track::env_token(),
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(MagicError::usage(format!(
+                    "'{url}' is not a URL: give the collaboration server's base URL, like http://127.0.0.1:7878"
+                )));
+            }
+            let http: Arc<dyn Backend> = Arc::new(Http::new(&url, token));
+            let (name, role) = whoami(&*http).map_err(failed)?;
+            ferrolab_llm::track::connect(Some(http));
+            Ok(Some(MimeBundle::text(format!(
+                "tracking to {url} as {name} ({role})"
+            ))))
+        }
+        TrackLine::Disconnect => {
+            ferrolab_llm::track::connect(None);
+            let api = api()?;
+            Ok(Some(MimeBundle::text(format!(
+                "tracking to {}",
+                api.describe()
+            ))))
+        }
+        TrackLine::Status => {
+            let api = api()?;
+            let who = whoami(&*api)
+                .map(|(n, r)| format!("{n} ({r})"))
+                .unwrap_or_else(|e| format!("unknown: {e:#}"));
+            let run = active()
+                .map(|(id, name, _)| format!("'{name}' ({id})"))
+                .unwrap_or_else(|_| "none".to_string());
+            Ok(Some(MimeBundle::text(format!(
+                "tracking to {} as {who}\nactive run: {run}",
+                api.describe()
+            ))))
+        }
+    }
+}
+
+// ------------------------------------------------------------------ %runs
+
+const RUNS_USAGE: &str = "%runs [EXPERIMENT] [--filter EXPR] [--order-by TERM]... [--max N]
+
+A table of runs, newest first: name, id, experiment, status, start, author, params and
+latest metrics. EXPERIMENT names one experiment (default: all). --filter takes MLflow's
+syntax: metrics.loss < 1 and params.lr = '0.01' and tags.team = 'nlp' and
+attributes.status = 'FINISHED'. --order-by: metrics.loss ASC, attributes.start_time DESC.";
+
+#[derive(Parser)]
+#[command(name = "%runs", no_binary_name = true, disable_help_flag = true)]
+struct RunsLine {
+    experiment: Option<String>,
+    #[arg(long, default_value = "")]
+    filter: String,
+    #[arg(long = "order-by")]
+    order_by: Vec<String>,
+    #[arg(long, default_value_t = 100)]
+    max: usize,
+}
+
+fn runs(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let line: RunsLine = parse(invocation, RUNS_USAGE)?;
+    let api = api()?;
+    let all = client::experiments(&*api).map_err(failed)?;
+    let names: BTreeMap<String, String> = all.iter().cloned().collect();
+    let ids: Vec<String> = match &line.experiment {
+        Some(name) => vec![client::experiment_id(&*api, name, false).map_err(failed)?],
+        None => all.iter().map(|(id, _)| id.clone()).collect(),
+    };
+    let found =
+        client::search_runs(&*api, &ids, &line.filter, &line.order_by, line.max).map_err(failed)?;
+    if found.is_empty() {
+        return Ok(Some(MimeBundle::text(format!(
+            "no runs{} at {}",
+            if line.filter.is_empty() {
+                String::new()
+            } else {
+                format!(" match '{}'", line.filter)
+            },
+            api.describe()
+        ))));
+    }
+    // Params that tell runs apart come first; those equal in every run are hidden
+    // when there are several runs.
+    let mut param_values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut metric_keys = BTreeSet::new();
+    for r in &found {
+        for (k, v) in entries(r, "params") {
+            param_values.entry(k).or_default().insert(value_text(&v));
+        }
+        metric_keys.extend(entries(r, "metrics").into_iter().map(|(k, _)| k));
+    }
+    let varies = |k: &String| {
+        param_values[k].len() > 1
+            || found
+                .iter()
+                .any(|r| !entries(r, "params").iter().any(|(p, _)| p == k))
+    };
+    let all_keys: Vec<String> = param_values.keys().cloned().collect();
+    let mut param_keys: Vec<String> = all_keys.iter().filter(|k| varies(k)).cloned().collect();
+    let hidden = if found.len() > 1 {
+        all_keys.len() - param_keys.len()
+    } else {
+        0
+    };
+    if found.len() == 1 {
+        param_keys = all_keys;
+    }
+    param_keys.truncate(8);
+    let metric_keys: Vec<String> = metric_keys.into_iter().take(8).collect();
+    let mut headers: Vec<String> = ["run", "id", "experiment", "status", "started", "author"]
+        .map(String::from)
+        .to_vec();
+    headers.extend(param_keys.iter().map(|k| format!("params.{k}")));
+    headers.extend(metric_keys.iter().map(|k| format!("metrics.{k}")));
+    let mut table = Table::new(headers);
+    for r in &found {
+        let info = &r["info"];
+        let params: BTreeMap<String, Value> = entries(r, "params").into_iter().collect();
+        let metrics: BTreeMap<String, Value> = entries(r, "metrics").into_iter().collect();
+        let tags: BTreeMap<String, Value> = entries(r, "tags").into_iter().collect();
+        let mut row = vec![
+            run_name_of(r).to_string(),
+            run_id_of(r).chars().take(8).collect(),
+            names
+                .get(info["experiment_id"].as_str().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default(),
+            info["status"].as_str().unwrap_or_default().to_string(),
+            when(info["start_time"].as_i64()),
+            tags.get("ferrolab.author")
+                .map(value_text)
+                .unwrap_or_else(|| info["user_id"].as_str().unwrap_or_default().to_string()),
+        ];
+        row.extend(
+            param_keys
+                .iter()
+                .map(|k| params.get(k).map(value_text).unwrap_or_default()),
+        );
+        row.extend(
+            metric_keys
+                .iter()
+                .map(|k| metrics.get(k).map(value_text).unwrap_or_default()),
+        );
+        table.push(row, info["status"].as_str() == Some("FAILED"));
+    }
+    let mut title = format!("{} run(s) at {}", found.len(), api.describe());
+    if hidden > 0 {
+        title.push_str(&format!("; {hidden} param(s) equal in every run not shown"));
+    }
+    Ok(bundle(
+        format!("{title}\n{}", table.text()),
+        format!("<div><p>{}</p>{}</div>", escape_html(&title), table.html()),
+    ))
+}
+
+// ------------------------------------------------------------------ %compare
+
+const COMPARE_USAGE: &str = "%compare RUN RUN [RUN...] [--metric KEY]...
+
+Compares runs (ids, id prefixes of 6+ characters, or names): a table of params with the
+ones that differ marked and first, the latest value of each metric, and for each metric
+(or each --metric) a chart of its history with one line per run.";
+
+#[derive(Parser)]
+#[command(name = "%compare", no_binary_name = true, disable_help_flag = true)]
+struct CompareLine {
+    #[arg(num_args = 2.., required = true)]
+    runs: Vec<String>,
+    #[arg(long = "metric")]
+    metrics: Vec<String>,
+}
+
+fn compare(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let line: CompareLine = parse(invocation, COMPARE_USAGE)?;
+    let api = api()?;
+    let runs: Vec<Value> = line
+        .runs
+        .iter()
+        .map(|r| resolve_run(&*api, r))
+        .collect::<anyhow::Result<_>>()
+        .map_err(failed)?;
+    let labels: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({})",
+                run_name_of(r),
+                &run_id_of(r)[..run_id_of(r).len().min(8)]
+            )
+        })
+        .collect();
+    let params: Vec<BTreeMap<String, Value>> = runs
+        .iter()
+        .map(|r| entries(r, "params").into_iter().collect())
+        .collect();
+    let metrics: Vec<BTreeMap<String, Value>> = runs
+        .iter()
+        .map(|r| entries(r, "metrics").into_iter().collect())
+        .collect();
+    let keys: BTreeSet<&String> = params.iter().flat_map(|p| p.keys()).collect();
+    let mut headers = vec!["param".to_string()];
+    headers.extend(labels.iter().cloned());
+    let mut differing = Table::new(headers.clone());
+    let mut same = Vec::new();
+    for key in keys {
+        let values: Vec<String> = params
+            .iter()
+            .map(|p| p.get(key).map(value_text).unwrap_or_else(|| "—".into()))
+            .collect();
+        let differs = values.iter().any(|v| v != &values[0]);
+        let mut row = vec![key.clone()];
+        row.extend(values);
+        if differs {
+            differing.push(row, true);
+        } else {
+            same.push(row);
+        }
+    }
+    let differ_count = differing.rows.len();
+    for row in same {
+        differing.push(row, false);
+    }
+    let metric_keys: BTreeSet<&String> = metrics.iter().flat_map(|m| m.keys()).collect();
+    let mut mheaders = vec!["metric (latest)".to_string()];
+    mheaders.extend(labels.iter().cloned());
+    let mut latest = Table::new(mheaders);
+    for key in &metric_keys {
+        let mut row = vec![(*key).clone()];
+        row.extend(
+            metrics
+                .iter()
+                .map(|m| m.get(*key).map(value_text).unwrap_or_else(|| "—".into())),
+        );
+        latest.push(row, false);
+    }
+    let charted: Vec<String> = if line.metrics.is_empty() {
+        metric_keys.iter().map(|k| (*k).clone()).take(6).collect()
+    } else {
+        line.metrics.clone()
+    };
+    let mut charts = String::new();
+    for key in &charted {
+        let mut series = Vec::new();
+        for (run, label) in runs.iter().zip(&labels) {
+            let history = client::metric_history(&*api, run_id_of(run), key).map_err(failed)?;
+            if history.is_empty() {
+                continue;
+            }
+            series.push(Series {
+                name: Some(label.clone()),
+                x: history
+                    .iter()
+                    .map(|(s, _)| XValue::Num(*s as f64))
+                    .collect(),
+                y: history.iter().map(|(_, v)| *v).collect(),
+            });
+        }
+        if series.is_empty() {
+            if !line.metrics.is_empty() {
+                return Err(MagicError::new(
+                    "TrackingError",
+                    format!("none of the runs logged the metric '{key}'"),
+                ));
+            }
+            continue;
+        }
+        let chart = Chart {
+            title: key.clone(),
+            x_label: "step".into(),
+            y_label: key.clone(),
+            x_scale: XScale::Linear,
+            marks: Marks::Points { line: true, series },
+            color_label: Some("run".into()),
+        };
+        charts.push_str(&format!(
+            "<div style=\"display:inline-block\">{}</div>",
+            svg::render(&chart, 420.0, 240.0)
+        ));
+    }
+    let summary = format!(
+        "{} runs compared: {differ_count} param(s) differ, {} metric(s)",
+        runs.len(),
+        metric_keys.len()
+    );
+    Ok(bundle(
+        format!("{summary}\n\n{}\n\n{}", differing.text(), latest.text()),
+        format!(
+            "<div><p>{}</p>{}<br>{}<div>{charts}</div></div>",
+            escape_html(&summary),
+            differing.html(),
+            latest.html()
+        ),
+    ))
+}
+
+// ------------------------------------------------------------------ registry
+
+/// A version number as given, or the newest version for `latest`.
+fn version_of(api: &dyn Backend, name: &str, version: &str) -> Result<String, MagicError> {
+    if !version.eq_ignore_ascii_case("latest") {
+        return Ok(version.to_string());
+    }
+    let model = api
+        .call("GET", "registered-models/get", json!({"name": name}))
+        .map_err(failed)?;
+    model["registered_model"]["latest_versions"][0]["version"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            MagicError::new(
+                "TrackingError",
+                format!("'{name}' has no versions yet; %register one"),
+            )
+        })
+}
+
+const REGISTER_USAGE: &str =
+    "%register NAME --adapter DIR [--run RUN] [--eval RUN]... [--description TEXT]
+
+Registers the LoRA adapter in DIR as a new version of the model NAME (created when new),
+with its lineage — the adapter's and the base model's content hashes, the training data
+and its hash, the training config — the training run (RUN, or the fine-tuning run whose
+folder holds DIR), evaluation runs (--eval, prompt-test runs), and a model card written
+from them. The version's author is you; someone else must approve it (%review) before
+it can be promoted to a protected alias (%promote).";
+
+#[derive(Parser)]
+#[command(name = "%register", no_binary_name = true, disable_help_flag = true)]
+struct RegisterLine {
+    name: String,
+    #[arg(long)]
+    adapter: PathBuf,
+    #[arg(long)]
+    run: Option<String>,
+    #[arg(long = "eval")]
+    evals: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+/// The fine-tuning run that wrote `run_dir`, found by its `ferrolab.run_dir` tag.
+fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Value> {
+    let target = std::fs::canonicalize(run_dir).ok()?;
+    let ids: Vec<String> = client::experiments(api)
+        .ok()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let runs = client::search_runs(api, &ids, "", &[], 50_000).ok()?;
+    runs.into_iter().find(|r| {
+        entries(r, "tags").iter().any(|(k, v)| {
+            k == "ferrolab.run_dir"
+                && v.as_str()
+                    .and_then(|p| std::fs::canonicalize(p).ok())
+                    .as_deref()
+                    == Some(target.as_path())
+        })
+    })
+}
+
+fn register_version(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let line: RegisterLine = parse(invocation, REGISTER_USAGE)?;
+    let api = api()?;
+    let lineage = lineage::of_adapter(&line.adapter)
+        .map_err(|e| MagicError::new("RegisterError", format!("{e:#}")))?;
+    let training = match &line.run {
+        Some(run) => Some(resolve_run(&*api, run).map_err(failed)?),
+        None => lineage["run_dir"]
+            .as_str()
+            .and_then(|d| training_run_for(&*api, std::path::Path::new(d))),
+    };
+    let evaluations: Vec<Value> = line
+        .evals
+        .iter()
+        .map(|r| resolve_run(&*api, r))
+        .collect::<anyhow::Result<_>>()
+        .map_err(failed)?;
+    let (author, _) = whoami(&*api).map_err(failed)?;
+    let card = lineage::model_card(
+        &line.name,
+        &author,
+        &lineage,
+        training.as_ref(),
+        &evaluations,
+    );
+    match api.call(
+        "POST",
+        "registered-models/create",
+        json!({"name": line.name}),
+    ) {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("RESOURCE_ALREADY_EXISTS") => {}
+        Err(e) => return Err(failed(e)),
+    }
+    let mut tags = vec![
+        json!({"key": "ferrolab.adapter_hash", "value": lineage["adapter"]["hash"]}),
+        json!({"key": "ferrolab.base_model", "value": lineage["base_model"]["name"]}),
+    ];
+    if let Some(h) = lineage["base_model"]["hash"].as_str() {
+        tags.push(json!({"key": "ferrolab.base_model_hash", "value": h}));
+    }
+    if let Some(h) = lineage["dataset"]["hash"].as_str() {
+        tags.push(json!({"key": "ferrolab.dataset_hash", "value": h}));
+    }
+    let created = api
+        .call(
+            "POST",
+            "ferrolab/model-versions/create",
+            json!({
+                "name": line.name,
+                "source": format!("file://{}", lineage["adapter"]["path"].as_str().unwrap_or_default()),
+                "run_id": training.as_ref().map(run_id_of).unwrap_or_default(),
+                "description": line.description.clone().unwrap_or_else(|| card.clone()),
+                "tags": tags,
+                "lineage": lineage,
+                "evaluation_runs": evaluations.iter().map(run_id_of).collect::<Vec<_>>(),
+            }),
+        )
+        .map_err(failed)?;
+    let version = created["model_version"]["version"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let head = format!(
+        "registered '{}' version {version} (author {author}){}",
+        line.name,
+        if training.is_none() {
+            "; no training run found — pass --run RUN to link one"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(MimeBundle::text(format!("{head}\n\n{card}")).with(
+        "text/markdown",
+        format!("**{}**\n\n{card}", head.replace('\'', "`")),
+    )))
+}
+
+const LINK_USAGE: &str = "%link_eval NAME VERSION RUN        (VERSION: a number or latest)
+
+Links the prompt-test run RUN (id, id prefix or name) to version VERSION of NAME as an
+evaluation: the promotion policy reads its pass_rate metric.";
+
+#[derive(Parser)]
+#[command(name = "%link_eval", no_binary_name = true, disable_help_flag = true)]
+struct LinkLine {
+    name: String,
+    version: String,
+    run: String,
+}
+
+fn link_eval(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let mut line: LinkLine = parse(invocation, LINK_USAGE)?;
+    let api = api()?;
+    line.version = version_of(&*api, &line.name, &line.version)?;
+    let run = resolve_run(&*api, &line.run).map_err(failed)?;
+    let linked = api
+        .call(
+            "POST",
+            "ferrolab/model-versions/link-evaluation",
+            json!({"name": line.name, "version": line.version, "run_id": run_id_of(&run)}),
+        )
+        .map_err(failed)?;
+    let rates: Vec<String> = linked["evaluation_runs"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|e| match e["pass_rate"].as_f64() {
+                    Some(r) => format!(
+                        "{} ({:.1}%)",
+                        e["run_id"].as_str().unwrap_or_default(),
+                        r * 100.0
+                    ),
+                    None => format!(
+                        "{} (no pass_rate)",
+                        e["run_id"].as_str().unwrap_or_default()
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(MimeBundle::text(format!(
+        "'{}' version {} is evaluated by: {}",
+        line.name,
+        line.version,
+        rates.join(", ")
+    ))))
+}
+
+const REVIEW_USAGE: &str =
+    "%review NAME VERSION --approve|--reject \"COMMENT\"   (VERSION: a number or latest)
+
+Records your review of a model version. Nobody approves a version they registered; a
+rejection blocks promotion until the same reviewer approves a later look.";
+
+#[derive(Parser)]
+#[command(name = "%review", no_binary_name = true, disable_help_flag = true)]
+struct ReviewLine {
+    name: String,
+    version: String,
+    #[arg(long, conflicts_with = "reject")]
+    approve: bool,
+    #[arg(long)]
+    reject: bool,
+    #[arg(required = true, num_args = 1..)]
+    comment: Vec<String>,
+}
+
+fn review(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let line: ReviewLine = parse(invocation, REVIEW_USAGE)?;
+    if line.approve == line.reject {
+        return Err(MagicError::usage(format!(
+            "say --approve or --reject\n\n{REVIEW_USAGE}"
+        )));
+    }
+    let api = api()?;
+    let version = version_of(&*api, &line.name, &line.version)?;
+    let line = ReviewLine { version, ..line };
+    let decision = if line.approve { "approve" } else { "reject" };
+    let done = api
+        .call(
+            "POST",
+            "ferrolab/reviews/create",
+            json!({"name": line.name, "version": line.version, "decision": decision, "comment": line.comment.join(" ")}),
+        )
+        .map_err(failed)?;
+    let r = &done["review"];
+    Ok(Some(MimeBundle::text(format!(
+        "{} {} '{}' version {}: {}",
+        r["reviewer"].as_str().unwrap_or_default(),
+        if line.approve { "approved" } else { "rejected" },
+        line.name,
+        line.version,
+        r["comment"].as_str().unwrap_or_default()
+    ))))
+}
+
+const PROMOTE_USAGE: &str = "%promote NAME VERSION --alias ALIAS   (VERSION: a number or latest)
+
+Points ALIAS (production, staging, ...) at a model version. A protected alias
+(production, unless an owner changed the policy) needs an approval from someone other
+than the author, no standing rejection, and a linked prompt-test run whose pass rate
+meets the policy; a refusal names every rule that failed.";
+
+#[derive(Parser)]
+#[command(name = "%promote", no_binary_name = true, disable_help_flag = true)]
+struct PromoteLine {
+    name: String,
+    version: String,
+    #[arg(long)]
+    alias: String,
+}
+
+fn promote(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let mut line: PromoteLine = parse(invocation, PROMOTE_USAGE)?;
+    let api = api()?;
+    line.version = version_of(&*api, &line.name, &line.version)?;
+    api.call(
+        "POST",
+        "registered-models/alias",
+        json!({"name": line.name, "version": line.version, "alias": line.alias}),
+    )
+    .map_err(failed)?;
+    Ok(Some(MimeBundle::text(format!(
+        "'{}' version {} is now '{}'",
+        line.name, line.version, line.alias
+    ))))
+}
+
+const AUDIT_USAGE: &str = "%audit NAME
+
+The audit log of the registered model NAME, oldest first: who did what, when, and the
+state before and after (registrations, reviews, evaluation links, promotions, policy
+changes). No API edits it; the line under the table says whether its hash chain verifies.";
+
+#[derive(Parser)]
+#[command(name = "%audit", no_binary_name = true, disable_help_flag = true)]
+struct AuditLine {
+    name: String,
+}
+
+fn change(entry: &Value) -> String {
+    let after = &entry["after"];
+    match entry["action"].as_str().unwrap_or_default() {
+        a if a.starts_with("review.") => {
+            format!("\"{}\"", after["comment"].as_str().unwrap_or_default())
+        }
+        "alias.set" => {
+            let before = entry["before"]["version"]
+                .as_str()
+                .map(|v| format!(" (was version {v})"))
+                .unwrap_or_default();
+            format!(
+                "{} → version {}{before}",
+                after["alias"].as_str().unwrap_or_default(),
+                after["version"].as_str().unwrap_or_default()
+            )
+        }
+        "alias.delete" => format!(
+            "{} removed",
+            entry["before"]["alias"].as_str().unwrap_or_default()
+        ),
+        "model_version.create" => format!(
+            "source {}, adapter {}",
+            after["source"].as_str().unwrap_or_default(),
+            after["lineage"]["adapter"]["hash"]
+                .as_str()
+                .map(|h| &h[..h.len().min(23)])
+                .unwrap_or("?")
+        ),
+        "model_version.link_evaluation" => format!("evaluation runs {}", after),
+        "policy.update" => format!("policy {}", after),
+        _ => String::new(),
+    }
+}
+
+fn audit(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let line: AuditLine = parse(invocation, AUDIT_USAGE)?;
+    let api = api()?;
+    api.call("GET", "registered-models/get", json!({"name": line.name}))
+        .map_err(failed)?;
+    let log = api
+        .call("POST", "ferrolab/audit/get", json!({"name": line.name}))
+        .map_err(failed)?;
+    let mut table = Table::new(
+        ["#", "when", "who", "action", "version", "change"]
+            .map(String::from)
+            .to_vec(),
+    );
+    for e in log["entries"].as_array().into_iter().flatten() {
+        table.push(
+            vec![
+                e["seq"].to_string(),
+                when(e["timestamp"].as_i64()),
+                e["actor"].as_str().unwrap_or_default().to_string(),
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["version"].as_str().unwrap_or_default().to_string(),
+                change(e),
+            ],
+            e["action"]
+                .as_str()
+                .is_some_and(|a| a == "alias.set" || a.starts_with("review.")),
+        );
+    }
+    let verdict = if log["chain_verified"] == json!(true) {
+        "hash chain verified: no entry was changed or removed".to_string()
+    } else {
+        format!(
+            "HASH CHAIN BROKEN at entry {}: the log was changed outside ferrolab",
+            log["chain_broken_at"]
+        )
+    };
+    let title = format!("audit log of '{}': {} entries", line.name, table.rows.len());
+    Ok(bundle(
+        format!("{title}\n{}\n{verdict}", table.text()),
+        format!(
+            "<div><p>{}</p>{}<p>{}</p></div>",
+            escape_html(&title),
+            table.html(),
+            escape_html(&verdict)
+        ),
+    ))
+}
