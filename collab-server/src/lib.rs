@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod ipynb;
+pub mod live_runs;
 pub mod mlflow;
 pub mod notebook;
 pub mod registry;

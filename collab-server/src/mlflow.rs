@@ -119,8 +119,21 @@ async fn serve(
         }
     }
     let store = app.tracking();
-    let outcome =
-        tokio::task::spawn_blocking(move || dispatch(&store, &who, &endpoint, &request)).await;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let reply = dispatch(&store, &who, &endpoint, &request);
+        let changed = reply
+            .as_ref()
+            .ok()
+            .and_then(|value| crate::live_runs::changed_run(&endpoint, &request, value));
+        (reply, changed)
+    })
+    .await;
+    let outcome = outcome.map(|(reply, changed)| {
+        if let Some(run_id) = changed {
+            app.live_runs().mark(&run_id);
+        }
+        reply
+    });
     match outcome {
         Ok(Ok(value)) => Json(value).into_response(),
         Ok(Err(e)) => error_response(e),

@@ -75,6 +75,8 @@ pub struct App {
     touched: Mutex<HashSet<String>>,
     /// Experiments, runs, params and metric series (MLflow's REST API).
     tracking: Arc<crate::tracking::Store>,
+    /// Runs whose live documents must follow the store.
+    live_runs: crate::live_runs::LiveRuns,
 }
 
 /// Opens the data folder; prints the owner token on first start.
@@ -133,6 +135,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         max_message_bytes: options.max_message_bytes,
         touched: Mutex::new(HashSet::new()),
         tracking,
+        live_runs: Default::default(),
     }))
 }
 
@@ -227,12 +230,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let revocations = tokio::spawn(watch_revocations(app.clone()));
     let stamps = tokio::spawn(stamp_updates(app.clone()));
+    let live = tokio::spawn(crate::live_runs::follow(app.clone()));
     let router = router(app.clone());
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     revocations.abort();
     stamps.abort();
+    live.abort();
+    // The last changes reach the run documents before the repository stops.
+    crate::live_runs::flush(&app).await;
     app.repo.stop().await;
     served.context("the HTTP server failed")
 }
@@ -348,6 +355,11 @@ fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 }
 
 impl App {
+    /// Runs whose live documents must follow the store.
+    pub(crate) fn live_runs(&self) -> &crate::live_runs::LiveRuns {
+        &self.live_runs
+    }
+
     /// The tracking store, shared with blocking tasks.
     pub(crate) fn tracking(&self) -> Arc<crate::tracking::Store> {
         self.tracking.clone()

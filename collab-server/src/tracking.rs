@@ -155,7 +155,9 @@ impl Store {
              CREATE TABLE IF NOT EXISTS latest_metrics (
                  run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value REAL,
                  is_nan INTEGER NOT NULL, timestamp INTEGER NOT NULL, step INTEGER NOT NULL,
-                 PRIMARY KEY (run_id, key));",
+                 PRIMARY KEY (run_id, key));
+             CREATE TABLE IF NOT EXISTS run_docs (
+                 run_id TEXT PRIMARY KEY REFERENCES runs(run_id), doc_url TEXT NOT NULL);",
         )?;
         crate::registry::migrate(&conn)?;
         let now = now_ms();
@@ -473,6 +475,31 @@ impl Store {
         Ok(
             json!({"info": info, "data": {"metrics": metrics, "params": params, "tags": tags}, "inputs": {}}),
         )
+    }
+
+    /// The automerge URL of a run's live document, once it has one.
+    pub fn run_doc(&self, run_id: &str) -> Result<Option<String>> {
+        self.with(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT doc_url FROM run_docs WHERE run_id = ?1",
+                    [run_id],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Records a run's live document, and names it in the run's tag `ferrolab.doc`.
+    pub fn set_run_doc(&self, run_id: &str, url: &str) -> Result<()> {
+        self.with(|tx| {
+            Self::run_state(tx, run_id)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO run_docs (run_id, doc_url) VALUES (?1, ?2)",
+                params![run_id, url],
+            )?;
+            Self::put_tag(tx, run_id, "ferrolab.doc", url)
+        })
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<Value> {

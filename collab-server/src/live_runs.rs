@@ -1,0 +1,285 @@
+//! Live run documents: each tracked run has an automerge document with its summary
+//! — name, status, params, tags, latest metrics — that collaborators sync like any
+//! notebook, and a `notes` text they co-edit. The SQLite store stays the record;
+//! the document follows it. Writes through the tracking API mark their run, and a
+//! task brings marked runs' documents up to date a few times a second, so a burst
+//! of `log_metric` calls costs one document change, not thousands.
+//!
+//! The document's URL is the run's tag `ferrolab.doc` (MLflow clients see it in
+//! `runs/get`).
+
+use crate::schema;
+use crate::server::App;
+use automerge::transaction::Transactable;
+use automerge::{AutomergeError, ObjId, ObjType, ScalarValue, Value as AmValue, ROOT};
+use samod::{DocHandle, DocumentId};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const RUN_SCHEMA: &str = "ferrolab.run";
+
+/// How often marked runs' documents are brought up to date.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+pub struct LiveRuns {
+    dirty: Mutex<HashSet<String>>,
+    handles: Mutex<HashMap<String, DocHandle>>,
+}
+
+impl LiveRuns {
+    /// Notes that `run_id` changed; its document follows at the next flush.
+    pub fn mark(&self, run_id: &str) {
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.insert(run_id.to_string());
+        }
+    }
+
+    fn take(&self) -> HashSet<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+}
+
+/// The run a successful tracking call changed, if any.
+pub fn changed_run(
+    endpoint: &str,
+    request: &serde_json::Map<String, Value>,
+    reply: &Value,
+) -> Option<String> {
+    match endpoint {
+        "runs/create" => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
+        "runs/update" | "runs/delete" | "runs/log-parameter" | "runs/log-metric"
+        | "runs/log-batch" | "runs/set-tag" => request
+            .get("run_id")
+            .or_else(|| request.get("run_uuid"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Brings the documents of marked runs up to date, every [`FLUSH_EVERY`].
+pub async fn follow(app: Arc<App>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        flush(&app).await;
+    }
+}
+
+/// Brings the documents of every marked run up to date now.
+pub async fn flush(app: &App) {
+    for run_id in app.live_runs().take() {
+        if let Err(e) = update(app, &run_id).await {
+            log::warn!("the live document of run {run_id} was not updated: {e:#}");
+        }
+    }
+}
+
+fn new_document() -> automerge::Automerge {
+    let mut doc = automerge::Automerge::new();
+    let made = doc.transact::<_, _, AutomergeError>(|tx| {
+        tx.put(ROOT, "schema", RUN_SCHEMA)?;
+        tx.put(ROOT, "schema_version", schema::SCHEMA_VERSION)?;
+        for key in ["params", "tags", "metrics"] {
+            tx.put_object(ROOT, key, ObjType::Map)?;
+        }
+        tx.put_object(ROOT, "notes", ObjType::Text)?;
+        Ok(())
+    });
+    debug_assert!(made.is_ok(), "a new run document cannot fail");
+    doc
+}
+
+async fn handle_for(app: &App, run_id: &str, known: Option<String>) -> anyhow::Result<DocHandle> {
+    if let Some(h) = app
+        .live_runs()
+        .handles
+        .lock()
+        .ok()
+        .and_then(|m| m.get(run_id).cloned())
+    {
+        return Ok(h);
+    }
+    let handle = match known {
+        Some(url) => {
+            let id = DocumentId::from_str(url.trim_start_matches("automerge:"))
+                .map_err(|_| anyhow::anyhow!("the stored document id {url} is not valid"))?;
+            app.repo()
+                .find(id)
+                .await
+                .map_err(|_| anyhow::anyhow!("the repository stopped"))?
+                .ok_or_else(|| anyhow::anyhow!("its document {url} is missing from storage"))?
+        }
+        None => {
+            let handle = app
+                .repo()
+                .create(new_document())
+                .await
+                .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
+            let store = app.tracking();
+            let (run, url) = (run_id.to_string(), handle.url().to_string());
+            tokio::task::spawn_blocking(move || store.set_run_doc(&run, &url))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            handle
+        }
+    };
+    if let Ok(mut handles) = app.live_runs().handles.lock() {
+        handles.insert(run_id.to_string(), handle.clone());
+    }
+    Ok(handle)
+}
+
+async fn update(app: &App, run_id: &str) -> anyhow::Result<()> {
+    let store = app.tracking();
+    let id = run_id.to_string();
+    let (run, known) =
+        tokio::task::spawn_blocking(move || (store.get_run(&id), store.run_doc(&id))).await?;
+    let run = match run {
+        Ok(run) => run,
+        // Gone (a deleted experiment's run); nothing to follow.
+        Err(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => return Ok(()),
+        Err(e) => anyhow::bail!("{}", e.message),
+    };
+    let handle = handle_for(
+        app,
+        run_id,
+        known.map_err(|e| anyhow::anyhow!("{}", e.message))?,
+    )
+    .await?;
+    handle.with_document(|doc| apply(doc, &run))?;
+    Ok(())
+}
+
+fn scalar_of(v: &Value) -> ScalarValue {
+    match v {
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => ScalarValue::Int(i),
+            (None, Some(f)) => ScalarValue::F64(f),
+            _ => ScalarValue::Null,
+        },
+        Value::String(s) => ScalarValue::Str(s.as_str().into()),
+        Value::Bool(b) => ScalarValue::Boolean(*b),
+        _ => ScalarValue::Null,
+    }
+}
+
+/// Puts a scalar only when it differs, so an unchanged field adds no operation.
+fn put_if_changed<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    key: &str,
+    value: ScalarValue,
+) -> Result<(), AutomergeError> {
+    let same =
+        matches!(tx.get(obj, key)?, Some((AmValue::Scalar(current), _)) if *current == value);
+    if !same {
+        tx.put(obj, key, value)?;
+    }
+    Ok(())
+}
+
+fn map_at<T: Transactable>(tx: &mut T, obj: &ObjId, key: &str) -> Result<ObjId, AutomergeError> {
+    match schema::get_map(tx, obj, key) {
+        Some(map) => Ok(map),
+        None => tx.put_object(obj, key, ObjType::Map),
+    }
+}
+
+/// Writes the run's summary (MLflow's run JSON) into its document; `notes` is left
+/// to the people editing it.
+fn apply(doc: &mut automerge::Automerge, run: &Value) -> Result<(), AutomergeError> {
+    doc.transact::<_, _, AutomergeError>(|tx| {
+        let info = &run["info"];
+        for (key, field) in [
+            ("run_id", "run_id"),
+            ("name", "run_name"),
+            ("experiment_id", "experiment_id"),
+            ("status", "status"),
+            ("user", "user_id"),
+            ("start_time", "start_time"),
+            ("end_time", "end_time"),
+            ("lifecycle_stage", "lifecycle_stage"),
+        ] {
+            if !info[field].is_null() {
+                put_if_changed(tx, &ROOT, key, scalar_of(&info[field]))?;
+            }
+        }
+        for section in ["params", "tags"] {
+            let obj = map_at(tx, &ROOT, section)?;
+            for entry in run["data"][section].as_array().into_iter().flatten() {
+                if let Some(key) = entry["key"].as_str() {
+                    put_if_changed(tx, &obj, key, scalar_of(&entry["value"]))?;
+                }
+            }
+        }
+        let metrics = map_at(tx, &ROOT, "metrics")?;
+        for m in run["data"]["metrics"].as_array().into_iter().flatten() {
+            let Some(key) = m["key"].as_str() else {
+                continue;
+            };
+            let point = map_at(tx, &metrics, key)?;
+            // NaN and infinities travel as MLflow's strings.
+            put_if_changed(tx, &point, "value", scalar_of(&m["value"]))?;
+            put_if_changed(tx, &point, "step", scalar_of(&m["step"]))?;
+            put_if_changed(tx, &point, "timestamp", scalar_of(&m["timestamp"]))?;
+        }
+        if schema::get_str(tx, &ROOT, "notes").is_none() {
+            tx.put_object(ROOT, "notes", ObjType::Text)?;
+        }
+        Ok(())
+    })
+    .map(|_| ())
+    .map_err(|f| f.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::ReadDoc;
+    use serde_json::json;
+
+    #[test]
+    fn a_summary_update_touches_only_what_changed_and_keeps_notes() {
+        let mut doc = new_document();
+        let run = json!({
+            "info": {"run_id": "r1", "run_name": "a", "experiment_id": "0", "status": "RUNNING", "user_id": "al", "start_time": 5},
+            "data": {"params": [{"key": "lr", "value": "0.1"}], "tags": [],
+                     "metrics": [{"key": "loss", "value": 0.5, "step": 1, "timestamp": 9}]}
+        });
+        apply(&mut doc, &run).expect("apply");
+        let notes = match doc.get(ROOT, "notes").expect("get") {
+            Some((AmValue::Object(ObjType::Text), id)) => id,
+            other => panic!("notes is {other:?}"),
+        };
+        doc.transact::<_, _, AutomergeError>(|tx| tx.splice_text(&notes, 0, 0, "looks good"))
+            .map_err(|f| f.error)
+            .expect("type");
+        let heads = doc.get_heads();
+        apply(&mut doc, &run).expect("apply again");
+        assert_eq!(
+            doc.get_heads(),
+            heads,
+            "an unchanged summary adds no change"
+        );
+        let mut later = run.clone();
+        later["data"]["metrics"][0]["value"] = json!(0.25);
+        later["info"]["status"] = json!("FINISHED");
+        apply(&mut doc, &later).expect("apply later");
+        let metrics = schema::get_map(&doc, &ROOT, "metrics").expect("metrics");
+        let loss = schema::get_json(&doc, &metrics, "loss").expect("loss");
+        assert_eq!(loss, json!({"value": 0.25, "step": 1, "timestamp": 9}));
+        assert_eq!(
+            schema::get_str(&doc, &ROOT, "status").as_deref(),
+            Some("FINISHED")
+        );
+        assert_eq!(doc.text(&notes).expect("text"), "looks good");
+    }
+}
