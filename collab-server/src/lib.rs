@@ -5,6 +5,7 @@
 //! notebooks, and tokens decide who may read and who may write. The document
 //! schema is in `docs/collab.md`.
 
+pub mod artifacts;
 pub mod auth;
 pub mod cli;
 pub mod client;

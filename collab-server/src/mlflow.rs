@@ -144,6 +144,95 @@ async fn serve(
     }
 }
 
+/// `GET /api/2.0/mlflow-artifacts/artifacts?path=DIR`: the files and folders in DIR.
+pub async fn list_artifacts(
+    State(app): State<Arc<App>>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    if let Err(e) = app.authenticate(&headers, &uri) {
+        return error_response(TrackingError {
+            code: "UNAUTHENTICATED",
+            message: e.to_string(),
+        });
+    }
+    let dir = query
+        .into_iter()
+        .find(|(k, _)| k == "path")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let store = app.tracking();
+    match tokio::task::spawn_blocking(move || store.list_artifacts(&dir)).await {
+        Ok(Ok(files)) => Json(json!({ "files": files })).into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(e) => error_response(TrackingError {
+            code: "INTERNAL_ERROR",
+            message: format!("the request failed: {e}"),
+        }),
+    }
+}
+
+/// `/api/2.0/mlflow-artifacts/artifacts/PATH`: PUT stores a file, GET returns it,
+/// DELETE forgets it (and everything under it).
+pub async fn artifact(
+    State(app): State<Arc<App>>,
+    method: Method,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let who = match app.authenticate(&headers, &uri) {
+        Ok(who) => who,
+        Err(e) => {
+            return error_response(TrackingError {
+                code: "UNAUTHENTICATED",
+                message: e.to_string(),
+            })
+        }
+    };
+    let writes = method == Method::PUT || method == Method::POST || method == Method::DELETE;
+    if writes {
+        if let Err(e) = write_access(&who) {
+            return error_response(e);
+        }
+    }
+    let store = app.tracking();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Response, TrackingError> {
+        match method {
+            Method::GET => {
+                let bytes = store.get_artifact(&path)?;
+                Ok((
+                    [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+                    bytes,
+                )
+                    .into_response())
+            }
+            Method::PUT | Method::POST => {
+                store.put_artifact(&path, &body)?;
+                Ok(Json(json!({})).into_response())
+            }
+            Method::DELETE => {
+                store.delete_artifact(&path)?;
+                Ok(Json(json!({})).into_response())
+            }
+            other => Err(TrackingError::invalid(format!(
+                "{other} is not an artifact operation: PUT stores, GET reads, DELETE removes"
+            ))),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => error_response(e),
+        Err(e) => error_response(TrackingError {
+            code: "INTERNAL_ERROR",
+            message: format!("the request failed: {e}"),
+        }),
+    }
+}
+
 fn text<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     req.get(key).and_then(Value::as_str)
 }
@@ -571,10 +660,13 @@ pub fn dispatch(
             Ok(json!({"metrics": metrics}))
         }
         "runs/search" => search_runs(store, req),
+        // MLflow 3's logged models (`mlflow.<flavor>.log_model`) are not kept here;
+        // the client looks for them when listing a run's artifacts.
+        "logged-models/search" => Ok(json!({"models": []})),
         other => Err(TrackingError {
             code: "ENDPOINT_NOT_FOUND",
             message: format!(
-                "{PREFIX}/{other} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search), metrics/get-history, registered-models (create, get, search, update, delete, get-latest-versions, set-tag, delete-tag, alias) and model-versions (create, get, search, update, delete, set-tag, delete-tag, get-download-uri)"
+                "{PREFIX}/{other} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search), metrics/get-history, registered-models (create, get, search, update, delete, get-latest-versions, set-tag, delete-tag, alias) and model-versions (create, get, search, update, delete, set-tag, delete-tag, get-download-uri); MLflow 3's logged models (log_model) are not supported — log the files as artifacts and register them as model versions"
             ),
         }),
     }

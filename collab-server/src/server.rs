@@ -276,6 +276,16 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/2.0/ferrolab/{*endpoint}",
             axum::routing::any(crate::mlflow::handle_ferrolab),
         )
+        .route(
+            "/api/2.0/mlflow-artifacts/artifacts",
+            get(crate::mlflow::list_artifacts),
+        )
+        .route(
+            "/api/2.0/mlflow-artifacts/artifacts/{*path}",
+            axum::routing::any(crate::mlflow::artifact).layer(
+                axum::extract::DefaultBodyLimit::max(crate::artifacts::MAX_ARTIFACT_BYTES),
+            ),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

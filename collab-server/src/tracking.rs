@@ -72,6 +72,8 @@ pub const RUN_STATUSES: &[&str] = &["RUNNING", "SCHEDULED", "FINISHED", "FAILED"
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Where artifact blobs live (`artifacts/` beside the database).
+    artifacts: std::path::PathBuf,
 }
 
 pub fn now_ms() -> i64 {
@@ -160,6 +162,7 @@ impl Store {
                  run_id TEXT PRIMARY KEY REFERENCES runs(run_id), doc_url TEXT NOT NULL);",
         )?;
         crate::registry::migrate(&conn)?;
+        crate::artifacts::migrate(&conn)?;
         let now = now_ms();
         // MLflow's experiment 0, where runs go when no experiment is set.
         conn.execute(
@@ -169,7 +172,15 @@ impl Store {
         )?;
         Ok(Store {
             conn: Mutex::new(conn),
+            artifacts: path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("artifacts"),
         })
+    }
+
+    pub(crate) fn artifacts_dir(&self) -> &Path {
+        &self.artifacts
     }
 
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {

@@ -161,3 +161,32 @@ def test_registry_magics_on_the_local_store(setup):
     assert cell(kc, "%promote local-bot latest --alias staging")[0] == "ok"
     status, text, _ = cell(kc, "%audit local-bot")
     assert "alias.set" in text and "staging → version 1" in text and "hash chain verified" in text
+
+
+def test_a_served_model_is_tracked_as_a_deployment(setup):
+    import socket
+    import httpx
+
+    kc, folder, _ = setup
+    model = folder / "tiny"
+    subprocess.run([BIN, "model", "tiny", str(model), "--seed", "3"], check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    status, text, _ = cell(kc, f"%serve {model} --bind 127.0.0.1:{port} --name dep --log {folder / 'dep.sqlite'}")
+    assert status == "ok" and "tracked as run" in text and "experiment 'deployments'" in text, text
+    for prompt in ("a", "b", "c"):
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 2},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+    status, text, _ = cell(kc, "%serve stop dep")
+    assert status == "ok", text
+    db = sqlite3.connect(folder / "local" / "tracking.sqlite")
+    [(run_id, state)] = db.execute(
+        "SELECT r.run_id, r.status FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+        "WHERE e.name = 'deployments' AND r.name = 'dep'").fetchall()
+    requests = sum(v for (v,) in db.execute("SELECT value FROM metrics WHERE run_id = ? AND key = 'requests'", (run_id,)))
+    params = dict(db.execute("SELECT key, value FROM params WHERE run_id = ?", (run_id,)))
+    db.close()
+    assert state == "FINISHED" and requests == 3
+    assert params["model"] == str(model) and params["bind"] == f"127.0.0.1:{port}"

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import threading
+from pathlib import Path
 
 # Offline: the mlflow client reports usage to its authors unless told not to.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -179,6 +180,46 @@ def test_prompt_test_and_finetune_runs_reach_the_server(server, tmp_path):
     losses = client.get_metric_history(run.info.run_id, "loss")
     local = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert [(m.step, m.value) for m in losses] == [(m["step"], pytest.approx(m["loss"])) for m in local]
+    # The adapter is copied to the server as the run's artifact, byte for byte.
+    assert [(f.path, f.is_dir) for f in client.list_artifacts(run.info.run_id)] == [("adapter", True)]
+    names = sorted(f.path for f in client.list_artifacts(run.info.run_id, "adapter"))
+    assert names == ["adapter/adapter_config.json", "adapter/adapter_model.safetensors"]
+    fetched = client.download_artifacts(run.info.run_id, "adapter", str(tmp_path / "fetched"))
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (Path(fetched) / name).read_bytes() == (tmp_path / "ft" / "adapter" / name).read_bytes()
+
+
+def test_artifacts_through_the_mlflow_client_are_stored_by_content(server, tmp_path):
+    client = MlflowClient()
+    report = tmp_path / "report.txt"
+    report.write_text("accuracy 0.91\n")
+    def blobs():
+        return {p for p in (server.data / "artifacts" / "sha256").rglob("*") if p.is_file()}
+
+    before = blobs()
+    runs = []
+    for _ in range(2):
+        run = client.create_run("0")
+        client.log_artifact(run.info.run_id, str(report))
+        client.log_text(run.info.run_id, "same bytes", "notes/summary.txt")
+        runs.append(run.info.run_id)
+    listed = sorted((f.path, f.is_dir, f.file_size) for f in client.list_artifacts(runs[0]))
+    assert listed == [("notes", True, None), ("report.txt", False, 14)]
+    back = client.download_artifacts(runs[1], "notes/summary.txt", str(tmp_path / "back"))
+    assert Path(back).read_text() == "same bytes"
+    added = blobs() - before
+    assert len(added) == 2, added  # two contents, each stored once for both runs
+    base = f"http://127.0.0.1:{server.port}/api/2.0/mlflow-artifacts/artifacts"
+    headers = {"Authorization": f"Bearer {server.token}"}
+    r = httpx.put(f"{base}/0/{runs[0]}/artifacts/../../../escape.txt", content=b"x", headers=headers)
+    assert r.status_code in (400, 404)
+    assert not list(server.data.rglob("escape.txt"))
+    r = httpx.put(f"{base}/0/{'0' * 32}/artifacts/x.txt", content=b"x", headers=headers)
+    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    r = httpx.get(f"{base}/0/{runs[0]}/artifacts/missing.txt", headers=headers)
+    assert r.status_code == 404
+    r = httpx.get(f"{base}/0/{runs[0]}/artifacts/report.txt")
+    assert r.status_code == 401
 
 
 def test_an_unreachable_tracking_server_loses_no_result(tmp_path):

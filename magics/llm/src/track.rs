@@ -65,6 +65,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<serde_json::Value>;
     /// Where the calls go, for messages: a URL, or the local store's path.
     fn describe(&self) -> String;
+    /// Stores `bytes` as the artifact at `path` (`EXPERIMENT/RUN/artifacts/NAME`, the
+    /// part of a run's `mlflow-artifacts:/` URI after the scheme).
+    fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<()>;
 }
 
 /// MLflow's REST API (and ferrolab's `/api/2.0/ferrolab/`) over HTTP: `ferrolab
@@ -93,6 +96,28 @@ impl Http {
 impl Backend for Http {
     fn describe(&self) -> String {
         self.base.clone()
+    }
+
+    fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", self.base);
+        let mut request = self
+            .agent
+            .put(&url)
+            .header("Content-Type", "application/octet-stream");
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut response = request
+            .send(bytes)
+            .map_err(|e| anyhow::anyhow!("cannot upload the artifact to {url}: {e}"))?;
+        if !response.status().is_success() {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            anyhow::bail!(
+                "the tracking server refused the artifact {path}: {} {text}",
+                response.status()
+            );
+        }
+        Ok(())
     }
 
     fn call(
@@ -201,6 +226,9 @@ pub struct Remote {
     backend: Arc<dyn Backend>,
     experiment: String,
     run_id: Option<String>,
+    /// The run's artifact folder on the server (`EXP/RUN/artifacts`), when it keeps
+    /// artifacts itself (`mlflow-artifacts:/` URIs).
+    artifact_base: Option<String>,
 }
 
 impl Remote {
@@ -209,6 +237,7 @@ impl Remote {
             backend,
             experiment: experiment.to_string(),
             run_id: None,
+            artifact_base: None,
         }
     }
 
@@ -236,6 +265,53 @@ impl Remote {
             .collect();
         serde_json::json!({"metrics": metrics})
     }
+}
+
+/// The most a run uploads for one artifact (a merged model stays in the run folder).
+pub const MAX_UPLOAD: u64 = 256 << 20;
+
+/// Uploads the file or folder at `path` as `BASE/NAME[/…]`.
+fn upload(backend: &dyn Backend, base: &str, name: &str, path: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let p = entry?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if total > MAX_UPLOAD {
+        anyhow::bail!(
+            "{} is {} MiB, over the {} MiB a run uploads; it is not copied to the server",
+            path.display(),
+            total >> 20,
+            MAX_UPLOAD >> 20
+        );
+    }
+    for file in files {
+        let rel = file
+            .strip_prefix(path)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(|r| format!("{name}/{}", r.to_string_lossy().replace('\\', "/")))
+            .unwrap_or_else(|| name.to_string());
+        let bytes = std::fs::read(&file)?;
+        backend.put_artifact(&format!("{base}/{rel}"), &bytes)?;
+    }
+    Ok(())
 }
 
 /// Where a run comes from, as MLflow's tags: the notebook (Jupyter servers name it
@@ -327,6 +403,10 @@ impl Tracker for Remote {
         self.run_id = created["run"]["info"]["run_id"]
             .as_str()
             .map(str::to_string);
+        self.artifact_base = created["run"]["info"]["artifact_uri"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("mlflow-artifacts:/"))
+            .map(|u| u.trim_matches('/').to_string());
         let mut pairs = Vec::new();
         flatten("", params, &mut pairs);
         for chunk in pairs.chunks(100) {
@@ -364,12 +444,21 @@ impl Tracker for Remote {
     }
 
     fn log_artifact(&mut self, path: &Path) -> Result<()> {
-        // Artifacts stay in the run folder; the server records where.
+        // The run folder keeps the artifact; the tag says where. A store that keeps
+        // artifacts gets a content-addressed copy, up to MAX_UPLOAD in all.
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         self.batch(serde_json::json!({"tags": [{"key": format!("ferrolab.artifact.{name}"), "value": path.display().to_string()}]}));
+        if let Some(base) = &self.artifact_base {
+            if let Err(e) = upload(&*self.backend, base, &name, path) {
+                log::warn!(
+                    "tracking: {e:#}; the run folder still has {}",
+                    path.display()
+                );
+            }
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod deployment;
 pub mod export;
 pub mod magic;
 pub mod metrics;

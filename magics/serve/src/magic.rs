@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Servers {
     running: Mutex<BTreeMap<String, Handle>>,
+    /// Each server's run in the tracking store (experiment `deployments`).
+    deployments: Mutex<BTreeMap<String, crate::deployment::Deployment>>,
 }
 
 impl Servers {
@@ -128,9 +130,17 @@ impl Magic for Serve {
                     )
                 })?;
                 let url = handle.url.clone();
-                handle
-                    .stop()
-                    .map_err(|e| MagicError::new("ServeError", format!("{e:#}")))?;
+                let stopped = handle.stop();
+                let deployment = self
+                    .0
+                    .deployments
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
+                if let Some(d) = deployment {
+                    d.finish();
+                }
+                stopped.map_err(|e| MagicError::new("ServeError", format!("{e:#}")))?;
                 Ok(Some(MimeBundle::text(format!(
                     "stopped server '{name}' ({url})"
                 ))))
@@ -182,7 +192,7 @@ impl Serve {
         }
         let handle =
             crate::spawn(config).map_err(|e| MagicError::new("ServeError", format!("{e:#}")))?;
-        let text = format!(
+        let mut text = format!(
             "serving {} as '{}' at {}/v1 (models: {}); request log {}",
             handle.config.model,
             handle.name,
@@ -190,6 +200,34 @@ impl Serve {
             handle.models.join(", "),
             handle.log.display()
         );
+        if let Some(backend) = ferrolab_llm::track::backend() {
+            let where_ = backend.describe();
+            let started = Store::open(&handle.log).and_then(|log| {
+                crate::deployment::Deployment::start(
+                    backend,
+                    &handle.config,
+                    &handle.url,
+                    &handle.models,
+                    log,
+                )
+            });
+            match started {
+                Ok(d) => {
+                    text.push_str(&format!(
+                        "; tracked as run {} in experiment 'deployments' at {where_}",
+                        d.run_id
+                    ));
+                    self.0
+                        .deployments
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(handle.name.clone(), d);
+                }
+                Err(e) => text.push_str(&format!(
+                    "; not tracked ({e:#}); the request log has everything"
+                )),
+            }
+        }
         let html = format!(
             "<div>serving <b>{}</b> as <code>{}</code> at <a href=\"{url}/v1/models\" target=\"_blank\">{url}/v1</a> \
              · models: {} · <a href=\"{url}/metrics\" target=\"_blank\">metrics</a> · \

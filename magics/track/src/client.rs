@@ -68,6 +68,13 @@ impl Backend for Local {
         )
     }
 
+    fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.store()?
+            .put_artifact(path, bytes)
+            .map(|_| ())
+            .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code, e.message))
+    }
+
     fn call(&self, method: &str, endpoint: &str, body: Value) -> Result<Value> {
         let store = self.store()?;
         let request = match body {

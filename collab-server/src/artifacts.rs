@@ -1,0 +1,290 @@
+//! Run artifacts, content-addressed: a file's bytes are stored once under their
+//! SHA-256 (`DATA/artifacts/sha256/ab/abcd…`), and the tracking store maps each
+//! artifact path (`EXPERIMENT/RUN/artifacts/…`, what MLflow's artifact URIs name) to
+//! a hash. Served as MLflow's artifact proxy (`/api/2.0/mlflow-artifacts/artifacts`),
+//! so the `mlflow` client's `log_artifact(s)`, `list_artifacts` and
+//! `download_artifacts` work against the server unchanged.
+//!
+//! A blob is on disk (fsynced) before the path that names it is recorded: a crash
+//! can leave an unnamed blob, never a name without its bytes.
+
+use crate::tracking::{now_ms, Result, Store, TrackingError};
+use rusqlite::{params, OptionalExtension};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The largest artifact one request may upload.
+pub const MAX_ARTIFACT_BYTES: usize = 1 << 30;
+
+pub(crate) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS artifacts (
+             path TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+             sha256 TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS artifacts_by_run ON artifacts(run_id);",
+    )
+}
+
+fn invalid_path(path: &str, why: &str) -> TrackingError {
+    TrackingError::invalid(format!("invalid artifact path '{path}': {why}"))
+}
+
+/// The path's segments, refusing anything that could leave its folder.
+fn segments(path: &str) -> Result<Vec<&str>> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = trimmed.split('/').collect();
+    for part in &parts {
+        if part.is_empty()
+            || *part == "."
+            || *part == ".."
+            || part.contains('\\')
+            || part.contains('\0')
+        {
+            return Err(invalid_path(
+                path,
+                "no empty, '.' or '..' parts, backslashes or NULs",
+            ));
+        }
+    }
+    Ok(parts)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    fn blob_path(&self, hash: &str) -> PathBuf {
+        self.artifacts_dir()
+            .join("sha256")
+            .join(&hash[..2])
+            .join(hash)
+    }
+
+    /// The run an artifact path belongs to (`EXPERIMENT/RUN/artifacts/NAME…`),
+    /// checked to exist, to be in that experiment and, for writes, to be active.
+    fn artifact_run(&self, path: &str, write: bool) -> Result<String> {
+        let parts = segments(path)?;
+        if parts.len() < 4 || parts[2] != "artifacts" {
+            return Err(invalid_path(
+                path,
+                "artifacts live under EXPERIMENT_ID/RUN_ID/artifacts/NAME (a run's artifact_uri)",
+            ));
+        }
+        let (experiment, run_id) = (parts[0], parts[1]);
+        self.with(|tx| {
+            let found: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = ?1",
+                    [run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match found {
+                None => Err(TrackingError::missing(format!(
+                    "Run with id={run_id} not found"
+                ))),
+                Some((exp, _)) if exp.to_string() != experiment => Err(invalid_path(
+                    path,
+                    &format!("run {run_id} is in experiment {exp}, not {experiment}"),
+                )),
+                Some((_, stage)) if write && stage != "active" => {
+                    Err(TrackingError::invalid(format!(
+                        "The run {run_id} must be in the 'active' state. Current state is {stage}."
+                    )))
+                }
+                Some(_) => Ok(run_id.to_string()),
+            }
+        })
+    }
+
+    /// Stores `bytes` as the artifact at `path` (replacing what was there).
+    pub fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<Value> {
+        let run_id = self.artifact_run(path, true)?;
+        let hash = sha256_hex(bytes);
+        let blob = self.blob_path(&hash);
+        if !blob.is_file() {
+            crate::storage::write_atomically(&blob, bytes).map_err(|e| TrackingError {
+                code: "INTERNAL_ERROR",
+                message: format!("cannot store the artifact's bytes: {e}"),
+            })?;
+        }
+        let path = segments(path)?.join("/");
+        self.with(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO artifacts (path, run_id, sha256, size, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![path, run_id, hash, bytes.len() as i64, now_ms()],
+            )?;
+            Ok(())
+        })?;
+        Ok(json!({"path": path, "sha256": hash, "size": bytes.len()}))
+    }
+
+    /// The bytes of the artifact at `path`.
+    pub fn get_artifact(&self, path: &str) -> Result<Vec<u8>> {
+        let path = segments(path)?.join("/");
+        let hash: String = self
+            .with(|tx| {
+                Ok(tx
+                    .query_row(
+                        "SELECT sha256 FROM artifacts WHERE path = ?1",
+                        [&path],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })?
+            .ok_or_else(|| TrackingError::missing(format!("No artifact at '{path}'")))?;
+        std::fs::read(self.blob_path(&hash)).map_err(|e| TrackingError {
+            code: "INTERNAL_ERROR",
+            message: format!("the bytes of artifact '{path}' ({hash}) cannot be read: {e}"),
+        })
+    }
+
+    /// The files and folders directly in `dir`, as MLflow lists them (names only).
+    pub fn list_artifacts(&self, dir: &str) -> Result<Vec<Value>> {
+        let dir = segments(dir)?.join("/");
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let rows: Vec<(String, i64)> = self.with(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, size FROM artifacts WHERE substr(path, 1, length(?1)) = ?1 ORDER BY path",
+            )?;
+            let rows = stmt.query_map([&prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })?;
+        let mut entries: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        for (path, size) in rows {
+            let rest = &path[prefix.len()..];
+            match rest.split_once('/') {
+                Some((folder, _)) => {
+                    entries.insert(folder.to_string(), None);
+                }
+                None => {
+                    entries.insert(rest.to_string(), Some(size));
+                }
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .map(|(name, size)| match size {
+                Some(size) => json!({"path": name, "is_dir": false, "file_size": size}),
+                None => json!({"path": name, "is_dir": true}),
+            })
+            .collect())
+    }
+
+    /// Forgets the artifact at `path` (its bytes stay while another path names them).
+    pub fn delete_artifact(&self, path: &str) -> Result<()> {
+        self.artifact_run(path, true)?;
+        let path = segments(path)?.join("/");
+        let removed = self.with(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM artifacts WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
+                params![path, format!("{path}/")],
+            )?)
+        })?;
+        if removed == 0 {
+            return Err(TrackingError::missing(format!("No artifact at '{path}'")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_stored_once_by_content_and_listed_like_mlflow() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("t.sqlite")).expect("open");
+        let run = store
+            .create_run("0", "a", "a", None, None, &[])
+            .expect("run");
+        let id = run["info"]["run_id"].as_str().expect("id").to_string();
+        let base = format!("0/{id}/artifacts");
+        let put = store
+            .put_artifact(&format!("{base}/model/weights.bin"), b"same")
+            .expect("put");
+        store
+            .put_artifact(&format!("{base}/copy.bin"), b"same")
+            .expect("put");
+        store
+            .put_artifact(&format!("{base}/notes.txt"), b"hello")
+            .expect("put");
+        let blobs: Vec<_> = walk(&dir.path().join("artifacts"));
+        assert_eq!(
+            blobs.len(),
+            2,
+            "two distinct contents, two blobs: {blobs:?}"
+        );
+        assert_eq!(put["sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(
+            store
+                .get_artifact(&format!("{base}/model/weights.bin"))
+                .expect("get"),
+            b"same"
+        );
+        let listed = store.list_artifacts(&base).expect("list");
+        assert_eq!(
+            listed,
+            vec![
+                json!({"path": "copy.bin", "is_dir": false, "file_size": 4}),
+                json!({"path": "model", "is_dir": true}),
+                json!({"path": "notes.txt", "is_dir": false, "file_size": 5}),
+            ]
+        );
+        assert_eq!(
+            store
+                .list_artifacts(&format!("{base}/model"))
+                .expect("list")
+                .len(),
+            1
+        );
+        for bad in [
+            "../x",
+            &format!("{base}/../../etc"),
+            "0/nope/artifacts/x",
+            &format!("1/{id}/artifacts/x"),
+            &format!("0/{id}/other/x"),
+        ] {
+            assert!(
+                store.put_artifact(bad, b"x").is_err(),
+                "{bad} must be refused"
+            );
+        }
+        store
+            .delete_artifact(&format!("{base}/model"))
+            .expect("delete folder");
+        assert!(store
+            .get_artifact(&format!("{base}/model/weights.bin"))
+            .is_err());
+        assert_eq!(
+            store
+                .get_artifact(&format!("{base}/copy.bin"))
+                .expect("kept"),
+            b"same"
+        );
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
