@@ -40,6 +40,26 @@ fn error_response(e: TrackingError) -> Response {
         .into_response()
 }
 
+/// Who presents the request's token.
+fn identify(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Identity, TrackingError> {
+    app.authenticate(headers, uri).map_err(|e| TrackingError {
+        code: "UNAUTHENTICATED",
+        message: e.to_string(),
+    })
+}
+
+/// Runs a store call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TrackingError> + Send + 'static,
+) -> Result<T, TrackingError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(TrackingError {
+            code: "INTERNAL_ERROR",
+            message: format!("the request failed: {e}"),
+        })
+    })
+}
+
 /// Every `/api/2.0/mlflow/{endpoint}` call: the query string and the JSON body are
 /// read alike (the client sends GET parameters in the query).
 pub async fn handle(
@@ -89,14 +109,9 @@ async fn serve(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let who = match app.authenticate(&headers, &uri) {
+    let who = match identify(&app, &headers, &uri) {
         Ok(who) => who,
-        Err(e) => {
-            return error_response(TrackingError {
-                code: "UNAUTHENTICATED",
-                message: e.to_string(),
-            })
-        }
+        Err(e) => return error_response(e),
     };
     let mut request = Map::new();
     for (k, v) in query {
@@ -119,28 +134,20 @@ async fn serve(
         }
     }
     let store = app.tracking();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let reply = dispatch(&store, &who, &endpoint, &request);
-        let changed = reply
-            .as_ref()
-            .ok()
-            .and_then(|value| crate::live_runs::changed_run(&endpoint, &request, value));
-        (reply, changed)
+    let outcome = blocking(move || {
+        let reply = dispatch(&store, &who, &endpoint, &request)?;
+        let changed = crate::live_runs::changed_run(&endpoint, &request, &reply);
+        Ok((reply, changed))
     })
     .await;
-    let outcome = outcome.map(|(reply, changed)| {
-        if let Some(run_id) = changed {
-            app.live_runs().mark(&run_id);
-        }
-        reply
-    });
     match outcome {
-        Ok(Ok(value)) => Json(value).into_response(),
-        Ok(Err(e)) => error_response(e),
-        Err(e) => error_response(TrackingError {
-            code: "INTERNAL_ERROR",
-            message: format!("the request failed: {e}"),
-        }),
+        Ok((value, changed)) => {
+            if let Some(run_id) = changed {
+                app.live_runs().mark(&run_id);
+            }
+            Json(value).into_response()
+        }
+        Err(e) => error_response(e),
     }
 }
 
@@ -151,11 +158,8 @@ pub async fn list_artifacts(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    if let Err(e) = app.authenticate(&headers, &uri) {
-        return error_response(TrackingError {
-            code: "UNAUTHENTICATED",
-            message: e.to_string(),
-        });
+    if let Err(e) = identify(&app, &headers, &uri) {
+        return error_response(e);
     }
     let dir = query
         .into_iter()
@@ -163,13 +167,9 @@ pub async fn list_artifacts(
         .map(|(_, v)| v)
         .unwrap_or_default();
     let store = app.tracking();
-    match tokio::task::spawn_blocking(move || store.list_artifacts(&dir)).await {
-        Ok(Ok(files)) => Json(json!({ "files": files })).into_response(),
-        Ok(Err(e)) => error_response(e),
-        Err(e) => error_response(TrackingError {
-            code: "INTERNAL_ERROR",
-            message: format!("the request failed: {e}"),
-        }),
+    match blocking(move || store.list_artifacts(&dir)).await {
+        Ok(files) => Json(json!({ "files": files })).into_response(),
+        Err(e) => error_response(e),
     }
 }
 
@@ -183,14 +183,9 @@ pub async fn artifact(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let who = match app.authenticate(&headers, &uri) {
+    let who = match identify(&app, &headers, &uri) {
         Ok(who) => who,
-        Err(e) => {
-            return error_response(TrackingError {
-                code: "UNAUTHENTICATED",
-                message: e.to_string(),
-            })
-        }
+        Err(e) => return error_response(e),
     };
     let writes = method == Method::PUT || method == Method::POST || method == Method::DELETE;
     if writes {
@@ -199,7 +194,7 @@ pub async fn artifact(
         }
     }
     let store = app.tracking();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Response, TrackingError> {
+    let outcome = blocking(move || -> Result<Response, TrackingError> {
         match method {
             Method::GET => {
                 let bytes = store.get_artifact(&path)?;
@@ -223,14 +218,7 @@ pub async fn artifact(
         }
     })
     .await;
-    match outcome {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => error_response(e),
-        Err(e) => error_response(TrackingError {
-            code: "INTERNAL_ERROR",
-            message: format!("the request failed: {e}"),
-        }),
-    }
+    outcome.unwrap_or_else(error_response)
 }
 
 fn text<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
