@@ -11,6 +11,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
 import httpx  # noqa: E402
+import mlflow  # noqa: E402
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -29,7 +30,9 @@ def server(tmp_path_factory):
             check=True, capture_output=True, text=True).stdout.strip()
     os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{s.port}"
     os.environ["MLFLOW_TRACKING_TOKEN"] = s.users["alice"]
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield s
+    mlflow.set_tracking_uri(None)
     s.proc.terminate()
     s.proc.wait(timeout=30)
 

@@ -29,6 +29,7 @@ def server(tmp_path_factory):
     os.environ["MLFLOW_TRACKING_TOKEN"] = s.token
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield s
+    mlflow.set_tracking_uri(None)
     s.proc.terminate()
     s.proc.wait(timeout=30)
 
