@@ -568,13 +568,9 @@ pub fn dispatch(
             "experiment": store.get_experiment_by_name(required(req, "experiment_name")?)?
         })),
         "experiments/search" => {
-            if text(req, "filter").is_some_and(|f| !f.trim().is_empty()) {
-                return Err(TrackingError::invalid(
-                    "experiment filters are not supported yet; search without a filter and pick by name",
-                ));
-            }
             let (experiments, next) = store.search_experiments(
                 text(req, "view_type").unwrap_or("ACTIVE_ONLY"),
+                text(req, "filter").unwrap_or_default(),
                 max_results(req, 1000)?,
                 offset(req)?,
             )?;

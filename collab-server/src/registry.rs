@@ -209,7 +209,10 @@ fn tags_of(tx: &Transaction<'_>, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Re
 /// A filter of `name = 'x'`, `name LIKE 'x%'`, `name ILIKE`, `run_id = 'x'`,
 /// `source = 'x'` and `tags.\`KEY\` != 'x'` clauses joined by AND: what the
 /// registry's search endpoints take. A missing tag reads as ''.
-fn registry_filter(filter: &str, allowed: &[&str]) -> Result<Vec<(String, String, String)>> {
+pub(crate) fn registry_filter(
+    filter: &str,
+    allowed: &[&str],
+) -> Result<Vec<(String, String, String)>> {
     let mut clauses = Vec::new();
     let trimmed = filter.trim();
     if trimmed.is_empty() {
@@ -304,7 +307,7 @@ fn bad_filter(filter: &str, clause: &str) -> TrackingError {
 }
 
 /// A model's name, or one of its tags ('' when missing), for a filter key.
-fn field(key: &str, name: &str, tags: &[Value]) -> String {
+pub(crate) fn field(key: &str, name: &str, tags: &[Value]) -> String {
     match key.strip_prefix("tag:") {
         Some(tag) => tags
             .iter()
@@ -316,7 +319,10 @@ fn field(key: &str, name: &str, tags: &[Value]) -> String {
     }
 }
 
-fn filter_matches(clauses: &[(String, String, String)], field: impl Fn(&str) -> String) -> bool {
+pub(crate) fn filter_matches(
+    clauses: &[(String, String, String)],
+    field: impl Fn(&str) -> String,
+) -> bool {
     clauses.iter().all(|(key, op, value)| {
         let text = field(key);
         match op.as_str() {

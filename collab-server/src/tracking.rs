@@ -299,33 +299,44 @@ impl Store {
     }
 
     /// Active experiments (or deleted, or all), by name; `max_results` at a time.
+    /// Experiments of a lifecycle view, newest first, matching a filter of `name`
+    /// and `tags.KEY` clauses (`=`, `!=`, `LIKE`, `ILIKE`, joined by AND).
     pub fn search_experiments(
         &self,
         view: &str,
+        filter: &str,
         max_results: usize,
         offset: usize,
     ) -> Result<(Vec<Value>, Option<String>)> {
+        let clauses = crate::registry::registry_filter(filter, &["name", "tags"])?;
         self.with(|tx| {
             let stage = match view {
-                "DELETED_ONLY" => "stage = 'deleted'",
+                "DELETED_ONLY" => "lifecycle_stage = 'deleted'",
                 "ALL" => "1",
-                _ => "stage = 'active'",
-            }
-            .replace("stage", "lifecycle_stage");
+                _ => "lifecycle_stage = 'active'",
+            };
             let mut stmt = tx.prepare(&format!(
-                "SELECT id FROM experiments WHERE {stage} ORDER BY creation_time DESC, id DESC LIMIT ?1 OFFSET ?2"
+                "SELECT id FROM experiments WHERE {stage} ORDER BY creation_time DESC, id DESC"
             ))?;
             let ids: Vec<i64> = stmt
-                .query_map(params![(max_results + 1) as i64, offset as i64], |r| r.get(0))?
+                .query_map([], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?;
-            let more = ids.len() > max_results;
-            let mut out = Vec::new();
-            for id in ids.into_iter().take(max_results) {
-                if let Some(e) = Self::experiment_row(tx, id)? {
-                    out.push(e);
+            let mut hits = Vec::new();
+            for id in ids {
+                let Some(e) = Self::experiment_row(tx, id)? else {
+                    continue;
+                };
+                let tags = e["tags"].as_array().cloned().unwrap_or_default();
+                let name = e["name"].as_str().unwrap_or_default().to_string();
+                if crate::registry::filter_matches(&clauses, |key| {
+                    crate::registry::field(key, &name, &tags)
+                }) {
+                    hits.push(e);
                 }
             }
-            Ok((out, more.then(|| (offset + max_results).to_string())))
+            let more = hits.len() > offset + max_results;
+            let page: Vec<Value> = hits.into_iter().skip(offset).take(max_results).collect();
+            Ok((page, more.then(|| (offset + max_results).to_string())))
         })
     }
 

@@ -190,3 +190,20 @@ def test_a_served_model_is_tracked_as_a_deployment(setup):
     db.close()
     assert state == "FINISHED" and requests == 3
     assert params["model"] == str(model) and params["bind"] == f"127.0.0.1:{port}"
+
+
+def test_the_policy_magic_shows_and_owners_change_it(setup):
+    kc, _, server = setup
+    status, text, _ = cell(kc, "%policy")
+    assert status == "ok" and "protected aliases: production" in text and "at least 90.0%" in text, text
+    # The local store's user is its owner.
+    status, text, _ = cell(kc, "%policy set --protect production --protect canary --min-approvals 2 --min-pass-rate 0.8")
+    assert status == "ok" and "production, canary" in text and "approvals needed (from people other than the author): 2" in text
+    status, text, _ = cell(kc, "%policy set --min-pass-rate 1.5")
+    assert status == "error" and "between 0 and 1" in text
+    # On the server, an editor may read the policy but not change it.
+    url = f"http://127.0.0.1:{server.port}"
+    assert cell(kc, f"%track connect {url} --token-env CAROL_TOKEN")[0] == "ok"
+    status, text, _ = cell(kc, "%policy set --min-approvals 0")
+    assert status == "error" and "only an owner changes the governance policy" in text
+    assert cell(kc, "%track disconnect")[0] == "ok"

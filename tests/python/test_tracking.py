@@ -232,3 +232,16 @@ def test_an_unreachable_tracking_server_loses_no_result(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "warning: the run was not reported to the tracking server" in proc.stderr
     assert (tmp_path / "runs/prompt-tests/offline/results.json").exists()
+
+
+def test_search_experiments_with_a_filter(server):
+    client = MlflowClient()
+    client.create_experiment("filter-a", tags={"team": "nlp"})
+    client.create_experiment("filter-b", tags={"team": "vision"})
+    names = {e.name for e in client.search_experiments(filter_string="name LIKE 'filter-%'")}
+    assert names == {"filter-a", "filter-b"}
+    [nlp] = client.search_experiments(filter_string="name LIKE 'filter-%' AND tags.team = 'nlp'")
+    assert nlp.name == "filter-a"
+    assert client.search_experiments(filter_string="name = 'nothing'") == []
+    with pytest.raises(MlflowException, match="cannot be searched"):
+        client.search_experiments(filter_string="attributes.owner = 'x'")

@@ -92,6 +92,12 @@ pub fn register(registry: &mut Registry) {
             run: promote,
         },
         TrackMagic {
+            name: "policy",
+            summary: "show or (owners) change the promotion policy",
+            usage: POLICY_USAGE,
+            run: policy,
+        },
+        TrackMagic {
             name: "audit",
             summary: "the append-only audit log of a registered model",
             usage: AUDIT_USAGE,
@@ -1002,4 +1008,83 @@ fn audit(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
             escape_html(&verdict)
         ),
     ))
+}
+
+const POLICY_USAGE: &str = "%policy
+%policy set [--protect ALIAS]... [--min-approvals N] [--require-evaluation true|false]
+            [--min-pass-rate RATE]
+
+Shows the promotion policy, or changes it (owners only; recorded in the audit log).
+A protected alias (default: production) is given only to a version approved by
+--min-approvals people other than its author, with no standing rejection, and, with
+--require-evaluation, a linked prompt-test run whose pass_rate is at least RATE (0..1).
+--protect replaces the list of protected aliases.";
+
+#[derive(Parser)]
+#[command(name = "%policy", no_binary_name = true, disable_help_flag = true)]
+enum PolicyLine {
+    Set {
+        #[arg(long = "protect")]
+        protect: Vec<String>,
+        #[arg(long)]
+        min_approvals: Option<u32>,
+        #[arg(long)]
+        require_evaluation: Option<bool>,
+        #[arg(long)]
+        min_pass_rate: Option<f64>,
+    },
+}
+
+fn policy_text(policy: &Value) -> String {
+    format!(
+        "protected aliases: {}\napprovals needed (from people other than the author): {}\nlinked prompt-test run needed: {}{}",
+        policy["protected_aliases"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+        policy["min_approvals"],
+        if policy["require_evaluation"] == json!(true) { "yes" } else { "no" },
+        if policy["require_evaluation"] == json!(true) {
+            format!(", with a pass rate of at least {:.1}%", policy["min_pass_rate"].as_f64().unwrap_or(0.0) * 100.0)
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn policy(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+    let api = api()?;
+    let current = api
+        .call("POST", "ferrolab/policy/get", json!({}))
+        .map_err(failed)?["policy"]
+        .clone();
+    if invocation.args.is_empty() {
+        return Ok(Some(MimeBundle::text(policy_text(&current))));
+    }
+    let PolicyLine::Set {
+        protect,
+        min_approvals,
+        require_evaluation,
+        min_pass_rate,
+    } = parse(invocation, POLICY_USAGE)?;
+    let mut next = current;
+    if !protect.is_empty() {
+        next["protected_aliases"] = json!(protect);
+    }
+    if let Some(n) = min_approvals {
+        next["min_approvals"] = json!(n);
+    }
+    if let Some(b) = require_evaluation {
+        next["require_evaluation"] = json!(b);
+    }
+    if let Some(r) = min_pass_rate {
+        next["min_pass_rate"] = json!(r);
+    }
+    let set = api
+        .call("POST", "ferrolab/policy/set", json!({"policy": next}))
+        .map_err(failed)?;
+    Ok(Some(MimeBundle::text(format!(
+        "policy changed:\n{}",
+        policy_text(&set["policy"])
+    ))))
 }
