@@ -134,6 +134,17 @@ async fn serve(
         }
     }
     let store = app.tracking();
+    if endpoint == "runs/search" {
+        // The answer is written straight from the cached runs' JSON.
+        return match blocking(move || search_runs_raw(&store, &request)).await {
+            Ok(body) => (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(e) => error_response(e),
+        };
+    }
     let outcome = blocking(move || {
         let reply = dispatch(&store, &who, &endpoint, &request)?;
         let changed = crate::live_runs::changed_run(&endpoint, &request, &reply);
@@ -656,7 +667,8 @@ pub fn dispatch(
     }
 }
 
-fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, TrackingError> {
+/// `runs/search` as MLflow's JSON, written straight from the cached runs' JSON.
+fn search_runs_raw(store: &Store, req: &Map<String, Value>) -> Result<String, TrackingError> {
     let experiment_ids: Vec<String> = match req.get("experiment_ids") {
         Some(Value::Array(ids)) => ids
             .iter()
@@ -693,17 +705,120 @@ fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, Trackin
         &experiment_ids,
         text(req, "run_view_type").unwrap_or("ACTIVE_ONLY"),
     )?;
-    runs.retain(|r| search::matches(r, &clauses));
-    search::sort(&mut runs, &orders);
-    let page: Vec<String> = runs
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|r| r.run_id.clone())
-        .collect();
-    let mut out = json!({"runs": store.runs_json(&page)?});
-    if start + limit < runs.len() {
-        out["next_page_token"] = json!((start + limit).to_string());
+    runs.retain(|r| search::matches(&r.record, &clauses));
+    search::sort(&mut runs, |r| &r.record, &orders);
+    let page = runs.iter().skip(start).take(limit);
+    let mut body =
+        String::with_capacity(64 + page.clone().map(|r| r.json.len() + 1).sum::<usize>());
+    body.push_str("{\"runs\":[");
+    for (i, run) in page.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&run.json);
     }
-    Ok(out)
+    body.push(']');
+    if start + limit < runs.len() {
+        body.push_str(&format!(",\"next_page_token\":\"{}\"", start + limit));
+    }
+    body.push('}');
+    Ok(body)
+}
+
+fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, TrackingError> {
+    let body = search_runs_raw(store, req)?;
+    serde_json::from_str(&body).map_err(|e| TrackingError {
+        code: "INTERNAL_ERROR",
+        message: format!("the search answer is not valid JSON: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Identity, Role};
+
+    fn call(store: &Store, endpoint: &str, body: Value) -> Result<Value, TrackingError> {
+        let who = Identity {
+            token_id: "t".into(),
+            name: "tester".into(),
+            role: Role::Editor,
+        };
+        let Value::Object(req) = body else {
+            panic!("a request body is an object")
+        };
+        dispatch(store, &who, endpoint, &req)
+    }
+
+    #[test]
+    fn search_sees_every_write_after_the_runs_are_cached() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("t.sqlite")).expect("open");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let run = call(&store, "runs/create", json!({"experiment_id": "0"})).expect("create");
+            let id = run["run"]["info"]["run_id"]
+                .as_str()
+                .expect("id")
+                .to_string();
+            call(
+                &store,
+                "runs/log-metric",
+                json!({"run_id": id, "key": "acc", "value": i as f64 / 10.0}),
+            )
+            .expect("log");
+            ids.push(id);
+        }
+        let search = |filter: &str| -> Vec<String> {
+            call(&store, "runs/search", json!({"experiment_ids": ["0"], "filter": filter, "order_by": ["metrics.acc DESC"]}))
+                .expect("search")["runs"]
+                .as_array()
+                .expect("runs")
+                .iter()
+                .map(|r| r["info"]["run_id"].as_str().expect("id").to_string())
+                .collect()
+        };
+        assert_eq!(
+            search("metrics.acc >= 0.1"),
+            [ids[2].clone(), ids[1].clone()]
+        );
+        // Each kind of write reaches the next search.
+        call(
+            &store,
+            "runs/log-metric",
+            json!({"run_id": ids[0], "key": "acc", "value": 0.9, "step": 1}),
+        )
+        .expect("log");
+        assert_eq!(search("metrics.acc >= 0.1")[0], ids[0]);
+        call(
+            &store,
+            "runs/set-tag",
+            json!({"run_id": ids[1], "key": "team", "value": "nlp"}),
+        )
+        .expect("tag");
+        assert_eq!(search("tags.team = 'nlp'"), [ids[1].clone()]);
+        call(
+            &store,
+            "runs/log-batch",
+            json!({"run_id": ids[2], "params": [{"key": "lr", "value": "0.1"}]}),
+        )
+        .expect("batch");
+        assert_eq!(search("params.lr = '0.1'"), [ids[2].clone()]);
+        call(
+            &store,
+            "runs/update",
+            json!({"run_id": ids[2], "status": "FAILED"}),
+        )
+        .expect("update");
+        assert_eq!(search("attributes.status = 'FAILED'"), [ids[2].clone()]);
+        call(&store, "runs/delete", json!({"run_id": ids[1]})).expect("delete");
+        assert!(!search("").contains(&ids[1]));
+        let answer = call(
+            &store,
+            "runs/search",
+            json!({"experiment_ids": ["0"], "max_results": 1}),
+        )
+        .expect("page");
+        assert_eq!(answer["next_page_token"], json!("1"));
+    }
 }

@@ -382,13 +382,13 @@ pub fn parse_order(term: &str) -> Result<Order, String> {
 }
 
 #[derive(PartialEq, PartialOrd)]
-enum Key {
+enum Key<'a> {
     Missing,
     Number(f64),
-    Text(String),
+    Text(&'a str),
 }
 
-fn key_of(run: &RunRecord, o: &Order) -> Key {
+fn key_of<'a>(run: &'a RunRecord, o: &Order) -> Key<'a> {
     match o.entity {
         Entity::Metric => run
             .metrics
@@ -398,14 +398,11 @@ fn key_of(run: &RunRecord, o: &Order) -> Key {
         Entity::Param => run
             .params
             .get(&o.key)
-            .map_or(Key::Missing, |v| Key::Text(v.clone())),
-        Entity::Tag => run
-            .tags
-            .get(&o.key)
-            .map_or(Key::Missing, |v| Key::Text(v.clone())),
+            .map_or(Key::Missing, |v| Key::Text(v)),
+        Entity::Tag => run.tags.get(&o.key).map_or(Key::Missing, |v| Key::Text(v)),
         Entity::Attribute => match run.attributes.get(&o.key) {
             Some(AttrValue::Number(n)) => Key::Number(*n),
-            Some(AttrValue::Text(t)) => Key::Text(t.clone()),
+            Some(AttrValue::Text(t)) => Key::Text(t),
             _ => Key::Missing,
         },
     }
@@ -413,7 +410,7 @@ fn key_of(run: &RunRecord, o: &Order) -> Key {
 
 /// Orders runs by the terms, then (as MLflow) by start time descending and run id;
 /// runs without the value come last.
-pub fn sort(runs: &mut [RunRecord], orders: &[Order]) {
+pub fn sort<R>(runs: &mut [R], record: impl Fn(&R) -> &RunRecord, orders: &[Order]) {
     let start = Order {
         entity: Entity::Attribute,
         key: "start_time".into(),
@@ -426,7 +423,7 @@ pub fn sort(runs: &mut [RunRecord], orders: &[Order]) {
     };
     runs.sort_by(|a, b| {
         for o in orders.iter().chain([&start, &id]) {
-            let (x, y) = (key_of(a, o), key_of(b, o));
+            let (x, y) = (key_of(record(a), o), key_of(record(b), o));
             let ord = match (&x, &y) {
                 (Key::Missing, Key::Missing) => Ordering::Equal,
                 (Key::Missing, _) => Ordering::Greater,
@@ -514,14 +511,18 @@ mod tests {
             run(0.5, "b", "FINISHED"),
             run(0.95, "c", "FINISHED"),
         ];
-        sort(&mut runs, &[parse_order("metrics.acc DESC").unwrap()]);
+        sort(
+            &mut runs,
+            |r| r,
+            &[parse_order("metrics.acc DESC").unwrap()],
+        );
         assert_eq!(
             runs.iter().map(|r| r.metrics["acc"]).collect::<Vec<_>>(),
             [0.95, 0.9, 0.5]
         );
-        sort(&mut runs, &[parse_order("params.lr").unwrap()]);
+        sort(&mut runs, |r| r, &[parse_order("params.lr").unwrap()]);
         assert_eq!(runs[0].params["lr"], "a");
-        sort(&mut runs, &[]);
+        sort(&mut runs, |r| r, &[]);
         assert_eq!(runs[0].metrics["acc"], 0.95);
         assert!(parse_order("metrics.acc SIDEWAYS").is_err());
     }

@@ -4,8 +4,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// An error in MLflow's terms: its error code, and a message that says what to do.
@@ -72,6 +73,9 @@ pub const RUN_STATUSES: &[&str] = &["RUNNING", "SCHEDULED", "FINISHED", "FAILED"
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Runs as search needs them (record and answer JSON), filled by searches and
+    /// emptied of a run by every write to it, under the connection's lock.
+    run_cache: Mutex<HashMap<String, Arc<CachedRun>>>,
     /// Where artifact blobs live (`artifacts/` beside the database).
     artifacts: std::path::PathBuf,
 }
@@ -172,6 +176,7 @@ impl Store {
         )?;
         Ok(Store {
             conn: Mutex::new(conn),
+            run_cache: Mutex::new(HashMap::new()),
             artifacts: path
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
@@ -181,6 +186,21 @@ impl Store {
 
     pub(crate) fn artifacts_dir(&self) -> &Path {
         &self.artifacts
+    }
+
+    /// A write transaction on one run: the run leaves the search cache first, under
+    /// the same lock, so no search can keep what the write changes.
+    fn write_run<T>(
+        &self,
+        run_id: &str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.with(|tx| {
+            if let Ok(mut cache) = self.run_cache.lock() {
+                cache.remove(run_id);
+            }
+            f(tx)
+        })
     }
 
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
@@ -514,7 +534,7 @@ impl Store {
 
     /// Records a run's live document, and names it in the run's tag `ferrolab.doc`.
     pub fn set_run_doc(&self, run_id: &str, url: &str) -> Result<()> {
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::run_state(tx, run_id)?;
             tx.execute(
                 "INSERT OR REPLACE INTO run_docs (run_id, doc_url) VALUES (?1, ?2)",
@@ -543,7 +563,7 @@ impl Store {
                 )));
             }
         }
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::writable(tx, run_id)?;
             if let Some(s) = status {
                 tx.execute(
@@ -569,7 +589,7 @@ impl Store {
     }
 
     pub fn delete_run(&self, run_id: &str) -> Result<()> {
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::run_state(tx, run_id)?;
             tx.execute(
                 "UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_id = ?1",
@@ -634,21 +654,21 @@ impl Store {
     }
 
     pub fn log_param(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::writable(tx, run_id)?;
             Self::put_param(tx, run_id, key, value)
         })
     }
 
     pub fn set_tag(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::writable(tx, run_id)?;
             Self::put_tag(tx, run_id, key, value)
         })
     }
 
     pub fn log_metric(&self, run_id: &str, point: &Point) -> Result<()> {
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::writable(tx, run_id)?;
             Self::put_metric(tx, run_id, point)
         })
@@ -689,7 +709,7 @@ impl Store {
                 }
             }
         }
-        self.with(|tx| {
+        self.write_run(run_id, |tx| {
             Self::writable(tx, run_id)?;
             for (k, v) in params {
                 Self::put_param(tx, run_id, k, v)?;
@@ -730,9 +750,9 @@ impl Store {
         })
     }
 
-    /// The runs of some experiments (active, deleted or all), each as a flat record
-    /// for filtering and ordering.
-    pub fn runs_of(&self, experiment_ids: &[String], view: &str) -> Result<Vec<RunRecord>> {
+    /// The runs of some experiments (active, deleted or all) as search needs them,
+    /// from the cache where it holds them.
+    pub fn runs_of(&self, experiment_ids: &[String], view: &str) -> Result<Vec<Arc<CachedRun>>> {
         let ids: Vec<i64> = experiment_ids
             .iter()
             .map(|id| Self::experiment_id(id))
@@ -744,76 +764,48 @@ impl Store {
         };
         self.with(|tx| {
             let mut out = Vec::new();
+            let mut cache = self.run_cache.lock().unwrap_or_else(|e| e.into_inner());
             for exp in &ids {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT run_id, name, user_id, status, start_time, end_time, lifecycle_stage
-                     FROM runs WHERE experiment_id = ?1",
+                    "SELECT run_id, lifecycle_stage FROM runs WHERE experiment_id = ?1",
                 )?;
-                let rows: Vec<RunRecord> = stmt
-                    .query_map([exp], |r| {
-                        Ok(RunRecord {
-                            run_id: r.get(0)?,
-                            attributes: BTreeMap::from([
-                                ("run_id".to_string(), AttrValue::Text(r.get(0)?)),
-                                ("run_name".to_string(), AttrValue::Text(r.get(1)?)),
-                                ("user_id".to_string(), AttrValue::Text(r.get(2)?)),
-                                ("status".to_string(), AttrValue::Text(r.get(3)?)),
-                                (
-                                    "start_time".to_string(),
-                                    AttrValue::Number(r.get::<_, i64>(4)? as f64),
-                                ),
-                                (
-                                    "end_time".to_string(),
-                                    match r.get::<_, Option<i64>>(5)? {
-                                        Some(t) => AttrValue::Number(t as f64),
-                                        None => AttrValue::Null,
-                                    },
-                                ),
-                                ("lifecycle_stage".to_string(), AttrValue::Text(r.get(6)?)),
-                            ]),
-                            metrics: BTreeMap::new(),
-                            params: BTreeMap::new(),
-                            tags: BTreeMap::new(),
-                        })
-                    })?
+                let rows: Vec<(String, String)> = stmt
+                    .query_map([exp], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<std::result::Result<_, _>>()?;
-                for mut run in rows {
-                    let stage_of = match &run.attributes["lifecycle_stage"] {
-                        AttrValue::Text(s) => s.clone(),
-                        _ => String::new(),
-                    };
+                for (run_id, stage_of) in rows {
                     if stage.is_some_and(|s| s != stage_of) {
                         continue;
                     }
-                    let mut m = tx.prepare_cached(
-                        "SELECT key, value, is_nan FROM latest_metrics WHERE run_id = ?1",
-                    )?;
-                    for row in m.query_map([&run.run_id], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            if r.get::<_, i64>(2)? == 1 {
-                                f64::NAN
-                            } else {
-                                r.get::<_, f64>(1)?
-                            },
-                        ))
-                    })? {
-                        let (k, v) = row?;
-                        run.metrics.insert(k, v);
+                    if let Some(hit) = cache.get(&run_id) {
+                        out.push(hit.clone());
+                        continue;
                     }
-                    run.params = Self::key_values(tx, "params", &run.run_id)?;
-                    run.tags = Self::key_values(tx, "tags", &run.run_id)?;
-                    out.push(run);
+                    let json = Self::run_json(tx, &run_id)?;
+                    let cached = Arc::new(CachedRun {
+                        record: RunRecord::from_json(&json),
+                        json: json.to_string(),
+                    });
+                    if cache.len() >= MAX_CACHED_RUNS {
+                        cache.clear();
+                    }
+                    cache.insert(run_id, cached.clone());
+                    out.push(cached);
                 }
             }
             Ok(out)
         })
     }
+}
 
-    /// Full run JSON for each id, in order.
-    pub fn runs_json(&self, ids: &[String]) -> Result<Vec<Value>> {
-        self.with(|tx| ids.iter().map(|id| Self::run_json(tx, id)).collect())
-    }
+/// How many runs the search cache holds before it starts over.
+const MAX_CACHED_RUNS: usize = 200_000;
+
+/// A run as search keeps it: the record filters and orders read, and the run's
+/// MLflow JSON, serialised once.
+#[derive(Debug)]
+pub struct CachedRun {
+    pub record: RunRecord,
+    pub json: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -821,6 +813,62 @@ pub enum AttrValue {
     Text(String),
     Number(f64),
     Null,
+}
+
+impl RunRecord {
+    /// The record of a run from its MLflow JSON (`runs/get`'s `run`).
+    pub fn from_json(run: &Value) -> RunRecord {
+        let info = &run["info"];
+        let text = |k: &str| AttrValue::Text(info[k].as_str().unwrap_or_default().to_string());
+        let number = |k: &str| {
+            info[k]
+                .as_i64()
+                .map_or(AttrValue::Null, |n| AttrValue::Number(n as f64))
+        };
+        let pairs = |section: &str| -> BTreeMap<String, String> {
+            run["data"][section]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some((
+                        e["key"].as_str()?.to_string(),
+                        e["value"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        };
+        let metrics = run["data"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let value = match &m["value"] {
+                    Value::Number(n) => n.as_f64()?,
+                    Value::String(s) if s == "NaN" => f64::NAN,
+                    Value::String(s) if s == "Infinity" => f64::INFINITY,
+                    Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
+                    _ => return None,
+                };
+                Some((m["key"].as_str()?.to_string(), value))
+            })
+            .collect();
+        RunRecord {
+            run_id: info["run_id"].as_str().unwrap_or_default().to_string(),
+            attributes: BTreeMap::from([
+                ("run_id".to_string(), text("run_id")),
+                ("run_name".to_string(), text("run_name")),
+                ("user_id".to_string(), text("user_id")),
+                ("status".to_string(), text("status")),
+                ("start_time".to_string(), number("start_time")),
+                ("end_time".to_string(), number("end_time")),
+                ("lifecycle_stage".to_string(), text("lifecycle_stage")),
+            ]),
+            metrics,
+            params: pairs("params"),
+            tags: pairs("tags"),
+        }
+    }
 }
 
 /// A run as search sees it.
