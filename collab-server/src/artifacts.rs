@@ -8,6 +8,7 @@
 //! A blob is on disk (fsynced) before the path that names it is recorded: a crash
 //! can leave an unnamed blob, never a name without its bytes.
 
+use crate::auth::digest_hex;
 use crate::tracking::{now_ms, Result, Store, TrackingError};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
@@ -51,11 +52,6 @@ fn segments(path: &str) -> Result<Vec<&str>> {
         }
     }
     Ok(parts)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Store {
@@ -106,7 +102,7 @@ impl Store {
     /// Stores `bytes` as the artifact at `path` (replacing what was there).
     pub fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<Value> {
         let run_id = self.artifact_run(path, true)?;
-        let hash = sha256_hex(bytes);
+        let hash = digest_hex(bytes);
         let blob = self.blob_path(&hash);
         if !blob.is_file() {
             crate::storage::write_atomically(&blob, bytes).map_err(|e| TrackingError {

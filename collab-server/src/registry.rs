@@ -7,6 +7,7 @@
 //! DELETE (SQLite triggers) and each entry carries the SHA-256 of the one before, so
 //! an edit made to the file by other means shows when the chain is verified.
 
+use crate::auth::digest_hex;
 use crate::tracking::{now_ms, Result, Store, TrackingError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::{json, Value};
@@ -89,6 +90,10 @@ fn denied(message: String) -> TrackingError {
     }
 }
 
+fn alias_missing(alias: &str) -> TrackingError {
+    TrackingError::missing(format!("Registered model alias {alias} not found."))
+}
+
 fn check_name(kind: &str, name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(TrackingError::invalid(format!(
@@ -114,11 +119,6 @@ pub fn parse_version(version: &str) -> Result<i64> {
                 "model version must be a positive whole number, got '{version}'"
             ))
         })
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The text an audit entry's hash covers.
@@ -179,7 +179,7 @@ fn append_audit(
         prev_hash: prev.clone(),
         hash: String::new(),
     };
-    entry.hash = sha256_hex(entry_text(&prev, &entry).as_bytes());
+    entry.hash = digest_hex(entry_text(&prev, &entry).as_bytes());
     tx.execute(
         "INSERT INTO audit_log (timestamp, actor, action, model, version, before, after, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -1018,13 +1018,7 @@ impl Store {
                     )));
                 }
             }
-            let before: Option<i64> = tx
-                .query_row(
-                    "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
-                    params![name, alias],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let before = Self::alias_version(tx, name, alias)?;
             tx.execute(
                 "INSERT OR REPLACE INTO model_aliases (name, alias, version) VALUES (?1, ?2, ?3)",
                 params![name, alias, version],
@@ -1036,19 +1030,22 @@ impl Store {
         })
     }
 
+    /// The version `alias` points at, if it is set.
+    fn alias_version(tx: &Transaction<'_>, name: &str, alias: &str) -> Result<Option<i64>> {
+        Ok(tx
+            .query_row(
+                "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
+                params![name, alias],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn delete_alias(&self, who: &Actor<'_>, name: &str, alias: &str) -> Result<()> {
         self.with(|tx| {
             Self::model_exists(tx, name)?;
-            let before: i64 = tx
-                .query_row(
-                    "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
-                    params![name, alias],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| {
-                    TrackingError::missing(format!("Registered model alias {alias} not found."))
-                })?;
+            let before =
+                Self::alias_version(tx, name, alias)?.ok_or_else(|| alias_missing(alias))?;
             tx.execute(
                 "DELETE FROM model_aliases WHERE name = ?1 AND alias = ?2",
                 params![name, alias],
@@ -1068,16 +1065,8 @@ impl Store {
     pub fn version_by_alias(&self, name: &str, alias: &str) -> Result<Value> {
         self.with(|tx| {
             Self::model_exists(tx, name)?;
-            let version: i64 = tx
-                .query_row(
-                    "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
-                    params![name, alias],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| {
-                    TrackingError::missing(format!("Registered model alias {alias} not found."))
-                })?;
+            let version =
+                Self::alias_version(tx, name, alias)?.ok_or_else(|| alias_missing(alias))?;
             Self::version_json(tx, name, version)
         })
     }
@@ -1168,7 +1157,7 @@ impl Store {
             let mut broken = None;
             for e in &entries {
                 if broken.is_none()
-                    && (e.prev_hash != prev || sha256_hex(entry_text(&prev, e).as_bytes()) != e.hash)
+                    && (e.prev_hash != prev || digest_hex(entry_text(&prev, e).as_bytes()) != e.hash)
                 {
                     broken = Some(e.seq);
                 }

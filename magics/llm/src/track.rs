@@ -209,6 +209,39 @@ pub fn env_token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The id of the experiment `name`, or `None` when there is none.
+pub fn find_experiment(backend: &dyn Backend, name: &str) -> Result<Option<String>> {
+    match backend.call(
+        "GET",
+        "experiments/get-by-name",
+        serde_json::json!({"experiment_name": name}),
+    ) {
+        Ok(found) => Ok(Some(
+            found["experiment"]["experiment_id"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string(),
+        )),
+        Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The id of the experiment `name`, created when missing.
+pub fn experiment_id(backend: &dyn Backend, name: &str) -> Result<String> {
+    match find_experiment(backend, name)? {
+        Some(id) => Ok(id),
+        None => Ok(backend.call(
+            "POST",
+            "experiments/create",
+            serde_json::json!({"name": name}),
+        )?["experiment_id"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string()),
+    }
+}
+
 /// The tracker for a run filed under `experiment`: reports through [`backend`], or
 /// only to the run folder when there is none.
 pub fn from_env(experiment: &str) -> Box<dyn Tracker> {
@@ -362,25 +395,7 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Strin
 
 impl Tracker for Remote {
     fn start(&mut self, run_dir: &Path, params: &serde_json::Value) -> Result<()> {
-        let experiment = match self.backend.call(
-            "GET",
-            "experiments/get-by-name",
-            serde_json::json!({"experiment_name": self.experiment}),
-        ) {
-            Ok(found) => found["experiment"]["experiment_id"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string(),
-            Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => self.backend.call(
-                "POST",
-                "experiments/create",
-                serde_json::json!({"name": self.experiment}),
-            )?["experiment_id"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string(),
-            Err(e) => return Err(e),
-        };
+        let experiment = experiment_id(&*self.backend, &self.experiment)?;
         let name = run_dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())

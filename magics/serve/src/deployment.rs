@@ -30,24 +30,7 @@ impl Deployment {
         models: &[String],
         log: Store,
     ) -> anyhow::Result<Deployment> {
-        let experiment = match backend.call(
-            "GET",
-            "experiments/get-by-name",
-            json!({"experiment_name": "deployments"}),
-        ) {
-            Ok(found) => found["experiment"]["experiment_id"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string(),
-            Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => {
-                backend.call("POST", "experiments/create", json!({"name": "deployments"}))?
-                    ["experiment_id"]
-                    .as_str()
-                    .unwrap_or("0")
-                    .to_string()
-            }
-            Err(e) => return Err(e),
-        };
+        let experiment = ferrolab_llm::track::experiment_id(&*backend, "deployments")?;
         let mut tags = vec![
             json!({"key": "ferrolab.url", "value": format!("{url}/v1")}),
             json!({"key": "ferrolab.models", "value": models.join(", ")}),

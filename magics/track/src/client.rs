@@ -106,26 +106,12 @@ pub fn backend() -> Result<Arc<dyn Backend>> {
 
 /// An experiment's id by name, created when `create` and missing.
 pub fn experiment_id(api: &dyn Backend, name: &str, create: bool) -> Result<String> {
-    match api.call(
-        "GET",
-        "experiments/get-by-name",
-        json!({"experiment_name": name}),
-    ) {
-        Ok(found) => Ok(found["experiment"]["experiment_id"]
-            .as_str()
-            .unwrap_or("0")
-            .to_string()),
-        Err(e) if create && e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => {
-            let made = api.call("POST", "experiments/create", json!({"name": name}))?;
-            Ok(made["experiment_id"].as_str().unwrap_or("0").to_string())
-        }
-        Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => {
-            bail!(
-                "no experiment named '{name}'; %runs without a name lists every experiment's runs"
-            )
-        }
-        Err(e) => Err(e),
+    if create {
+        return ferrolab_llm::track::experiment_id(api, name);
     }
+    ferrolab_llm::track::find_experiment(api, name)?.ok_or_else(|| {
+        anyhow!("no experiment named '{name}'; %runs without a name lists every experiment's runs")
+    })
 }
 
 /// Every active experiment: (id, name).

@@ -127,9 +127,10 @@ fn resolve_from(dir: Option<&Path>, path: &str) -> PathBuf {
     dir.map(|d| d.join(&p)).filter(|q| q.exists()).unwrap_or(p)
 }
 
+/// `blake3:` and the first 16 hex digits of a hash.
 fn short(hash: &Value) -> String {
     hash.as_str()
-        .map(|h| h.chars().take(7 + 16).collect::<String>())
+        .map(|h| h.chars().take("blake3:".len() + 16).collect::<String>())
         .unwrap_or_else(|| "not hashed".to_string())
 }
 

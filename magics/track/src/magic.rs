@@ -686,15 +686,13 @@ struct RegisterLine {
     description: Option<String>,
 }
 
-/// The fine-tuning run that wrote `run_dir`, found by its `ferrolab.run_dir` tag.
+/// The fine-tuning run that wrote `run_dir`, found by its `ferrolab.run_dir` tag
+/// among the `finetune` experiment's runs.
 fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Value> {
     let target = std::fs::canonicalize(run_dir).ok()?;
-    let ids: Vec<String> = client::experiments(api)
-        .ok()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let runs = client::search_runs(api, &ids, "", &[], 50_000).ok()?;
+    // Fine-tuning runs are filed under `finetune` (see `%finetune`).
+    let finetune = ferrolab_llm::track::find_experiment(api, "finetune").ok()??;
+    let runs = client::search_runs(api, &[finetune], "", &[], 50_000).ok()?;
     runs.into_iter().find(|r| {
         entries(r, "tags").iter().any(|(k, v)| {
             k == "ferrolab.run_dir"
