@@ -196,6 +196,19 @@ fn remove_stale_temporaries(root: &Path) {
 
 /// Writes `data` to `path` so that a crash leaves the old file or the new one.
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomically_if(path, data, |_| true).map(|_| ())
+}
+
+/// [`write_atomically`], except that `still_wanted` is asked once the new content
+/// is safely in a temporary file (its path is passed) and just before it replaces
+/// `path`; when it answers false nothing is replaced and the answer is `false`.
+/// Folder sync uses it to leave alone a file someone changed while it was
+/// writing, so that their edit is merged rather than overwritten.
+pub(crate) fn write_atomically_if(
+    path: &Path,
+    data: &[u8],
+    still_wanted: impl FnOnce(&Path) -> bool,
+) -> std::io::Result<bool> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("a storage path has no parent folder"))?;
@@ -205,10 +218,14 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> 
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(data)?;
         file.sync_all()?;
+        if !still_wanted(&temporary) {
+            return Ok(false);
+        }
         std::fs::rename(&temporary, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         let _ = std::fs::remove_file(&temporary);
     }
     result
@@ -348,5 +365,25 @@ mod tests {
             .expect("list")
             .collect();
         assert_eq!(leftovers.len(), 1, "no temporary files stay behind");
+    }
+
+    #[test]
+    fn a_write_no_longer_wanted_leaves_the_file_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notebook.ipynb");
+        std::fs::write(&path, b"theirs").expect("write");
+        let mut seen = Vec::new();
+        let written = write_atomically_if(&path, b"ours", |temporary| {
+            seen = std::fs::read(temporary).expect("the temporary holds the new text");
+            false
+        })
+        .expect("write");
+        assert!(!written);
+        assert_eq!(seen, b"ours");
+        assert_eq!(std::fs::read(&path).expect("read"), b"theirs");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+        assert_eq!(leftovers.len(), 1, "the temporary is removed");
+        assert!(write_atomically_if(&path, b"ours", |_| true).expect("write"));
+        assert_eq!(std::fs::read(&path).expect("read"), b"ours");
     }
 }

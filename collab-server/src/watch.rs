@@ -54,8 +54,8 @@ struct Tracked {
     notebook: DocHandle,
     runtime: DocHandle,
     agreed: Agreed,
-    /// The file's (modified time, length) when last read or written.
-    stamp: Option<(std::time::SystemTime, u64)>,
+    /// The file's stamp when last read or written.
+    stamp: Option<Stamp>,
     /// Set after a file failed to parse, so the log says it once per change.
     unreadable: bool,
 }
@@ -89,9 +89,27 @@ struct Exported {
     runtime_heads: Vec<ChangeHash>,
 }
 
-fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+/// What tells one version of a file from the next without reading it: modified
+/// time, length and, on Unix, the inode (an atomic save, ours or an editor's,
+/// makes a new one, so even a same-length write within the clock's tick shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: std::time::SystemTime,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        modified: meta.modified().ok()?,
+        len: meta.len(),
+        inode,
+    })
 }
 
 /// The notebook as both documents show it at the given heads.
@@ -280,12 +298,7 @@ impl Watcher {
         })
     }
 
-    fn record(
-        &mut self,
-        relative: &str,
-        exported: &Exported,
-        file_stamp: Option<(std::time::SystemTime, u64)>,
-    ) {
+    fn record(&mut self, relative: &str, exported: &Exported, file_stamp: Option<Stamp>) {
         if let Some(t) = self.tracked.get_mut(relative) {
             t.agreed.sha256 = sha256(exported.text.as_bytes());
             t.agreed.notebook_heads = heads_to_strings(&exported.notebook_heads);
@@ -336,19 +349,42 @@ impl Watcher {
         Ok(())
     }
 
+    /// Writes the documents out to the file, unless the file changed since it was
+    /// last read: then it is left for the next round to merge first. The check sits
+    /// just before the new file replaces the old one, so an edit saved while the
+    /// text was being prepared is never overwritten.
     async fn write_file(&mut self, relative: &str) -> anyhow::Result<()> {
         let Some(exported) = self.current_text(relative) else {
             return Ok(());
         };
-        let text = &exported.text;
+        let Some(last_seen) = self.tracked.get(relative).map(|t| t.stamp) else {
+            return Ok(());
+        };
         let path = self.folder.join(relative);
+        // The stamp before the read: a write after it changes the stamp, so the
+        // next round looks at the file again.
+        let before = stamp(&path);
         let on_disk = std::fs::read(&path).unwrap_or_default();
-        if on_disk != text.as_bytes() {
-            let (target, bytes) = (path.clone(), text.clone().into_bytes());
-            tokio::task::spawn_blocking(move || storage::write_atomically(&target, &bytes))
-                .await??;
+        if on_disk == exported.text.as_bytes() {
+            self.record(relative, &exported, before);
+            return Ok(());
         }
-        self.record(relative, &exported, stamp(&path));
+        let (target, bytes) = (path.clone(), exported.text.clone().into_bytes());
+        let (written, new_stamp) = tokio::task::spawn_blocking(move || {
+            let mut new_stamp = None;
+            let written = storage::write_atomically_if(&target, &bytes, |temporary| {
+                // The renamed file keeps the temporary's inode and times.
+                new_stamp = stamp(temporary);
+                stamp(&target) == last_seen
+            })?;
+            Ok::<_, std::io::Error>((written, new_stamp))
+        })
+        .await??;
+        if written {
+            self.record(relative, &exported, new_stamp);
+        } else {
+            log::info!("{relative} changed on disk while it was being written; merging that first");
+        }
         Ok(())
     }
 }
