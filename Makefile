@@ -44,7 +44,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: model reference-venv promptfoo up test build venv lab-deps node-deps kernelspec collab-up test-rust test-python test-collab lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -102,12 +102,37 @@ tests/collab/node_modules/.installed: tests/collab/package-lock.json
 
 node-deps: tests/collab/node_modules/.installed
 
+# The browser workspace (TypeScript, Vite), served by the collab server at /.
+WEB := collab-server/web
+collab-server/web/node_modules/.installed: $(WEB)/package-lock.json
+	cd $(WEB) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(WEB)/dist/index.html: $(WEB)/node_modules/.installed $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json $(wildcard $(WEB)/src/*)
+	cd $(WEB) && npm run --silent build -- --logLevel=warn
+
+web: $(WEB)/dist/index.html
+
+tests/browser/node_modules/.installed: tests/browser/package-lock.json
+	cd tests/browser && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+browser-deps: tests/browser/node_modules/.installed
+
+# Debian's Chromium for the browser tests (Playwright drives it; nothing is downloaded by Playwright).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "the browser tests need Debian's chromium: sudo apt-get install chromium (or set CHROMIUM=PATH)"; exit 1; fi; \
+	fi
+
 kernelspec: build lab-deps
 	VIRTUAL_ENV="$(abspath $(VENV))" $(BIN) kernel install --sys-prefix
 
 # Starts the collaboration server in the background (once) on its embedded
 # storage, and keeps an owner token for this checkout in .ferrolab/owner-token.
-collab-up: build
+collab-up: build web
 	@mkdir -p .ferrolab
 	@if [ ! -s .ferrolab/owner-token ]; then \
 		umask 077; $(BIN) collab token create --data $(COLLAB_DATA) --name local-owner --role owner > .ferrolab/owner-token; \
@@ -118,7 +143,7 @@ collab-up: build
 	@if [ -f .ferrolab/collab.pid ] && kill -0 "$$(cat .ferrolab/collab.pid)" 2>/dev/null; then \
 		echo "collab server already running (pid $$(cat .ferrolab/collab.pid))"; \
 	else \
-		nohup $(BIN) collab serve --data $(COLLAB_DATA) --bind 127.0.0.1:$(COLLAB_PORT) \
+		nohup $(BIN) collab serve --data $(COLLAB_DATA) --bind 127.0.0.1:$(COLLAB_PORT) --web $(WEB)/dist \
 			>> .ferrolab/collab.log 2>&1 & echo $$! > .ferrolab/collab.pid; \
 		for i in $$(seq 1 100); do \
 			if curl -fs -o /dev/null -H "Authorization: Bearer $$(cat .ferrolab/owner-token)" \
@@ -133,6 +158,8 @@ up: kernelspec collab-up model
 	@echo
 	@echo "ferrolab is ready."
 	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV)"
+	@echo "  Workspace:     http://127.0.0.1:$(COLLAB_PORT)/?token=$$(cat .ferrolab/owner-token)"
+	@echo "                 (a second person: http://127.0.0.1:$(COLLAB_PORT)/?token=$$(cat .ferrolab/reviewer-token))"
 	@echo "  Collab server: http://127.0.0.1:$(COLLAB_PORT)/api/notebooks  (sync: ws://127.0.0.1:$(COLLAB_PORT)/sync)"
 	@echo "                 owner token in .ferrolab/owner-token (a second person's: .ferrolab/reviewer-token);"
 	@echo "                 data in $(COLLAB_DATA); log in .ferrolab/collab.log"
@@ -156,7 +183,12 @@ test-collab: build node-deps
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		node --test --test-concurrency=1
 
-test: test-rust test-python test-collab
+test-browser: build web node-deps browser-deps chromium
+	cd tests/browser && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
+		FERROLAB_CHROMIUM="$(CHROMIUM)" FERROLAB_WEB_DIR="$(abspath $(WEB)/dist)" \
+		node --test --test-concurrency=1
+
+test: test-rust test-python test-collab test-browser
 
 lint:
 	cargo fmt --all --check

@@ -22,6 +22,10 @@ pub enum CollabCommand {
         /// Keep the .ipynb files of this folder and their notebooks in step, both ways.
         #[arg(long, value_name = "DIR")]
         watch: Option<PathBuf>,
+        /// The built browser workspace to serve at / (default: $FERROLAB_WEB_DIR, or
+        /// collab-server/web/dist when run from a checkout).
+        #[arg(long, value_name = "DIR")]
+        web: Option<PathBuf>,
     },
     /// Create, list and revoke access tokens (works with or without a running server).
     Token {
@@ -71,6 +75,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             bind,
             max_message_mib,
             watch,
+            web,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -81,6 +86,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 bind,
                 max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
                 watch,
+                web: crate::web::locate(web),
             }))
         }
         CollabCommand::Token { command } => match command {

@@ -20,4 +20,5 @@ pub mod server;
 pub mod storage;
 pub mod tracking;
 pub mod watch;
+pub mod web;
 pub mod wire;

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// A folder whose `.ipynb` files are kept in step with their documents.
     pub watch: Option<PathBuf>,
+    /// The built browser workspace, served at `/` (see `web::locate`).
+    pub web: Option<PathBuf>,
 }
 
 /// The peers bound to authenticated connections: what each may do.
@@ -77,6 +79,10 @@ pub struct App {
     tracking: Arc<crate::tracking::Store>,
     /// Runs whose live documents must follow the store.
     live_runs: crate::live_runs::LiveRuns,
+    /// The built browser workspace, if there is one.
+    web: Option<PathBuf>,
+    /// The owner token created at this start (first start only), for the sign-in URL.
+    first_token: Option<String>,
 }
 
 /// Opens the data folder; prints the owner token on first start.
@@ -84,10 +90,12 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     std::fs::create_dir_all(&options.data)
         .with_context(|| format!("cannot create the data folder {}", options.data.display()))?;
     let tokens = TokenStore::new(&options.data);
+    let mut first_token = None;
     if !tokens.exists() {
         let token = tokens.create("owner", Role::Owner)?;
         println!("Owner token (shown once; keep it, or create more with `ferrolab collab token create`):");
         println!("  {token}");
+        first_token = Some(token);
     }
     let storage = DurableStorage::open(options.data.join("docs")).with_context(|| {
         format!(
@@ -136,6 +144,8 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         touched: Mutex::new(HashSet::new()),
         tracking,
         live_runs: Default::default(),
+        web: options.web.clone(),
+        first_token,
     }))
 }
 
@@ -209,6 +219,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         })?;
     let address = listener.local_addr()?;
     println!("ferrolab collab server");
+    match (&app.web, &app.first_token) {
+        (Some(_), Some(token)) => println!("  sign in: http://{address}/?token={token}"),
+        (Some(_), None) => {
+            println!(
+                "  web:  http://{address}/ (sign in with a token: http://{address}/?token=TOKEN)"
+            )
+        }
+        (None, _) => println!("  web:  not built (make up builds collab-server/web)"),
+    }
     println!("  sync: ws://{address}/sync");
     println!("  api:  http://{address}/api/notebooks");
     println!("  data: {}", options.data.display());
@@ -262,10 +281,13 @@ async fn shutdown_signal() {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/sync", get(sync_upgrade))
+        .route("/api/workspace", get(get_workspace))
         .route("/api/notebooks", get(list_notebooks).post(create_notebook))
         .route(
             "/api/notebooks/{id}",
-            get(get_notebook).delete(delete_notebook),
+            get(get_notebook)
+                .delete(delete_notebook)
+                .patch(rename_notebook),
         )
         .route("/api/notebooks/{id}/ipynb", get(export_notebook))
         .route(
@@ -286,14 +308,22 @@ pub fn router(app: Arc<App>) -> Router {
                 axum::extract::DefaultBodyLimit::max(crate::artifacts::MAX_ARTIFACT_BYTES),
             ),
         )
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint; the API lives under /api/notebooks",
-            )
-        })
+        .fallback(fallback)
         .with_state(app)
+}
+
+/// GETs outside the API are the browser workspace's; anything else is unknown.
+async fn fallback(State(app): State<Arc<App>>, method: axum::http::Method, uri: Uri) -> Response {
+    let api = uri.path().starts_with("/api/") || uri.path() == "/sync";
+    if !api && (method == axum::http::Method::GET || method == axum::http::Method::HEAD) {
+        return crate::web::serve(app.web.as_deref(), &uri).await;
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; the API lives under /api/notebooks",
+    )
+    .into_response()
 }
 
 // ---------------------------------------------------------------- errors
@@ -831,6 +861,70 @@ async fn list_notebooks(
         key(a).cmp(&key(b))
     });
     Ok(Json(json!({ "notebooks": entries })).into_response())
+}
+
+/// What the browser workspace needs to start: the index document and who you are.
+async fn get_workspace(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let who = app.authenticate(&headers, &uri)?;
+    Ok(Json(json!({
+        "index": format!("automerge:{}", app.index.document_id()),
+        "user": { "name": who.name, "role": who.role.as_str(), "token_id": who.token_id },
+    }))
+    .into_response())
+}
+
+/// `PATCH /api/notebooks/{id}` with `{"title": ...}`: renames a notebook.
+async fn rename_notebook(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = app.authenticate(&headers, &uri)?;
+    app.require(&who, Role::Editor, "renaming a notebook")?;
+    let bad = |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+    let request: Value = serde_json::from_slice(&body).map_err(|e| {
+        bad(&format!(
+            "the body is not JSON ({e}); send {{\"title\": \"...\"}}"
+        ))
+    })?;
+    let title = request
+        .get("title")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("send {\"title\": \"...\"} with a title that is not empty"))?
+        .to_string();
+    if title.chars().count() > 200 {
+        return Err(bad("a title has at most 200 characters"));
+    }
+    let renamed = app
+        .change_durably(&app.index, |doc| {
+            let Some(notebooks) = schema::get_map(doc, &ROOT, "notebooks") else {
+                return Ok(false);
+            };
+            let Some(entry) = schema::get_map(doc, &notebooks, id.as_str()) else {
+                return Ok(false);
+            };
+            let now = now();
+            doc.transact::<_, _, AutomergeError>(|tx| {
+                tx.put(&entry, "title", title.as_str())?;
+                tx.put(&entry, "updated", now.as_str())
+            })
+            .map(|_| true)
+            .map_err(|f| f.error)
+        })
+        .await?;
+    if !renamed {
+        return Err(not_found(&id));
+    }
+    let entry = app.index_entry(&id).ok_or_else(|| not_found(&id))?;
+    Ok(Json(entry).into_response())
 }
 
 async fn get_notebook(

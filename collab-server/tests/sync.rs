@@ -26,6 +26,7 @@ async fn start_server() -> TestServer {
         bind: "127.0.0.1:0".parse().expect("addr"),
         max_message_bytes: 8 << 20,
         watch: None,
+        web: None,
     };
     let app = server::start(&options).await.expect("server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,97 @@
+// The REST side of the server: the token, who we are, notebooks.
+
+const TOKEN_KEY = "ferrolab.token";
+
+export type Role = "viewer" | "editor" | "owner";
+export interface User {
+  name: string;
+  role: Role;
+  token_id: string;
+}
+export interface Entry {
+  id: string;
+  title: string;
+  created: string;
+  updated: string;
+  notebook: string;
+  runtime: string;
+}
+
+/** The token from `?token=` (kept for next time and taken out of the address bar), or the kept one. */
+export function takeToken(): string | null {
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get("token");
+  if (fromUrl) {
+    localStorage.setItem(TOKEN_KEY, fromUrl);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+  return localStorage.getItem(TOKEN_KEY);
+}
+
+export function forgetToken() {
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Api {
+  constructor(readonly token: string) {}
+
+  async call<T>(method: string, path: string, body?: BodyInit): Promise<T> {
+    let response: Response;
+    try {
+      response = await fetch(path, {
+        method,
+        body,
+        headers: { Authorization: `Bearer ${this.token}` },
+      });
+    } catch (error) {
+      throw new ApiError(0, `the server cannot be reached (${error}); is it running?`);
+    }
+    const text = await response.text();
+    let json: unknown = undefined;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON */
+    }
+    if (!response.ok) {
+      const message = (json as { error?: { message?: string } })?.error?.message ?? (text || response.statusText);
+      throw new ApiError(response.status, message);
+    }
+    return json as T;
+  }
+
+  workspace() {
+    return this.call<{ index: string; user: User }>("GET", "/api/workspace");
+  }
+  create(title: string) {
+    return this.call<Entry>("POST", "/api/notebooks", JSON.stringify({ title }));
+  }
+  importFile(name: string, text: string) {
+    const title = name.replace(/\.ipynb$/i, "");
+    return this.call<Entry>("POST", `/api/notebooks?title=${encodeURIComponent(title)}`, text);
+  }
+  rename(id: string, title: string) {
+    return this.call<Entry>("PATCH", `/api/notebooks/${encodeURIComponent(id)}`, JSON.stringify({ title }));
+  }
+  remove(id: string) {
+    return this.call<void>("DELETE", `/api/notebooks/${encodeURIComponent(id)}`);
+  }
+  /** A link that downloads the notebook as .ipynb (a browser download cannot set headers). */
+  ipynbLink(id: string) {
+    return `/api/notebooks/${encodeURIComponent(id)}/ipynb?token=${encodeURIComponent(this.token)}`;
+  }
+  syncUrl() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/sync?token=${encodeURIComponent(this.token)}`;
+  }
+}

@@ -1,0 +1,79 @@
+// Jupyter outputs (nbformat 4) rendered safely: HTML and SVG go through DOMPurify,
+// text through ansi_up (which escapes it), images as data: URLs of known types.
+
+import DOMPurify from "dompurify";
+import { AnsiUp } from "ansi_up";
+import { marked } from "marked";
+
+const ansi = new AnsiUp();
+ansi.use_classes = true;
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type Bundle = Record<string, Json>;
+
+const text = (value: Json | undefined): string =>
+  Array.isArray(value) ? value.map((v) => String(v ?? "")).join("") : value == null ? "" : String(value);
+
+export function sanitizeHtml(html: string): string {
+  return DOMPurify.sanitize(html, { USE_PROFILES: { html: true, svg: true, svgFilters: true } });
+}
+
+export function renderMarkdown(source: string): string {
+  return sanitizeHtml(marked.parse(source, { async: false, gfm: true }) as string);
+}
+
+function pre(content: string, className: string): HTMLElement {
+  const el = document.createElement("pre");
+  el.className = className;
+  el.innerHTML = ansi.ansi_to_html(content);
+  return el;
+}
+
+function renderBundle(data: Bundle): HTMLElement {
+  const el = document.createElement("div");
+  el.className = "output-data";
+  if (data["text/html"] !== undefined) {
+    el.innerHTML = sanitizeHtml(text(data["text/html"]));
+  } else if (data["image/svg+xml"] !== undefined) {
+    el.innerHTML = DOMPurify.sanitize(text(data["image/svg+xml"]), { USE_PROFILES: { svg: true, svgFilters: true } });
+  } else if (data["image/png"] !== undefined || data["image/jpeg"] !== undefined) {
+    const kind = data["image/png"] !== undefined ? "image/png" : "image/jpeg";
+    const img = document.createElement("img");
+    img.src = `data:${kind};base64,${text(data[kind]).replace(/\s/g, "")}`;
+    img.alt = "output image";
+    el.append(img);
+  } else if (data["text/markdown"] !== undefined) {
+    el.innerHTML = renderMarkdown(text(data["text/markdown"]));
+  } else if (data["application/json"] !== undefined) {
+    el.append(pre(JSON.stringify(data["application/json"], null, 2), "output-text"));
+  } else if (data["text/plain"] !== undefined) {
+    el.append(pre(text(data["text/plain"]), "output-text"));
+  } else {
+    const kinds = Object.keys(data).join(", ");
+    el.append(pre(`(an output this workspace does not display yet: ${kinds})`, "output-text muted"));
+  }
+  return el;
+}
+
+/** One output element per nbformat output. */
+export function renderOutputs(outputs: Json[]): HTMLElement[] {
+  return outputs.map((output) => {
+    // Scalar strings come out of automerge as ImmutableString objects.
+    const o = (output ?? {}) as Record<string, Json>;
+    switch (text(o.output_type)) {
+      case "stream":
+        return pre(text(o.text), text(o.name) === "stderr" ? "output-stream stderr" : "output-stream");
+      case "error": {
+        const lines = Array.isArray(o.traceback) && o.traceback.length > 0
+          ? (o.traceback as Json[]).map((l) => String(l)).join("\n")
+          : `${text(o.ename)}: ${text(o.evalue)}`;
+        return pre(lines, "output-error");
+      }
+      case "execute_result":
+      case "display_data":
+        return renderBundle((o.data ?? {}) as Bundle);
+      default:
+        return pre(`(unknown output type ${text(o.output_type)})`, "output-text muted");
+    }
+  });
+}

@@ -1,0 +1,225 @@
+// The browser workspace in a real Chromium: two people typing in one cell,
+// concurrent structure edits, a viewer, a server restart with offline edits.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  api, codeCell, createNotebook, createToken, sleep, startServer, tempDir, waitFor,
+} from "../collab/helpers.js";
+import { WEB_DIR, editorText, launch, screenshot, shownCells, signedIn } from "./browser.js";
+
+const serverArgs = ["--web", WEB_DIR];
+
+async function serverCells(server, token, id) {
+  const res = await api(server, token, "GET", `/api/notebooks/${id}/ipynb`);
+  return res.json.cells.map((c) => ({ id: c.id, type: c.cell_type, source: [].concat(c.source).join("") }));
+}
+
+/** Types `count` markers into a cell, at its end or (line = 1) at the end of its first line. */
+async function typeMarkers(page, cellId, prefix, count, line = null) {
+  const content = page.locator(`.cell[data-id="${cellId}"] .cm-content`);
+  await content.click();
+  if (line === 1) {
+    await page.keyboard.press("Control+Home");
+    await page.keyboard.press("End");
+  } else {
+    await page.keyboard.press("Control+End");
+  }
+  const typed = [];
+  for (let i = 0; i < count; i++) {
+    const marker = `${prefix}${i};`;
+    await page.keyboard.type(marker);
+    typed.push(marker);
+    await sleep(15 + ((i * 7) % 20));
+  }
+  return typed;
+}
+
+test("two editors type into one cell at once and end with the same text as the server", async () => {
+  const data = tempDir();
+  const alice = createToken(data, "editor", "alice");
+  const bob = createToken(data, "editor", "bob");
+  const server = await startServer(data, { args: serverArgs });
+  const browser = await launch();
+  try {
+    const entry = await createNotebook(server, alice, [
+      codeCell("a", "let x = 1;\nlet y = 2;"),
+      {
+        id: "md", cell_type: "markdown", metadata: {},
+        source: "# Shared notes\n\n<img src=x onerror=\"window.pwned=1\"> **bold**",
+      },
+      {
+        ...codeCell("out", "println!(\"hi\");"),
+        execution_count: 3,
+        outputs: [
+          { output_type: "stream", name: "stdout", text: "hi\n\u001b[31mred\u001b[0m\n" },
+          { output_type: "display_data", metadata: {}, data: { "text/html": "<b>ok</b><script>window.pwned=2</script>", "text/plain": "ok" } },
+        ],
+      },
+    ]);
+    const pageA = await signedIn(browser, server, alice);
+    await pageA.waitForSelector(`tr[data-id="${entry.id}"]`);
+    await screenshot(pageA, "workspace");
+    await pageA.click(`tr[data-id="${entry.id}"] a.title`);
+    await pageA.waitForSelector('.cell[data-id="a"] .cm-content');
+    const pageB = await signedIn(browser, server, bob, `/notebooks/${entry.id}`);
+    await pageB.waitForSelector('.cell[data-id="a"] .cm-content');
+
+    // Markdown renders, outputs render, and nothing in them runs.
+    await pageA.waitForSelector('.cell[data-id="md"] .markdown-rendered h1');
+    assert.equal(await pageA.textContent('.cell[data-id="md"] .markdown-rendered h1'), "Shared notes");
+    await pageA.waitForSelector('.cell[data-id="out"] .outputs .ansi-red-fg');
+    assert.equal(await pageA.textContent('.cell[data-id="out"] .output-data b'), "ok");
+    assert.equal(await pageA.textContent('.cell[data-id="out"] .prompt'), "[3]:");
+    assert.equal(await pageA.evaluate(() => window.pwned), undefined, "no script in a notebook runs");
+
+    // Both type into cell a at the same time, one on each line (at one spot, a
+    // CRDT interleaves two people's characters, as any shared editor does).
+    const [typedA, typedB] = await Promise.all([
+      typeMarkers(pageA, "a", "A", 15, 1),
+      typeMarkers(pageB, "a", "B", 15),
+    ]);
+    const want = `let x = 1;${typedA.join("")}\nlet y = 2;${typedB.join("")}`;
+    let seen;
+    await waitFor(async () => {
+      seen = await Promise.all([editorText(pageA, "a"), editorText(pageB, "a")]);
+      return seen[0] === want && seen[1] === want;
+    }, "both editors to show everyone's typing once").catch((error) => {
+      throw new Error(`${error.message}: want ${JSON.stringify(want)}, the editors show ${JSON.stringify(seen)}`);
+    });
+    const final = await editorText(pageA, "a");
+    await waitFor(async () => (await serverCells(server, alice, entry.id)).find((c) => c.id === "a").source === final,
+      "the server to hold the same text");
+
+    // Each sees the other's cursor.
+    await pageA.waitForSelector('.cell[data-id="a"] .remote-name:text("bob")');
+    await pageB.waitForSelector('.cell[data-id="a"] .remote-name:text("alice")');
+    await pageA.waitForSelector('.people .person:text("bob")');
+    await screenshot(pageA, "notebook");
+
+    // Concurrent structure edits: A inserts below a, B inserts below a and moves
+    // "out" up, A deletes md; nothing duplicated, nothing lost, one order for all.
+    await pageA.click('.cell[data-id="a"] .prompt');
+    await pageB.click('.cell[data-id="out"] .prompt');
+    await Promise.all([
+      (async () => {
+        await pageA.keyboard.press("b");
+        await pageA.keyboard.type("// from A");
+        await pageA.keyboard.press("Escape");
+        await pageA.click('.cell[data-id="md"] .prompt');
+        await pageA.keyboard.press("d");
+        await pageA.keyboard.press("d");
+      })(),
+      (async () => {
+        await pageB.click('.toolbar [data-action="up"]');
+        await pageB.click('.cell[data-id="a"] .prompt');
+        await pageB.keyboard.press("b");
+        await pageB.keyboard.type("// from B");
+        await pageB.keyboard.press("Escape");
+      })(),
+    ]);
+    let expected;
+    await waitFor(async () => {
+      const cells = await serverCells(server, alice, entry.id);
+      const [shownA, shownB] = await Promise.all([shownCells(pageA), shownCells(pageB)]);
+      const ids = cells.map((c) => c.id);
+      expected = cells;
+      return JSON.stringify(shownA) === JSON.stringify(ids) && JSON.stringify(shownB) === JSON.stringify(ids) && ids.length === 4;
+    }, "both pages to show the server's cells in the server's order");
+    const ids = expected.map((c) => c.id);
+    assert.equal(new Set(ids).size, ids.length, "no cell twice");
+    assert.ok(!ids.includes("md"), "the deleted cell is gone");
+    assert.ok(ids.includes("out") && ids.includes("a"));
+    const sources = expected.map((c) => c.source);
+    assert.equal(sources.filter((s) => s === "// from A").length, 1);
+    assert.equal(sources.filter((s) => s === "// from B").length, 1);
+    assert.deepEqual(pageA.errors, []);
+    assert.deepEqual(pageB.errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("a viewer sees everything live and can change nothing", async () => {
+  const data = tempDir();
+  const editor = createToken(data, "editor", "ed");
+  const viewer = createToken(data, "viewer", "vi");
+  const server = await startServer(data, { args: serverArgs });
+  const browser = await launch();
+  try {
+    const entry = await createNotebook(server, editor, [codeCell("a", "let a = 1;"), codeCell("b", "let b = 2;")]);
+    const pageE = await signedIn(browser, server, editor, `/notebooks/${entry.id}`);
+    const pageV = await signedIn(browser, server, viewer, `/notebooks/${entry.id}`);
+    await pageV.waitForSelector('.cell[data-id="a"] .cm-content');
+    await pageV.waitForSelector(".read-only");
+    assert.equal(await pageV.getAttribute('.cell[data-id="a"] .cm-content', "contenteditable"), "false");
+    assert.ok(await pageV.isDisabled('.toolbar [data-action="add-code"]'));
+    assert.ok(await pageV.isDisabled('.toolbar [data-action="delete"]'));
+
+    // Typing and command-mode keys change nothing, and say why.
+    await pageV.click('.cell[data-id="a"] .cm-content');
+    await pageV.keyboard.type("HACK");
+    await pageV.click('.cell[data-id="b"] .prompt');
+    await pageV.keyboard.press("b");
+    await pageV.keyboard.press("d");
+    await pageV.keyboard.press("d");
+    await pageV.waitForSelector("#status.error:text('viewer')");
+    assert.equal(await editorText(pageV, "a"), "let a = 1;");
+    assert.deepEqual(await shownCells(pageV), ["a", "b"]);
+
+    // The editor's typing reaches the viewer; the server never took the viewer's.
+    await typeMarkers(pageE, "b", "E", 3);
+    await waitFor(async () => (await editorText(pageV, "b")) === "let b = 2;E0;E1;E2;", "the viewer to see the edit");
+    const cells = await serverCells(server, editor, entry.id);
+    assert.deepEqual(cells.map((c) => c.source), ["let a = 1;", "let b = 2;E0;E1;E2;"]);
+
+    // The workspace page offers a viewer no create, rename or delete.
+    const list = await signedIn(browser, server, viewer, "/");
+    await list.waitForSelector(`tr[data-id="${entry.id}"]`);
+    assert.ok(await list.isHidden("button.new"));
+    assert.equal(await list.locator("button.rename, button.delete").count(), 0);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
+
+test("after a server restart both browsers reconnect and their offline edits merge", async () => {
+  const data = tempDir();
+  const alice = createToken(data, "editor", "alice");
+  const bob = createToken(data, "editor", "bob");
+  let server = await startServer(data, { args: serverArgs });
+  const port = server.port;
+  const browser = await launch();
+  try {
+    const entry = await createNotebook(server, alice, [codeCell("a", "start"), codeCell("b", "")]);
+    const pageA = await signedIn(browser, server, alice, `/notebooks/${entry.id}`);
+    const pageB = await signedIn(browser, server, bob, `/notebooks/${entry.id}`);
+    await pageA.waitForSelector('.cell[data-id="a"] .cm-content');
+    await pageB.waitForSelector('.cell[data-id="a"] .cm-content');
+    await typeMarkers(pageA, "a", "online", 1);
+    await waitFor(async () => (await editorText(pageB, "a")) === "startonline0;", "the first edit to arrive");
+
+    await server.stop();
+    // Offline: both keep editing, in the same cell and in another.
+    const [offA] = await Promise.all([typeMarkers(pageA, "a", "offA", 3), typeMarkers(pageB, "b", "offB", 3)]);
+    assert.ok((await editorText(pageA, "a")).endsWith(offA.join("")), "typing works offline");
+    server = await startServer(data, { port, args: serverArgs });
+
+    const wantA = `startonline0;${offA.join("")}`;
+    const wantB = "offB0;offB1;offB2;";
+    await waitFor(async () => {
+      const [aa, ab, ba, bb] = await Promise.all([
+        editorText(pageA, "a"), editorText(pageA, "b"), editorText(pageB, "a"), editorText(pageB, "b"),
+      ]);
+      return aa === wantA && ba === wantA && ab === wantB && bb === wantB;
+    }, "both browsers to reconnect and merge", 30000);
+    await waitFor(async () => {
+      const cells = await serverCells(server, alice, entry.id);
+      return cells[0].source === wantA && cells[1].source === wantB;
+    }, "the server to hold both offline edits");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
