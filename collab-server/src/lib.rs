@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod ipynb;
+pub mod kernels;
 pub mod live_runs;
 pub mod mlflow;
 pub mod notebook;

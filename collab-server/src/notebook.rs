@@ -23,6 +23,13 @@ pub fn source<D: ReadDoc>(doc: &D, id: &str) -> Option<String> {
     get_str(doc, &cell, "source")
 }
 
+/// The type of cell `id` (`code`, `markdown`, `raw`).
+pub fn cell_type<D: ReadDoc>(doc: &D, id: &str) -> Option<String> {
+    let cells = cells_map(doc).ok()?;
+    let cell = get_map(doc, &cells, id)?;
+    get_str(doc, &cell, "cell_type")
+}
+
 fn position_of<D: ReadDoc>(doc: &D, id: &str) -> Option<String> {
     let cells = cells_map(doc).ok()?;
     let cell = get_map(doc, &cells, id)?;

@@ -187,19 +187,29 @@ fn fill_list<T: Transactable>(
     items: &[Json],
 ) -> Result<(), AutomergeError> {
     for (index, value) in items.iter().enumerate() {
-        match value {
-            Json::Object(map) => {
-                let child = tx.insert_object(obj, index, ObjType::Map)?;
-                fill_map(tx, &child, map)?;
-            }
-            Json::Array(inner) => {
-                let child = tx.insert_object(obj, index, ObjType::List)?;
-                fill_list(tx, &child, inner)?;
-            }
-            scalar => tx.insert(obj, index, to_scalar(scalar))?,
-        }
+        insert_json(tx, obj, index, value)?;
     }
     Ok(())
+}
+
+/// Inserts a JSON value at `index` of the list `obj`.
+pub fn insert_json<T: Transactable>(
+    tx: &mut T,
+    obj: &ObjId,
+    index: usize,
+    value: &Json,
+) -> Result<(), AutomergeError> {
+    match value {
+        Json::Object(map) => {
+            let child = tx.insert_object(obj, index, ObjType::Map)?;
+            fill_map(tx, &child, map)
+        }
+        Json::Array(inner) => {
+            let child = tx.insert_object(obj, index, ObjType::List)?;
+            fill_list(tx, &child, inner)
+        }
+        scalar => tx.insert(obj, index, to_scalar(scalar)),
+    }
 }
 
 fn to_scalar(value: &Json) -> ScalarValue {

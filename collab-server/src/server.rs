@@ -83,6 +83,8 @@ pub struct App {
     web: Option<PathBuf>,
     /// The owner token created at this start (first start only), for the sign-in URL.
     first_token: Option<String>,
+    /// One shared kernel and execution queue per notebook that someone runs.
+    kernels: crate::kernels::Kernels,
 }
 
 /// Opens the data folder; prints the owner token on first start.
@@ -146,6 +148,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         live_runs: Default::default(),
         web: options.web.clone(),
         first_token,
+        kernels: crate::kernels::Kernels::new(kernel_program()?, options.data.join("kernels")),
     }))
 }
 
@@ -206,6 +209,15 @@ async fn open_index(
     }
 }
 
+/// The `ferrolab` binary the shared kernels run (`FERROLAB_KERNEL_PROGRAM`, else
+/// this very program, which is `ferrolab`).
+fn kernel_program() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("FERROLAB_KERNEL_PROGRAM") {
+        Some(program) => Ok(PathBuf::from(program)),
+        None => std::env::current_exe().context("cannot find the ferrolab program to run kernels"),
+    }
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let app = start(&options).await?;
@@ -257,6 +269,7 @@ pub async fn run(
     revocations.abort();
     stamps.abort();
     live.abort();
+    app.kernels.stop_all();
     // The last changes reach the run documents before the repository stops.
     crate::live_runs::flush(&app).await;
     app.repo.stop().await;
@@ -290,6 +303,10 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(rename_notebook),
         )
         .route("/api/notebooks/{id}/ipynb", get(export_notebook))
+        .route(
+            "/api/notebooks/{id}/kernel/{action}",
+            axum::routing::post(kernel_action),
+        )
         .route(
             "/api/2.0/mlflow/{*endpoint}",
             axum::routing::any(crate::mlflow::handle),
@@ -875,6 +892,83 @@ async fn get_workspace(
         "user": { "name": who.name, "role": who.role.as_str(), "token_id": who.token_id },
     }))
     .into_response())
+}
+
+/// `POST /api/notebooks/{id}/kernel/execute` (`{"cells": [ids]}` or `{"all": true}`),
+/// `.../kernel/interrupt`, `.../kernel/restart`: the notebook's shared kernel.
+/// Editors only. Sources are taken as they are now; outputs arrive in the runtime
+/// document.
+async fn kernel_action(
+    State(app): State<Arc<App>>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::kernels::Command;
+    let who = app.authenticate(&headers, &uri)?;
+    app.require(&who, Role::Editor, "running cells")?;
+    let (notebook, runtime) = app.open_handles(&id).await?;
+    let command = match action.as_str() {
+        "execute" => {
+            let bad =
+                |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+            let request: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&body).map_err(|e| {
+                    bad(format!("the body is not JSON ({e}); send {{\"cells\": [ids]}} or {{\"all\": true}}"))
+                })?
+            };
+            let all = request.get("all").and_then(Value::as_bool).unwrap_or(false);
+            let wanted: Vec<String> = match request.get("cells") {
+                Some(Value::Array(ids)) => ids
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("`cells` must be a list of cell ids".into()))?,
+                Some(_) => return Err(bad("`cells` must be a list of cell ids".into())),
+                None if all => Vec::new(),
+                None => return Err(bad("send {\"cells\": [ids]} or {\"all\": true}".into())),
+            };
+            let cells = notebook.with_document(|doc| {
+                let order = crate::notebook::cell_ids(doc);
+                let ids: Vec<String> = if all { order.clone() } else { wanted.clone() };
+                let mut out = Vec::new();
+                for cell in ids {
+                    if !order.contains(&cell) {
+                        return Err(cell);
+                    }
+                    if crate::notebook::cell_type(doc, &cell).as_deref() == Some("code") {
+                        let source = crate::notebook::source(doc, &cell).unwrap_or_default();
+                        out.push((cell, source));
+                    }
+                }
+                Ok(out)
+            });
+            let cells = cells.map_err(|cell| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("the notebook has no cell {cell:?}; it may have been deleted"),
+                )
+            })?;
+            let queued: Vec<String> = cells.iter().map(|(id, _)| id.clone()).collect();
+            app.kernels.send(&id, &runtime, Command::Execute(cells));
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response());
+        }
+        "interrupt" => Command::Interrupt,
+        "restart" => Command::Restart,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no kernel action {other:?}; use execute, interrupt or restart"),
+            ))
+        }
+    };
+    app.kernels.send(&id, &runtime, command);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
 }
 
 /// `PATCH /api/notebooks/{id}` with `{"title": ...}`: renames a notebook.

@@ -223,3 +223,49 @@ test("after a server restart both browsers reconnect and their offline edits mer
     await server.stop();
   }
 });
+
+test("one person runs a cell; the other watches its output stream in; a latecomer sees it too", async () => {
+  const data = tempDir();
+  const alice = createToken(data, "editor", "alice");
+  const bob = createToken(data, "editor", "bob");
+  const carol = createToken(data, "viewer", "carol");
+  const server = await startServer(data, { args: serverArgs });
+  const browser = await launch();
+  try {
+    const entry = await createNotebook(server, alice, [
+      codeCell("warm", "let greeting = \"hi\";"),
+      codeCell("tick", 'for i in 0..3 {\n    println!("tick {i}");\n    std::thread::sleep(std::time::Duration::from_millis(1500));\n}\ngreeting'),
+    ]);
+    const pageA = await signedIn(browser, server, alice, `/notebooks/${entry.id}`);
+    const pageB = await signedIn(browser, server, bob, `/notebooks/${entry.id}`);
+    await pageA.waitForSelector('.cell[data-id="tick"] .cm-content');
+    await pageB.waitForSelector('.cell[data-id="tick"] .cm-content');
+
+    // Alice runs everything from her toolbar; Bob sees the kernel start.
+    await pageA.click('.toolbar [data-action="run-all"]');
+    await pageB.waitForSelector('.kernel-status[data-status="busy"], .kernel-status[data-status="starting"]');
+    // Bob sees the stream arrive line by line, not all at the end.
+    const outputOf = (page) => page.evaluate(() => document.querySelector('.cell[data-id="tick"] .outputs')?.textContent ?? "");
+    let partial = false;
+    await waitFor(async () => {
+      const text = await outputOf(pageB);
+      if (text.includes("tick 0") && !text.includes("tick 2")) partial = true;
+      return text.includes("tick 2") && text.includes('"hi"');
+    }, "bob to see the cell's output", 180000);
+    assert.ok(partial, "the output streamed in while the cell ran");
+    await pageB.waitForSelector('.kernel-status[data-status="idle"]');
+    assert.equal(await pageB.textContent('.cell[data-id="tick"] .prompt'), "[2]:");
+    assert.equal(await outputOf(pageA), await outputOf(pageB));
+
+    // Carol opens the notebook afterwards and sees the same outputs; she cannot run.
+    const pageC = await signedIn(browser, server, carol, `/notebooks/${entry.id}`);
+    await pageC.waitForSelector('.cell[data-id="tick"] .outputs pre');
+    assert.equal(await outputOf(pageC), await outputOf(pageA));
+    assert.ok(await pageC.isDisabled('.toolbar [data-action="run"]'));
+    await screenshot(pageB, "notebook-run");
+    assert.deepEqual([...pageA.errors, ...pageB.errors, ...pageC.errors], []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});

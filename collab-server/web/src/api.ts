@@ -86,6 +86,13 @@ export class Api {
   remove(id: string) {
     return this.call<void>("DELETE", `/api/notebooks/${encodeURIComponent(id)}`);
   }
+  execute(id: string, cells: string[] | "all") {
+    const body = cells === "all" ? { all: true } : { cells };
+    return this.call<{ queued: string[] }>("POST", `/api/notebooks/${encodeURIComponent(id)}/kernel/execute`, JSON.stringify(body));
+  }
+  kernel(id: string, action: "interrupt" | "restart") {
+    return this.call<{ ok: boolean }>("POST", `/api/notebooks/${encodeURIComponent(id)}/kernel/${action}`);
+  }
   /** A link that downloads the notebook as .ipynb (a browser download cannot set headers). */
   ipynbLink(id: string) {
     return `/api/notebooks/${encodeURIComponent(id)}/ipynb?token=${encodeURIComponent(this.token)}`;

@@ -29,7 +29,8 @@ interface NotebookDoc {
   metadata?: Record<string, unknown>;
 }
 interface RuntimeDoc {
-  cells?: Record<string, { execution_count?: number | null; outputs?: Json[] }>;
+  cells?: Record<string, { execution_count?: number | null; outputs?: Json[]; state?: unknown }>;
+  kernel?: { status?: unknown; message?: unknown };
 }
 
 const str = (v: unknown) => (v == null ? "" : String(v));
@@ -148,6 +149,10 @@ export async function showNotebook(session: Session, id: string) {
       <button data-action="delete" title="Delete the cell (D, D)">Delete</button>
       <select data-action="type" title="Cell type (Y / M)"><option value="code">Code</option><option value="markdown">Markdown</option><option value="raw">Raw</option></select>
       <button data-action="run" title="Run the cell (Shift-Enter)">▶ Run</button>
+      <button data-action="run-all" title="Run every code cell, in order">Run all</button>
+      <button data-action="interrupt" title="Interrupt the kernel">■</button>
+      <button data-action="restart" title="Restart the kernel (its state is lost)">Restart</button>
+      <span class="kernel-status" title="the shared kernel">kernel: not started</span>
       <a class="download" download>Download .ipynb</a>
       ${canEdit ? "" : '<span class="read-only">read only</span>'}
     </nav>
@@ -161,12 +166,14 @@ export async function showNotebook(session: Session, id: string) {
     session.navigate("/");
   });
   for (const el of session.root.querySelectorAll<HTMLElement>(".toolbar [data-action]")) {
-    if (el.dataset.action !== "run" && !canEdit) (el as HTMLButtonElement).disabled = true;
+    if (!canEdit) (el as HTMLButtonElement).disabled = true;
   }
   const container = $("main.notebook");
   const views = new Map<string, CellView>();
   let active: string | null = null;
   let pendingD = 0;
+  let pendingI = 0;
+  let pendingZero = 0;
 
   const change = (fn: (doc: NotebookDoc) => void) => {
     if (!canEdit) {
@@ -256,10 +263,7 @@ export async function showNotebook(session: Session, id: string) {
       v.editingMarkdown = false;
       updateMarkdown(v);
     } else if (v?.type === "code") {
-      session.status(
-        "Running cells from the browser needs the shared kernel, which is not built yet. Run the notebook in JupyterLab (make up); its outputs show here once the file is synced.",
-        "error",
-      );
+      execute([v.id]);
     }
     if (advance) {
       const ids = order(handle.doc());
@@ -269,6 +273,19 @@ export async function showNotebook(session: Session, id: string) {
     } else {
       select(active);
     }
+  };
+
+  const execute = (cells: string[] | "all") => {
+    if (!canEdit) {
+      session.status("You can read this notebook but not run it (your token is a viewer's).", "error");
+      return;
+    }
+    api.execute(id, cells).catch((error) => session.status((error as Error).message, "error"));
+  };
+
+  const kernelAction = (action: "interrupt" | "restart") => {
+    if (action === "restart" && !confirm("Restart the kernel for everyone? Its variables are lost.")) return;
+    api.kernel(id, action).catch((error) => session.status((error as Error).message, "error"));
   };
 
   const showMarkdownEditor = (v: CellView, editing: boolean) => {
@@ -347,15 +364,25 @@ export async function showNotebook(session: Session, id: string) {
   };
 
   const renderRuntime = () => {
-    const cells = runtime?.doc()?.cells ?? {};
+    const doc = runtime?.doc();
+    const cells = doc?.cells ?? {};
+    const status = str(doc?.kernel?.status) || "not started";
+    const message = str(doc?.kernel?.message);
+    const badge = $(".kernel-status");
+    badge.textContent = `kernel: ${status}`;
+    badge.dataset.status = status;
+    badge.title = message || "the shared kernel";
     for (const v of views.values()) {
       const state = cells[v.id];
       const count = state?.execution_count ?? null;
+      const running = str(state?.state);
       const list = (state?.outputs ?? []) as Json[];
-      const key = JSON.stringify([count, list]);
+      const key = JSON.stringify([count, running, list]);
       if (key === v.outputsKey) continue;
       v.outputsKey = key;
-      v.prompt.textContent = v.type === "code" ? `[${count ?? " "}]:` : "";
+      const busy = running === "running" || running === "queued";
+      v.el.dataset.state = running || "idle";
+      v.prompt.textContent = v.type === "code" ? `[${busy ? "*" : count ?? " "}]:` : "";
       v.outputs.replaceChildren(...(v.type === "code" ? renderOutputs(list) : []));
     }
   };
@@ -420,6 +447,9 @@ export async function showNotebook(session: Session, id: string) {
     else if (action === "down") move(1);
     else if (action === "delete") remove();
     else if (action === "run") run(false);
+    else if (action === "run-all") execute("all");
+    else if (action === "interrupt") kernelAction("interrupt");
+    else if (action === "restart") kernelAction("restart");
   });
   $<HTMLSelectElement>("select[data-action=type]").addEventListener("change", (event) =>
     setType((event.target as HTMLSelectElement).value),
@@ -443,6 +473,14 @@ export async function showNotebook(session: Session, id: string) {
     else if (key === "m") setType("markdown");
     else if (key === "y") setType("code");
     else if (key === "r") setType("raw");
+    else if (key === "i" && Date.now() - pendingI < 800) {
+      pendingI = 0;
+      kernelAction("interrupt");
+    } else if (key === "i") pendingI = Date.now();
+    else if (key === "0" && Date.now() - pendingZero < 800) {
+      pendingZero = 0;
+      kernelAction("restart");
+    } else if (key === "0") pendingZero = Date.now();
     else if (key === "d") {
       if (Date.now() - pendingD < 800) {
         pendingD = 0;
