@@ -80,6 +80,7 @@ impl Kernels {
             children: self.children.clone(),
             kernel: None,
             pending: VecDeque::new(),
+            shown: Outputs::default(),
         };
         tokio::spawn(queue.run(rx));
     }
@@ -125,6 +126,9 @@ struct Queue {
     children: Arc<Mutex<HashMap<String, u32>>>,
     kernel: Option<Kernel>,
     pending: VecDeque<(String, String)>,
+    /// Displays shown so far by this kernel, kept across cells so that a later
+    /// cell can update an earlier cell's display.
+    shown: Outputs,
 }
 
 enum Outcome {
@@ -217,6 +221,7 @@ impl Queue {
     }
 
     fn stop_kernel(&mut self) {
+        self.shown = Outputs::default();
         if self.kernel.take().is_some() {
             if let Ok(mut children) = self.children.lock() {
                 children.remove(&self.notebook);
@@ -376,7 +381,10 @@ impl Queue {
         if let Err(error) = kernel.shell.send(message).await {
             return Outcome::Died(format!("cannot reach the kernel: {error}"));
         }
-        let mut outputs = Outputs::default();
+        let mut outputs = std::mem::take(&mut self.shown);
+        outputs.clear_on_next = false;
+        // Running a cell again clears its outputs, and with them its displays.
+        outputs.displays.retain(|_, (c, _)| c != cell);
         let mut reply_ok: Option<bool> = None;
         let mut idle = false;
         let mut grace: Option<tokio::time::Instant> = None;
@@ -445,6 +453,7 @@ impl Queue {
             }
         }
         self.set_cell_state(cell, "idle");
+        self.shown = outputs;
         Outcome::Done {
             ok: reply_ok.unwrap_or(false),
         }
@@ -536,19 +545,9 @@ impl Queue {
             "stream" => {
                 let name = content["name"].as_str().unwrap_or("stdout").to_string();
                 let text = content["text"].as_str().unwrap_or("").to_string();
-                let clear = std::mem::take(&mut outputs.clear_on_next);
-                self.edit(|tx, cells| {
-                    let obj = cell_obj(tx, cells, cell)?;
-                    let list = if clear {
-                        tx.put_object(&obj, "outputs", ObjType::List)?
-                    } else {
-                        outputs_list(tx, &obj)?
-                    };
-                    append_stream(tx, &list, &name, &text)
+                self.with_outputs(cell, outputs, |tx, list| {
+                    append_stream(tx, list, &name, &text)
                 });
-                if clear {
-                    outputs.displays.retain(|_, (c, _)| c != cell);
-                }
                 return;
             }
             "display_data" => json!({
@@ -590,11 +589,31 @@ impl Queue {
             }
             _ => return,
         };
+        let mut index = 0;
+        self.with_outputs(cell, outputs, |tx, list| {
+            index = tx.length(list);
+            schema::insert_json(tx, list, index, &output)
+        });
+        if let Some(id) = display_id {
+            outputs.displays.insert(id, (cell.to_string(), index));
+        }
+    }
+
+    /// Writes into the cell's outputs list, emptied first when a
+    /// `clear_output(wait=True)` is pending.
+    fn with_outputs(
+        &self,
+        cell: &str,
+        outputs: &mut Outputs,
+        f: impl FnOnce(
+            &mut automerge::transaction::Transaction<'_>,
+            &ObjId,
+        ) -> Result<(), AutomergeError>,
+    ) {
         let clear = std::mem::take(&mut outputs.clear_on_next);
         if clear {
             outputs.displays.retain(|_, (c, _)| c != cell);
         }
-        let mut index = 0;
         self.edit(|tx, cells| {
             let obj = cell_obj(tx, cells, cell)?;
             let list = if clear {
@@ -602,12 +621,8 @@ impl Queue {
             } else {
                 outputs_list(tx, &obj)?
             };
-            index = tx.length(&list);
-            schema::insert_json(tx, &list, index, &output)
+            f(tx, &list)
         });
-        if let Some(id) = display_id {
-            outputs.displays.insert(id, (cell.to_string(), index));
-        }
     }
 
     fn apply_update_elsewhere(&self, message: &JupyterMessage, outputs: &Outputs) {
@@ -650,7 +665,8 @@ impl Queue {
 struct Outputs {
     /// `clear_output(wait=True)` was asked: clear when the next output comes.
     clear_on_next: bool,
-    /// display id → (cell, output index), for `update_display_data`.
+    /// display id → (cell, output index), for `update_display_data`; emptied with
+    /// the kernel.
     displays: HashMap<String, (String, usize)>,
 }
 

@@ -20,6 +20,9 @@ test("cells run in order on one kernel, outputs land in the runtime document, er
       { id: "md", cell_type: "markdown", metadata: {}, source: "not code" },
       codeCell("b", 'let y: i32 = "no";'),
       codeCell("c", "x + 1"),
+      codeCell("d", 'let progress = display_markdown("0 of 3");\nfor step in 1..=3 {\n    progress.update("text/markdown", &format!("{step} of 3"));\n};'),
+      codeCell("e", 'println!("old");\nclear_output(true);\nprintln!("new");'),
+      codeCell("f", 'progress.update("text/markdown", "done");'),
     ]);
     const runtime = await client.find(entry.runtime);
     const run = (body, token = editor) => api(server, token, "POST", `/api/notebooks/${entry.id}/kernel/execute`, body);
@@ -33,7 +36,7 @@ test("cells run in order on one kernel, outputs land in the runtime document, er
 
     const queued = await run({ all: true });
     assert.equal(queued.status, 202);
-    assert.deepEqual(queued.json.queued, ["a", "b", "c"], "markdown is skipped");
+    assert.deepEqual(queued.json.queued, ["a", "b", "c", "d", "e", "f"], "markdown is skipped");
     await waitFor(() => {
       const doc = plain(runtime.doc());
       return doc.kernel?.status === "idle" && doc.cells.b?.state === "idle" && doc.cells.b.outputs.length > 0;
@@ -55,6 +58,22 @@ test("cells run in order on one kernel, outputs land in the runtime document, er
     assert.deepEqual(file.cells[0].outputs[0].text, ["hello\n"]);
     assert.equal(file.cells[3].execution_count, 3);
     assert.equal(file.cells[3].state, undefined, "queue state stays out of the file");
+
+    // Displays update in place, clear_output(wait) clears when the next output
+    // comes, and a later cell can update an earlier cell's display.
+    await run({ cells: ["d", "e"] });
+    await waitFor(() => {
+      const cells = plain(runtime.doc()).cells;
+      return cells.e.state === "idle" && cells.e.outputs.length > 0;
+    }, "the display cells", KERNEL_WAIT);
+    let cells = plain(runtime.doc()).cells;
+    assert.equal(cells.d.outputs.length, 1);
+    assert.equal(cells.d.outputs[0].output_type, "display_data");
+    assert.equal(cells.d.outputs[0].data["text/markdown"], "3 of 3");
+    assert.deepEqual(cells.e.outputs, [{ output_type: "stream", name: "stdout", text: "new\n" }]);
+    await run({ cells: ["f"] });
+    await waitFor(() => plain(runtime.doc()).cells.d.outputs[0].data["text/markdown"] === "done",
+      "the later cell's update", KERNEL_WAIT);
   } finally {
     await client.shutdown();
     await server.stop();
