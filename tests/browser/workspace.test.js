@@ -130,8 +130,8 @@ test("two editors type into one cell at once and end with the same text as the s
     assert.ok(!ids.includes("md"), "the deleted cell is gone");
     assert.ok(ids.includes("out") && ids.includes("a"));
     const sources = expected.map((c) => c.source);
-    assert.equal(sources.filter((s) => s === "// from A").length, 1);
-    assert.equal(sources.filter((s) => s === "// from B").length, 1);
+    assert.equal(sources.filter((s) => s === "// from A").length, 1, JSON.stringify(expected));
+    assert.equal(sources.filter((s) => s === "// from B").length, 1, JSON.stringify(expected));
     assert.deepEqual(pageA.errors, []);
     assert.deepEqual(pageB.errors, []);
   } finally {

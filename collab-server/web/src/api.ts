@@ -93,6 +93,14 @@ export class Api {
   kernel(id: string, action: "interrupt" | "restart") {
     return this.call<{ ok: boolean }>("POST", `/api/notebooks/${encodeURIComponent(id)}/kernel/${action}`);
   }
+  /** MLflow's REST API (and ferrolab's governance API) on the same token. */
+  mlflow<T>(endpoint: string, body?: Record<string, unknown>, query?: Record<string, string>) {
+    const base = endpoint.startsWith("ferrolab/") ? `/api/2.0/${endpoint}` : `/api/2.0/mlflow/${endpoint}`;
+    const qs = query ? `?${new URLSearchParams(query)}` : "";
+    return body === undefined
+      ? this.call<T>("GET", base + qs)
+      : this.call<T>("POST", base + qs, JSON.stringify(body));
+  }
   /** A link that downloads the notebook as .ipynb (a browser download cannot set headers). */
   ipynbLink(id: string) {
     return `/api/notebooks/${encodeURIComponent(id)}/ipynb?token=${encodeURIComponent(this.token)}`;

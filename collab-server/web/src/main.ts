@@ -9,6 +9,8 @@ import { Api, ApiError, forgetToken, takeToken, type User } from "./api";
 import { PresenceChannel } from "./presence";
 import { showWorkspace } from "./workspace";
 import { showNotebook } from "./notebook";
+import { showRuns } from "./runs";
+import { showModels } from "./models";
 import "./style.css";
 
 export interface Session {
@@ -101,9 +103,10 @@ async function boot() {
     session.status("");
     const match = location.pathname.match(/^\/notebooks\/([^/]+)$/);
     try {
-      close = match
-        ? await showNotebook(session, decodeURIComponent(match[1]))
-        : await showWorkspace(session, indexHandle as never);
+      if (match) close = await showNotebook(session, decodeURIComponent(match[1]));
+      else if (location.pathname === "/runs") close = await showRuns(session);
+      else if (location.pathname === "/models") close = await showModels(session);
+      else close = await showWorkspace(session, indexHandle as never);
     } catch (error) {
       session.status((error as Error).message, "error");
     }

@@ -14,6 +14,7 @@ import type { Session } from "./main";
 import { positionBetween } from "./positions";
 import { renderMarkdown, renderOutputs } from "./outputs";
 import { renderPeople, type Presence } from "./presence";
+import { header } from "./nav";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 interface CellDoc {
@@ -135,12 +136,6 @@ export async function showNotebook(session: Session, id: string) {
   document.title = `${entry?.title ?? "Notebook"} · ferrolab`;
 
   session.root.innerHTML = `
-    <header class="bar">
-      <a class="brand" href="/">ferrolab</a>
-      <span class="nb-title"></span>
-      <span class="people"></span>
-      <span class="me"></span>
-    </header>
     <nav class="toolbar">
       <button data-action="add-code" title="Insert a code cell below (B)">+ Code</button>
       <button data-action="add-markdown" title="Insert a markdown cell below">+ Markdown</button>
@@ -157,14 +152,9 @@ export async function showNotebook(session: Session, id: string) {
       ${canEdit ? "" : '<span class="read-only">read only</span>'}
     </nav>
     <main class="notebook" tabindex="-1"></main>`;
+  session.root.prepend(header(session, "notebooks", entry?.title ?? id));
   const $ = <T extends HTMLElement>(s: string) => session.root.querySelector(s) as T;
-  $(".nb-title").textContent = entry?.title ?? id;
-  $(".me").textContent = `${user.name} · ${user.role}`;
   $<HTMLAnchorElement>(".download").href = api.ipynbLink(id);
-  $(".brand").addEventListener("click", (event) => {
-    event.preventDefault();
-    session.navigate("/");
-  });
   for (const el of session.root.querySelectorAll<HTMLElement>(".toolbar [data-action]")) {
     if (!canEdit) (el as HTMLButtonElement).disabled = true;
   }
@@ -392,6 +382,9 @@ export async function showNotebook(session: Session, id: string) {
     if (!doc) return;
     const ids = order(doc);
     const wanted = new Set(ids);
+    // Moving an element in the DOM takes the focus from the editor inside it: a
+    // collaborator's insert or move must not end someone's typing.
+    const focused = [...views.values()].find((v) => v.view.hasFocus);
     for (const [cellId, v] of views) {
       const type = str(doc.cells[cellId]?.cell_type) || "code";
       if (!wanted.has(cellId) || type !== v.type) {
@@ -410,6 +403,7 @@ export async function showNotebook(session: Session, id: string) {
       if (container.children[i] !== v.el) container.insertBefore(v.el, container.children[i] ?? null);
       if (v.type === "markdown" && !v.editingMarkdown) updateMarkdown(v);
     });
+    if (focused && views.get(focused.id) === focused && !focused.view.hasFocus) focused.view.focus();
     renderRuntime();
     queueCursors();
   };

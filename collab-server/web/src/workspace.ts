@@ -5,6 +5,7 @@ import type { DocHandle } from "@automerge/automerge-repo";
 import type { Entry } from "./api";
 import type { Session } from "./main";
 import { renderPeople } from "./presence";
+import { header } from "./nav";
 
 interface IndexDoc {
   notebooks?: Record<string, Record<string, unknown>>;
@@ -32,12 +33,6 @@ export async function showWorkspace(session: Session, index: DocHandle<IndexDoc>
   presence.update({ notebook: null, cell: null });
   document.title = "ferrolab";
   session.root.innerHTML = `
-    <header class="bar">
-      <a class="brand" href="/">ferrolab</a>
-      <span class="people"></span>
-      <span class="me"></span>
-      <button class="sign-out" type="button">Sign out</button>
-    </header>
     <main class="workspace">
       <div class="actions">
         <button class="new" type="button">New notebook</button>
@@ -46,14 +41,10 @@ export async function showWorkspace(session: Session, index: DocHandle<IndexDoc>
       <table class="notebooks"><thead><tr><th>Notebook</th><th>Updated</th><th></th></tr></thead><tbody></tbody></table>
       <p class="empty" hidden>No notebooks yet.</p>
     </main>`;
+  session.root.prepend(header(session, "notebooks"));
   const $ = <T extends HTMLElement>(selector: string) => session.root.querySelector(selector) as T;
-  $(".me").textContent = `${user.name} · ${user.role}`;
   $<HTMLButtonElement>(".new").hidden = !canEdit;
   $(".import").hidden = !canEdit;
-  $(".sign-out").addEventListener("click", () => {
-    localStorage.clear();
-    location.href = "/";
-  });
   $(".new").addEventListener("click", async () => {
     try {
       const entry = await api.create("Untitled");
