@@ -269,3 +269,46 @@ test("one person runs a cell; the other watches its output stream in; a latecome
     await server.stop();
   }
 });
+
+test("outputs render safely: Vega-Lite charts, SVG, PNG, errors", async () => {
+  const data = tempDir();
+  const editor = createToken(data, "editor", "ed");
+  const server = await startServer(data, { args: serverArgs });
+  const browser = await launch();
+  try {
+    const png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    const spec = {
+      $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+      data: { values: [{ x: 1, y: 2 }, { x: 2, y: 5 }, { x: 3, y: 3 }] },
+      mark: "line",
+      encoding: { x: { field: "x", type: "quantitative" }, y: { field: "y", type: "quantitative" } },
+    };
+    const display = (data) => ({ output_type: "display_data", metadata: {}, data });
+    const entry = await createNotebook(server, editor, [
+      { ...codeCell("chart", "%plot t --kind line"), outputs: [display({ "application/vnd.vegalite.v5+json": spec, "text/plain": "line chart" })] },
+      {
+        ...codeCell("svg", "svg"),
+        outputs: [display({ "image/svg+xml": '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>window.pwned=3</script><rect width="10" height="10" onclick="window.pwned=4"/></svg>' })],
+      },
+      { ...codeCell("png", "png"), outputs: [display({ "image/png": png, "text/plain": "image" })] },
+      {
+        ...codeCell("err", "panic"),
+        outputs: [{ output_type: "error", ename: "Panic", evalue: "boom", traceback: ["\u001b[31mthread panicked\u001b[0m: boom"] }],
+      },
+    ]);
+    const page = await signedIn(browser, server, editor, `/notebooks/${entry.id}`);
+    await page.waitForSelector('.cell[data-id="chart"] .vega svg.marks', { timeout: 60000 });
+    await page.waitForSelector('.cell[data-id="svg"] .output-data svg rect');
+    assert.equal(await page.locator('.cell[data-id="svg"] script').count(), 0, "no script element in an SVG output");
+    assert.equal(await page.getAttribute('.cell[data-id="svg"] rect', "onclick"), null, "no event handler attribute");
+    assert.match(await page.getAttribute('.cell[data-id="png"] img', "src"), /^data:image\/png;base64,/);
+    assert.equal(await page.textContent('.cell[data-id="err"] .output-error .ansi-red-fg'), "thread panicked");
+    await page.click('.cell[data-id="svg"] rect');
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    await screenshot(page, "outputs");
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});

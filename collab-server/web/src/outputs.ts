@@ -29,7 +29,37 @@ function pre(content: string, className: string): HTMLElement {
   return el;
 }
 
+const VEGA_LITE = /^application\/vnd\.vegalite\.v\d+\+json$/;
+
+/** Automerge gives back its own objects; vega wants plain JSON. */
+const plain = (value: Json | undefined): unknown => JSON.parse(JSON.stringify(value ?? null));
+
+/**
+ * A Vega-Lite chart, drawn by vega-embed (loaded only when a chart first shows).
+ * Until then, or if it fails, the bundle's SVG or text stands in.
+ */
+function renderVegaLite(data: Bundle, mime: string): HTMLElement {
+  const el = document.createElement("div");
+  el.className = "output-data vega";
+  const fallback = { ...data };
+  delete fallback[mime];
+  el.append(renderBundle(fallback));
+  const spec = plain(data[mime]) as Record<string, unknown>;
+  import("vega-embed")
+    .then(async ({ default: embed }) => {
+      const target = document.createElement("div");
+      await embed(target, spec as never, { actions: false, renderer: "svg" });
+      el.replaceChildren(target);
+    })
+    .catch((error) => {
+      el.title = `the chart could not be drawn interactively: ${error}`;
+    });
+  return el;
+}
+
 function renderBundle(data: Bundle): HTMLElement {
+  const vega = Object.keys(data).find((k) => VEGA_LITE.test(k));
+  if (vega) return renderVegaLite(data, vega);
   const el = document.createElement("div");
   el.className = "output-data";
   if (data["text/html"] !== undefined) {
