@@ -44,7 +44,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: bench-workspace model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -194,7 +194,24 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking
+bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-workspace
+
+# JupyterLab with jupyter-collaboration, the browser workspace's anchor.
+LAB_RTC_VENV := $(FERROLAB_CACHE)/lab-rtc-venv
+$(LAB_RTC_VENV)/.installed:
+	$(PYTHON) -m venv $(LAB_RTC_VENV)
+	$(LAB_RTC_VENV)/bin/pip install --quiet jupyterlab==4.6.6 jupyter-collaboration==5.0.4
+	touch $@
+
+bench/workspace/node_modules/.installed: bench/workspace/package-lock.json
+	cd bench/workspace && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Open time and keystroke latency in Chromium against JupyterLab + RTC, same run.
+bench-workspace: build web chromium bench/workspace/node_modules/.installed $(LAB_RTC_VENV)/.installed
+	mkdir -p bench/results
+	cd bench/workspace && node bench.mjs --bin "$(BIN)" --web "$(abspath $(WEB)/dist)" \
+		--jupyter "$(LAB_RTC_VENV)/bin/jupyter" --chromium "$(CHROMIUM)" --out ../results/workspace.json
 
 bench-tracking: build venv $(MLFLOW_VENV)/.installed
 	FERROLAB_BIN="$(BIN)" MLFLOW_SERVER="$(MLFLOW_VENV)/bin/mlflow" $(PY) bench/tracking_bench.py

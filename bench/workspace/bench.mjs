@@ -29,7 +29,7 @@ const CHROMIUM = args.chromium || "/usr/bin/chromium";
 const QUICK = args.quick === "1";
 const OPENS = QUICK ? 2 : 5;
 const KEYS = QUICK ? 40 : 200;
-const CELLS = 300;
+const CELLS = Number(args.cells || 300);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const median = (xs) => quantile(xs, 0.5);
@@ -160,7 +160,32 @@ async function startJupyterLab(notebook, windowing) {
 
 async function newPage(browser) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  return { context, page: await context.newPage() };
+  const page = await context.newPage();
+  if (process.env.PROBE) {
+    await page.addInitScript(() => {
+      window.wsSent = [];
+      window.wsGot = [];
+      const send = WebSocket.prototype.send;
+      WebSocket.prototype.send = function (data) {
+        window.wsSent.push(performance.timeOrigin + performance.now());
+        return send.call(this, data);
+      };
+      const add = WebSocket.prototype.addEventListener;
+      WebSocket.prototype.addEventListener = function (type, fn, opts) {
+        if (type === "message") {
+          const wrapped = (e) => { window.wsGot.push(performance.timeOrigin + performance.now()); return fn.call(this, e); };
+          return add.call(this, type, wrapped, opts);
+        }
+        return add.call(this, type, fn, opts);
+      };
+      const desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+      Object.defineProperty(WebSocket.prototype, "onmessage", {
+        set(fn) { desc.set.call(this, (e) => { window.wsGot.push(performance.timeOrigin + performance.now()); return fn.call(this, e); }); },
+        get() { return desc.get.call(this); },
+      });
+    });
+  }
+  return { context, page };
 }
 
 /** ms from navigation to `selector` present (fresh context: nothing cached). */
@@ -220,6 +245,18 @@ async function keystrokes(browser, app) {
       await sleep(100);
     }
     const sent = await a.page.evaluate(() => window.sent);
+    if (process.env.PROBE) {
+      const wsSent = await a.page.evaluate(() => window.wsSent);
+      const wsGot = await b.page.evaluate(() => window.wsGot);
+      const after = (list, t) => list.find((x) => x >= t);
+      const rows = sent.slice(0, seen.length).map((t, i) => {
+        const s1 = after(wsSent, t);
+        const g = s1 === undefined ? undefined : after(wsGot, s1);
+        return [s1 - t, g - s1, seen[i] - g].map((x) => Math.round(x));
+      });
+      const med = (k) => quantile(rows.map((r) => r[k]).filter((x) => !Number.isNaN(x)), 0.5);
+      console.log("keydown->send", med(0), "send->recv", med(1), "recv->dom", med(2));
+    }
     const latencies = sent.slice(0, seen.length).map((t, i) => seen[i] - t);
     return { latencies, arrived: seen.length, sent: sent.length };
   } finally {
@@ -253,6 +290,13 @@ const notebook = benchNotebook();
 const results = {};
 try {
   const flb = await startFerrolab(notebook);
+  if (args["keys-only"]) {
+    const k = await keystrokes(browser, flb);
+    console.log("keys", quantile(k.latencies, 0.5), quantile(k.latencies, 0.99), k.arrived);
+    flb.stop();
+    await browser.close();
+    process.exit(0);
+  }
   try {
     results.ferrolab = await measure(browser, flb);
     results.ferrolabFirst = [];

@@ -4,7 +4,6 @@
 
 import { next as A } from "@automerge/automerge";
 import type { DocHandle } from "@automerge/automerge-repo";
-import { automergeSyncPlugin } from "@automerge/automerge-codemirror";
 import { basicSetup } from "codemirror";
 import { EditorView, keymap, Decoration, WidgetType, type DecorationSet } from "@codemirror/view";
 import { EditorState, Prec, StateEffect, StateField, type Extension } from "@codemirror/state";
@@ -15,6 +14,7 @@ import { positionBetween } from "./positions";
 import { renderMarkdown, renderOutputs } from "./outputs";
 import { renderPeople, type Presence } from "./presence";
 import { header } from "./nav";
+import { applyPatches, guard, sendEdits, type Patch } from "./binding";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 interface CellDoc {
@@ -119,6 +119,7 @@ interface CellView {
   outputs: HTMLElement;
   prompt: HTMLElement;
   outputsKey: string;
+  cursorsKey: string;
   editingMarkdown: boolean;
 }
 
@@ -327,7 +328,7 @@ export async function showNotebook(session: Session, id: string) {
           cellKeys(cellId),
           basicSetup,
           type === "markdown" ? markdown() : type === "code" ? rust() : [],
-          automergeSyncPlugin({ handle: handle as never, path: ["cells", cellId, "source"] }),
+          sendEdits(handle as never, ["cells", cellId, "source"]),
           EditorState.readOnly.of(!canEdit),
           EditorView.editable.of(canEdit),
           remoteCursors,
@@ -344,7 +345,7 @@ export async function showNotebook(session: Session, id: string) {
         ],
       }),
     });
-    const v: CellView = { id: cellId, type, el, view, rendered, outputs, prompt, outputsKey: "", editingMarkdown: false };
+    const v: CellView = { id: cellId, type, el, view, rendered, outputs, prompt, outputsKey: "", cursorsKey: "", editingMarkdown: false };
     el.addEventListener("mousedown", (event) => {
       if (!(event.target as HTMLElement).closest(".cm-editor")) select(cellId);
     });
@@ -353,7 +354,7 @@ export async function showNotebook(session: Session, id: string) {
     return v;
   };
 
-  const renderRuntime = () => {
+  const renderRuntime = (only?: Set<string>) => {
     const doc = runtime?.doc();
     const cells = doc?.cells ?? {};
     const status = str(doc?.kernel?.status) || "not started";
@@ -363,6 +364,7 @@ export async function showNotebook(session: Session, id: string) {
     badge.dataset.status = status;
     badge.title = message || "the shared kernel";
     for (const v of views.values()) {
+      if (only && !only.has(v.id)) continue;
       const state = cells[v.id];
       const count = state?.execution_count ?? null;
       const running = str(state?.state);
@@ -377,9 +379,10 @@ export async function showNotebook(session: Session, id: string) {
     }
   };
 
-  const reconcile = () => {
+  /** Brings the page in line with the document; returns the cells it created. */
+  const reconcile = (): Set<string> => {
     const doc = handle.doc();
-    if (!doc) return;
+    if (!doc) return new Set();
     const ids = order(doc);
     const wanted = new Set(ids);
     // Moving an element in the DOM takes the focus from the editor inside it: a
@@ -393,19 +396,69 @@ export async function showNotebook(session: Session, id: string) {
         views.delete(cellId);
       }
     }
+    const created = new Set<string>();
     ids.forEach((cellId, i) => {
       let v = views.get(cellId);
       if (!v) {
         v = makeCell(cellId);
         views.set(cellId, v);
+        created.add(cellId);
         if (cellId === active) v.el.classList.add("active");
       }
       if (container.children[i] !== v.el) container.insertBefore(v.el, container.children[i] ?? null);
-      if (v.type === "markdown" && !v.editingMarkdown) updateMarkdown(v);
     });
     if (focused && views.get(focused.id) === focused && !focused.view.hasFocus) focused.view.focus();
-    renderRuntime();
+    if (created.size > 0) renderRuntime(created);
     queueCursors();
+    return created;
+  };
+
+  // Typing changes only a cell's source, which its editor already follows: only
+  // a change to anything else (cells added, removed, moved, retyped) needs the
+  // page reconciled, and a rendered markdown cell re-rendered.
+  const onNotebookChange = ({ patches }: { patches: Patch[] }) => {
+    const sources = new Map<string, Patch[]>();
+    const replaced = new Set<string>();
+    let structural = false;
+    for (const patch of patches) {
+      const [root, cellId, field] = patch.path;
+      if (root === "cells" && field === "source" && patch.path.length >= 3) {
+        const list = sources.get(String(cellId)) ?? [];
+        list.push(patch);
+        sources.set(String(cellId), list);
+      } else {
+        structural = true;
+        // A cell object put anew (same id): its editor starts again from the document.
+        if (root === "cells" && patch.path.length === 2) replaced.add(String(cellId));
+      }
+    }
+    for (const cellId of replaced) {
+      const v = views.get(cellId);
+      if (v) {
+        v.view.destroy();
+        v.el.remove();
+        views.delete(cellId);
+      }
+    }
+    const created = structural ? reconcile() : new Set<string>();
+    for (const [cellId, list] of sources) {
+      const v = views.get(cellId);
+      // A cell created just now already shows the document's text.
+      if (!v || replaced.has(cellId) || created.has(cellId)) continue;
+      // This page's own typing is already in its editor.
+      if (!guard.local) applyPatches(v.view, ["cells", cellId, "source"], list);
+      if (v.type === "markdown" && !v.editingMarkdown) updateMarkdown(v);
+    }
+  };
+
+  const onRuntimeChange = ({ patches }: { patches: { path: (string | number)[] }[] }) => {
+    const cells = new Set<string>();
+    let all = false;
+    for (const patch of patches) {
+      if (patch.path[0] === "cells" && patch.path.length >= 2) cells.add(String(patch.path[1]));
+      else if (patch.path[0] === "cells") all = true;
+    }
+    renderRuntime(all ? undefined : cells);
   };
 
   // Remote cursors are dispatched outside whatever editor update is running (a
@@ -427,6 +480,9 @@ export async function showNotebook(session: Session, id: string) {
       const here = others
         .filter((p) => p.cell === v.id)
         .map((p) => ({ from: Math.min(p.anchor, p.head), to: Math.max(p.anchor, p.head), head: p.head, color: p.color, name: p.name }));
+      const key = JSON.stringify(here);
+      if (key === v.cursorsKey) continue;
+      v.cursorsKey = key;
       v.view.dispatch({ effects: setRemote.of(here) });
     }
     renderPeople($(".people"), presence.me, others);
@@ -490,13 +546,13 @@ export async function showNotebook(session: Session, id: string) {
     const first = order(handle.doc())[0];
     if (first) select(first);
   }
-  handle.on("change", reconcile);
-  runtime?.on("change", renderRuntime);
+  handle.on("change", onNotebookChange);
+  runtime?.on("change", onRuntimeChange);
   const unsubscribe = presence.subscribe(queueCursors);
   return () => {
     document.removeEventListener("keydown", onKey);
-    handle.off("change", reconcile);
-    runtime?.off("change", renderRuntime);
+    handle.off("change", onNotebookChange);
+    runtime?.off("change", onRuntimeChange);
     unsubscribe();
     for (const v of views.values()) v.view.destroy();
     presence.update({ notebook: null, cell: null });
