@@ -32,6 +32,9 @@ PROMPTFOO_DIR := $(FERROLAB_CACHE)/promptfoo-0.120.0
 PROMPTFOO := $(PROMPTFOO_DIR)/node_modules/.bin/promptfoo
 # MLflow's own tracking server, the tracking benchmark's anchor.
 MLFLOW_VENV := $(FERROLAB_CACHE)/mlflow-venv
+# JupyterLab with jupyter-collaboration (and its nbconvert), the browser workspace's
+# and the report export's anchors.
+LAB_RTC_VENV := $(FERROLAB_CACHE)/lab-rtc-venv
 
 PYTHON ?= python3
 VENV := .venv
@@ -44,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: bench-workspace model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -194,10 +197,13 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-workspace
+bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-workspace bench-export
+
+# A 500-cell notebook to HTML against jupyter nbconvert (from the JupyterLab venv).
+bench-export: build $(LAB_RTC_VENV)/.installed
+	FERROLAB_BIN="$(BIN)" NBCONVERT="$(LAB_RTC_VENV)/bin/jupyter-nbconvert" $(PYTHON) bench/export_bench.py
 
 # JupyterLab with jupyter-collaboration, the browser workspace's anchor.
-LAB_RTC_VENV := $(FERROLAB_CACHE)/lab-rtc-venv
 $(LAB_RTC_VENV)/.installed:
 	$(PYTHON) -m venv $(LAB_RTC_VENV)
 	$(LAB_RTC_VENV)/bin/pip install --quiet jupyterlab==4.6.6 jupyter-collaboration==5.0.4

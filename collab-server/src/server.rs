@@ -303,6 +303,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(rename_notebook),
         )
         .route("/api/notebooks/{id}/ipynb", get(export_notebook))
+        .route("/api/notebooks/{id}/export", get(export_report))
         .route(
             "/api/notebooks/{id}/kernel/{action}",
             axum::routing::post(kernel_action),
@@ -1247,24 +1248,23 @@ async fn create_notebook(
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
-async fn export_notebook(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    app.authenticate(&headers, &uri)?;
-    let (notebook, runtime) = app.open_handles(&id).await?;
+/// The notebook as both documents show it now, and its title.
+async fn notebook_json(app: &App, id: &str) -> Result<(Value, String), ApiError> {
+    let (notebook, runtime) = app.open_handles(id).await?;
     let (notebook, runtime) = (
         notebook.with_document(|doc| doc.clone()),
         runtime.with_document(|doc| doc.clone()),
     );
-    let text = ipynb::to_file_text(&ipynb::export(&notebook, &runtime));
     let title = app
         .index
-        .with_document(|doc| entry_json(doc, &id))
+        .with_document(|doc| entry_json(doc, id))
         .and_then(|e| e["title"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "notebook".into());
+    Ok((ipynb::export(&notebook, &runtime), title))
+}
+
+/// A download of `body` named after the notebook's title.
+fn download(title: &str, extension: &str, content_type: &str, body: Vec<u8>) -> Response {
     let file_name: String = title
         .chars()
         .map(|c| {
@@ -1275,17 +1275,79 @@ async fn export_notebook(
             }
         })
         .collect();
-    Ok((
+    (
         [
-            (header::CONTENT_TYPE, "application/x-ipynb+json".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}.ipynb\"", file_name.trim()),
+                format!("attachment; filename=\"{}.{extension}\"", file_name.trim()),
             ),
         ],
-        text,
+        body,
     )
-        .into_response())
+        .into_response()
+}
+
+async fn export_notebook(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    app.authenticate(&headers, &uri)?;
+    let (json, title) = notebook_json(&app, &id).await?;
+    let text = ipynb::to_file_text(&json);
+    Ok(download(
+        &title,
+        "ipynb",
+        "application/x-ipynb+json",
+        text.into_bytes(),
+    ))
+}
+
+/// `GET /api/notebooks/{id}/export?format=html|markdown|ipynb&no_input=1&toc=1&title=T`:
+/// the report `ferrolab export` writes, made from the notebook as it is now.
+/// Markdown comes as one file, its images inline.
+async fn export_report(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    app.authenticate(&headers, &uri)?;
+    let format: ferrolab_export::Format = query
+        .get("format")
+        .map(String::as_str)
+        .unwrap_or("html")
+        .parse()
+        .map_err(|e: ferrolab_export::ExportError| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.0)
+        })?;
+    let flag = |key: &str| {
+        query
+            .get(key)
+            .is_some_and(|v| matches!(v.as_str(), "" | "1" | "true" | "yes"))
+    };
+    let (json, title) = notebook_json(&app, &id).await?;
+    let options = ferrolab_export::Options {
+        format,
+        no_input: flag("no_input"),
+        toc: flag("toc"),
+        title: query.get("title").filter(|t| !t.trim().is_empty()).cloned(),
+        fallback_title: title.clone(),
+        files_dir: None,
+    };
+    let exported = tokio::task::spawn_blocking(move || ferrolab_export::export(&json, &options))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_export", e.0))?;
+    Ok(download(
+        &title,
+        format.extension(),
+        format.content_type(),
+        exported.document,
+    ))
 }
 
 async fn delete_notebook(

@@ -57,6 +57,8 @@ enum Command {
     },
     /// Run a prompt-test suite (promptfoo's config format); exit 100 under the bar.
     PromptTest(ferrolab_prompt::cli::PromptTestArgs),
+    /// A notebook as a self-contained, sanitised HTML report, as markdown, or as ipynb.
+    Export(ferrolab_export::cli::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => ferrolab_serve::cli::serve(args),
         Command::Feedback { command } => ferrolab_serve::cli::feedback(command),
         Command::Gpu { json } => ferrolab_llm::cli::gpu(json),
+        Command::Export(args) => ferrolab_export::cli::run(args),
         Command::PromptTest(args) => {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             unsafe {

@@ -149,6 +149,11 @@ def test_notebook_runs_and_shows_the_right_outputs(path: Path, tracking):
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
+    # The executed notebook, outputs and charts included, for the report tests
+    # (tests/browser/export.test.js exports these when they are there).
+    executed = ROOT / "tests" / "artifacts" / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, executed / path.name)
     cells = {cell.get("id"): cell for cell in nb.cells}
     for cell_id, needles in EXPECTED[path.name].items():
         shown = text_of(cells[cell_id])

@@ -105,6 +105,10 @@ export class Api {
   ipynbLink(id: string) {
     return `/api/notebooks/${encodeURIComponent(id)}/ipynb?token=${encodeURIComponent(this.token)}`;
   }
+  /** The notebook as a self-contained HTML report (the server's `ferrolab export`). */
+  reportLink(id: string) {
+    return `/api/notebooks/${encodeURIComponent(id)}/export?format=html&toc=1&token=${encodeURIComponent(this.token)}`;
+  }
   syncUrl() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     return `${scheme}://${location.host}/sync?token=${encodeURIComponent(this.token)}`;

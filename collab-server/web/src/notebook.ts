@@ -150,12 +150,14 @@ export async function showNotebook(session: Session, id: string) {
       <button data-action="restart" title="Restart the kernel (its state is lost)">Restart</button>
       <span class="kernel-status" title="the shared kernel">kernel: not started</span>
       <a class="download" download>Download .ipynb</a>
+      <a class="report" download>HTML report</a>
       ${canEdit ? "" : '<span class="read-only">read only</span>'}
     </nav>
     <main class="notebook" tabindex="-1"></main>`;
   session.root.prepend(header(session, "notebooks", entry?.title ?? id));
   const $ = <T extends HTMLElement>(s: string) => session.root.querySelector(s) as T;
   $<HTMLAnchorElement>(".download").href = api.ipynbLink(id);
+  $<HTMLAnchorElement>(".report").href = api.reportLink(id);
   for (const el of session.root.querySelectorAll<HTMLElement>(".toolbar [data-action]")) {
     if (!canEdit) (el as HTMLButtonElement).disabled = true;
   }

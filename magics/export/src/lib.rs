@@ -1,0 +1,135 @@
+//! Notebooks as reports. One crate that the `ferrolab export` command and the
+//! collaboration server (`GET /api/notebooks/{id}/export`) share:
+//! - `html`: one self-contained file — CSS inline, images as `data:` URLs, charts
+//!   as their static SVG, code highlighted, markdown rendered, a table of contents,
+//!   print styles — where every piece of HTML or SVG from the notebook went
+//!   through an allow-list sanitiser and a Content-Security-Policy forbids scripts
+//!   and network loads;
+//! - `markdown`: the notebook as markdown, images as files beside it;
+//! - `ipynb`: a valid nbformat 4.5 file.
+
+mod ansi;
+pub mod cli;
+mod highlight;
+mod html;
+mod markdown;
+mod notebook;
+pub mod sanitize;
+
+use serde_json::Value as Json;
+
+pub use notebook::normalize_ipynb;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Markdown,
+    Ipynb,
+}
+
+impl std::str::FromStr for Format {
+    type Err = ExportError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "html" => Ok(Format::Html),
+            "markdown" | "md" => Ok(Format::Markdown),
+            "ipynb" | "notebook" => Ok(Format::Ipynb),
+            other => Err(ExportError(format!(
+                "no export format {other:?}; use html, markdown or ipynb"
+            ))),
+        }
+    }
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Html => "html",
+            Format::Markdown => "md",
+            Format::Ipynb => "ipynb",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html; charset=utf-8",
+            Format::Markdown => "text/markdown; charset=utf-8",
+            Format::Ipynb => "application/x-ipynb+json",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub format: Format,
+    /// Leave every cell's input out (outputs and markdown only).
+    pub no_input: bool,
+    /// A table of contents from the markdown headings (HTML).
+    pub toc: bool,
+    /// The report's title (else the notebook's `metadata.title`, else `fallback_title`).
+    pub title: Option<String>,
+    /// The title when neither the options nor the notebook give one (a file name).
+    pub fallback_title: String,
+    /// Markdown: the folder name images go to, relative to the document; `None`
+    /// puts them inline as `data:` URLs (one file, as the server sends it).
+    pub files_dir: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            format: Format::Html,
+            no_input: false,
+            toc: false,
+            title: None,
+            fallback_title: "Notebook".into(),
+            files_dir: None,
+        }
+    }
+}
+
+/// The exported document, and the files that go beside it (markdown images).
+#[derive(Debug)]
+pub struct Export {
+    pub document: Vec<u8>,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportError(pub String);
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExportError {}
+
+/// Exports a notebook given as nbformat 4 JSON.
+pub fn export(notebook: &Json, options: &Options) -> Result<Export, ExportError> {
+    let nb = notebook::Notebook::read(notebook)?;
+    match options.format {
+        Format::Html => Ok(Export {
+            document: html::report(&nb, options).into_bytes(),
+            files: Vec::new(),
+        }),
+        Format::Markdown => {
+            let (text, files) = markdown::export(&nb, options);
+            Ok(Export {
+                document: text.into_bytes(),
+                files,
+            })
+        }
+        Format::Ipynb => {
+            let normalized = normalize_ipynb(notebook)?;
+            let mut text = serde_json::to_string_pretty(&normalized)
+                .map_err(|e| ExportError(format!("cannot write the notebook: {e}")))?;
+            text.push('\n');
+            Ok(Export {
+                document: text.into_bytes(),
+                files: Vec::new(),
+            })
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Reading an nbformat 4 notebook (any minor, sources as strings or lists) into
+//! what the exporters need, and writing a valid nbformat 4.5 file.
+
+use crate::ExportError;
+use serde_json::{json, Map, Value as Json};
+use std::collections::HashSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Code,
+    Markdown,
+    Raw,
+}
+
+#[derive(Debug)]
+pub struct Cell {
+    pub id: String,
+    pub kind: Kind,
+    pub source: String,
+    pub tags: Vec<String>,
+    pub outputs: Vec<Json>,
+    pub execution_count: Option<i64>,
+    pub attachments: Map<String, Json>,
+}
+
+impl Cell {
+    pub fn tagged(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+#[derive(Debug)]
+pub struct Notebook {
+    pub title: Option<String>,
+    pub authors: Vec<String>,
+    pub date: Option<String>,
+    pub language: String,
+    pub cells: Vec<Cell>,
+}
+
+/// A string, or a list of strings joined (nbformat allows both).
+pub fn text(value: Option<&Json>) -> String {
+    match value {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Array(parts)) => parts.iter().filter_map(Json::as_str).collect(),
+        _ => String::new(),
+    }
+}
+
+fn check_version(nb: &Json) -> Result<(), ExportError> {
+    match nb.get("nbformat").and_then(Json::as_i64) {
+        Some(4) => Ok(()),
+        Some(v) => Err(ExportError(format!(
+            "this is an nbformat {v} notebook; export reads nbformat 4 (open and save it in JupyterLab to upgrade it)"
+        ))),
+        None => Err(ExportError(
+            "this is not a Jupyter notebook: it has no nbformat version".into(),
+        )),
+    }
+}
+
+impl Notebook {
+    pub fn read(nb: &Json) -> Result<Self, ExportError> {
+        check_version(nb)?;
+        let meta = nb.get("metadata").cloned().unwrap_or(json!({}));
+        let title = meta.get("title").and_then(Json::as_str).map(str::to_string);
+        let authors = match meta.get("authors") {
+            Some(Json::Array(list)) => list
+                .iter()
+                .filter_map(|a| match a {
+                    Json::String(s) => Some(s.clone()),
+                    Json::Object(o) => o.get("name").and_then(Json::as_str).map(str::to_string),
+                    _ => None,
+                })
+                .collect(),
+            Some(Json::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        };
+        let date = meta.get("date").and_then(Json::as_str).map(str::to_string);
+        let language = meta
+            .pointer("/language_info/name")
+            .or_else(|| meta.pointer("/kernelspec/language"))
+            .and_then(Json::as_str)
+            .unwrap_or("rust")
+            .to_ascii_lowercase();
+        let Some(Json::Array(raw_cells)) = nb.get("cells") else {
+            return Err(ExportError("the notebook has no list of cells".into()));
+        };
+        let mut cells = Vec::with_capacity(raw_cells.len());
+        for (index, cell) in raw_cells.iter().enumerate() {
+            let kind = match cell.get("cell_type").and_then(Json::as_str) {
+                Some("code") => Kind::Code,
+                Some("markdown") => Kind::Markdown,
+                Some("raw") => Kind::Raw,
+                other => return Err(ExportError(format!(
+                    "cell {index} has cell_type {other:?}; nbformat knows code, markdown and raw"
+                ))),
+            };
+            let tags = match cell.pointer("/metadata/tags") {
+                Some(Json::Array(tags)) => tags
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            cells.push(Cell {
+                id: cell
+                    .get("id")
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("cell-{index}")),
+                kind,
+                source: text(cell.get("source")),
+                tags,
+                outputs: match cell.get("outputs") {
+                    Some(Json::Array(outputs)) if kind == Kind::Code => outputs.clone(),
+                    _ => Vec::new(),
+                },
+                execution_count: cell.get("execution_count").and_then(Json::as_i64),
+                attachments: match cell.get("attachments") {
+                    Some(Json::Object(a)) => a.clone(),
+                    _ => Map::new(),
+                },
+            });
+        }
+        Ok(Notebook {
+            title,
+            authors,
+            date,
+            language,
+            cells,
+        })
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn object(value: Option<&Json>) -> Json {
+    match value {
+        Some(Json::Object(o)) => Json::Object(o.clone()),
+        _ => json!({}),
+    }
+}
+
+fn output(out: &Json) -> Option<Json> {
+    let kind = out.get("output_type").and_then(Json::as_str)?;
+    Some(match kind {
+        "stream" => json!({
+            "output_type": "stream",
+            "name": match out.get("name").and_then(Json::as_str) { Some("stderr") => "stderr", _ => "stdout" },
+            "text": text(out.get("text")),
+        }),
+        "display_data" => json!({
+            "output_type": "display_data",
+            "data": object(out.get("data")),
+            "metadata": object(out.get("metadata")),
+        }),
+        "execute_result" => json!({
+            "output_type": "execute_result",
+            "data": object(out.get("data")),
+            "metadata": object(out.get("metadata")),
+            "execution_count": out.get("execution_count").and_then(Json::as_i64),
+        }),
+        "error" => json!({
+            "output_type": "error",
+            "ename": text(out.get("ename")),
+            "evalue": text(out.get("evalue")),
+            "traceback": match out.get("traceback") {
+                Some(Json::Array(lines)) => Json::Array(lines.iter().map(|l| Json::String(text(Some(l)))).collect()),
+                _ => json!([]),
+            },
+        }),
+        _ => return None,
+    })
+}
+
+/// A valid nbformat 4.5 notebook: cell ids (kept when valid and unique, else
+/// made), only the keys the schema allows, sources and texts as strings.
+pub fn normalize_ipynb(nb: &Json) -> Result<Json, ExportError> {
+    check_version(nb)?;
+    let Some(Json::Array(raw_cells)) = nb.get("cells") else {
+        return Err(ExportError("the notebook has no list of cells".into()));
+    };
+    let mut seen = HashSet::new();
+    let mut cells = Vec::with_capacity(raw_cells.len());
+    for (index, cell) in raw_cells.iter().enumerate() {
+        let kind = cell.get("cell_type").and_then(Json::as_str).unwrap_or("");
+        if !matches!(kind, "code" | "markdown" | "raw") {
+            return Err(ExportError(format!(
+                "cell {index} has cell_type {kind:?}; nbformat knows code, markdown and raw"
+            )));
+        }
+        let mut id = cell
+            .get("id")
+            .and_then(Json::as_str)
+            .filter(|id| valid_id(id))
+            .unwrap_or("")
+            .to_string();
+        if id.is_empty() || seen.contains(&id) {
+            let mut n = index;
+            loop {
+                let candidate = format!("cell-{n}");
+                if !seen.contains(&candidate) {
+                    id = candidate;
+                    break;
+                }
+                n += 1;
+            }
+        }
+        seen.insert(id.clone());
+        let mut out = Map::new();
+        out.insert("id".into(), Json::String(id));
+        out.insert("cell_type".into(), Json::String(kind.into()));
+        out.insert("metadata".into(), object(cell.get("metadata")));
+        out.insert("source".into(), Json::String(text(cell.get("source"))));
+        if kind == "code" {
+            let outputs = match cell.get("outputs") {
+                Some(Json::Array(list)) => list.iter().filter_map(output).collect(),
+                _ => Vec::new(),
+            };
+            out.insert("outputs".into(), Json::Array(outputs));
+            out.insert(
+                "execution_count".into(),
+                cell.get("execution_count")
+                    .and_then(Json::as_i64)
+                    .map(Json::from)
+                    .unwrap_or(Json::Null),
+            );
+        } else if let Some(Json::Object(a)) = cell.get("attachments") {
+            out.insert("attachments".into(), Json::Object(a.clone()));
+        }
+        cells.push(Json::Object(out));
+    }
+    Ok(json!({
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": object(nb.get("metadata")),
+        "cells": cells,
+    }))
+}
