@@ -103,10 +103,11 @@ def main():
         f_size = (tmp / "ferrolab.html").stat().st_size
         n_size = (tmp / "nbconvert.html").stat().st_size
         n_html = (tmp / "nbconvert.html").read_text()
+        remote = n_html.count('src="http')
         print(f"500-cell notebook, {size / 1e6:.1f} MB, median of {runs}:")
         print(f"  ferrolab export   {f:.3f} s   ({f_size / 1e6:.1f} MB, self-contained)")
         print(f"  nbconvert --to html {n:.3f} s   ({n_size / 1e6:.1f} MB; loads "
-              f"{n_html.count('src=\"http')} scripts from the network)")
+              f"{remote} scripts from the network)")
         print(f"  ratio {f / n:.3f}x (goal <= 0.1x)")
         if args.out:
             Path(args.out).write_text(json.dumps({"ferrolab_s": ours, "nbconvert_s": theirs, "ratio": f / n}, indent=1))
