@@ -92,9 +92,11 @@ impl Notebook {
                 Some("code") => Kind::Code,
                 Some("markdown") => Kind::Markdown,
                 Some("raw") => Kind::Raw,
-                other => return Err(ExportError(format!(
+                other => {
+                    return Err(ExportError(format!(
                     "cell {index} has cell_type {other:?}; nbformat knows code, markdown and raw"
-                ))),
+                )))
+                }
             };
             let tags = match cell.pointer("/metadata/tags") {
                 Some(Json::Array(tags)) => tags

@@ -150,21 +150,9 @@ pub fn html(untrusted: &str) -> String {
     builder().clean(untrusted).to_string()
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and quoted attribute values (the
+/// magics' own escaping, shared).
+pub use ferrolab_magics::escape_html as escape;
 
 /// True when `data` is plain base64 (what an image output must be before it goes
 /// into a `data:` URL): no quotes, angle brackets or other ways out of the attribute.
