@@ -111,7 +111,7 @@ collab-server/web/node_modules/.installed: $(WEB)/package-lock.json
 	cd $(WEB) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(WEB)/dist/index.html: $(WEB)/node_modules/.installed $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json $(wildcard $(WEB)/src/*)
+$(WEB)/dist/index.html: $(WEB)/node_modules/.installed $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/vite.report.config.ts $(WEB)/tsconfig.json $(wildcard $(WEB)/src/*)
 	cd $(WEB) && npm run --silent build -- --logLevel=warn
 
 web: $(WEB)/dist/index.html

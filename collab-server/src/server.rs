@@ -1305,9 +1305,10 @@ async fn export_notebook(
     ))
 }
 
-/// `GET /api/notebooks/{id}/export?format=html|markdown|ipynb&no_input=1&toc=1&title=T`:
+/// `GET /api/notebooks/{id}/export?format=html|markdown|ipynb&no_input=1&toc=1&title=T&interactive=1`:
 /// the report `ferrolab export` writes, made from the notebook as it is now.
-/// Markdown comes as one file, its images inline.
+/// Markdown comes as one file, its images inline; `interactive` takes the chart
+/// script from the served web build.
 async fn export_report(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -1329,6 +1330,33 @@ async fn export_report(
             .get(key)
             .is_some_and(|v| matches!(v.as_str(), "" | "1" | "true" | "yes"))
     };
+    let chart_script = if flag("interactive") {
+        if format != ferrolab_export::Format::Html {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "interactive is for HTML reports; leave it out for other formats",
+            ));
+        }
+        let Some(web) = app.web.as_deref() else {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cannot_export",
+                "interactive charts need the web build (make web), and this server serves none",
+            ));
+        };
+        let web = web.to_path_buf();
+        let script = tokio::task::spawn_blocking(move || ferrolab_export::chart_script(Some(&web)))
+            .await
+            .map_err(ApiError::internal)?;
+        Some(
+            script.map_err(|e| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_export", e.0)
+            })?,
+        )
+    } else {
+        None
+    };
     let (json, title) = notebook_json(&app, &id).await?;
     let options = ferrolab_export::Options {
         format,
@@ -1337,6 +1365,7 @@ async fn export_report(
         title: query.get("title").filter(|t| !t.trim().is_empty()).cloned(),
         fallback_title: title.clone(),
         files_dir: None,
+        chart_script,
     };
     let exported = tokio::task::spawn_blocking(move || ferrolab_export::export(&json, &options))
         .await

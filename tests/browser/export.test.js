@@ -27,7 +27,15 @@ async function openReport(browser, file) {
   const page = await context.newPage();
   const executed = [];
   const requests = [];
+  const violations = [];
+  const errors = [];
   await page.exposeFunction("__pwned", (what) => executed.push(String(what)));
+  // What the Content-Security-Policy blocked (the chart script must need nothing it forbids).
+  await page.exposeFunction("__violation", (what) => violations.push(String(what)));
+  await page.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => window.__violation(`${e.violatedDirective} ${e.blockedURI} ${e.lineNumber}:${e.columnNumber}`));
+  });
+  page.on("pageerror", (e) => errors.push(String(e)));
   page.on("dialog", async (dialog) => {
     executed.push(`dialog: ${dialog.message()}`);
     await dialog.dismiss();
@@ -37,7 +45,7 @@ async function openReport(browser, file) {
   });
   await page.goto(`file://${file}`);
   await page.waitForLoadState("load");
-  return { page, context, executed, requests };
+  return { page, context, executed, requests, violations, errors };
 }
 
 const notebookText = (cell) => [].concat(cell.source ?? "").join("");
@@ -76,6 +84,128 @@ test("every notebook exports to a report that shows every cell and chart and loa
       } finally {
         await context.close();
       }
+    }
+  } finally {
+    await browser.close();
+  }
+});
+
+const isChart = (mime) => /^application\/vnd\.vega(lite)?\.v\d+\+json$/.test(mime);
+
+test("interactive reports draw every chart with the inlined library, load nothing and keep the static picture without scripts", async () => {
+  const out = tempDir();
+  const browser = await launch();
+  try {
+    let total = 0;
+    for (const name of fs.readdirSync(path.join(ROOT, "notebooks")).filter((n) => n.endsWith(".ipynb")).sort()) {
+      const source = fs.existsSync(path.join(EXECUTED, name)) ? path.join(EXECUTED, name) : path.join(ROOT, "notebooks", name);
+      const nb = JSON.parse(fs.readFileSync(source, "utf8"));
+      const charts = nb.cells
+        .filter((c) => !tagged(c, "remove-cell") && !tagged(c, "remove-output"))
+        .flatMap((c) => c.outputs ?? [])
+        .filter((o) => Object.keys(o.data ?? {}).some(isChart)).length;
+      if (charts === 0) continue;
+      total += charts;
+      const file = exportHtml(source, path.join(out, name.replace(".ipynb", ".interactive.html")), "--interactive", "--chart-script", WEB_DIR);
+      const { page, context, executed, requests, violations, errors } = await openReport(browser, file);
+      try {
+        await page.waitForFunction(() => document.documentElement.dataset.charts !== undefined, null, { timeout: 30_000 });
+        assert.equal(await page.evaluate(() => document.documentElement.dataset.charts), `${charts} drawn, 0 static`, name);
+        assert.equal(await page.locator(".chart[data-drawn=interactive] .interactive svg.marks").count(), charts, `${name}: vega drew every chart`);
+        assert.equal(await page.locator(".chart > .picture:visible").count(), 0, `${name}: the static pictures give way`);
+        // Hover the marks (tooltips, if any, are vega-tooltip's escaped text).
+        for (const mark of (await page.locator(".interactive svg.marks path").all()).slice(0, 20)) await mark.hover({ force: true, timeout: 2000 }).catch(() => {});
+        assert.deepEqual(requests, [], `${name} loads nothing`);
+        assert.deepEqual(violations, [], `${name}: the chart script needs nothing the policy forbids`);
+        assert.deepEqual(errors, []);
+        assert.deepEqual(executed, []);
+        await screenshot(page, `report-interactive-${name.replace(".ipynb", "")}`);
+      } finally {
+        await context.close();
+      }
+      // A reader without scripts sees the static SVG.
+      const noScript = await browser.newContext({ javaScriptEnabled: false });
+      try {
+        const page = await noScript.newPage();
+        await page.goto(`file://${file}`);
+        assert.equal(await page.locator(".chart > .picture:visible").count(), charts, `${name}: static charts without scripts`);
+      } finally {
+        await noScript.close();
+      }
+    }
+    assert.ok(total > 0, "the example notebooks have charts to draw");
+  } finally {
+    await browser.close();
+  }
+});
+
+test("hostile chart specs in an interactive report run nothing and load nothing", async () => {
+  const dir = tempDir();
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><rect width="4" height="4"/></svg>`;
+  const values = [{ a: "<img src=x onerror=__pwned('tooltip')>", b: 1, u: "http://127.0.0.1:9/img.png" }, { a: "x", b: 2, u: "javascript:__pwned('img')" }];
+  const specs = [
+    // Network loads: data by URL, images by URL.
+    { data: { url: "http://127.0.0.1:9/leak.csv" }, mark: "bar", encoding: { x: { field: "a" } } },
+    { data: { values }, mark: "image", encoding: { x: { field: "b" }, url: { field: "u" } } },
+    // HTML in titles and tooltips, javascript: links.
+    {
+      title: "<img src=x onerror=__pwned('title')>",
+      data: { values },
+      mark: { type: "point", size: 400, tooltip: { content: "data" } },
+      encoding: { x: { field: "b", type: "quantitative" }, href: { value: "javascript:__pwned('href')" } },
+    },
+    // Expressions that reach for the page.
+    { data: { values }, transform: [{ calculate: "constructor.constructor('__pwned(\\'calc\\')')()", as: "z" }], mark: "bar", encoding: { x: { field: "z" } } },
+    { data: { values }, transform: [{ filter: "window.__pwned('filter')" }], mark: "bar", encoding: { x: { field: "a" } } },
+    // The spec asking vega-embed for its menu, eval, and another loader.
+    {
+      usermeta: { embedOptions: { actions: true, ast: false, loader: { baseURL: "http://127.0.0.1:9/" }, sourceFooter: "<script>__pwned('footer')</script>" } },
+      data: { values }, mark: "bar", encoding: { x: { field: "a" }, y: { field: "b", type: "quantitative" } },
+    },
+    // Data from a data: URL is decoded locally, not fetched.
+    { data: { url: "data:text/csv;base64," + Buffer.from("a,b\nx,1\ny,2\n").toString("base64"), format: { type: "csv" } }, mark: "bar", encoding: { x: { field: "a" }, y: { field: "b", type: "quantitative" } } },
+  ];
+  const nb = {
+    nbformat: 4, nbformat_minor: 5, metadata: {},
+    cells: [{
+      id: "c", cell_type: "code", metadata: {}, source: "%chart", execution_count: 1,
+      outputs: specs.map((spec) => ({ output_type: "display_data", metadata: {}, data: { "application/vnd.vegalite.v5+json": spec, "image/svg+xml": svg } })),
+    }],
+  };
+  const source = path.join(dir, "charts.ipynb");
+  fs.writeFileSync(source, JSON.stringify(nb));
+  const file = exportHtml(source, path.join(dir, "charts.html"), "--interactive", "--chart-script", WEB_DIR);
+  // The chart script's own guards, without the policy behind them.
+  const withoutCsp = path.join(dir, "charts-no-csp.html");
+  const html = fs.readFileSync(file, "utf8");
+  const stripped = html.replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, "");
+  assert.notEqual(stripped, html);
+  fs.writeFileSync(withoutCsp, stripped);
+  const browser = await launch();
+  try {
+    for (const report of [file, withoutCsp]) {
+    const { page, context, executed, requests, violations } = await openReport(browser, report);
+    try {
+      await page.waitForFunction(() => document.documentElement.dataset.charts !== undefined, null, { timeout: 30_000 });
+      for (const el of await page.locator(".interactive svg.marks path, .interactive svg.marks image").all()) {
+        await el.hover({ force: true, timeout: 2000 }).catch(() => {});
+        await el.click({ force: true, timeout: 2000 }).catch(() => {});
+      }
+      await page.waitForTimeout(1000);
+      assert.deepEqual(executed, [], "nothing from the specs ran");
+      assert.deepEqual(requests, [], "nothing was fetched");
+      assert.equal(await page.locator(".vega-actions").count(), 0, "the spec cannot turn the actions menu on");
+      const states = await page.locator(".chart").evaluateAll((els) => els.map((el) => el.dataset.drawn));
+      assert.equal(states[0], "static", "data by URL cannot load: the static picture stays");
+      assert.ok(await page.locator(".chart").nth(0).locator(".picture svg rect").isVisible());
+      assert.equal(states[6], "interactive", "data from a data: URL draws");
+      assert.equal(await page.locator(".chart").nth(6).locator("svg.marks path").count() > 0, true);
+      // Whatever the interpreter refused, the policy never had to step in for a script.
+      assert.deepEqual(violations.filter((v) => v.startsWith("script-src")), []);
+      if (report === file) await screenshot(page, "report-interactive-xss");
+    } finally {
+      await context.close();
+    }
     }
   } finally {
     await browser.close();
@@ -195,6 +325,18 @@ test("the server exports the live notebook as a report", async () => {
     const md = await api(server, token, "GET", `/api/notebooks/${entry.id}/export?format=markdown&no_input=1`);
     assert.match(md.text, /# Findings/);
     assert.doesNotMatch(md.text, /let x = 1/);
+    // Interactive charts take the chart script from the web build the server serves.
+    const charted = await createNotebook(server, editor, [
+      { id: "p", cell_type: "code", metadata: {}, source: "%chart", execution_count: 1, outputs: [{ output_type: "display_data", metadata: {}, data: { "application/vnd.vegalite.v5+json": { mark: "bar", data: { values: [{ a: 1 }] }, encoding: { x: { field: "a" } } }, "image/svg+xml": "<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>" } }] },
+    ]);
+    const interactive = await api(server, token, "GET", `/api/notebooks/${charted.id}/export?format=html&interactive=1`);
+    assert.equal(interactive.status, 200);
+    assert.match(interactive.text, /script-src 'sha256-[A-Za-z0-9+/=]+'/);
+    assert.equal(interactive.text.match(/<script>/g)?.length, 1);
+    assert.match(interactive.text, /data-vega-lite="/);
+    const notHtml = await api(server, token, "GET", `/api/notebooks/${charted.id}/export?format=markdown&interactive=1`);
+    assert.equal(notHtml.status, 400);
+    assert.match(notHtml.json.error.message, /HTML reports/);
     const bad = await api(server, token, "GET", `/api/notebooks/${entry.id}/export?format=pdf`);
     assert.equal(bad.status, 400);
     assert.match(bad.json.error.message, /html, markdown or ipynb/);

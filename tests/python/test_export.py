@@ -101,3 +101,29 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     fmt = export(old, "--to", "pdf", check=False)
     assert fmt.returncode != 0 and "html, markdown or ipynb" in fmt.stderr
     assert not list(tmp_path.glob("*.html")), "nothing half-written is left"
+
+
+def test_interactive_charts_need_their_script_and_say_so(tmp_path):
+    src = tmp_path / "chart.ipynb"
+    src.write_text(json.dumps(nb_with([
+        {"cell_type": "code", "metadata": {}, "source": "%chart", "execution_count": 1, "outputs": [
+            {"output_type": "display_data", "metadata": {}, "data": {
+                "image/svg+xml": "<svg xmlns='http://www.w3.org/2000/svg'><rect width='3' height='3'/></svg>",
+                "application/vnd.vegalite.v5+json": {"mark": "bar"}}}]},
+    ])))
+    empty = tmp_path / "no-web-build"
+    empty.mkdir()
+    missing = export(src, "--interactive", "--chart-script", empty, "-o", tmp_path / "r.html", check=False)
+    assert missing.returncode != 0
+    assert "report-charts.js" in missing.stderr and "make web" in missing.stderr, missing.stderr
+    assert not (tmp_path / "r.html").exists()
+    markdown = export(src, "--interactive", "--to", "markdown", check=False)
+    assert markdown.returncode != 0 and "for HTML reports" in markdown.stderr
+    # With a script (any text will do here; the real one is drawn in a browser by
+    # tests/browser/export.test.js) it is inlined and named in the policy.
+    script = tmp_path / "report-charts.js"
+    script.write_text("document.documentElement.dataset.charts = 'x';")
+    export(src, "--interactive", "--chart-script", script, "-o", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert "<script>document.documentElement.dataset.charts = 'x';</script>" in html
+    assert "script-src 'sha256-" in html and 'data-vega-lite="{&quot;mark&quot;:&quot;bar&quot;}"' in html

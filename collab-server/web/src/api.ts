@@ -105,9 +105,13 @@ export class Api {
   ipynbLink(id: string) {
     return `/api/notebooks/${encodeURIComponent(id)}/ipynb?token=${encodeURIComponent(this.token)}`;
   }
-  /** The notebook as a self-contained HTML report (the server's `ferrolab export`). */
-  reportLink(id: string) {
-    return `/api/notebooks/${encodeURIComponent(id)}/export?format=html&toc=1&token=${encodeURIComponent(this.token)}`;
+  /**
+   * The notebook as a self-contained HTML report (the server's `ferrolab export`);
+   * `interactive` inlines the chart library so charts can be explored.
+   */
+  reportLink(id: string, interactive = false) {
+    const charts = interactive ? "&interactive=1" : "";
+    return `/api/notebooks/${encodeURIComponent(id)}/export?format=html&toc=1${charts}&token=${encodeURIComponent(this.token)}`;
   }
   syncUrl() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";

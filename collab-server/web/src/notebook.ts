@@ -150,7 +150,8 @@ export async function showNotebook(session: Session, id: string) {
       <button data-action="restart" title="Restart the kernel (its state is lost)">Restart</button>
       <span class="kernel-status" title="the shared kernel">kernel: not started</span>
       <a class="download" download>Download .ipynb</a>
-      <a class="report" download>HTML report</a>
+      <a class="report" download title="Static charts, no scripts">HTML report</a>
+      <a class="report-interactive" download title="Charts you can explore (adds the chart library, about 1 MB)">Interactive report</a>
       ${canEdit ? "" : '<span class="read-only">read only</span>'}
     </nav>
     <main class="notebook" tabindex="-1"></main>`;
@@ -158,6 +159,7 @@ export async function showNotebook(session: Session, id: string) {
   const $ = <T extends HTMLElement>(s: string) => session.root.querySelector(s) as T;
   $<HTMLAnchorElement>(".download").href = api.ipynbLink(id);
   $<HTMLAnchorElement>(".report").href = api.reportLink(id);
+  $<HTMLAnchorElement>(".report-interactive").href = api.reportLink(id, true);
   for (const el of session.root.querySelectorAll<HTMLElement>(".toolbar [data-action]")) {
     if (!canEdit) (el as HTMLButtonElement).disabled = true;
   }

@@ -1,4 +1,4 @@
-//! `ferrolab export NOTEBOOK.ipynb [--to html|markdown|ipynb] [-o OUT] [--no-input] [--toc] [--title T]`
+//! `ferrolab export NOTEBOOK.ipynb [--to html|markdown|ipynb] [-o OUT] [--no-input] [--toc] [--title T] [--interactive [--chart-script FILE]]`
 
 use crate::{export, Format, Options};
 use anyhow::Context;
@@ -23,10 +23,29 @@ pub struct ExportArgs {
     /// The report's title (default: the notebook's metadata.title, else its file name).
     #[arg(long)]
     pub title: Option<String>,
+    /// HTML: inline the chart library so Vega-Lite charts are interactive where the
+    /// reader allows scripts (the static SVG stays for everyone else). Adds about 1 MB.
+    #[arg(long)]
+    pub interactive: bool,
+    /// The chart script for --interactive (report-charts.js, or the web build's folder);
+    /// default: $FERROLAB_WEB_DIR, else collab-server/web/dist here or above.
+    #[arg(long, value_name = "FILE", requires = "interactive")]
+    pub chart_script: Option<PathBuf>,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let format: Format = args.to.parse()?;
+    if args.interactive && format != Format::Html {
+        anyhow::bail!(
+            "--interactive is for HTML reports; leave it out for --to {}",
+            args.to
+        );
+    }
+    let chart_script = if args.interactive {
+        Some(crate::chart_script(args.chart_script.as_deref())?)
+    } else {
+        None
+    };
     let bytes = std::fs::read(&args.notebook)
         .with_context(|| format!("cannot read {}", args.notebook.display()))?;
     let notebook: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
@@ -64,6 +83,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         title: args.title.clone(),
         fallback_title: stem,
         files_dir: files_dir.clone(),
+        chart_script,
     };
     let exported = export(&notebook, &options)
         .with_context(|| format!("cannot export {}", args.notebook.display()))?;

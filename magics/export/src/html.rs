@@ -1,4 +1,5 @@
-//! The HTML report: one file, nothing loaded, nothing run.
+//! The HTML report: one file, nothing loaded, nothing run (but the inlined chart
+//! script, when asked for).
 
 use crate::markdown::{self, Heading};
 use crate::notebook::{text, Kind, Notebook};
@@ -9,6 +10,52 @@ use serde_json::{Map, Value as Json};
 /// No script runs and nothing is fetched, whatever got past the sanitiser:
 /// styles and `data:` images only.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; form-action 'none'; base-uri 'none'";
+
+/// The policy of an interactive report: the same, and the one chart script may
+/// run, named by its SHA-256 (no `unsafe-inline`, no `unsafe-eval`: a script the
+/// notebook smuggled in still cannot run).
+fn csp_with_script(script: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    format!("{CSP}; script-src 'sha256-{hash}'")
+}
+
+/// A classic script inside `<script>` ends at the first `</script`; the chart
+/// library has none, but a later version might: `<\/` means the same in JS.
+fn inline_script(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    while let Some(at) = rest.find("</") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        if after
+            .get(..6)
+            .is_some_and(|word| word.eq_ignore_ascii_case("script"))
+        {
+            out.push_str("<\\/");
+        } else {
+            out.push_str("</");
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The MIME type of a chart spec in a display bundle, and vega-embed's mode for it.
+fn chart_spec(data: &Map<String, Json>) -> Option<(&str, &Json, &'static str)> {
+    data.iter().find_map(|(mime, spec)| {
+        let mode = if mime.starts_with("application/vnd.vegalite.v") {
+            "vega-lite"
+        } else if mime.starts_with("application/vnd.vega.v") {
+            "vega"
+        } else {
+            return None;
+        };
+        (mime.ends_with("+json") && spec.is_object()).then_some((mime.as_str(), spec, mode))
+    })
+}
 
 const CSS: &str = r#"
 :root { --fg: #1f2328; --muted: #6b7280; --line: #d8dee4; --panel: #f6f8fa; --accent: #1a73e8; }
@@ -103,7 +150,13 @@ fn bundle_html(data: &Map<String, Json>) -> String {
     )
 }
 
-fn output_html(output: &Json) -> String {
+/// How charts are drawn, and how many an interactive report has.
+struct Charts {
+    interactive: bool,
+    count: usize,
+}
+
+fn output_html(output: &Json, charts: &mut Charts) -> String {
     match output.get("output_type").and_then(Json::as_str) {
         Some("stream") => {
             let class = if output.get("name").and_then(Json::as_str) == Some("stderr") {
@@ -133,7 +186,25 @@ fn output_html(output: &Json) -> String {
         }
         Some("display_data" | "execute_result") => {
             match output.get("data").and_then(Json::as_object) {
-                Some(data) => format!("<div class=\"output\">{}</div>", bundle_html(data)),
+                Some(data) => match chart_spec(data).filter(|_| charts.interactive) {
+                    // The spec rides along as data (an attribute, escaped); the
+                    // static picture stays for readers without scripts.
+                    Some((mime, spec, mode)) => {
+                        charts.count += 1;
+                        let mut fallback = data.clone();
+                        fallback.remove(mime);
+                        let picture = if fallback.is_empty() {
+                            String::new()
+                        } else {
+                            format!("<div class=\"picture\">{}</div>", bundle_html(&fallback))
+                        };
+                        format!(
+                            "<div class=\"output chart\" data-{mode}=\"{}\">{picture}</div>",
+                            escape(&spec.to_string())
+                        )
+                    }
+                    None => format!("<div class=\"output\">{}</div>", bundle_html(data)),
+                },
                 None => String::new(),
             }
         }
@@ -171,6 +242,10 @@ pub fn report(nb: &Notebook, options: &Options) -> String {
     let mut headings = Vec::new();
     let mut counter = 0;
     let mut body = String::new();
+    let mut charts = Charts {
+        interactive: options.chart_script.is_some(),
+        count: 0,
+    };
     for cell in &nb.cells {
         if cell.tagged("remove-cell") {
             continue;
@@ -213,7 +288,7 @@ pub fn report(nb: &Notebook, options: &Options) -> String {
                 if !cell.tagged("remove-output") && !cell.outputs.is_empty() {
                     html.push_str("<div class=\"outputs\">");
                     for output in &cell.outputs {
-                        html.push_str(&output_html(output));
+                        html.push_str(&output_html(output, &mut charts));
                     }
                     html.push_str("</div>");
                 }
@@ -239,14 +314,25 @@ pub fn report(nb: &Notebook, options: &Options) -> String {
     } else {
         String::new()
     };
+    // Only a report that has a chart carries the chart library (about 1 MB).
+    let (csp, script) = match &options.chart_script {
+        Some(script) if charts.count > 0 => {
+            let inlined = inline_script(script);
+            (
+                csp_with_script(&inlined),
+                format!("<script>{inlined}</script>\n"),
+            )
+        }
+        _ => (CSP.to_string(), String::new()),
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"generator\" content=\"ferrolab export\">\n\
          <title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<div class=\"page\">\n\
          <header class=\"report\"><h1>{title}</h1><p class=\"meta\">{meta}</p></header>\n\
-         {contents}\n<main>\n{body}</main>\n</div>\n</body>\n</html>\n",
+         {contents}\n<main>\n{body}</main>\n</div>\n{script}</body>\n</html>\n",
         title = escape(&title),
         meta = meta.join(" · "),
     )
@@ -315,6 +401,70 @@ mod tests {
         assert!(!html.contains("alert("), "{html}");
         assert!(html.contains("src=\"data:image/png;base64,iVBORw0KGgo=\""));
         assert!(html.contains("not valid base64"));
+    }
+
+    #[test]
+    fn interactive_reports_carry_the_spec_and_only_their_own_script() {
+        let chart = |title: &str| {
+            json!({"output_type": "display_data", "metadata": {}, "data": {
+                "application/vnd.vegalite.v5+json": {"mark": "bar", "title": title},
+                "image/svg+xml": "<svg xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"5\" height=\"5\"/></svg>"}})
+        };
+        let nb = |outputs: Vec<serde_json::Value>| {
+            json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                "cells": [{"id": "c", "cell_type": "code", "metadata": {}, "source": "%plot", "execution_count": 1, "outputs": outputs}]})
+        };
+        let script = "window.drawn = '</script><!-- ok';";
+        let options = Options {
+            chart_script: Some(script.into()),
+            ..Default::default()
+        };
+        let html = html_of(
+            nb(vec![chart("\"><script>alert(1)</script>")]),
+            options.clone(),
+        );
+        // The spec is an escaped attribute; the static SVG is still there.
+        assert!(html.contains("<div class=\"output chart\" data-vega-lite=\"{&quot;mark&quot;:&quot;bar&quot;,&quot;title&quot;:&quot;\\&quot;&gt;&lt;script&gt;"));
+        assert!(!html.contains("<script>alert"));
+        assert!(html.contains("<rect"));
+        // The script is inlined so that it cannot end early, and the policy names
+        // exactly the inlined text by its hash.
+        let inlined = "window.drawn = '<\\/script><!-- ok';";
+        assert!(
+            html.contains(&format!("<script>{inlined}</script>")),
+            "{html}"
+        );
+        assert_eq!(html.matches("<script>").count(), 1);
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(inlined));
+        assert!(html.contains(&format!("script-src 'sha256-{hash}'\"")));
+        assert!(!html.contains("unsafe-eval") && !html.contains("script-src 'unsafe-inline'"));
+        // No chart, no library: the report stays script-free.
+        let plain = html_of(
+            nb(vec![
+                json!({"output_type": "stream", "name": "stdout", "text": "hi"}),
+            ]),
+            options,
+        );
+        assert!(!plain.contains("<script") && !plain.contains("script-src"));
+        // Without the option a chart is only its picture.
+        let fixed = html_of(nb(vec![chart("t")]), Options::default());
+        assert!(!fixed.contains("data-vega-lite") && !fixed.contains("<script"));
+    }
+
+    #[test]
+    fn a_missing_chart_script_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-no-charts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let err = crate::chart_script(Some(&dir)).expect_err("no script there");
+        assert!(
+            err.0.contains("make web") && err.0.contains("report-charts.js"),
+            "{err}"
+        );
+        std::fs::write(dir.join("report-charts.js"), "draw()").expect("write");
+        assert_eq!(&*crate::chart_script(Some(&dir)).expect("found"), "draw()");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

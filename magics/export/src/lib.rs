@@ -4,7 +4,10 @@
 //!   as their static SVG, code highlighted, markdown rendered, a table of contents,
 //!   print styles — where every piece of HTML or SVG from the notebook went
 //!   through an allow-list sanitiser and a Content-Security-Policy forbids scripts
-//!   and network loads;
+//!   and network loads; with `chart_script` (`--interactive`), the chart library
+//!   is inlined and the charts become interactive where the reader allows
+//!   scripts: the policy then lets that one script run, by its hash, and nothing
+//!   else;
 //! - `markdown`: the notebook as markdown, images as files beside it;
 //! - `ipynb`: a valid nbformat 4.5 file.
 
@@ -17,6 +20,8 @@ mod notebook;
 pub mod sanitize;
 
 use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use notebook::normalize_ipynb;
 
@@ -73,6 +78,10 @@ pub struct Options {
     /// Markdown: the folder name images go to, relative to the document; `None`
     /// puts them inline as `data:` URLs (one file, as the server sends it).
     pub files_dir: Option<String>,
+    /// HTML: the chart script (`report-charts.js`, see `chart_script`) to inline so
+    /// that Vega-Lite charts are interactive where scripts may run; `None` keeps
+    /// every chart a static SVG and the report script-free.
+    pub chart_script: Option<Arc<str>>,
 }
 
 impl Default for Options {
@@ -84,6 +93,7 @@ impl Default for Options {
             title: None,
             fallback_title: "Notebook".into(),
             files_dir: None,
+            chart_script: None,
         }
     }
 }
@@ -132,4 +142,53 @@ pub fn export(notebook: &Json, options: &Options) -> Result<Export, ExportError>
             })
         }
     }
+}
+
+/// The file the web build writes next to the workspace (`make web`).
+pub const CHART_SCRIPT: &str = "report-charts.js";
+
+/// Finds and reads the chart script for interactive reports: `explicit` (a file
+/// or the web build's folder), else `$FERROLAB_WEB_DIR`, else
+/// `collab-server/web/dist` in the working folder or any folder above it.
+pub fn chart_script(explicit: Option<&Path>) -> Result<Arc<str>, ExportError> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(path) = explicit {
+        candidates.push(path.to_path_buf());
+    } else {
+        if let Some(dir) = std::env::var_os("FERROLAB_WEB_DIR") {
+            candidates.push(PathBuf::from(dir));
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            candidates.extend(cwd.ancestors().map(|d| d.join("collab-server/web/dist")));
+        }
+    }
+    for candidate in candidates {
+        let file = if candidate.is_dir() {
+            candidate.join(CHART_SCRIPT)
+        } else {
+            candidate
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(script) if !script.trim().is_empty() => return Ok(script.into()),
+            Ok(_) => tried.push(format!("{} (empty)", file.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tried.push(file.display().to_string())
+            }
+            Err(e) => return Err(ExportError(format!("cannot read {}: {e}", file.display()))),
+        }
+        if explicit.is_some() {
+            break;
+        }
+    }
+    Err(ExportError(format!(
+        "interactive charts need the chart script {CHART_SCRIPT}, built by `make web` \
+         (looked for {}); point --chart-script or FERROLAB_WEB_DIR at it, or leave \
+         --interactive out for static charts",
+        if tried.is_empty() {
+            "nothing".into()
+        } else {
+            tried.join(", ")
+        }
+    )))
 }
