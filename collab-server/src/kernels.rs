@@ -256,14 +256,17 @@ impl Queue {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let child = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        command
             .args(["kernel", "run", "--connection-file"])
             .arg(&file)
             .env("JPY_SESSION_NAME", format!("{}.ipynb", self.notebook))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        end_with_server(&mut command);
+        let child = command
             .spawn()
             .with_context(|| format!("cannot run {}", self.program.display()))?;
         if let (Some(pid), Ok(mut children)) = (child.id(), self.children.lock()) {
@@ -730,4 +733,32 @@ fn restrict(_path: &std::path::Path) {}
 pub fn kernel_status<R: ReadDoc>(doc: &R) -> Option<String> {
     let kernel = get_map(doc, &ROOT, "kernel")?;
     schema::get_str(doc, &kernel, "status")
+}
+
+/// A kernel must not outlive its server: `kill_on_drop` covers every way the
+/// server stops but `kill -9` (or a crash), where nothing of ours runs. On Linux the
+/// kernel asks to be sent SIGTERM when the server's thread that started it goes
+/// away: a runtime worker thread, which lives as long as the server. (Elsewhere
+/// such a kernel stays until it is stopped by hand.)
+fn end_with_server(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: between fork and exec the closure only makes async-signal-safe
+        // system calls (prctl, getppid) and allocates nothing.
+        let server = std::process::id() as libc::pid_t;
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The server died before the request took effect: no signal will come.
+                if libc::getppid() != server {
+                    return Err(std::io::Error::other("the collab server is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }

@@ -3,6 +3,7 @@
 // roles and clear errors. Read by a stock automerge-repo client.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import { api, codeCell, createNotebook, createToken, jsClient, startServer, tempDir, waitFor } from "./helpers.js";
 
 const plain = (doc) => JSON.parse(JSON.stringify(doc));
@@ -112,6 +113,64 @@ test("interrupt stops a running cell; restart gives a fresh kernel", async () =>
     assert.equal(fresh.outputs[0].output_type, "error", "the old kernel's variables are gone");
   } finally {
     await client.shutdown();
+    await server.stop();
+  }
+});
+
+/** The process and every process under it (Linux's /proc), by pid. */
+function processTree(pid) {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) {
+    let tasks = [];
+    try {
+      tasks = fs.readdirSync(`/proc/${all[i]}/task`);
+    } catch {
+      continue;
+    }
+    for (const task of tasks) {
+      try {
+        const children = fs.readFileSync(`/proc/${all[i]}/task/${task}/children`, "utf8").trim();
+        if (children) all.push(...children.split(/\s+/).map(Number));
+      } catch {}
+    }
+  }
+  return all;
+}
+
+const running = (pid) => {
+  try {
+    // A zombie has exited; only its parent has not collected it yet.
+    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+};
+
+test("a server killed with SIGKILL takes its kernels with it", { skip: process.platform !== "linux" && "Linux only" }, async () => {
+  const data = tempDir();
+  const editor = createToken(data, "editor", "ed");
+  const server = await startServer(data);
+  let kernels = [];
+  try {
+    const entry = await createNotebook(server, editor, [codeCell("c", 'println!("up");')]);
+    const client = jsClient(server, editor);
+    try {
+      const runtime = await client.find(entry.runtime);
+      await api(server, editor, "POST", `/api/notebooks/${entry.id}/kernel/execute`, { cells: ["c"] });
+      await waitFor(() => plain(runtime.doc()).cells.c?.outputs?.[0]?.text === "up\n", "the cell to run", KERNEL_WAIT);
+    } finally {
+      await client.shutdown();
+    }
+    kernels = processTree(server.proc.pid).slice(1);
+    assert.ok(kernels.length >= 1, "the server runs a kernel");
+    await server.kill9();
+    await waitFor(() => kernels.every((pid) => !running(pid)), "the kernel processes to end", 30000);
+  } finally {
+    for (const pid of kernels) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
     await server.stop();
   }
 });

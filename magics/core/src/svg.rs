@@ -351,6 +351,9 @@ pub fn render(chart: &Chart, width: f64, height: f64) -> String {
             x_ticks
         };
         let with_time = x_max - x_min < 3.0 * 86_400_000.0;
+        // One point in time, or a span shorter than a label's precision, would
+        // print the same label several times over itself: each label once.
+        let mut last_label = None;
         for tick in ticks {
             let px = x.at(tick);
             let label = if chart.x_scale == XScale::Time {
@@ -358,6 +361,10 @@ pub fn render(chart: &Chart, width: f64, height: f64) -> String {
             } else {
                 number_label(tick)
             };
+            if last_label.as_ref() == Some(&label) {
+                continue;
+            }
+            last_label = Some(label.clone());
             let _ = write!(
                 out,
                 r##"<line x1="{px:.1}" x2="{px:.1}" y1="{axis_y}" y2="{}" stroke="#888"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
@@ -642,6 +649,28 @@ mod tests {
             date_label(1_709_164_800_000.0 + 3_660_000.0, true),
             "2024-02-29 01:01"
         );
+    }
+
+    #[test]
+    fn one_point_in_time_gets_one_label() {
+        let at = 1_709_164_800_000.0;
+        let chart = Chart {
+            title: "requests per minute".into(),
+            x_label: "minute".into(),
+            y_label: "requests".into(),
+            x_scale: XScale::Time,
+            marks: Marks::Points {
+                line: true,
+                series: vec![Series {
+                    name: None,
+                    x: vec![XValue::Num(at)],
+                    y: vec![5.0],
+                }],
+            },
+            color_label: None,
+        };
+        let svg = render(&chart, 420.0, 240.0);
+        assert_eq!(svg.matches("2024-02-29 00:00").count(), 1, "{svg}");
     }
 
     #[test]
