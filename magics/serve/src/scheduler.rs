@@ -108,9 +108,29 @@ impl Scheduler {
             metrics,
         });
         let thread_shared = shared.clone();
+        // The engine loop runs on a worker of its own thread pool, the pool every
+        // parallel op of the model then uses: a matrix product splits its rows
+        // between this thread and the others, instead of handing all of them to
+        // the pool and sleeping until they are done (a wake-up and a sleep per
+        // product, some 200 per token, and a third thread on two cores).
+        let threads = rayon::current_num_threads();
         std::thread::Builder::new()
             .name("ferrolab-serve-engine".into())
-            .spawn(move || run(&engines, &thread_shared))
+            .spawn(move || {
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("ferrolab-serve-{i}"))
+                    .build()
+                {
+                    Ok(pool) => pool.install(|| run(&engines, &thread_shared)),
+                    Err(e) => {
+                        log::warn!(
+                            "no thread pool of its own for the engine ({e}); using the global one"
+                        );
+                        run(&engines, &thread_shared)
+                    }
+                }
+            })
             .expect("cannot start the engine thread");
         Scheduler { shared }
     }
