@@ -1,11 +1,20 @@
 //! The int8 decoding kernel alone: `cargo run --release -p ferrolab-llm --example
 //! q8_kernel` prints GMAC/s for the projection shapes of SmolLM2-135M at the batch
-//! sizes the server runs (1, 8, 32 sequences).
+//! sizes the server runs (1, 8, 32 sequences), on a worker of a rayon pool as
+//! `ferrolab serve`'s engine runs (RAYON_NUM_THREADS threads).
 
 use ferrolab_llm::q8::Q8Matrix;
 use std::time::Instant;
 
 fn main() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .build()
+        .expect("a thread pool");
+    pool.install(run);
+}
+
+fn run() {
     let shapes = [
         ("q/o 576x576", 576, 576),
         ("gate/up 1536x576", 1536, 576),
