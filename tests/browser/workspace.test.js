@@ -282,6 +282,9 @@ test("outputs render safely: Vega-Lite charts, SVG, PNG, errors", async () => {
       data: { values: [{ x: 1, y: 2 }, { x: 2, y: 5 }, { x: 3, y: 3 }] },
       mark: "line",
       encoding: { x: { field: "x", type: "quantitative" }, y: { field: "y", type: "quantitative" } },
+      // A spec may not turn the embedder's options back on (the menu offers
+      // "Open in Vega Editor", which posts the data to a web site).
+      usermeta: { embedOptions: { actions: true } },
     };
     const display = (data) => ({ output_type: "display_data", metadata: {}, data });
     const entry = await createNotebook(server, editor, [
@@ -298,6 +301,7 @@ test("outputs render safely: Vega-Lite charts, SVG, PNG, errors", async () => {
     ]);
     const page = await signedIn(browser, server, editor, `/notebooks/${entry.id}`);
     await page.waitForSelector('.cell[data-id="chart"] .vega svg.marks', { timeout: 60000 });
+    assert.equal(await page.locator('.cell[data-id="chart"] .vega-actions').count(), 0, "no actions menu");
     await page.waitForSelector('.cell[data-id="svg"] .output-data svg rect');
     assert.equal(await page.locator('.cell[data-id="svg"] script').count(), 0, "no script element in an SVG output");
     assert.equal(await page.getAttribute('.cell[data-id="svg"] rect', "onclick"), null, "no event handler attribute");

@@ -45,6 +45,11 @@ function renderVegaLite(data: Bundle, mime: string): HTMLElement {
   delete fallback[mime];
   el.append(renderBundle(fallback));
   const spec = plain(data[mime]) as Record<string, unknown>;
+  // vega-embed lets a spec's own `usermeta.embedOptions` override the options
+  // below (turn the actions menu with "Open in Vega Editor" back on, swap the
+  // loader); a notebook's output does not get to choose them.
+  const usermeta = spec?.usermeta;
+  if (usermeta && typeof usermeta === "object") delete (usermeta as { embedOptions?: unknown }).embedOptions;
   import("vega-embed")
     .then(async ({ default: embed }) => {
       const target = document.createElement("div");
