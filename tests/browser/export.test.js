@@ -48,6 +48,16 @@ async function openReport(browser, file) {
   return { page, context, executed, requests, violations, errors };
 }
 
+/** A copy of a report (`NAME-no-csp.html` beside it) without its Content-Security-Policy. */
+function copyWithoutCsp(file) {
+  const html = fs.readFileSync(file, "utf8");
+  const stripped = html.replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, "");
+  assert.notEqual(stripped, html, "the report has a policy to remove");
+  const copy = file.replace(/\.html$/, "-no-csp.html");
+  fs.writeFileSync(copy, stripped);
+  return copy;
+}
+
 const notebookText = (cell) => [].concat(cell.source ?? "").join("");
 const tagged = (cell, tag) => (cell.metadata?.tags ?? []).includes(tag);
 
@@ -176,11 +186,7 @@ test("hostile chart specs in an interactive report run nothing and load nothing"
   fs.writeFileSync(source, JSON.stringify(nb));
   const file = exportHtml(source, path.join(dir, "charts.html"), "--interactive", "--chart-script", WEB_DIR);
   // The chart script's own guards, without the policy behind them.
-  const withoutCsp = path.join(dir, "charts-no-csp.html");
-  const html = fs.readFileSync(file, "utf8");
-  const stripped = html.replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, "");
-  assert.notEqual(stripped, html);
-  fs.writeFileSync(withoutCsp, stripped);
+  const withoutCsp = copyWithoutCsp(file);
   const browser = await launch();
   try {
     for (const report of [file, withoutCsp]) {
@@ -273,11 +279,7 @@ test("an XSS corpus runs nothing and loads nothing in the report", async () => {
     const withCsp = exportHtml(source, path.join(dir, "evil.html"), "--toc");
     // Each layer on its own: the same report without its Content-Security-Policy
     // shows what the sanitiser alone lets through (nothing).
-    const withoutCsp = path.join(dir, "evil-no-csp.html");
-    const html = fs.readFileSync(withCsp, "utf8");
-    const stripped = html.replace(/<meta http-equiv="Content-Security-Policy"[^>]*>/, "");
-    assert.notEqual(stripped, html);
-    fs.writeFileSync(withoutCsp, stripped);
+    const withoutCsp = copyWithoutCsp(withCsp);
     for (const file of [withCsp, withoutCsp]) {
     const { page, context, executed, requests } = await openReport(browser, file);
     try {

@@ -177,9 +177,6 @@ pub fn chart_script(explicit: Option<&Path>) -> Result<Arc<str>, ExportError> {
             }
             Err(e) => return Err(ExportError(format!("cannot read {}: {e}", file.display()))),
         }
-        if explicit.is_some() {
-            break;
-        }
     }
     Err(ExportError(format!(
         "interactive charts need the chart script {CHART_SCRIPT}, built by `make web` \

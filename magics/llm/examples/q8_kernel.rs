@@ -8,7 +8,6 @@ use std::time::Instant;
 
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
         .build()
         .expect("a thread pool");
     pool.install(run);

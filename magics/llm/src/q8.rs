@@ -129,34 +129,16 @@ impl Q8Matrix {
                     let r = first + local;
                     // Two weight rows at a time when there are four inputs or more:
                     // each input block is loaded once for both rows.
-                    if n >= 4 {
-                        if let Some((_, next)) = rows.next() {
-                            self.two_rows(r, outs, next, &x_scales, &x_quants, n);
-                            continue;
+                    match rows.next() {
+                        Some((_, next)) if n >= 4 => {
+                            self.two_rows(r, outs, next, &x_scales, &x_quants, n)
                         }
-                    }
-                    let w_scales = &self.scales[r * blocks..(r + 1) * blocks];
-                    let w_quants = &self.quants[r * self.cols..(r + 1) * self.cols];
-                    let mut i = 0;
-                    // Four inputs per pass over the weight row: each weight block is
-                    // loaded and sign-split once for all four.
-                    while i + 4 <= n {
-                        let four = dot4(
-                            w_scales,
-                            w_quants,
-                            &x_scales[i * blocks..(i + 4) * blocks],
-                            &x_quants[i * self.cols..(i + 4) * self.cols],
-                        );
-                        outs[i..i + 4].copy_from_slice(&four);
-                        i += 4;
-                    }
-                    for (j, out) in outs.iter_mut().enumerate().skip(i) {
-                        *out = dot(
-                            w_scales,
-                            w_quants,
-                            &x_scales[j * blocks..(j + 1) * blocks],
-                            &x_quants[j * self.cols..(j + 1) * self.cols],
-                        );
+                        next => {
+                            self.one_row(r, outs, &x_scales, &x_quants, n);
+                            if let Some((_, outs)) = next {
+                                self.one_row(r + 1, outs, &x_scales, &x_quants, n);
+                            }
+                        }
                     }
                 }
             });
@@ -171,9 +153,37 @@ impl Q8Matrix {
 }
 
 impl Q8Matrix {
+    /// Row `r`'s scales and quants.
+    fn row(&self, r: usize) -> (&[f32], &[i8]) {
+        let blocks = self.cols / BLOCK;
+        (
+            &self.scales[r * blocks..(r + 1) * blocks],
+            &self.quants[r * self.cols..(r + 1) * self.cols],
+        )
+    }
+
+    /// Row `r` against every input: four inputs per pass over the weight row (each
+    /// weight block is loaded and sign-split once for all four), the rest one by one.
+    fn one_row(&self, r: usize, outs: &mut [f32], xs: &[f32], xq: &[i8], n: usize) {
+        let blocks = self.cols / BLOCK;
+        let (s0, q0) = self.row(r);
+        let mut i = 0;
+        while i + 4 <= n {
+            let x_s = &xs[i * blocks..(i + 4) * blocks];
+            let x_q = &xq[i * self.cols..(i + 4) * self.cols];
+            outs[i..i + 4].copy_from_slice(&dot4(s0, q0, x_s, x_q));
+            i += 4;
+        }
+        for j in i..n {
+            let x_s = &xs[j * blocks..(j + 1) * blocks];
+            let x_q = &xq[j * self.cols..(j + 1) * self.cols];
+            outs[j] = dot(s0, q0, x_s, x_q);
+        }
+    }
+
     /// Rows `r` and `r + 1` against every input: four inputs at a time through
-    /// [`dot2x4`], the rest one by one (the same sums, in the same order, as the
-    /// single-row paths).
+    /// [`dot2x4`], the rest one by one (the same sums, in the same order, as
+    /// [`Q8Matrix::one_row`]).
     fn two_rows(
         &self,
         r: usize,
@@ -184,13 +194,7 @@ impl Q8Matrix {
         n: usize,
     ) {
         let blocks = self.cols / BLOCK;
-        let row = |r: usize| {
-            (
-                &self.scales[r * blocks..(r + 1) * blocks],
-                &self.quants[r * self.cols..(r + 1) * self.cols],
-            )
-        };
-        let ((s0, q0), (s1, q1)) = (row(r), row(r + 1));
+        let ((s0, q0), (s1, q1)) = (self.row(r), self.row(r + 1));
         let mut i = 0;
         while i + 4 <= n {
             let x_s = &xs[i * blocks..(i + 4) * blocks];

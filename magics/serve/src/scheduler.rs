@@ -112,13 +112,12 @@ impl Scheduler {
         // parallel op of the model then uses: a matrix product splits its rows
         // between this thread and the others, instead of handing all of them to
         // the pool and sleeping until they are done (a wake-up and a sleep per
-        // product, some 200 per token, and a third thread on two cores).
-        let threads = rayon::current_num_threads();
+        // product, some 200 per token, and a third thread on two cores). Its size
+        // is rayon's default: RAYON_NUM_THREADS, else one per CPU.
         std::thread::Builder::new()
             .name("ferrolab-serve-engine".into())
             .spawn(move || {
                 match rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
                     .thread_name(|i| format!("ferrolab-serve-{i}"))
                     .build()
                 {
