@@ -15,6 +15,7 @@ import os
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -117,12 +118,18 @@ def main():
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 
     def run(name, command, port, env=None):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        # The server's own output goes to a file, shown if the measurement fails.
+        log = tempfile.TemporaryFile(mode="w+")
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc)
             print(f"{name} ...", file=sys.stderr, flush=True)
             results[name] = measure(name, url, "smollm2", args)
+        except Exception:
+            log.seek(0)
+            print(f"{name} failed; the end of its output:\n{log.read()[-4000:]}", file=sys.stderr)
+            raise
         finally:
             proc.terminate()
             proc.wait()
@@ -135,7 +142,8 @@ def main():
             port, env)
     if args.only != "ferrolab":
         port = free_port()
-        run("llama.cpp", [os.environ["LLAMA_PYTHON"], "-m", "llama_cpp.server", "--model", args.gguf,
+        server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_server.py")
+        run("llama.cpp", [os.environ["LLAMA_PYTHON"], server, "--model", args.gguf,
                           "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
                           "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
                           "--n_ctx", "2048", "--verbose", "False"],

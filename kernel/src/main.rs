@@ -207,7 +207,7 @@ fn run_kernel(connection_file: &PathBuf) -> anyhow::Result<()> {
     let config = KernelConfig {
         connection,
         history_path: Some(ferrolab_kernel::home().join("history.jsonl")),
-        registry: ferrolab_kernel::registry(),
+        registry: ferrolab_kernel::registry,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -33,7 +33,10 @@ use zeromq::SocketRecv;
 pub struct KernelConfig {
     pub connection: ConnectionInfo,
     pub history_path: Option<PathBuf>,
-    pub registry: Registry,
+    /// Builds the magics' registry; called once the sockets are bound, so that a
+    /// client's first connection finds them (ZeroMQ retries a refused connection
+    /// only after 100 ms).
+    pub registry: fn() -> Registry,
 }
 
 /// The parts the socket tasks share.
@@ -107,7 +110,7 @@ pub async fn run(config: KernelConfig) -> anyhow::Result<()> {
     };
     let session = Session::new(
         iopub.clone(),
-        config.registry,
+        (config.registry)(),
         history,
         interrupt.clone(),
         stdin_client,

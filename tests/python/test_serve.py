@@ -47,6 +47,15 @@ class Server:
         self.stderr = []
         threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
 
+    def weights(self):
+        """The layouts decoding reads, from the start-up line on stderr."""
+        for _ in range(100):
+            for line in list(self.stderr):
+                if "decoding weights: " in line:
+                    return line.split("decoding weights: ", 1)[1].split(";", 1)[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no start-up line in {self.stderr!r}")
+
     def client(self, api_key="unused", timeout=300):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=timeout)
 
@@ -114,6 +123,12 @@ def test_models_lists_the_base_and_each_adapter(server):
     tuned = client.models.retrieve("tuned")
     assert tuned.owned_by == "ferrolab"
     assert tuned.model_extra["parent"] == "smollm2"
+
+
+def test_decoding_reads_the_files_own_4bit_blocks(server):
+    # SmolLM2's file: 210 Q4_1 projections (kept as they are, bit for bit) and its
+    # Q8_0 embedding, tied as the LM head (int8).
+    assert server.weights() == "q4_1 ×210, q8_0 ×1"
 
 
 def test_greedy_completion_equals_the_engine(server):
@@ -323,6 +338,8 @@ def test_the_api_key_is_required_on_v1_routes(tiny, tmp_path):
         assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["error"]["message"]
         assert [m.id for m in s.client(api_key="s3cret").models.list()] == ["model"]
         assert httpx.get(s.url + "/health").json()["status"] == "ok"
+        # Random f32 weights are not Q4_1 values: int8 copies, never the 4-bit layout.
+        assert s.weights().startswith("q8_0 ×"), s.weights()
     finally:
         s.stop()
 

@@ -156,8 +156,9 @@ pub struct GenerateArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, or q8: decode with int8 copies of the weights on the CPU, as `ferrolab
-    /// serve` does by default.
+    /// f32, or q8: decode with quantized copies of the weights on the CPU (the
+    /// file's 4-bit blocks where it has them, int8 otherwise), as `ferrolab serve`
+    /// does by default.
     #[arg(long, default_value = "f32")]
     pub weights: String,
     /// Print one JSON object: prompt and completion token ids, text, finish reason,
@@ -197,7 +198,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let mut engine = Engine::load(&args.model, &device, DType::F32)?;
     match args.weights.as_str() {
         "f32" => {}
-        "q8" => engine.quantize_for_decoding()?,
+        "q8" => {
+            engine.quantize_for_decoding()?;
+        }
         other => anyhow::bail!("--weights takes f32 or q8, not '{other}'"),
     }
     if let Some(adapter) = &args.adapter {

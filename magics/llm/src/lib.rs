@@ -22,6 +22,7 @@ pub mod loss;
 pub mod magic;
 pub mod model;
 pub mod ops;
+pub mod q4;
 pub mod q8;
 pub mod tiny;
 pub mod tokenizer;
@@ -71,10 +72,18 @@ impl Engine {
         })
     }
 
-    /// Decodes with int8 copies of the weights on the CPU (see
+    /// Decodes with quantized copies of the weights on the CPU: the file's 4-bit
+    /// blocks where they hold the weights exactly, int8 otherwise (see
     /// [`Model::quantize_for_decoding`]); `ferrolab serve` does this by default.
-    pub fn quantize_for_decoding(&mut self) -> Result<()> {
-        self.model.quantize_for_decoding()
+    /// Returns a line saying how many matrices took each layout ("q4_1 ×210,
+    /// q8_0 ×1"), empty where nothing was quantized (GPU, bf16).
+    pub fn quantize_for_decoding(&mut self) -> Result<String> {
+        let counts = self.model.quantize_for_decoding()?;
+        Ok(counts
+            .iter()
+            .map(|(layout, n)| format!("{layout} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", "))
     }
 
     /// An embedding of `ids`: the final hidden states (after the last norm),

@@ -83,8 +83,92 @@ pub struct Linear {
     weight_t: Tensor,
     bias: Option<Tensor>,
     pub lora: Option<LoraLayer>,
-    /// The weight in int8 blocks, for decoding on the CPU ([`Model::quantize_for_decoding`]).
-    q8: Option<std::sync::Arc<crate::q8::Q8Matrix>>,
+    /// The weight in quantized blocks, for decoding on the CPU
+    /// ([`Model::quantize_for_decoding`]).
+    q8: Option<std::sync::Arc<DecodeWeights>>,
+}
+
+/// A frozen weight as decoding reads it.
+pub enum DecodeWeights {
+    /// The model file's own 4-bit blocks (`q4.rs`): the weights exactly.
+    Q4_1(crate::q4::Q4Matrix),
+    /// int8 blocks (`q8.rs`), for weights that are not Q4_1 values.
+    Q8(crate::q8::Q8Matrix),
+}
+
+impl DecodeWeights {
+    /// The Q4_1 layout when it holds `weights` exactly, else int8; `None` when the
+    /// columns are not a multiple of 32 (f32 stays).
+    pub fn new(weights: &[f32], rows: usize, cols: usize) -> Option<DecodeWeights> {
+        crate::q4::Q4Matrix::from_rows(weights, rows, cols)
+            .map(DecodeWeights::Q4_1)
+            .or_else(|| crate::q8::Q8Matrix::from_rows(weights, rows, cols).map(DecodeWeights::Q8))
+    }
+
+    pub fn rows(&self) -> usize {
+        match self {
+            DecodeWeights::Q4_1(q) => q.rows(),
+            DecodeWeights::Q8(q) => q.rows(),
+        }
+    }
+
+    /// `x` is `[n, cols]` row-major; returns `x · Wᵀ`, `[n, rows]`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        match self {
+            DecodeWeights::Q4_1(q) => q.matmul(x, n),
+            DecodeWeights::Q8(q) => q.matmul(x, n),
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            DecodeWeights::Q4_1(q) => q.cols(),
+            DecodeWeights::Q8(q) => q.cols(),
+        }
+    }
+
+    fn rows_into(&self, first: usize, out_t: &mut [f32], x: &crate::q8::Activations) {
+        match self {
+            DecodeWeights::Q4_1(q) => q.rows_into(first, out_t, x),
+            DecodeWeights::Q8(q) => q.rows_into(first, out_t, x),
+        }
+    }
+
+    /// `x · Wᵀ` for several matrices of the same input width in one pass: the
+    /// input is quantized once and the rows of all of them are shared out between
+    /// the threads together (one hand-off instead of one per matrix). The results
+    /// are those of [`DecodeWeights::matmul`] on each, bit for bit.
+    pub fn matmul_many(parts: &[&DecodeWeights], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+        use crate::q8::{transpose, Activations, ROWS_PER_TASK};
+        use rayon::prelude::*;
+        let Some(first) = parts.first() else {
+            return Vec::new();
+        };
+        let x = Activations::new(x, n, first.cols());
+        let mut outs: Vec<Vec<f32>> = parts.iter().map(|p| vec![0f32; p.rows() * n]).collect();
+        let mut tasks: Vec<(&DecodeWeights, usize, &mut [f32])> = Vec::new();
+        for (part, out_t) in parts.iter().zip(outs.iter_mut()) {
+            for (task, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n).enumerate() {
+                tasks.push((part, task * ROWS_PER_TASK, chunk));
+            }
+        }
+        tasks
+            .into_par_iter()
+            .for_each(|(part, first, chunk)| part.rows_into(first, chunk, &x));
+        parts
+            .iter()
+            .zip(outs)
+            .map(|(p, out_t)| transpose(&out_t, p.rows(), n))
+            .collect()
+    }
+
+    /// The layout's name, as `ferrolab serve` reports it.
+    pub fn layout(&self) -> &'static str {
+        match self {
+            DecodeWeights::Q4_1(_) => "q4_1",
+            DecodeWeights::Q8(_) => "q8_0",
+        }
+    }
 }
 
 /// Prompts of at most this many tokens use the int8 weights; longer ones use f32
@@ -114,19 +198,69 @@ impl Linear {
         self.weight_t.dims()[0]
     }
 
-    /// `x`: `[n, in]` → `[n, out]`.
-    fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let mut y = match &self.q8 {
+    /// The quantized weights when `mode` and `x` (`[n, in]`) decode through them.
+    fn quantized(&self, x: &Tensor, mode: &Mode) -> Result<Option<&DecodeWeights>> {
+        Ok(match &self.q8 {
             Some(q)
                 if matches!(mode, Mode::Decode)
                     || (matches!(mode, Mode::Infer) && x.dim(0)? <= Q8_MAX_ROWS) =>
             {
+                Some(q)
+            }
+            _ => None,
+        })
+    }
+
+    /// `x`: `[n, in]` → `[n, out]`.
+    fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let y = match self.quantized(x, mode)? {
+            Some(q) => {
                 let (n, _) = x.dims2()?;
                 let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 Tensor::from_vec(q.matmul(&data, n), (n, q.rows()), x.device())?
             }
-            _ => x.apply_op2(&self.weight_t, FrozenMatmul)?,
+            None => x.apply_op2(&self.weight_t, FrozenMatmul)?,
         };
+        self.finish(x, y, mode)
+    }
+
+    /// Several projections of the same `x`, quantized ones in one pass
+    /// ([`DecodeWeights::matmul_many`]); the same results as `forward` on each.
+    fn forward_many<const N: usize>(
+        parts: [&Linear; N],
+        x: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<[Tensor; N]> {
+        let mut quantized = Vec::with_capacity(N);
+        for part in parts {
+            match part.quantized(x, mode)? {
+                Some(q) => quantized.push(q),
+                None => break,
+            }
+        }
+        if quantized.len() < N {
+            let mut out = Vec::with_capacity(N);
+            for part in parts {
+                out.push(part.forward(x, mode)?);
+            }
+            return out
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{N} projections"));
+        }
+        let (n, _) = x.dims2()?;
+        let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let ys = DecodeWeights::matmul_many(&quantized, &data, n);
+        let mut out = Vec::with_capacity(N);
+        for ((part, q), y) in parts.iter().zip(&quantized).zip(ys) {
+            let y = Tensor::from_vec(y, (n, q.rows()), x.device())?;
+            out.push(part.finish(x, y, mode)?);
+        }
+        out.try_into()
+            .map_err(|_| anyhow::anyhow!("{N} projections"))
+    }
+
+    /// Adds the bias and the LoRA delta to the frozen product `y` of `x`.
+    fn finish(&self, x: &Tensor, mut y: Tensor, mode: &mut Mode) -> Result<Tensor> {
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -273,19 +407,37 @@ impl Model {
         self.dtype
     }
 
-    /// Keeps an int8 copy of every projection and of the LM head for decoding
-    /// (see `q8.rs`): about 4× less memory traffic per token on the CPU, at an error
-    /// of about 1e-3 relative on the logits. Training and long prompts still use the
-    /// f32 weights. Only for f32 models on the CPU; elsewhere it does nothing.
-    pub fn quantize_for_decoding(&mut self) -> Result<()> {
+    /// Keeps a quantized copy of every projection and of the LM head for decoding:
+    /// the file's own 4-bit blocks where the weights are Q4_1 values (see `q4.rs`;
+    /// no error added, about 6× less memory traffic per token than f32), int8 blocks
+    /// otherwise (`q8.rs`; about 4× less, at an error of about 1e-3 relative on the
+    /// logits). Training and long prompts still use the f32 weights. Only for f32
+    /// models on the CPU; elsewhere it does nothing. Returns how many matrices took
+    /// each layout.
+    pub fn quantize_for_decoding(&mut self) -> Result<Vec<(&'static str, usize)>> {
+        self.quantize_for_decoding_with(DecodeWeights::new)
+    }
+
+    /// [`Model::quantize_for_decoding`] with the layout of each `[rows, cols]`
+    /// weight chosen by `choose` (benchmarks compare the layouts with it).
+    pub fn quantize_for_decoding_with(
+        &mut self,
+        choose: impl Fn(&[f32], usize, usize) -> Option<DecodeWeights>,
+    ) -> Result<Vec<(&'static str, usize)>> {
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
         if !self.device.is_cpu() || self.dtype != DType::F32 {
-            return Ok(());
+            return Ok(counts);
         }
-        let quantize = |linear: &mut Linear| -> Result<()> {
+        let mut quantize = |linear: &mut Linear| -> Result<()> {
             let weight = linear.weight_t.t()?.contiguous()?;
             let (rows, cols) = weight.dims2()?;
             let data: Vec<f32> = weight.flatten_all()?.to_vec1()?;
-            linear.q8 = crate::q8::Q8Matrix::from_rows(&data, rows, cols).map(std::sync::Arc::new);
+            linear.q8 = choose(&data, rows, cols).map(std::sync::Arc::new);
+            let layout = linear.q8.as_ref().map_or("f32", |q| q.layout());
+            match counts.iter_mut().find(|(name, _)| *name == layout) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((layout, 1)),
+            }
             Ok(())
         };
         for block in &mut self.blocks {
@@ -301,7 +453,8 @@ impl Model {
                 quantize(linear)?;
             }
         }
-        quantize(&mut self.lm_head)
+        quantize(&mut self.lm_head)?;
+        Ok(counts)
     }
 
     /// Every projection a LoRA target names, with its PEFT module path.
@@ -426,9 +579,7 @@ impl Model {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &block.input_norm, mode)?;
             let a = &block.attention;
-            let q = a.q.forward(&normed, mode)?;
-            let k = a.k.forward(&normed, mode)?;
-            let v = a.v.forward(&normed, mode)?;
+            let [q, k, v] = Linear::forward_many([&a.q, &a.k, &a.v], &normed, mode)?;
             let mut outs = Vec::with_capacity(b);
             for (i, cache) in caches.iter_mut().enumerate() {
                 let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
@@ -456,9 +607,9 @@ impl Model {
             x = (residual + a.o.forward(&out, mode)?)?;
             let residual = x.clone();
             let normed = self.rms_norm(&x, &block.post_norm, mode)?;
-            let gate = block.mlp.gate.forward(&normed, mode)?;
-            let up = block.mlp.up.forward(&normed, mode)?;
-            x = (residual + block.mlp.down.forward(&(gate.silu()? * up)?, mode)?)?;
+            let m = &block.mlp;
+            let [gate, up] = Linear::forward_many([&m.gate, &m.up], &normed, mode)?;
+            x = (residual + m.down.forward(&(gate.silu()? * up)?, mode)?)?;
         }
         let x = self.rms_norm(&x, &self.norm, mode)?;
         Ok(self.lm_head.forward(&x, mode)?.to_dtype(DType::F32)?)
@@ -519,9 +670,9 @@ impl Model {
             let residual = x.clone();
             let normed = self.rms_norm(&x, &block.post_norm, mode)?;
             let flat = normed.reshape((b * t, self.config.hidden_size))?;
-            let gate = block.mlp.gate.forward(&flat, mode)?;
-            let up = block.mlp.up.forward(&flat, mode)?;
-            let mlp = block.mlp.down.forward(&(gate.silu()? * up)?, mode)?;
+            let m = &block.mlp;
+            let [gate, up] = Linear::forward_many([&m.gate, &m.up], &flat, mode)?;
+            let mlp = m.down.forward(&(gate.silu()? * up)?, mode)?;
             x = (residual + mlp.reshape((b, t, self.config.hidden_size))?)?;
         }
         self.rms_norm(&x, &self.norm, mode)
@@ -561,9 +712,7 @@ impl Model {
         let head_dim = c.head_dim();
         let flat = x.reshape((b * t, h))?;
         let a = &block.attention;
-        let q = a.q.forward(&flat, mode)?;
-        let k = a.k.forward(&flat, mode)?;
-        let v = a.v.forward(&flat, mode)?;
+        let [q, k, v] = Linear::forward_many([&a.q, &a.k, &a.v], &flat, mode)?;
         let q = q
             .reshape((b, t, c.num_attention_heads, head_dim))?
             .transpose(1, 2)?

@@ -23,7 +23,7 @@ pub struct Q8Matrix {
 
 /// Quantizes `values` (a multiple of 32) block by block into `scales`, `quants`:
 /// scale = max |v| / 127, q = v / scale rounded to nearest, ties to even.
-fn quantize_into(values: &[f32], scales: &mut Vec<f32>, quants: &mut Vec<i8>) {
+pub(crate) fn quantize_into(values: &[f32], scales: &mut Vec<f32>, quants: &mut Vec<i8>) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
@@ -111,44 +111,82 @@ impl Q8Matrix {
 
     /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let blocks = self.cols / BLOCK;
-        let mut x_scales = Vec::with_capacity(n * blocks);
-        let mut x_quants = Vec::with_capacity(n * self.cols);
-        quantize_into(&x[..n * self.cols], &mut x_scales, &mut x_quants);
-        // Each task takes a run of output rows for every input row, so a weight row
-        // is read once whatever n is; its results land in a [rows, n] buffer.
+        let x = Activations::new(x, n, self.cols);
         let mut out_t = vec![0f32; self.rows * n];
-        let rows_per_task = 64;
         out_t
-            .par_chunks_mut(rows_per_task * n)
+            .par_chunks_mut(ROWS_PER_TASK * n)
             .enumerate()
-            .for_each(|(task, chunk)| {
-                let first = task * rows_per_task;
-                let mut rows = chunk.chunks_mut(n).enumerate();
-                while let Some((local, outs)) = rows.next() {
-                    let r = first + local;
-                    // Two weight rows at a time when there are four inputs or more:
-                    // each input block is loaded once for both rows.
-                    match rows.next() {
-                        Some((_, next)) if n >= 4 => {
-                            self.two_rows(r, outs, next, &x_scales, &x_quants, n)
-                        }
-                        next => {
-                            self.one_row(r, outs, &x_scales, &x_quants, n);
-                            if let Some((_, outs)) = next {
-                                self.one_row(r + 1, outs, &x_scales, &x_quants, n);
-                            }
-                        }
+            .for_each(|(task, chunk)| self.rows_into(task * ROWS_PER_TASK, chunk, &x));
+        transpose(&out_t, self.rows, n)
+    }
+
+    /// Output rows `first..` (as many as `out_t` holds) against every input:
+    /// `out_t` is `[rows, n]`. Each task of a product takes a run of output rows for
+    /// every input, so a weight row is read once whatever n is.
+    pub(crate) fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations) {
+        let n = x.n;
+        let mut rows = out_t.chunks_mut(n).enumerate();
+        while let Some((local, outs)) = rows.next() {
+            let r = first + local;
+            // Two weight rows at a time when there are four inputs or more: each
+            // input block is loaded once for both rows.
+            match rows.next() {
+                Some((_, next)) if n >= 4 => self.two_rows(r, outs, next, &x.scales, &x.quants, n),
+                next => {
+                    self.one_row(r, outs, &x.scales, &x.quants, n);
+                    if let Some((_, outs)) = next {
+                        self.one_row(r + 1, outs, &x.scales, &x.quants, n);
                     }
                 }
-            });
-        let mut out = vec![0f32; n * self.rows];
-        for r in 0..self.rows {
-            for i in 0..n {
-                out[i * self.rows + r] = out_t[r * n + i];
             }
         }
-        out
+    }
+}
+
+/// Output rows per task of a parallel product.
+pub(crate) const ROWS_PER_TASK: usize = 64;
+
+/// `[rows, n]` → `[n, rows]`.
+pub(crate) fn transpose(out_t: &[f32], rows: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * rows];
+    for r in 0..rows {
+        for i in 0..n {
+            out[i * rows + r] = out_t[r * n + i];
+        }
+    }
+    out
+}
+
+/// `n` input rows quantized to int8 blocks, as every quantized layout takes them.
+pub struct Activations {
+    pub(crate) n: usize,
+    pub(crate) blocks: usize,
+    /// One scale per block.
+    pub(crate) scales: Vec<f32>,
+    pub(crate) quants: Vec<i8>,
+    /// scale · Σ quants per block (what a Q4_1 block's minimum multiplies).
+    pub(crate) sums: Vec<f32>,
+}
+
+impl Activations {
+    /// `x` is `[n, cols]` row-major, `cols` a multiple of 32.
+    pub fn new(x: &[f32], n: usize, cols: usize) -> Activations {
+        let blocks = cols / BLOCK;
+        let mut scales = Vec::with_capacity(n * blocks);
+        let mut quants = Vec::with_capacity(n * cols);
+        quantize_into(&x[..n * cols], &mut scales, &mut quants);
+        let sums = quants
+            .chunks_exact(BLOCK)
+            .zip(&scales)
+            .map(|(q, s)| s * q.iter().map(|&v| v as i32).sum::<i32>() as f32)
+            .collect();
+        Activations {
+            n,
+            blocks,
+            scales,
+            quants,
+            sums,
+        }
     }
 }
 

@@ -56,11 +56,56 @@ fn batched_decoding_matches_one_sequence_at_a_time() -> Result<()> {
 }
 
 #[test]
+fn q4_1_weights_decode_from_their_4bit_blocks() -> Result<()> {
+    // A model whose projections are Q4_1 values, as a Q4_1 GGUF file loads: each
+    // takes the 4-bit layout, the embedding (LM head) int8; the logits move only
+    // by the rounding of the activations.
+    let dir = tempfile::tempdir()?;
+    tiny::write(dir.path(), 11)?;
+    let file = dir.path().join("model.safetensors");
+    let mut weights = candle_core::safetensors::load(&file, &Device::Cpu)?;
+    for (name, tensor) in weights.iter_mut() {
+        if name.ends_with("_proj.weight") {
+            let values = ferrolab_llm::q4::round_trip(&tensor.flatten_all()?.to_vec1::<f32>()?);
+            *tensor = Tensor::from_vec(values, tensor.dims(), &Device::Cpu)?;
+        }
+    }
+    candle_core::safetensors::save(&weights, &file)?;
+    let engine = Engine::load(
+        dir.path().to_str().unwrap_or_default(),
+        &Device::Cpu,
+        DType::F32,
+    )?;
+    let mut quantized = engine.clone();
+    let layers = tiny::config().num_hidden_layers;
+    assert_eq!(
+        quantized.quantize_for_decoding()?,
+        format!("q4_1 ×{}, q8_0 ×1", 7 * layers)
+    );
+    let ids = engine.tokenizer.encode("four-bit weights")?;
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let exact = engine.model.forward_last(&input, &mut KvCache::default())?;
+    let approx = quantized
+        .model
+        .forward_last(&input, &mut KvCache::default())?;
+    let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
+    let err = max_abs_diff(&exact, &approx)?;
+    assert!(err / scale < 0.05, "{err} of {scale}");
+    assert!(err > 0.0, "the quantized path was not taken");
+    Ok(())
+}
+
+#[test]
 fn int8_decoding_stays_close_to_f32() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let engine = tiny_engine(dir.path(), 9)?;
     let mut quantized = engine.clone();
-    quantized.quantize_for_decoding()?;
+    // Random f32 weights are not Q4_1 values: every matrix takes int8.
+    let layouts = quantized.quantize_for_decoding()?;
+    assert!(
+        layouts.starts_with("q8_0 ×") && !layouts.contains(','),
+        "{layouts}"
+    );
     let ids = engine.tokenizer.encode("int8 weights")?;
     let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
     let exact = engine.model.forward_last(&input, &mut KvCache::default())?;

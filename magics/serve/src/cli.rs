@@ -29,8 +29,8 @@ pub struct ServeArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// q8: decode with int8 copies of the weights (CPU; about 4x less memory traffic
-    /// per token); f32: the weights as loaded.
+    /// q8: decode with quantized copies of the weights (CPU; the file's own 4-bit
+    /// blocks where it has them, int8 otherwise); f32: the weights as loaded.
     #[arg(long, default_value = "q8")]
     pub weights: String,
     /// The name requests use for the base model (default: from MODEL).

@@ -38,7 +38,8 @@ pub struct ServeConfig {
     /// The largest `max_tokens` a request may ask for (default: the context).
     pub max_tokens: Option<usize>,
     pub device: String,
-    /// `q8` (default): decode with int8 copies of the weights on the CPU; `f32`.
+    /// `q8` (default): decode with quantized copies of the weights on the CPU (the
+    /// file's 4-bit blocks where it has them, int8 otherwise); `f32`.
     pub weights: String,
     /// Names the server in `%serve list` and its request log folder.
     pub name: String,
@@ -91,6 +92,9 @@ pub struct Prepared {
     listener: std::net::TcpListener,
     pub url: String,
     pub log: PathBuf,
+    /// How decoding reads the weights: "f32", or the quantized layouts and how many
+    /// matrices took each ("q4_1 ×210, q8_0 ×1").
+    pub weights: String,
 }
 
 /// Loads the model and adapters, opens the request log and binds the address.
@@ -109,11 +113,11 @@ pub fn prepare(config: &ServeConfig) -> Result<Prepared> {
         candle_core::DType::F32
     };
     let mut base = ferrolab_llm::Engine::load(&config.model, &device, dtype)?;
-    match config.weights.as_str() {
+    let layouts = match config.weights.as_str() {
         "q8" => base.quantize_for_decoding()?,
-        "f32" => {}
+        "f32" => String::new(),
         other => bail!("--weights takes q8 or f32, not '{other}'"),
-    }
+    };
     let base_name = config
         .model_name
         .clone()
@@ -179,6 +183,11 @@ pub fn prepare(config: &ServeConfig) -> Result<Prepared> {
         listener,
         url: format!("http://{address}"),
         log,
+        weights: if layouts.is_empty() {
+            "f32".into()
+        } else {
+            layouts
+        },
     })
 }
 
@@ -207,10 +216,11 @@ impl Prepared {
 pub fn run(config: &ServeConfig) -> Result<()> {
     let prepared = prepare(config)?;
     eprintln!(
-        "ferrolab serve: {} at {}/v1 (models: {}); request log {}",
+        "ferrolab serve: {} at {}/v1 (models: {}); decoding weights: {}; request log {}",
         config.model,
         prepared.url,
         prepared.model_names().join(", "),
+        prepared.weights,
         prepared.log.display()
     );
     // The URL alone on stdout, for scripts.
