@@ -139,17 +139,18 @@ impl DecodeWeights {
     /// the threads together (one hand-off instead of one per matrix). The results
     /// are those of [`DecodeWeights::matmul`] on each, bit for bit.
     pub fn matmul_many(parts: &[&DecodeWeights], x: &[f32], n: usize) -> Vec<Vec<f32>> {
-        use crate::q8::{transpose, Activations, ROWS_PER_TASK};
+        use crate::q8::{rows_per_task, transpose, Activations};
         use rayon::prelude::*;
         let Some(first) = parts.first() else {
             return Vec::new();
         };
         let x = Activations::new(x, n, first.cols());
         let mut outs: Vec<Vec<f32>> = parts.iter().map(|p| vec![0f32; p.rows() * n]).collect();
+        let per_task = rows_per_task(parts.iter().map(|p| p.rows()).sum());
         let mut tasks: Vec<(&DecodeWeights, usize, &mut [f32])> = Vec::new();
         for (part, out_t) in parts.iter().zip(outs.iter_mut()) {
-            for (task, chunk) in out_t.chunks_mut(ROWS_PER_TASK * n).enumerate() {
-                tasks.push((part, task * ROWS_PER_TASK, chunk));
+            for (task, chunk) in out_t.chunks_mut(per_task * n).enumerate() {
+                tasks.push((part, task * per_task, chunk));
             }
         }
         tasks

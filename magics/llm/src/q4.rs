@@ -17,7 +17,7 @@
 //! is then `d_w·d_x·Σ q_w·q_x + m_w·d_x·Σ q_x`, the integer part done with AVX2's
 //! unsigned-by-signed byte multiply-add where the processor has it.
 
-use crate::q8::{transpose, Activations, BLOCK, ROWS_PER_TASK};
+use crate::q8::{rows_per_task, transpose, Activations, BLOCK};
 use half::f16;
 use rayon::prelude::*;
 
@@ -83,10 +83,11 @@ impl Q4Matrix {
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         let x = Activations::new(x, n, self.cols);
         let mut out_t = vec![0f32; self.rows * n];
+        let per_task = rows_per_task(self.rows);
         out_t
-            .par_chunks_mut(ROWS_PER_TASK * n)
+            .par_chunks_mut(per_task * n)
             .enumerate()
-            .for_each(|(task, chunk)| self.rows_into(task * ROWS_PER_TASK, chunk, &x));
+            .for_each(|(task, chunk)| self.rows_into(task * per_task, chunk, &x));
         transpose(&out_t, self.rows, n)
     }
 
