@@ -127,40 +127,23 @@ impl DecodeWeights {
         }
     }
 
-    fn rows_into(&self, first: usize, out_t: &mut [f32], x: &crate::q8::Activations) {
-        match self {
-            DecodeWeights::Q4_1(q) => q.rows_into(first, out_t, x),
-            DecodeWeights::Q8(q) => q.rows_into(first, out_t, x),
-        }
-    }
-
     /// `x · Wᵀ` for several matrices of the same input width in one pass: the
     /// input is quantized once and the rows of all of them are shared out between
     /// the threads together (one hand-off instead of one per matrix). The results
     /// are those of [`DecodeWeights::matmul`] on each, bit for bit.
     pub fn matmul_many(parts: &[&DecodeWeights], x: &[f32], n: usize) -> Vec<Vec<f32>> {
-        use crate::q8::{rows_per_task, transpose, Activations};
-        use rayon::prelude::*;
         let Some(first) = parts.first() else {
             return Vec::new();
         };
-        let x = Activations::new(x, n, first.cols());
-        let mut outs: Vec<Vec<f32>> = parts.iter().map(|p| vec![0f32; p.rows() * n]).collect();
-        let per_task = rows_per_task(parts.iter().map(|p| p.rows()).sum());
-        let mut tasks: Vec<(&DecodeWeights, usize, &mut [f32])> = Vec::new();
-        for (part, out_t) in parts.iter().zip(outs.iter_mut()) {
-            for (task, chunk) in out_t.chunks_mut(per_task * n).enumerate() {
-                tasks.push((part, task * per_task, chunk));
-            }
-        }
-        tasks
-            .into_par_iter()
-            .for_each(|(part, first, chunk)| part.rows_into(first, chunk, &x));
-        parts
+        let x = crate::q8::Activations::new(x, n, first.cols());
+        let parts: Vec<&dyn crate::q8::Rows> = parts
             .iter()
-            .zip(outs)
-            .map(|(p, out_t)| transpose(&out_t, p.rows(), n))
-            .collect()
+            .map(|p| match p {
+                DecodeWeights::Q4_1(q) => q as &dyn crate::q8::Rows,
+                DecodeWeights::Q8(q) => q,
+            })
+            .collect();
+        crate::q8::par_products(&parts, &x)
     }
 
     /// The layout's name, as `ferrolab serve` reports it.

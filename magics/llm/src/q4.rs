@@ -20,9 +20,8 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::q8::hsum;
-use crate::q8::{rows_per_task, transpose, Activations, BLOCK};
+use crate::q8::{par_products, Activations, Rows, BLOCK};
 use half::f16;
-use rayon::prelude::*;
 
 /// Bytes of 4-bit values per block.
 const PACKED: usize = BLOCK / 2;
@@ -85,27 +84,31 @@ impl Q4Matrix {
     /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         let x = Activations::new(x, n, self.cols);
-        let mut out_t = vec![0f32; self.rows * n];
-        let per_task = rows_per_task(self.rows);
-        out_t
-            .par_chunks_mut(per_task * n)
-            .enumerate()
-            .for_each(|(task, chunk)| self.rows_into(task * per_task, chunk, &x));
-        transpose(&out_t, self.rows, n)
+        par_products(&[self], &x).remove(0)
+    }
+
+    fn row(&self, r: usize) -> Row<'_> {
+        let blocks = self.cols / BLOCK;
+        Row {
+            d: &self.d[r * blocks..(r + 1) * blocks],
+            m: &self.m[r * blocks..(r + 1) * blocks],
+            packed: &self.packed[r * blocks * PACKED..(r + 1) * blocks * PACKED],
+        }
+    }
+}
+
+impl Rows for Q4Matrix {
+    fn rows(&self) -> usize {
+        self.rows
     }
 
     /// Output rows `first..` (as many as `out_t` holds, `[rows, n]`) against every
     /// input: four inputs per pass over a weight row (each block is unpacked once
     /// for all four), the rest one by one. Both paths give the same sums in the same
     /// order, so a sequence's result does not depend on the batch it is in.
-    pub(crate) fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations) {
+    fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations) {
         let n = x.n;
-        let x = Inputs {
-            scales: &x.scales,
-            sums: &x.sums,
-            quants: &x.quants,
-            blocks: x.blocks,
-        };
+        let x = Inputs::from(x);
         for (local, outs) in out_t.chunks_mut(n).enumerate() {
             let row = self.row(first + local);
             let mut i = 0;
@@ -116,15 +119,6 @@ impl Q4Matrix {
             for (j, out) in outs.iter_mut().enumerate().skip(i) {
                 *out = dot::<1>(&row, &x.slice(j, 1))[0];
             }
-        }
-    }
-
-    fn row(&self, r: usize) -> Row<'_> {
-        let blocks = self.cols / BLOCK;
-        Row {
-            d: &self.d[r * blocks..(r + 1) * blocks],
-            m: &self.m[r * blocks..(r + 1) * blocks],
-            packed: &self.packed[r * blocks * PACKED..(r + 1) * blocks * PACKED],
         }
     }
 }
@@ -178,6 +172,17 @@ struct Inputs<'a> {
     sums: &'a [f32],
     quants: &'a [i8],
     blocks: usize,
+}
+
+impl<'a> From<&'a Activations> for Inputs<'a> {
+    fn from(x: &'a Activations) -> Inputs<'a> {
+        Inputs {
+            scales: &x.scales,
+            sums: &x.sums,
+            quants: &x.quants,
+            blocks: x.blocks,
+        }
+    }
 }
 
 impl<'a> Inputs<'a> {
@@ -431,12 +436,7 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             let acts = Activations::new(&x, 4, cols);
-            let inputs = Inputs {
-                scales: &acts.scales,
-                sums: &acts.sums,
-                quants: &acts.quants,
-                blocks: acts.blocks,
-            };
+            let inputs = Inputs::from(&acts);
             for r in 0..rows {
                 let plain = dot_plain::<4>(&q.row(r), &inputs);
                 // SAFETY: the features were detected.

@@ -112,19 +112,19 @@ impl Q8Matrix {
     /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         let x = Activations::new(x, n, self.cols);
-        let mut out_t = vec![0f32; self.rows * n];
-        let per_task = rows_per_task(self.rows);
-        out_t
-            .par_chunks_mut(per_task * n)
-            .enumerate()
-            .for_each(|(task, chunk)| self.rows_into(task * per_task, chunk, &x));
-        transpose(&out_t, self.rows, n)
+        par_products(&[self], &x).remove(0)
+    }
+}
+
+impl Rows for Q8Matrix {
+    fn rows(&self) -> usize {
+        self.rows
     }
 
     /// Output rows `first..` (as many as `out_t` holds) against every input:
     /// `out_t` is `[rows, n]`. Each task of a product takes a run of output rows for
     /// every input, so a weight row is read once whatever n is.
-    pub(crate) fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations) {
+    fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations) {
         let n = x.n;
         let mut rows = out_t.chunks_mut(n).enumerate();
         while let Some((local, outs)) = rows.next() {
@@ -147,14 +147,45 @@ impl Q8Matrix {
 /// Output rows per task when `total_rows` rows are shared out between the threads:
 /// about eight tasks a thread, so that work stealing evens out the threads' shares
 /// (with a fixed 64 rows, a 576-row product was 9 tasks on 2 threads, 5 against 4).
-pub(crate) fn rows_per_task(total_rows: usize) -> usize {
+fn rows_per_task(total_rows: usize) -> usize {
     total_rows
         .div_ceil(rayon::current_num_threads().max(1) * 8)
         .max(8)
 }
 
+/// A quantized matrix as the parallel driver sees it.
+pub(crate) trait Rows: Sync {
+    fn rows(&self) -> usize;
+    /// Output rows `first..` (as many as `out_t` holds, `[rows, n]`) against every
+    /// input of `x`.
+    fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations);
+}
+
+/// The products of several matrices with the same quantized input, their rows
+/// shared out between the threads together; each result is `[n, rows]`. A row's
+/// result does not depend on how rows are grouped.
+pub(crate) fn par_products(parts: &[&dyn Rows], x: &Activations) -> Vec<Vec<f32>> {
+    let n = x.n;
+    let per_task = rows_per_task(parts.iter().map(|p| p.rows()).sum());
+    let mut outs: Vec<Vec<f32>> = parts.iter().map(|p| vec![0f32; p.rows() * n]).collect();
+    let mut tasks: Vec<(&dyn Rows, usize, &mut [f32])> = Vec::new();
+    for (part, out_t) in parts.iter().zip(outs.iter_mut()) {
+        for (task, chunk) in out_t.chunks_mut(per_task * n).enumerate() {
+            tasks.push((*part, task * per_task, chunk));
+        }
+    }
+    tasks
+        .into_par_iter()
+        .for_each(|(part, first, chunk)| part.rows_into(first, chunk, x));
+    parts
+        .iter()
+        .zip(outs)
+        .map(|(p, out_t)| transpose(&out_t, p.rows(), n))
+        .collect()
+}
+
 /// `[rows, n]` → `[n, rows]`.
-pub(crate) fn transpose(out_t: &[f32], rows: usize, n: usize) -> Vec<f32> {
+fn transpose(out_t: &[f32], rows: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; n * rows];
     for r in 0..rows {
         for i in 0..n {

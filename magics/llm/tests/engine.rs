@@ -82,17 +82,21 @@ fn q4_1_weights_decode_from_their_4bit_blocks() -> Result<()> {
         quantized.quantize_for_decoding()?,
         format!("q4_1 ×{}, q8_0 ×1", 7 * layers)
     );
-    let ids = engine.tokenizer.encode("four-bit weights")?;
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-    let exact = engine.model.forward_last(&input, &mut KvCache::default())?;
-    let approx = quantized
-        .model
-        .forward_last(&input, &mut KvCache::default())?;
-    let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
-    let err = max_abs_diff(&exact, &approx)?;
+    let (err, scale) = logits_error(&engine, &quantized, "four-bit weights")?;
     assert!(err / scale < 0.05, "{err} of {scale}");
     assert!(err > 0.0, "the quantized path was not taken");
     Ok(())
+}
+
+/// The largest difference between the two engines' last-position logits for
+/// `prompt`, and the largest exact logit.
+fn logits_error(exact: &Engine, approx: &Engine, prompt: &str) -> Result<(f32, f32)> {
+    let ids = exact.tokenizer.encode(prompt)?;
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let expected = exact.model.forward_last(&input, &mut KvCache::default())?;
+    let got = approx.model.forward_last(&input, &mut KvCache::default())?;
+    let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?;
+    Ok((max_abs_diff(&expected, &got)?, scale))
 }
 
 #[test]
@@ -106,19 +110,11 @@ fn int8_decoding_stays_close_to_f32() -> Result<()> {
         layouts.starts_with("q8_0 ×") && !layouts.contains(','),
         "{layouts}"
     );
-    let ids = engine.tokenizer.encode("int8 weights")?;
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-    let exact = engine.model.forward_last(&input, &mut KvCache::default())?;
-    let approx = quantized
-        .model
-        .forward_last(&input, &mut KvCache::default())?;
-    let scale = exact.abs()?.max_all()?.to_scalar::<f32>()?;
-    let err = max_abs_diff(&exact, &approx)?;
+    let (err, scale) = logits_error(&engine, &quantized, "int8 weights")?;
     assert!(err / scale < 0.05, "{err} of {scale}");
     assert!(err > 0.0, "the int8 path was not taken");
     // The clone shares the int8 weights; the original engine is untouched.
-    let again = engine.model.forward_last(&input, &mut KvCache::default())?;
-    assert_eq!(max_abs_diff(&exact, &again)?, 0.0);
+    assert_eq!(logits_error(&engine, &engine, "int8 weights")?.0, 0.0);
     Ok(())
 }
 
