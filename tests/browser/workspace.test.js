@@ -117,14 +117,25 @@ test("two editors type into one cell at once and end with the same text as the s
         await pageB.keyboard.press("Escape");
       })(),
     ]);
+    // Settled: the server holds both new cells' whole text (the last keystrokes
+    // may still be on their way when the structure already agrees), and both
+    // pages show the server's cells, in its order, with its text.
     let expected;
+    let shown;
+    const view = async (page) => {
+      const ids = await shownCells(page);
+      return Promise.all(ids.map(async (cellId) => ({ id: cellId, source: await editorText(page, cellId) })));
+    };
     await waitFor(async () => {
       const cells = await serverCells(server, alice, entry.id);
-      const [shownA, shownB] = await Promise.all([shownCells(pageA), shownCells(pageB)]);
-      const ids = cells.map((c) => c.id);
+      shown = await Promise.all([view(pageA), view(pageB)]);
       expected = cells;
-      return JSON.stringify(shownA) === JSON.stringify(ids) && JSON.stringify(shownB) === JSON.stringify(ids) && ids.length === 4;
-    }, "both pages to show the server's cells in the server's order");
+      const want = JSON.stringify(cells.map((c) => ({ id: c.id, source: c.source })));
+      const typed = cells.filter((c) => c.source === "// from A" || c.source === "// from B").length;
+      return cells.length === 4 && typed >= 2 && JSON.stringify(shown[0]) === want && JSON.stringify(shown[1]) === want;
+    }, "the server to hold both new cells and both pages to show its cells, in its order, with its text").catch((error) => {
+      throw new Error(`${error.message}: the server has ${JSON.stringify(expected)}, the pages show ${JSON.stringify(shown)}`);
+    });
     const ids = expected.map((c) => c.id);
     assert.equal(new Set(ids).size, ids.length, "no cell twice");
     assert.ok(!ids.includes("md"), "the deleted cell is gone");
