@@ -58,6 +58,11 @@ struct Current {
     allow_stdin: bool,
 }
 
+/// How long the kernel waits with no request before it does its idle warm-up
+/// (long enough to span the gap between cells of a notebook run, short next to
+/// the time a person takes to write the next cell).
+const IDLE_QUIET: std::time::Duration = std::time::Duration::from_millis(1500);
+
 impl Session {
     pub fn new(
         iopub: Iopub,
@@ -83,13 +88,16 @@ impl Session {
         use std::sync::mpsc::RecvTimeoutError;
         loop {
             let job = if self.evaluator.has_idle_work() {
-                match jobs.try_recv() {
+                // Idle means nobody has asked for anything for a while: a
+                // notebook run sends cells back to back, and a query that
+                // arrived just after the warm-up began would wait seconds for it.
+                match jobs.recv_timeout(IDLE_QUIET) {
                     Ok(job) => job,
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    Err(RecvTimeoutError::Timeout) => {
                         self.evaluator.idle_work();
                         continue;
                     }
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             } else if self.evaluator.is_starting() {
                 // Wake up now and then to notice that evcxr is ready for idle work.
