@@ -33,8 +33,10 @@ test("runs compare with live charts; the registry shows versions, reviews and th
     const page = await signedIn(browser, server, bob, "/runs");
     for (const id of runs) await page.waitForSelector(`tr[data-run="${id}"]`);
     for (const id of runs) await page.check(`tr[data-run="${id}"] input[type=checkbox]`);
-    await page.waitForSelector('figure[data-metric="loss"] polyline');
-    assert.equal(await page.locator('figure[data-metric="loss"] polyline').count(), 2, "one line per run");
+    // Each run's data arrives on its own (one live document a run): wait for both.
+    await waitFor(async () => (await page.locator('figure[data-metric="loss"] polyline').count()) === 2,
+      "one line per run in the loss chart");
+    await page.waitForSelector(".params tr.differs th");
     assert.equal(await page.textContent(".params tr.differs th"), "lr", "the differing param is marked");
     const line = 'figure[data-metric="loss"] polyline[data-series="lr-high"]';
     const pointsBefore = await page.getAttribute(line, "points");
