@@ -105,26 +105,25 @@ impl DecodeWeights {
             .or_else(|| crate::q8::Q8Matrix::from_rows(weights, rows, cols).map(DecodeWeights::Q8))
     }
 
-    pub fn rows(&self) -> usize {
+    /// The matrix as the parallel driver sees it, whichever its layout.
+    fn as_rows(&self) -> &dyn crate::q8::Rows {
         match self {
-            DecodeWeights::Q4_1(q) => q.rows(),
-            DecodeWeights::Q8(q) => q.rows(),
+            DecodeWeights::Q4_1(q) => q,
+            DecodeWeights::Q8(q) => q,
         }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.as_rows().rows()
+    }
+
+    pub fn cols(&self) -> usize {
+        self.as_rows().cols()
     }
 
     /// `x` is `[n, cols]` row-major; returns `x · Wᵀ`, `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        match self {
-            DecodeWeights::Q4_1(q) => q.matmul(x, n),
-            DecodeWeights::Q8(q) => q.matmul(x, n),
-        }
-    }
-
-    pub fn cols(&self) -> usize {
-        match self {
-            DecodeWeights::Q4_1(q) => q.cols(),
-            DecodeWeights::Q8(q) => q.cols(),
-        }
+        Self::matmul_many(&[self], x, n).remove(0)
     }
 
     /// `x · Wᵀ` for several matrices of the same input width in one pass: the
@@ -136,13 +135,7 @@ impl DecodeWeights {
             return Vec::new();
         };
         let x = crate::q8::Activations::new(x, n, first.cols());
-        let parts: Vec<&dyn crate::q8::Rows> = parts
-            .iter()
-            .map(|p| match p {
-                DecodeWeights::Q4_1(q) => q as &dyn crate::q8::Rows,
-                DecodeWeights::Q8(q) => q,
-            })
-            .collect();
+        let parts: Vec<&dyn crate::q8::Rows> = parts.iter().map(|p| p.as_rows()).collect();
         crate::q8::par_products(&parts, &x)
     }
 

@@ -20,7 +20,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::q8::hsum;
-use crate::q8::{par_products, Activations, Rows, BLOCK};
+use crate::q8::{Activations, Rows, BLOCK};
 use half::f16;
 
 /// Bytes of 4-bit values per block.
@@ -73,20 +73,6 @@ impl Q4Matrix {
         })
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
-    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let x = Activations::new(x, n, self.cols);
-        par_products(&[self], &x).remove(0)
-    }
-
     fn row(&self, r: usize) -> Row<'_> {
         let blocks = self.cols / BLOCK;
         Row {
@@ -100,6 +86,10 @@ impl Q4Matrix {
 impl Rows for Q4Matrix {
     fn rows(&self) -> usize {
         self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
     }
 
     /// Output rows `first..` (as many as `out_t` holds, `[rows, n]`) against every
@@ -257,6 +247,17 @@ fn dot_plain<const N: usize>(row: &Row, x: &Inputs) -> [f32; N] {
     out
 }
 
+/// The number of blocks in `row`, after checking that `row` and `N` inputs of `x`
+/// hold every block the vector kernels read (their unchecked loads rely on it).
+#[cfg(target_arch = "x86_64")]
+fn checked_blocks<const N: usize>(row: &Row, x: &Inputs) -> usize {
+    let blocks = row.d.len();
+    assert!(row.m.len() == blocks && x.blocks == blocks && row.packed.len() >= blocks * PACKED);
+    assert!(x.quants.len() >= N * blocks * BLOCK && x.sums.len() >= N * blocks);
+    assert!(x.scales.len() >= N * blocks);
+    blocks
+}
+
 /// [`dot_plain`] eight lanes at a time: each block's 16 bytes become 32 unsigned
 /// bytes (low halves, then high halves), multiplied by the input's signed bytes in
 /// 16-bit pairs (`maddubs`; at most 2·15·127, no saturation), summed to 32 bits
@@ -266,10 +267,7 @@ fn dot_plain<const N: usize>(row: &Row, x: &Inputs) -> [f32; N] {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2<const N: usize>(row: &Row, x: &Inputs) -> [f32; N] {
     use std::arch::x86_64::*;
-    let blocks = row.d.len();
-    assert!(row.m.len() == blocks && x.blocks == blocks && row.packed.len() >= blocks * PACKED);
-    assert!(x.quants.len() >= N * blocks * BLOCK && x.sums.len() >= N * blocks);
-    assert!(x.scales.len() >= N * blocks);
+    let blocks = checked_blocks::<N>(row, x);
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
@@ -321,10 +319,7 @@ unsafe fn minimums(m: &[f32], sums: &[f32]) -> (std::arch::x86_64::__m256, f32) 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 unsafe fn dot_avx512<const N: usize>(row: &Row, x: &Inputs) -> [f32; N] {
     use std::arch::x86_64::*;
-    let blocks = row.d.len();
-    assert!(row.m.len() == blocks && x.blocks == blocks && row.packed.len() >= blocks * PACKED);
-    assert!(x.quants.len() >= N * blocks * BLOCK && x.sums.len() >= N * blocks);
-    assert!(x.scales.len() >= N * blocks);
+    let blocks = checked_blocks::<N>(row, x);
     let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); N];
     // SAFETY: every read lies inside the slices (asserted above); unaligned loads.

@@ -100,25 +100,15 @@ impl Q8Matrix {
             quants,
         })
     }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
-    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let x = Activations::new(x, n, self.cols);
-        par_products(&[self], &x).remove(0)
-    }
 }
 
 impl Rows for Q8Matrix {
     fn rows(&self) -> usize {
         self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
     }
 
     /// Output rows `first..` (as many as `out_t` holds) against every input:
@@ -153,9 +143,17 @@ fn rows_per_task(total_rows: usize) -> usize {
         .max(8)
 }
 
-/// A quantized matrix as the parallel driver sees it.
-pub(crate) trait Rows: Sync {
+/// A quantized matrix (either layout) as the parallel driver sees it.
+pub trait Rows: Sync {
     fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    /// `x` is `[n, cols]` row-major; returns `x · selfᵀ`, `[n, rows]`.
+    fn matmul(&self, x: &[f32], n: usize) -> Vec<f32>
+    where
+        Self: Sized,
+    {
+        par_products(&[self], &Activations::new(x, n, self.cols())).remove(0)
+    }
     /// Output rows `first..` (as many as `out_t` holds, `[rows, n]`) against every
     /// input of `x`.
     fn rows_into(&self, first: usize, out_t: &mut [f32], x: &Activations);
