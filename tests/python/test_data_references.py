@@ -114,6 +114,15 @@ CORPUS = {
                 "GROUP BY r.model ORDER BY r.model",
     "in subquery": "SELECT COUNT(*) AS n FROM requests WHERE user_id IN "
                    "(SELECT user_id FROM users WHERE team = 'search')",
+    # Text columns with few values are held as categoricals in memory; these
+    # need the text itself (string functions, a join with a text literal,
+    # comparisons and MIN/MAX in text order).
+    "string functions": "SELECT UPPER(model) AS m, COUNT(*) AS n FROM requests "
+                        "WHERE model LIKE 's%' OR status <> 'ok' GROUP BY UPPER(model) ORDER BY m",
+    "join on text literal": "SELECT r.model, COUNT(*) AS n FROM requests r "
+                            "JOIN (SELECT 'qwen' AS model) k ON r.model = k.model GROUP BY r.model",
+    "text order": "SELECT MIN(model) AS lo, MAX(model) AS hi, "
+                  "SUM(CASE WHEN model < 'q' THEN 1 ELSE 0 END) AS before_q FROM requests",
     "union all": "SELECT 'ok' AS kind, COUNT(*) AS n FROM requests WHERE status = 'ok' "
                  "UNION ALL SELECT 'error' AS kind, COUNT(*) AS n FROM requests WHERE status = 'error' ORDER BY kind",
 }
@@ -130,6 +139,15 @@ def test_sql_corpus_matches_duckdb(data, name):
     for got_row, want_row in zip(got["rows"], want):
         assert len(got_row) == len(want_row)
         assert all(same(g, w) for g, w in zip(got_row, want_row)), (name, got_row, want_row)
+
+
+def test_text_columns_stay_text(data):
+    kc, _, _ = data
+    listing = table(kc, "%tables")[TABLE]
+    memory = listing["columns"].index("memory")
+    assert all(row[memory].startswith("in memory") for row in listing["rows"]), listing
+    got = table(kc, "%%sql\nSELECT model, status, COUNT(*) AS n FROM requests GROUP BY model, status")[TABLE]
+    assert got["dtypes"][:2] == ["str", "str"], got["dtypes"]
 
 
 def test_describe_matches_python_polars(data):

@@ -1,14 +1,16 @@
 //! The data magics' query path without the kernel: the same SQL through the
-//! same catalog and engine choice as `%%sql`, timed in-process, so a gap to
-//! another engine can be told apart from the kernel's round trip.
+//! same catalog, in-memory copies and engine choice as `%%sql`, timed
+//! in-process, so a gap to another engine can be told apart from the kernel's
+//! round trip.
 //!
 //!     cargo run --example sql_speed -- REQUESTS.parquet USERS.parquet REPS SQL...
 //!
-//! Prints the median of REPS runs (after one warm-up) per query, in ms.
+//! Waits until both tables are in memory (`FERROLAB_DATA_CACHE_MB=0` times
+//! the scans instead), then prints the median of REPS runs (after one
+//! warm-up) per query, in ms. `SQL_SPEED_PRINT=1` prints each result.
 
 use ferrolab_data::{register, run};
 use ferrolab_magics::{MagicContext, NoHost, RecordingOutput, Registry};
-use polars::prelude::*;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reps: usize = reps.parse()?;
     let mut registry = Registry::default();
     let catalog = register(&mut registry);
+    let start = Instant::now();
     for line in [
         format!("%load requests {requests}"),
         format!("%load users {users}"),
@@ -37,37 +40,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         magic.run(&invocation, &mut cx)?;
     }
-    // SQL_SPEED_CACHED=1: the tables decoded into memory first.
-    let cached = std::env::var("SQL_SPEED_CACHED").is_ok_and(|v| v == "1");
-    let mut tables = Vec::new();
-    if cached {
-        for (name, path) in [("requests", requests), ("users", users)] {
-            let start = Instant::now();
-            let df = run(LazyFrame::scan_parquet(
-                path.as_str().into(),
-                Default::default(),
-            )?)?;
-            println!(
-                "cached {name} in {:.0} ms, {} MB",
-                start.elapsed().as_secs_f64() * 1e3,
-                df.estimated_size() >> 20
-            );
-            tables.push((name, df));
-        }
+    while catalog.loading() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    println!("loaded in {:.0} ms", start.elapsed().as_secs_f64() * 1e3);
+    let print = std::env::var("SQL_SPEED_PRINT").is_ok_and(|v| v == "1");
     for query in queries {
         let time = || -> Result<f64, Box<dyn std::error::Error>> {
             let start = Instant::now();
-            let frame = if cached {
-                let mut context = polars::sql::SQLContext::new();
-                for (name, df) in &tables {
-                    context.register(name, df.clone().lazy());
-                }
-                context.execute(query)?
-            } else {
-                catalog.query(query)?
-            };
-            let df = run(frame)?;
+            let df = run(catalog.query(query)?)?;
+            if print {
+                println!("{df}");
+            }
             std::hint::black_box(df);
             Ok(start.elapsed().as_secs_f64() * 1e3)
         };
@@ -76,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times.sort_by(f64::total_cmp);
         println!(
             "{:.0} ms\t{}",
-            times[times.len() / 2],
+            times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
             query.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }

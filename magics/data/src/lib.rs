@@ -2,9 +2,12 @@
 //! `%drop` and `%sql` / `%%sql`.
 //!
 //! Tables are lazy: `%load` registers a scan (nothing is read until a query
-//! needs it), `%sql --out` registers the query itself. All data magics of one
+//! needs it), `%sql --out` registers the query itself. A loaded table is also
+//! decoded once into memory when it fits the cache's budget ([`cache`]), and
+//! queries use that copy while its files are unchanged. All data magics of one
 //! kernel share one [`Catalog`].
 
+pub mod cache;
 pub mod chart;
 pub mod describe;
 pub mod profile;
@@ -27,16 +30,55 @@ pub struct Table {
     pub source: String,
     /// Whether counting rows is cheap (file metadata, or already in memory).
     pub cheap_count: bool,
+    /// The table's in-memory copy, for tables loaded from files.
+    pub cache: Option<Arc<cache::Slot>>,
+}
+
+impl Table {
+    /// The in-memory copy, while its files are unchanged.
+    fn copy(&self) -> Option<Arc<cache::Copy>> {
+        self.cache.as_ref().and_then(cache::Slot::current)
+    }
+
+    /// The table as users see it: the in-memory copy (text as text) when
+    /// there is one, else the scan.
+    fn view(&self) -> LazyFrame {
+        match self.copy() {
+            Some(copy) => copy.as_text(),
+            None => self.frame.clone(),
+        }
+    }
 }
 
 /// The tables of one kernel, by name.
-#[derive(Default)]
 pub struct Catalog {
     tables: Mutex<BTreeMap<String, Table>>,
+    budget: Arc<cache::Budget>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog::with_budget(cache::Budget::from_env())
+    }
 }
 
 impl Catalog {
+    /// A catalog whose in-memory copies share `budget`.
+    pub fn with_budget(budget: Arc<cache::Budget>) -> Self {
+        Catalog {
+            tables: Mutex::default(),
+            budget,
+        }
+    }
+
+    /// The table as users see it (see [`Table::view`]).
     fn get(&self, name: &str) -> Result<Table, MagicError> {
+        let mut table = self.find(name)?;
+        table.frame = table.view();
+        Ok(table)
+    }
+
+    fn find(&self, name: &str) -> Result<Table, MagicError> {
         let tables = self.lock()?;
         tables.get(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = tables.keys().map(String::as_str).collect();
@@ -70,12 +112,61 @@ impl Catalog {
     }
 
     /// A SQL query over every table, as a lazy frame (nothing runs yet).
+    ///
+    /// In-memory copies are used as they are held, with categorical text
+    /// columns, and the result's categoricals are cast back to text. A query
+    /// polars cannot plan on categoricals (string functions, a join with a
+    /// text column) is planned again on the tables as text.
     pub fn query(&self, query: &str) -> Result<LazyFrame, MagicError> {
+        let tables = self.snapshot()?;
+        let mut context = SQLContext::new();
+        let mut categorical = false;
+        for (name, table) in &tables {
+            match table.copy() {
+                Some(copy) => {
+                    categorical |= !copy.categorical.is_empty();
+                    context.register(name, copy.frame.clone().lazy());
+                }
+                None => context.register(name, table.frame.clone()),
+            }
+        }
+        if !categorical {
+            return context.execute(query).map_err(|e| sql_error(query, e));
+        }
+        match context.execute(query).and_then(as_text) {
+            Ok(frame) => Ok(frame),
+            Err(_) => self.query_as_text(query),
+        }
+    }
+
+    /// The query over the tables as users see them (no categoricals).
+    pub fn query_as_text(&self, query: &str) -> Result<LazyFrame, MagicError> {
         let mut context = SQLContext::new();
         for (name, table) in self.snapshot()? {
-            context.register(&name, table.frame);
+            context.register(&name, table.view());
         }
         context.execute(query).map_err(|e| sql_error(query, e))
+    }
+
+    /// Whether any table is still being loaded into memory.
+    pub fn loading(&self) -> bool {
+        self.snapshot().is_ok_and(|tables| {
+            tables
+                .values()
+                .filter_map(|table| table.cache.as_ref())
+                .any(|slot| slot.filling())
+        })
+    }
+
+    /// Whether a query may run on categorical copies (and so may need
+    /// [`Catalog::query_as_text`] when it fails).
+    pub fn has_categorical_copies(&self) -> bool {
+        self.snapshot().is_ok_and(|tables| {
+            tables
+                .values()
+                .filter_map(Table::copy)
+                .any(|copy| !copy.categorical.is_empty())
+        })
     }
 
     /// Every row of a table as a JSON object, strings whole (for magics that consume
@@ -173,6 +264,17 @@ pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
             }
         },
     }
+}
+
+/// The frame with its categorical columns cast back to text.
+fn as_text(mut frame: LazyFrame) -> PolarsResult<LazyFrame> {
+    let schema = frame.collect_schema()?;
+    let categorical: Vec<PlSmallStr> = schema
+        .iter()
+        .filter(|(_, dtype)| matches!(dtype, DataType::Categorical(..)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    Ok(cache::text_again(frame, &categorical))
 }
 
 /// The number of rows a query gives.
@@ -394,7 +496,8 @@ fn expand(path: &str) -> Result<Vec<String>, MagicError> {
     Ok(found)
 }
 
-fn scan(args: &LoadArgs) -> Result<(LazyFrame, bool), MagicError> {
+/// The table's scan, whether its row count is cheap, and its files.
+fn scan(args: &LoadArgs) -> Result<(LazyFrame, bool, Vec<String>), MagicError> {
     let files = expand(&args.path)?;
     let mut frames = Vec::new();
     let mut first_schema: Option<(String, SchemaRef)> = None;
@@ -424,9 +527,10 @@ fn scan(args: &LoadArgs) -> Result<(LazyFrame, bool), MagicError> {
         frames.push((frame, cheap));
     }
     if frames.len() == 1 {
-        return frames
+        let (frame, cheap) = frames
             .pop()
-            .ok_or_else(|| MagicError::new("FileNotFound", "no file"));
+            .ok_or_else(|| MagicError::new("FileNotFound", "no file"))?;
+        return Ok((frame, cheap, files));
     }
     // One scan over all the files (not a concat of scans), so polars plans them
     // as one source.
@@ -464,7 +568,7 @@ fn scan(args: &LoadArgs) -> Result<(LazyFrame, bool), MagicError> {
         )
         .map_err(failed)?,
     };
-    Ok((all, cheap))
+    Ok((all, cheap, files))
 }
 
 fn scan_one(args: &LoadArgs) -> Result<(LazyFrame, bool), MagicError> {
@@ -525,7 +629,9 @@ impl Magic for Load {
     }
     fn usage(&self) -> &str {
         "%load NAME PATH [--format csv|tsv|parquet|json|ndjson|ipc] [--sep C] [--no-header]\n\n\
-         Registers PATH as table NAME without reading it: queries scan it when they run.\n\
+         Registers PATH as table NAME, then decodes it into memory once when it fits the\n\
+         memory budget (FERROLAB_DATA_CACHE_MB; large files in the background): queries use\n\
+         that copy while the files are unchanged, and scan the files otherwise.\n\
          PATH may be a glob (`logs/*.parquet`): the files load as one table.\n\
          The format comes from the extension unless --format says otherwise.\n\
          JSON arrays (`.json`) cannot be scanned and are read into memory once."
@@ -539,18 +645,28 @@ impl Magic for Load {
         _cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
         let args = parse_load(&invocation.args)?;
-        let (mut frame, cheap_count) = scan(&args)?;
+        let (mut frame, cheap_count, files) = scan(&args)?;
         // Reading the schema checks the files (readable, one schema) before the
         // table is registered; a failure leaves the catalog as it was.
         let schema = frame
             .collect_schema()
             .map_err(|e| polars_error(&format!("cannot read {}", args.path), e))?;
+        // A JSON array is read into memory by the scan itself.
+        let cache = (args.format != "json").then(|| {
+            cache::Slot::start(
+                frame.clone(),
+                files.into_iter().map(Into::into).collect(),
+                cheap_count,
+                self.0.budget.clone(),
+            )
+        });
         self.0.insert(
             &args.name,
             Table {
                 frame,
                 source: format!("{} ({})", args.path, args.format),
                 cheap_count,
+                cache,
             },
         )?;
         Ok(Some(MimeBundle::text(format!(
@@ -586,7 +702,7 @@ impl Magic for Tables {
         "List the loaded tables with their schema"
     }
     fn usage(&self) -> &str {
-        "%tables\n\nLists every table: where it comes from, its row count when that is cheap (Parquet, IPC, in memory), and its columns."
+        "%tables\n\nLists every table: where it comes from, its row count when that is cheap (Parquet, IPC, in memory), its columns, and whether it is held in memory."
     }
     fn kinds(&self) -> &[MagicKind] {
         LINE
@@ -606,23 +722,28 @@ impl Magic for Tables {
         let mut rows: Vec<Option<i64>> = Vec::new();
         let mut sources = Vec::new();
         let mut schemas = Vec::new();
+        let mut memory = Vec::new();
         for (name, table) in tables {
-            let mut frame = table.frame.clone();
+            let mut frame = table.view();
             let schema = frame
                 .collect_schema()
                 .map(|s| schema_text(&s))
                 .unwrap_or_else(|e| format!("unreadable: {e}"));
-            let count = if table.cheap_count {
-                row_count(&table.frame).ok().map(|n| n as i64)
-            } else {
-                None
+            let count = match table.copy() {
+                Some(copy) => Some(copy.frame.height() as i64),
+                None if table.cheap_count => row_count(&table.frame).ok().map(|n| n as i64),
+                None => None,
             };
             names.push(name);
             rows.push(count);
             sources.push(table.source);
             schemas.push(schema);
+            memory.push(match &table.cache {
+                Some(slot) => slot.describe(),
+                None => "computed when queried".to_string(),
+            });
         }
-        let df = df!("table" => names, "rows" => rows, "source" => sources, "columns" => schemas)
+        let df = df!("table" => names, "rows" => rows, "source" => sources, "columns" => schemas, "memory" => memory)
             .map_err(|e| polars_error("listing tables", e))?;
         Ok(Some(frame_bundle(&df)))
     }
@@ -823,10 +944,22 @@ impl Magic for Sql {
                     frame: frame.clone(),
                     source: format!("%sql: {}", args.query.trim()),
                     cheap_count: false,
+                    cache: None,
                 },
             )?;
         }
-        let df = run(frame).map_err(|e| polars_error("the query failed", e))?;
+        let df = match run(frame) {
+            Ok(df) => df,
+            // A failure that only categorical copies cause goes away on text.
+            Err(_) if self.0.has_categorical_copies() => {
+                let mut frame = self.0.query_as_text(&args.query)?;
+                if let Some(limit) = args.limit {
+                    frame = frame.limit(limit);
+                }
+                run(frame).map_err(|e| polars_error("the query failed", e))?
+            }
+            Err(e) => return Err(polars_error("the query failed", e)),
+        };
         Ok(Some(frame_bundle(&df)))
     }
 }
@@ -908,6 +1041,134 @@ mod tests {
             .get("text/plain")
             .expect("text")
             .contains("per_model"));
+    }
+
+    fn text(bundle: Option<MimeBundle>) -> String {
+        bundle
+            .expect("a result")
+            .get("text/plain")
+            .expect("text")
+            .to_string()
+    }
+
+    fn with_catalog(budget_mb: usize) -> (Registry, Arc<Catalog>) {
+        let mut registry = Registry::empty();
+        let catalog = Arc::new(Catalog::with_budget(cache::Budget::new(budget_mb << 20)));
+        registry.register(Arc::new(Load(catalog.clone())));
+        registry.register(Arc::new(Tables(catalog.clone())));
+        registry.register(Arc::new(Sql(catalog.clone())));
+        registry.register(Arc::new(Head(catalog.clone())));
+        (registry, catalog)
+    }
+
+    #[test]
+    fn loaded_tables_are_held_in_memory_with_text_kept_as_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.csv");
+        std::fs::write(
+            &path,
+            "model,tokens\nsmol,10\nsmol,30\nllama,5\nsmol,1\nllama,2\n",
+        )
+        .expect("write");
+        let (registry, catalog) = with_catalog(64);
+        run(&registry, &format!("%load logs {}", path.display())).expect("load");
+        let copy = catalog
+            .find("logs")
+            .expect("logs")
+            .copy()
+            .expect("in memory");
+        assert_eq!(copy.categorical, ["model"]);
+        let tables = text(run(&registry, "%tables").expect("tables"));
+        assert!(tables.contains("in memory"), "{tables}");
+        // `model` (2 values in 3 rows) is held as a categorical, but results,
+        // schemas and rows show text, and string functions work on it.
+        let grouped = text(
+            run(
+                &registry,
+                "%sql SELECT model, SUM(tokens) AS t FROM logs GROUP BY model ORDER BY model",
+            )
+            .expect("sql"),
+        );
+        assert!(
+            grouped.contains("str") && !grouped.contains("cat"),
+            "{grouped}"
+        );
+        assert!(grouped.find("llama") < grouped.find("smol"), "{grouped}");
+        let like = text(
+            run(
+                &registry,
+                "%sql SELECT UPPER(model) AS m FROM logs WHERE model LIKE 'sm%'",
+            )
+            .expect("LIKE runs on the text"),
+        );
+        assert!(
+            like.contains("SMOL") && like.contains("shape: (3, 1)"),
+            "{like}"
+        );
+        let joined = text(
+            run(&registry, "%sql SELECT l.tokens FROM logs l JOIN (SELECT 'llama' AS model) m ON l.model = m.model")
+                .expect("join with a text column"),
+        );
+        assert!(
+            joined.contains("shape: (2, 1)") && joined.contains('5'),
+            "{joined}"
+        );
+        let head = text(run(&registry, "%head logs").expect("head"));
+        assert!(head.contains("str") && !head.contains("cat"), "{head}");
+        let kept = run(&registry, "%sql --out m SELECT model FROM logs").expect("out");
+        assert!(text(kept).contains("str"));
+        let derived = text(run(&registry, "%tables").expect("tables"));
+        assert!(derived.contains("model: str"), "{derived}");
+        assert!(!derived.contains("cat"), "{derived}");
+    }
+
+    #[test]
+    fn a_changed_file_is_read_again() {
+        let (registry, dir) = setup();
+        let path = dir.path().join("a.csv");
+        run(&registry, &format!("%load logs {}", path.display())).expect("load");
+        let before = text(run(&registry, "%sql SELECT SUM(tokens) AS t FROM logs").expect("sql"));
+        assert!(before.contains("45"), "{before}");
+        std::fs::write(&path, "model,tokens\nsmol,1000\n").expect("rewrite");
+        let after = text(run(&registry, "%sql SELECT SUM(tokens) AS t FROM logs").expect("sql"));
+        assert!(after.contains("1000") && !after.contains("45"), "{after}");
+    }
+
+    #[test]
+    fn the_memory_budget_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.csv");
+        let mut csv = String::from("id,name\n");
+        for i in 0..100_000 {
+            csv.push_str(&format!("{i},name-{i}\n"));
+        }
+        std::fs::write(&path, csv).expect("write");
+        // Off: scanned, and still queried correctly.
+        let (off, _) = with_catalog(0);
+        run(&off, &format!("%load t {}", path.display())).expect("load");
+        assert!(text(run(&off, "%tables").expect("tables")).contains("scanned: off"));
+        // Too small for the table: scanned, with the reason.
+        let (small, catalog) = with_catalog(1);
+        run(&small, &format!("%load t {}", path.display())).expect("load");
+        while catalog.loading() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let tables = text(run(&small, "%tables").expect("tables"));
+        assert!(
+            tables.contains("scanned") && tables.contains("1 MB"),
+            "{tables}"
+        );
+        let count = text(run(&small, "%sql SELECT COUNT(*) AS n FROM t").expect("sql"));
+        assert!(count.contains("100000"), "{count}");
+        // High-cardinality text stays text in the copy.
+        let (big, catalog) = with_catalog(64);
+        run(&big, &format!("%load t {}", path.display())).expect("load");
+        while catalog.loading() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let copy = catalog.find("t").expect("t").copy().expect("in memory");
+        assert!(copy.categorical.is_empty());
+        assert_eq!(copy.frame.height(), 100_000);
     }
 
     #[test]
