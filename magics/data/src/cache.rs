@@ -37,13 +37,21 @@ const CATEGORY_SAMPLE_ROWS: usize = 200_000;
 pub struct Budget {
     limit: usize,
     used: AtomicUsize,
+    /// Tables whose files are larger than this are copied in the background.
+    sync_bytes: u64,
 }
 
 impl Budget {
     pub fn new(limit: usize) -> Arc<Self> {
+        Budget::with_sync_bytes(limit, SYNC_FILL_BYTES)
+    }
+
+    /// A budget that copies tables larger than `sync_bytes` in the background.
+    pub fn with_sync_bytes(limit: usize, sync_bytes: u64) -> Arc<Self> {
         Arc::new(Budget {
             limit,
             used: AtomicUsize::new(0),
+            sync_bytes,
         })
     }
 
@@ -201,7 +209,7 @@ impl Slot {
             .filter_map(|f| std::fs::metadata(f).ok())
             .map(|m| m.len())
             .sum();
-        if size <= SYNC_FILL_BYTES {
+        if size <= slot.budget.sync_bytes {
             slot.fill();
         } else {
             slot.fill_in_background();

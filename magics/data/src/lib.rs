@@ -1052,8 +1052,12 @@ mod tests {
     }
 
     fn with_catalog(budget_mb: usize) -> (Registry, Arc<Catalog>) {
+        with_budget(cache::Budget::new(budget_mb << 20))
+    }
+
+    fn with_budget(budget: Arc<cache::Budget>) -> (Registry, Arc<Catalog>) {
         let mut registry = Registry::empty();
-        let catalog = Arc::new(Catalog::with_budget(cache::Budget::new(budget_mb << 20)));
+        let catalog = Arc::new(Catalog::with_budget(budget));
         registry.register(Arc::new(Load(catalog.clone())));
         registry.register(Arc::new(Tables(catalog.clone())));
         registry.register(Arc::new(Sql(catalog.clone())));
@@ -1132,6 +1136,45 @@ mod tests {
         std::fs::write(&path, "model,tokens\nsmol,1000\n").expect("rewrite");
         let after = text(run(&registry, "%sql SELECT SUM(tokens) AS t FROM logs").expect("sql"));
         assert!(after.contains("1000") && !after.contains("45"), "{after}");
+    }
+
+    #[test]
+    fn large_tables_are_copied_in_the_background_and_queried_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        let mut csv = String::from("model,tokens\n");
+        for i in 0..200_000 {
+            csv.push_str(&format!("m{},{i}\n", i % 3));
+        }
+        std::fs::write(&path, csv).expect("write");
+        // Everything is "large": %load returns before the copy is made.
+        let (registry, catalog) = with_budget(cache::Budget::with_sync_bytes(64 << 20, 0));
+        run(&registry, &format!("%load log {}", path.display())).expect("load");
+        let sum = "%sql SELECT model, SUM(tokens) AS t FROM log GROUP BY model ORDER BY model";
+        let first = text(run(&registry, sum).expect("a query while copying"));
+        while catalog.loading() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let copy = catalog.find("log").expect("log").copy().expect("in memory");
+        assert_eq!(copy.categorical, ["model"]);
+        assert_eq!(text(run(&registry, sum).expect("on the copy")), first);
+        // A change after the copy: the next query reads the file, and a new
+        // copy is made in the background.
+        std::fs::write(&path, "model,tokens\nm9,7\n").expect("rewrite");
+        let changed = text(run(&registry, sum).expect("after the change"));
+        assert!(
+            changed.contains("m9") && changed.contains("shape: (1, 2)"),
+            "{changed}"
+        );
+        while catalog.loading() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let copy = catalog
+            .find("log")
+            .expect("log")
+            .copy()
+            .expect("copied again");
+        assert_eq!(copy.frame.height(), 1);
     }
 
     #[test]
