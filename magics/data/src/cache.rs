@@ -39,6 +39,8 @@ pub struct Budget {
     used: AtomicUsize,
     /// Tables whose files are larger than this are copied in the background.
     sync_bytes: u64,
+    /// Why copies are off, when they are.
+    off: Option<String>,
 }
 
 impl Budget {
@@ -52,20 +54,32 @@ impl Budget {
             limit,
             used: AtomicUsize::new(0),
             sync_bytes,
+            off: (limit == 0).then(|| "off (FERROLAB_DATA_CACHE_MB=0)".to_string()),
         })
     }
 
     /// `FERROLAB_DATA_CACHE_MB`, else a quarter of the machine's memory.
     pub fn from_env() -> Arc<Self> {
-        let configured = std::env::var("FERROLAB_DATA_CACHE_MB")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .map(|mb| mb << 20);
-        Budget::new(configured.unwrap_or_else(|| total_memory() / 4))
+        Budget::from_setting(std::env::var("FERROLAB_DATA_CACHE_MB").ok().as_deref())
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
+    /// The budget a `FERROLAB_DATA_CACHE_MB` value gives. A value that is not
+    /// a number turns copies off, and `%tables` says why on every table.
+    pub fn from_setting(setting: Option<&str>) -> Arc<Self> {
+        let Some(setting) = setting.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Budget::new(total_memory() / 4);
+        };
+        match setting.parse::<usize>() {
+            Ok(mb) => Budget::new(mb.saturating_mul(1 << 20)),
+            Err(_) => Arc::new(Budget {
+                limit: 0,
+                used: AtomicUsize::new(0),
+                sync_bytes: SYNC_FILL_BYTES,
+                off: Some(format!(
+                    "off: FERROLAB_DATA_CACHE_MB={setting:?} is not a whole number of megabytes (0 turns copies off)"
+                )),
+            }),
+        }
     }
 
     /// Takes `bytes` from the budget, or says how much is left.
@@ -199,8 +213,8 @@ impl Slot {
             budget,
             state: Mutex::new(State::Filling),
         });
-        if slot.budget.limit == 0 {
-            slot.set(State::Skipped("off (FERROLAB_DATA_CACHE_MB=0)".to_string()));
+        if let Some(why) = &slot.budget.off {
+            slot.set(State::Skipped(why.clone()));
             return slot;
         }
         let size: u64 = slot
@@ -295,7 +309,15 @@ impl Slot {
     }
 
     fn fill(&self) {
-        let state = self.decode();
+        // A panic inside polars must not leave the table "loading" for ever;
+        // the table is scanned instead.
+        let state = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode()))
+            .unwrap_or_else(|panic| {
+                State::Skipped(format!(
+                    "polars failed while loading it ({})",
+                    ferrolab_magics::panic_message(panic.as_ref())
+                ))
+            });
         self.set(state);
     }
 

@@ -1186,6 +1186,11 @@ mod tests {
             csv.push_str(&format!("{i},name-{i}\n"));
         }
         std::fs::write(&path, csv).expect("write");
+        // A setting that is not a number: off, and every table says why.
+        let (broken, _) = with_budget(cache::Budget::from_setting(Some("2GB")));
+        run(&broken, &format!("%load t {}", path.display())).expect("load");
+        let tables = text(run(&broken, "%tables").expect("tables"));
+        assert!(tables.contains("FERROLAB_DATA_CACHE_MB"), "{tables}");
         // Off: scanned, and still queried correctly.
         let (off, _) = with_catalog(0);
         run(&off, &format!("%load t {}", path.display())).expect("load");
