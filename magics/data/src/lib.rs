@@ -1177,6 +1177,81 @@ mod tests {
         assert_eq!(copy.frame.height(), 1);
     }
 
+    /// The streaming engine's joins on integer keys in a dense range go
+    /// through the direct index of magics/data/polars-expr (PATCHES.md); the
+    /// in-memory engine's joins do not. Both must give the same rows, with
+    /// gaps, repeated build keys, keys outside the range, nulls and every
+    /// join type.
+    #[test]
+    fn joins_on_dense_integer_keys_match_the_in_memory_engine() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        // 1,200 build rows over keys -100..1400 (gaps, some repeated), 30,000
+        // probe rows over -150..1500 with one in 50 null.
+        let build_keys: Vec<Option<i64>> =
+            (0..1200).map(|_| Some(next(1500) as i64 - 100)).collect();
+        let probe_keys: Vec<Option<i64>> = (0..30_000)
+            .map(|_| (next(50) != 0).then(|| next(1650) as i64 - 150))
+            .collect();
+        let build_payload: Vec<i64> = (0..1200).collect();
+        let probe_payload: Vec<i64> = (0..30_000).collect();
+        for dtype in [DataType::Int64, DataType::Int32, DataType::UInt32] {
+            let unsigned = dtype == DataType::UInt32;
+            let keep = |keys: &[Option<i64>]| -> Vec<Option<i64>> {
+                keys.iter()
+                    .map(|k| k.map(|k| if unsigned { k + 150 } else { k }))
+                    .collect()
+            };
+            let build = df!("k" => keep(&build_keys), "b" => &build_payload)
+                .expect("build")
+                .lazy()
+                .with_column(col("k").cast(dtype.clone()));
+            let probe = df!("k" => keep(&probe_keys), "p" => &probe_payload)
+                .expect("probe")
+                .lazy()
+                .with_column(col("k").cast(dtype.clone()));
+            for how in [
+                JoinType::Inner,
+                JoinType::Left,
+                JoinType::Right,
+                JoinType::Full,
+            ] {
+                let query = probe.clone().join(
+                    build.clone(),
+                    [col("k")],
+                    [col("k")],
+                    JoinArgs::new(how.clone()),
+                );
+                let sorted = |engine: Engine| {
+                    let df = query
+                        .clone()
+                        .collect_with_engine(engine)
+                        .expect("join")
+                        .unwrap_single();
+                    let names: Vec<PlSmallStr> =
+                        df.get_column_names().into_iter().cloned().collect();
+                    df.sort(names, SortMultipleOptions::default().with_nulls_last(true))
+                        .expect("sort")
+                };
+                let (streaming, in_memory) = (sorted(Engine::Streaming), sorted(Engine::InMemory));
+                assert!(
+                    streaming.height() > 1000,
+                    "{how:?} {dtype}: {}",
+                    streaming.height()
+                );
+                assert!(
+                    streaming.equals_missing(&in_memory),
+                    "{how:?} on {dtype}:\n{streaming}\n{in_memory}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_memory_budget_is_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
