@@ -123,6 +123,8 @@ fn main() {
             libc::signal(libc::SIGINT, libc::SIG_IGN);
         }
     }
+    // Before any thread exists, so no other thread reads the environment meanwhile.
+    ferrolab_data::tune_engine();
     // This must come before anything else: in the evaluation process it never returns.
     evcxr::runtime_hook();
     ferrolab_kernel::logging::init();

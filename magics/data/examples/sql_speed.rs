@@ -14,6 +14,7 @@ use ferrolab_magics::{MagicContext, NoHost, RecordingOutput, Registry};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ferrolab_data::tune_engine();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [requests, users, reps, queries @ ..] = args.as_slice() else {
         return Err("usage: sql_speed REQUESTS.parquet USERS.parquet REPS SQL...".into());
