@@ -1,8 +1,9 @@
 """Shared setup for the real-client suites.
 
-The kernelspec is installed into a temporary prefix (put first on JUPYTER_PATH) and
-FERROLAB_HOME points at a temporary folder, so the tests never touch the user's
-Jupyter setup or history.
+The kernelspec is installed into a temporary prefix (put first on JUPYTER_PATH),
+FERROLAB_HOME and the local tracking store (FERROLAB_TRACKING_DIR) point at
+temporary folders, and no tracking server is inherited, so the tests never touch
+the user's Jupyter setup, history or runs, nor write into the source tree.
 """
 import os
 import shutil
@@ -25,6 +26,11 @@ _REAL_HOME = Path(os.environ.get("FERROLAB_HOME") or Path.home() / ".cache" / "f
 (_PREFIX / "home").mkdir(parents=True, exist_ok=True)
 (_PREFIX / "home" / "models").symlink_to(_REAL_HOME / "models", target_is_directory=True)
 os.environ["FERROLAB_HOME"] = str(_PREFIX / "home")
+# Kernels report runs to a local store in their working directory unless told
+# otherwise; tests that need a tracking server start one and say so themselves.
+os.environ["FERROLAB_TRACKING_DIR"] = str(_PREFIX / "tracking")
+for _name in ("FERROLAB_TRACKING_URI", "FERROLAB_TRACKING_TOKEN", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN"):
+    os.environ.pop(_name, None)
 MODELS = _REAL_HOME / "models"
 SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The venv with torch, transformers and PEFT (make reference-venv).

@@ -392,7 +392,8 @@ def test_schemathesis_finds_no_server_error(tiny, tmp_path):
             [st, "run", s.url + "/openapi.json", "--checks",
              "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
              "--max-examples", "40", "--request-timeout", "60", "--no-color", "--seed", "1"],
-            capture_output=True, text=True, timeout=900,
+            # schemathesis keeps a cache in its working directory: not the source tree.
+            capture_output=True, text=True, timeout=900, cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert httpx.get(s.url + "/health").status_code == 200
