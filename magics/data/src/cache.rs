@@ -178,12 +178,30 @@ fn stamps(files: &[PathBuf]) -> Option<Vec<Stamp>> {
         .collect()
 }
 
+/// A file changed less than this long ago is still being written (a live
+/// log): its table is scanned, and copied only once its files settle, so a
+/// file appended to every second is not decoded again after every append.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether no file changed in the last [`SETTLE`].
+fn settled(files: &[PathBuf]) -> bool {
+    let now = SystemTime::now();
+    files.iter().all(|file| {
+        std::fs::metadata(file)
+            .and_then(|meta| meta.modified())
+            .map_or(true, |modified| {
+                now.duration_since(modified).is_ok_and(|age| age >= SETTLE)
+            })
+    })
+}
+
 enum State {
     Filling,
     Ready(Arc<Copy>),
     /// Not held in memory, and why (queries scan the files).
     Skipped(String),
-    /// The files changed since the copy was made; the next query refills.
+    /// The files changed since the copy was made; a query after they settle
+    /// makes a new one.
     Stale,
 }
 
@@ -268,8 +286,11 @@ impl Slot {
         }
     }
 
-    /// Starts making the copy again (once the files changed).
+    /// Starts making the copy again (once the files changed and settled).
     fn refill(self: &Arc<Self>) {
+        if !settled(&self.files) {
+            return;
+        }
         {
             let mut state = self.lock();
             if !matches!(*state, State::Stale) {
@@ -302,9 +323,12 @@ impl Slot {
             return format!("in memory, {}", megabytes(copy.bytes));
         }
         match &*self.lock() {
-            State::Filling | State::Stale => "loading into memory".to_string(),
+            State::Filling | State::Ready(_) => "loading into memory".to_string(),
+            State::Stale => format!(
+                "scanned: its files changed; copied again {} s after the last change",
+                SETTLE.as_secs()
+            ),
             State::Skipped(why) => format!("scanned: {why}"),
-            State::Ready(_) => "loading into memory".to_string(),
         }
     }
 

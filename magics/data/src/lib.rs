@@ -1177,14 +1177,21 @@ mod tests {
         let copy = catalog.find("log").expect("log").copy().expect("in memory");
         assert_eq!(copy.categorical, ["model"]);
         assert_eq!(text(run(&registry, sum).expect("on the copy")), first);
-        // A change after the copy: the next query reads the file, and a new
-        // copy is made in the background.
+        // A change after the copy: queries read the file at once; a new copy is
+        // made by the first query once the file has not changed for 2 s (a
+        // file still being written is not decoded again and again).
         std::fs::write(&path, "model,tokens\nm9,7\n").expect("rewrite");
         let changed = text(run(&registry, sum).expect("after the change"));
         assert!(
             changed.contains("m9") && changed.contains("shape: (1, 2)"),
             "{changed}"
         );
+        assert!(!catalog.loading());
+        let tables = text(run(&registry, "%tables").expect("tables"));
+        assert!(tables.contains("files changed"), "{tables}");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let settled = text(run(&registry, sum).expect("once settled"));
+        assert_eq!(settled, changed);
         while catalog.loading() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
