@@ -50,11 +50,16 @@ impl Budget {
 
     /// A budget that copies tables larger than `sync_bytes` in the background.
     pub fn with_sync_bytes(limit: usize, sync_bytes: u64) -> Arc<Self> {
+        let off = (limit == 0).then(|| "off (FERROLAB_DATA_CACHE_MB=0)".to_string());
+        Budget::build(limit, sync_bytes, off)
+    }
+
+    fn build(limit: usize, sync_bytes: u64, off: Option<String>) -> Arc<Self> {
         Arc::new(Budget {
             limit,
             used: AtomicUsize::new(0),
             sync_bytes,
-            off: (limit == 0).then(|| "off (FERROLAB_DATA_CACHE_MB=0)".to_string()),
+            off,
         })
     }
 
@@ -71,14 +76,13 @@ impl Budget {
         };
         match setting.parse::<usize>() {
             Ok(mb) => Budget::new(mb.saturating_mul(1 << 20)),
-            Err(_) => Arc::new(Budget {
-                limit: 0,
-                used: AtomicUsize::new(0),
-                sync_bytes: SYNC_FILL_BYTES,
-                off: Some(format!(
+            Err(_) => Budget::build(
+                0,
+                SYNC_FILL_BYTES,
+                Some(format!(
                     "off: FERROLAB_DATA_CACHE_MB={setting:?} is not a whole number of megabytes (0 turns copies off)"
                 )),
-            }),
+            ),
         }
     }
 
@@ -184,15 +188,18 @@ fn stamps(files: &[PathBuf]) -> Option<Vec<Stamp>> {
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether no file changed in the last [`SETTLE`].
-fn settled(files: &[PathBuf]) -> bool {
+fn settled(stamps: &[Stamp]) -> bool {
     let now = SystemTime::now();
-    files.iter().all(|file| {
-        std::fs::metadata(file)
-            .and_then(|meta| meta.modified())
-            .map_or(true, |modified| {
-                now.duration_since(modified).is_ok_and(|age| age >= SETTLE)
-            })
+    stamps.iter().all(|stamp| {
+        stamp
+            .modified
+            .is_none_or(|modified| now.duration_since(modified).is_ok_and(|age| age >= SETTLE))
     })
+}
+
+/// The files' total length.
+fn total_len(stamps: &[Stamp]) -> u64 {
+    stamps.iter().map(|stamp| stamp.len).sum()
 }
 
 enum State {
@@ -235,12 +242,7 @@ impl Slot {
             slot.set(State::Skipped(why.clone()));
             return slot;
         }
-        let size: u64 = slot
-            .files
-            .iter()
-            .filter_map(|f| std::fs::metadata(f).ok())
-            .map(|m| m.len())
-            .sum();
+        let size = stamps(&slot.files).map_or(0, |now| total_len(&now));
         if size <= slot.budget.sync_bytes {
             slot.fill();
         } else {
@@ -267,8 +269,9 @@ impl Slot {
             State::Stale => None,
             State::Filling | State::Skipped(_) => return None,
         };
+        let now = stamps(&self.files);
         match ready {
-            Some(copy) if stamps(&self.files).as_ref() == Some(&copy.stamps) => Some(copy),
+            Some(copy) if now.as_ref() == Some(&copy.stamps) => Some(copy),
             Some(copy) => {
                 {
                     let mut state = self.lock();
@@ -276,19 +279,20 @@ impl Slot {
                         *state = State::Stale;
                     }
                 }
-                self.refill();
+                self.refill(now.as_deref());
                 None
             }
             None => {
-                self.refill();
+                self.refill(now.as_deref());
                 None
             }
         }
     }
 
-    /// Starts making the copy again (once the files changed and settled).
-    fn refill(self: &Arc<Self>) {
-        if !settled(&self.files) {
+    /// Starts making the copy again (once the files changed and settled);
+    /// `now` is the files' state as just read.
+    fn refill(self: &Arc<Self>, now: Option<&[Stamp]>) {
+        if !now.is_some_and(settled) {
             return;
         }
         {
@@ -317,13 +321,12 @@ impl Slot {
         matches!(*self.lock(), State::Filling)
     }
 
-    /// What `%tables` says about the copy.
-    pub fn describe(self: &Arc<Self>) -> String {
-        if let Some(copy) = self.current() {
-            return format!("in memory, {}", megabytes(copy.bytes));
-        }
+    /// What `%tables` says about the copy, as of the last
+    /// [`Slot::current`].
+    pub fn describe(&self) -> String {
         match &*self.lock() {
-            State::Filling | State::Ready(_) => "loading into memory".to_string(),
+            State::Ready(copy) => format!("in memory, {}", megabytes(copy.bytes)),
+            State::Filling => "loading into memory".to_string(),
             State::Stale => format!(
                 "scanned: its files changed; copied again {} s after the last change",
                 SETTLE.as_secs()
@@ -349,7 +352,7 @@ impl Slot {
         let Some(before) = stamps(&self.files) else {
             return State::Skipped("a file could not be read".to_string());
         };
-        match self.guess_bytes() {
+        match self.guess_bytes(&before) {
             Ok(guess) if guess > self.budget.limit => {
                 return State::Skipped(format!(
                     "about {} decoded, more than the cache's {}",
@@ -392,14 +395,9 @@ impl Slot {
     /// A guess at the decoded size, before decoding: rows times the size of a
     /// sample row where the row count is cheap, else the files' size (text
     /// formats decode to about their size or less).
-    fn guess_bytes(&self) -> PolarsResult<usize> {
+    fn guess_bytes(&self, stamps: &[Stamp]) -> PolarsResult<usize> {
         if !self.counted {
-            return Ok(self
-                .files
-                .iter()
-                .filter_map(|f| std::fs::metadata(f).ok())
-                .map(|m| m.len() as usize)
-                .sum());
+            return Ok(total_len(stamps) as usize);
         }
         let rows = crate::row_count(&self.scan)? as usize;
         let sample = run(self.scan.clone().limit(1000))?;

@@ -43,7 +43,12 @@ impl Table {
     /// The table as users see it: the in-memory copy (text as text) when
     /// there is one, else the scan.
     fn view(&self) -> LazyFrame {
-        match self.copy() {
+        self.view_of(self.copy().as_deref())
+    }
+
+    /// [`Table::view`] with the copy already looked up.
+    fn view_of(&self, copy: Option<&cache::Copy>) -> LazyFrame {
+        match copy {
             Some(copy) => copy.as_text(),
             None => self.frame.clone(),
         }
@@ -118,11 +123,11 @@ impl Catalog {
     /// polars cannot plan on categoricals (string functions, a join with a
     /// text column) is planned again on the tables as text.
     pub fn query(&self, query: &str) -> Result<LazyFrame, MagicError> {
-        let tables = self.snapshot()?;
+        let tables = self.with_copies()?;
         let mut context = SQLContext::new();
         let mut categorical = false;
-        for (name, table) in &tables {
-            match table.copy() {
+        for (name, table, copy) in &tables {
+            match copy {
                 Some(copy) => {
                     categorical |= !copy.categorical.is_empty();
                     context.register(name, copy.frame.clone().lazy());
@@ -135,17 +140,25 @@ impl Catalog {
         }
         match context.execute(query).and_then(as_text) {
             Ok(frame) => Ok(frame),
-            Err(_) => self.query_as_text(query),
+            Err(_) => text_query(&tables, query),
         }
     }
 
     /// The query over the tables as users see them (no categoricals).
     pub fn query_as_text(&self, query: &str) -> Result<LazyFrame, MagicError> {
-        let mut context = SQLContext::new();
-        for (name, table) in self.snapshot()? {
-            context.register(&name, table.view());
-        }
-        context.execute(query).map_err(|e| sql_error(query, e))
+        text_query(&self.with_copies()?, query)
+    }
+
+    /// Every table with its in-memory copy, each looked up once.
+    fn with_copies(&self) -> Result<Vec<TableWithCopy>, MagicError> {
+        Ok(self
+            .snapshot()?
+            .into_iter()
+            .map(|(name, table)| {
+                let copy = table.copy();
+                (name, table, copy)
+            })
+            .collect())
     }
 
     /// Whether any table is still being loaded into memory.
@@ -283,6 +296,18 @@ pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
             }
         },
     }
+}
+
+/// A table by name, with its in-memory copy as looked up for one query.
+type TableWithCopy = (String, Table, Option<Arc<cache::Copy>>);
+
+/// A query over the tables as users see them (see [`Table::view`]).
+fn text_query(tables: &[TableWithCopy], query: &str) -> Result<LazyFrame, MagicError> {
+    let mut context = SQLContext::new();
+    for (name, table, copy) in tables {
+        context.register(name, table.view_of(copy.as_deref()));
+    }
+    context.execute(query).map_err(|e| sql_error(query, e))
 }
 
 /// The frame with its categorical columns cast back to text.
@@ -743,12 +768,13 @@ impl Magic for Tables {
         let mut schemas = Vec::new();
         let mut memory = Vec::new();
         for (name, table) in tables {
-            let mut frame = table.view();
+            let copy = table.copy();
+            let mut frame = table.view_of(copy.as_deref());
             let schema = frame
                 .collect_schema()
                 .map(|s| schema_text(&s))
                 .unwrap_or_else(|e| format!("unreadable: {e}"));
-            let count = match table.copy() {
+            let count = match &copy {
                 Some(copy) => Some(copy.frame.height() as i64),
                 None if table.cheap_count => row_count(&table.frame).ok().map(|n| n as i64),
                 None => None,
