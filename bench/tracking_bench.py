@@ -6,15 +6,21 @@ same run:
 2. `log_batch` of 10,000 points (the client sends them as 10 requests of 1,000);
 3. `search_runs` over 2,000 runs (each with a metric and a param; created before
    timing, then 20 s for each server to settle) with a filter and an order, every
-   page fetched, 5 times.
+   page fetched, 10 times.
 
 Prints each part's throughput on both servers and the ratio ferrolab / MLflow
 (goal: at least 5 on every part).
+
+Search is mostly the client's own work (turning the answer into `Run` objects), so
+the same search is also timed against a server that does no work at all: it replays
+the answers each real server gave, recorded byte for byte. MLflow's time divided by
+that time is the highest ratio any server giving MLflow's answer could reach.
 
     make bench-tracking
     FERROLAB_BIN=... MLFLOW_SERVER=.../bin/mlflow python bench/tracking_bench.py [--quick] [--only PART]
 """
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -28,6 +34,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
+
+SEARCH = "/api/2.0/mlflow/runs/search"
 
 
 def free_port():
@@ -99,27 +107,95 @@ def workload(url, token, sizes, only=None):
     # Both servers finish what the 4,000 writes left them (ferrolab: the runs' live
     # documents) before search is timed.
     time.sleep(20)
-    rounds = 5
+    out["search runs scanned/s"] = search_rounds(client, search_exp, sizes)
+    out["_answers"] = record_answers(url, token, search_exp)
+    return out
+
+
+def search_rounds(client, experiment, sizes, rounds=10):
+    """Runs scanned per second by `rounds` searches, every page fetched."""
     start = time.perf_counter()
     for _ in range(rounds):
         found, token_ = [], None
         while True:
-            page = client.search_runs([search_exp], "metrics.acc >= 0.5", order_by=["metrics.acc DESC"],
+            page = client.search_runs([experiment], "metrics.acc >= 0.5", order_by=["metrics.acc DESC"],
                                       max_results=1000, page_token=token_)
             found.extend(page)
             token_ = page.token
             if not token_:
                 break
         assert len(found) == sizes["runs"] // 2, len(found)
-    out["search runs scanned/s"] = rounds * sizes["runs"] / (time.perf_counter() - start)
-    return out
+    return rounds * sizes["runs"] / (time.perf_counter() - start)
+
+
+def record_answers(url, token, experiment):
+    """The server's answers to the timed search, page by page, as its bytes."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    answers, page_token = {}, None
+    while True:
+        body = {"experiment_ids": [experiment], "filter": "metrics.acc >= 0.5",
+                "order_by": ["metrics.acc DESC"], "max_results": 1000}
+        if page_token:
+            body["page_token"] = page_token
+        got = requests.post(url + SEARCH, json=body, headers=headers, timeout=120)
+        got.raise_for_status()
+        answers[page_token or ""] = got.text
+        page_token = got.json().get("next_page_token")
+        if not page_token:
+            return answers
+
+
+def replay(answers_file, port):
+    """A server that does no work: it answers a search with the recorded bytes."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = {k: v.encode() for k, v in json.loads(Path(answers_file).read_text()).items()}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            body = answers.get(asked.get("page_token") or "") if self.path == SEARCH else None
+            self.send_response(200 if body is not None else 404)
+            body = body if body is not None else b"{}"
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def replayed_search(work, name, answers, sizes):
+    """Runs scanned per second when `answers` are replayed by a server doing no work."""
+    path = work / f"{name}-answers.json"
+    path.write_text(json.dumps(answers))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--replay", str(path), "--port", str(port)])
+    try:
+        wait_port(port, proc)
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        return search_rounds(MlflowClient(tracking_uri=f"http://127.0.0.1:{port}"), "0", sizes)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes, to check the script")
     parser.add_argument("--only", choices=["log_metric", "log_batch", "search"], help="run one part on both servers")
+    parser.add_argument("--replay", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replay:
+        return replay(args.replay, args.port)
     sizes = {"metrics": 10_000, "batch": 10_000, "runs": 2_000}
     if args.quick:
         sizes = {k: v // 10 for k, v in sizes.items()}
@@ -134,9 +210,17 @@ def main():
             proc.wait(timeout=60)
     print(f"{sizes['metrics']} log_metric calls, log_batch of {sizes['batch']} points, search over {sizes['runs']} runs")
     print(f"{'':24} {'ferrolab':>12} {'mlflow':>12} {'ratio':>8}")
+    answers = {name: r.pop("_answers", None) for name, r in results.items()}
     for part in results["ferrolab"]:
         f, m = results["ferrolab"][part], results["mlflow"][part]
         print(f"{part:24} {f:12.1f} {m:12.1f} {f / m:7.2f}x")
+    if answers["mlflow"]:
+        replayed = {name: replayed_search(work, name, a, sizes) for name, a in answers.items()}
+        m = results["mlflow"]["search runs scanned/s"]
+        print(f"{'  answers replayed':24} {replayed['ferrolab']:12.1f} {replayed['mlflow']:12.1f}"
+              "   (each server's own answers, sent by a server doing no work)")
+        print(f"  the client alone caps the search ratio at {replayed['mlflow'] / m:.2f}x with MLflow's answers, "
+              f"{replayed['ferrolab'] / m:.2f}x with ferrolab's")
 
 
 if __name__ == "__main__":

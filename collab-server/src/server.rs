@@ -263,6 +263,14 @@ pub async fn run(
     let stamps = tokio::spawn(stamp_updates(app.clone()));
     let live = tokio::spawn(crate::live_runs::follow(app.clone()));
     let router = router(app.clone());
+    // Sync messages are small writes that follow one another; without TCP_NODELAY
+    // the kernel may hold one back until the peer acknowledges the last (Node's `ws`,
+    // under the JS sync server, sets it on every socket too).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            log::debug!("cannot set TCP_NODELAY: {error}");
+        }
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
