@@ -106,13 +106,27 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 }
 
 fn main() {
-    // mimalloc hands freed memory back to the OS after 10 ms; a training step frees and
-    // reallocates hundreds of MB of activations, and each time the kernel had to zero
-    // the pages again (a fifth of the CPU time). Keeping freed memory for 30 s made LoRA
-    // training ~20% faster (docs/benchmarks.md) and still returns it when idle.
-    // SAFETY: sets an allocator option before any other thread exists.
-    unsafe {
-        mi_option_set(MI_OPTION_PURGE_DELAY, 30_000);
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "collab")
+    {
+        // The collaboration server's heap is a few MB; mimalloc asks for transparent
+        // huge pages on its arenas, which turned each touched 4 KiB into 2 MiB of
+        // resident memory (18 of its 53 MiB under the collab benchmark's load).
+        // SAFETY: a process-wide flag; no pointers involved.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    } else {
+        // mimalloc hands freed memory back to the OS after 10 ms; a training step frees
+        // and reallocates hundreds of MB of activations, and each time the kernel had to
+        // zero the pages again (a fifth of the CPU time). Keeping freed memory for 30 s
+        // made LoRA training ~20% faster (docs/benchmarks.md) and still returns it when
+        // idle. The collaboration server, which runs for days, keeps the default.
+        // SAFETY: sets an allocator option before any other thread exists.
+        unsafe {
+            mi_option_set(MI_OPTION_PURGE_DELAY, 30_000);
+        }
     }
     // evcxr re-executes this binary as its evaluation process (marked by this
     // variable, an evcxr internal). That process ignores SIGINT: the kernel handles
