@@ -702,7 +702,13 @@ impl Model {
             .reshape((b, t, c.num_key_value_heads, head_dim))?
             .transpose(1, 2)?
             .contiguous()?;
-        let (q, k) = if mode.training() {
+        let fused = mode.training() && crate::ops::fusable(&q);
+        let (q, k) = if fused {
+            (
+                crate::ops::rope(&q, cos, sin)?,
+                crate::ops::rope(&k, cos, sin)?,
+            )
+        } else if mode.training() {
             (rope_slow(&q, cos, sin)?, rope_slow(&k, cos, sin)?)
         } else {
             (
@@ -721,6 +727,11 @@ impl Model {
         let k = repeat_kv(&k, groups)?;
         let v = repeat_kv(&v, groups)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
+        if fused {
+            // The mask is the causal one (`causal_mask`), which the fused op applies.
+            let probs = crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
+            return self.attention_output(block, &probs, &v, (b, t, h), mode);
+        }
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
@@ -731,11 +742,24 @@ impl Model {
         } else {
             candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?
         };
+        self.attention_output(block, &probs, &v, (b, t, h), mode)
+    }
+
+    /// `probs · v`, heads joined again, through the output projection.
+    fn attention_output(
+        &self,
+        block: &Block,
+        probs: &Tensor,
+        v: &Tensor,
+        (b, t, h): (usize, usize, usize),
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let c = &self.config;
         let out = probs
-            .matmul(&v)?
+            .matmul(v)?
             .transpose(1, 2)?
-            .reshape((b * t, c.num_attention_heads * head_dim))?;
-        Ok(a.o.forward(&out, mode)?.reshape((b, t, h))?)
+            .reshape((b * t, c.num_attention_heads * c.head_dim()))?;
+        Ok(block.attention.o.forward(&out, mode)?.reshape((b, t, h))?)
     }
 }
 
