@@ -649,7 +649,12 @@ impl Model {
             let flat = normed.reshape((b * t, self.config.hidden_size))?;
             let m = &block.mlp;
             let [gate, up] = Linear::forward_many([&m.gate, &m.up], &flat, mode)?;
-            let mlp = m.down.forward(&(gate.silu()? * up)?, mode)?;
+            let activated = if mode.training() && crate::ops::fusable(&gate) {
+                crate::ops::swiglu(&gate, &up)?
+            } else {
+                (gate.silu()? * up)?
+            };
+            let mlp = m.down.forward(&activated, mode)?;
             x = (residual + mlp.reshape((b, t, self.config.hidden_size))?)?;
         }
         self.rms_norm(&x, &self.norm, mode)

@@ -2,9 +2,10 @@
 //!
 //! Composed from candle ops, RMSNorm is six ops forward and as many backward, each
 //! with a buffer of its own; run 61 times per SmolLM2 forward pass, that added up.
-//! The same goes for the rotary embedding (six ops) and the attention's scaled,
-//! causally masked softmax (eight ops on the largest activations of the pass), whose
-//! buffers the backward pass also kept alive. Other devices use the composed form.
+//! The same goes for the rotary embedding (six ops), the attention's scaled, causally
+//! masked softmax (eight ops on the largest activations of the pass) and SwiGLU
+//! (silu's backward alone is eight ops), whose buffers the backward pass also kept
+//! alive. Other devices use the composed form.
 
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
@@ -221,6 +222,110 @@ impl CustomOp3 for Rope {
     }
 }
 
+/// SwiGLU's `silu(gate) · up`, differentiable in both. f32 on the CPU, one shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    Ok(gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?)
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, "gate")?;
+        let u = slice(s2, l2, "up")?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "swiglu: gate {:?} and up {:?} differ",
+                l1.shape(),
+                l2.shape()
+            )
+        }
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(4096)
+            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
+            .for_each(|(dst, (g, u))| {
+                for ((d, &g), &u) in dst.iter_mut().zip(g).zip(u) {
+                    *d = g * sigmoid(g) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        Ok((
+            Some(gate.apply_op3(up, &grad, SwiGluGrad { gate: true })?),
+            Some(gate.apply_op3(up, &grad, SwiGluGrad { gate: false })?),
+        ))
+    }
+}
+
+/// d gate = dy · up · s · (1 + gate · (1 − s)) and d up = dy · gate · s, s = σ(gate).
+struct SwiGluGrad {
+    gate: bool,
+}
+
+impl CustomOp3 for SwiGluGrad {
+    fn name(&self) -> &'static str {
+        if self.gate {
+            "swiglu-train-grad-gate"
+        } else {
+            "swiglu-train-grad-up"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, "gate")?;
+        let u = slice(s2, l2, "up")?;
+        let dy = slice(s3, l3, "gradient")?;
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(4096)
+            .zip(
+                g.par_chunks(4096)
+                    .zip(u.par_chunks(4096).zip(dy.par_chunks(4096))),
+            )
+            .for_each(|(dst, (g, (u, dy)))| {
+                for (((d, &g), &u), &dy) in dst.iter_mut().zip(g).zip(u).zip(dy) {
+                    let s = sigmoid(g);
+                    *d = if self.gate {
+                        dy * u * s * (1.0 + g * (1.0 - s))
+                    } else {
+                        dy * g * s
+                    };
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
 /// The f32 values of a contiguous CPU tensor, for the fused ops' kernels.
 pub(crate) fn slice<'a>(
     storage: &'a CpuStorage,
@@ -413,6 +518,27 @@ mod tests {
         let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
         let composed = (x.as_tensor().broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?;
         same_values_and_gradients(&x, fused, composed, 1e-5)
+    }
+
+    #[test]
+    fn fused_swiglu_and_gradients_match_the_composed_ones() -> Result<()> {
+        let gate = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 5000), &Device::Cpu)?)?;
+        let up = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 5000), &Device::Cpu)?)?;
+        let fused = swiglu(gate.as_tensor(), up.as_tensor())?;
+        let composed = (gate.as_tensor().silu()? * up.as_tensor())?;
+        assert!(max_diff(&fused, &composed)? < 1e-5);
+        let probe = Tensor::randn(0f32, 1.0, (3, 5000), &Device::Cpu)?;
+        let g1 = (fused * &probe)?.sum_all()?.backward()?;
+        let g2 = (composed * &probe)?.sum_all()?.backward()?;
+        for var in [&gate, &up] {
+            let (a, b) = (
+                g1.get(var.as_tensor()).expect("grad"),
+                g2.get(var.as_tensor()).expect("grad"),
+            );
+            let diff = max_diff(a, b)?;
+            assert!(diff < 1e-4, "gradients differ by {diff}");
+        }
+        Ok(())
     }
 
     #[test]
