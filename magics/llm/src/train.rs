@@ -528,7 +528,47 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Runs (or resumes) a fine-tuning run. `table_rows` supplies `table` examples;
 /// `stop` is polled between steps (an interrupt: checkpoint, then return).
+///
+/// The run happens on a worker of a rayon pool while the calling thread waits:
+/// candle's matrix products and the fused ops split their work with rayon, and each
+/// of those thousands of calls per step, made from a thread outside the pool, handed
+/// its work over and put the caller to sleep until it was done; from a worker, the
+/// caller takes part in the work instead.
 pub fn run(
+    config: &TrainConfig,
+    table_examples: Option<Vec<Example>>,
+    tracker: &mut dyn Tracker,
+    observer: &mut dyn FnMut(Event),
+    stop: &dyn Fn() -> bool,
+) -> Result<RunReport> {
+    /// Carries the run's arguments to the pool's worker and its result back.
+    struct OneThreadAtATime<T>(T);
+    // SAFETY: `install` blocks the calling thread until the closure has returned, so
+    // the values are used by one thread at a time, never concurrently; none of them
+    // depends on which thread uses it (no thread-locals, no thread-bound handles).
+    unsafe impl<T> Send for OneThreadAtATime<T> {}
+    impl<T> OneThreadAtATime<T> {
+        fn into_inner(self) -> T {
+            self.0
+        }
+    }
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(|i| format!("ferrolab-train-{i}"))
+        .build()
+    {
+        Ok(pool) => pool,
+        Err(_) => return run_here(config, table_examples, tracker, observer, stop),
+    };
+    let job = OneThreadAtATime((config, table_examples, tracker, observer, stop));
+    pool.install(move || {
+        let (config, table_examples, tracker, observer, stop) = job.into_inner();
+        OneThreadAtATime(run_here(config, table_examples, tracker, observer, stop))
+    })
+    .into_inner()
+}
+
+fn run_here(
     config: &TrainConfig,
     table_examples: Option<Vec<Example>>,
     tracker: &mut dyn Tracker,
