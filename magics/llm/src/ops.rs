@@ -272,26 +272,19 @@ impl CustomOp2 for SwiGlu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        Ok((
-            Some(gate.apply_op3(up, &grad, SwiGluGrad { gate: true })?),
-            Some(gate.apply_op3(up, &grad, SwiGluGrad { gate: false })?),
-        ))
+        // Both gradients from one pass (one sigmoid per element), stacked as [2, ..].
+        let both = gate.apply_op3(up, &grad.contiguous()?, SwiGluGrad)?;
+        Ok((Some(both.get(0)?), Some(both.get(1)?)))
     }
 }
 
-/// d gate = dy · up · s · (1 + gate · (1 − s)) and d up = dy · gate · s, s = σ(gate).
-struct SwiGluGrad {
-    gate: bool,
-}
+/// d gate = dy · up · s · (1 + gate · (1 − s)) and d up = dy · gate · s, s = σ(gate),
+/// stacked as `[2, ..]` (d gate first).
+struct SwiGluGrad;
 
 impl CustomOp3 for SwiGluGrad {
     fn name(&self) -> &'static str {
-        if self.gate {
-            "swiglu-train-grad-gate"
-        } else {
-            "swiglu-train-grad-up"
-        }
+        "swiglu-train-grad"
     }
 
     fn cpu_fwd(
@@ -306,23 +299,28 @@ impl CustomOp3 for SwiGluGrad {
         let g = slice(s1, l1, "gate")?;
         let u = slice(s2, l2, "up")?;
         let dy = slice(s3, l3, "gradient")?;
-        let mut out = vec![0f32; g.len()];
-        out.par_chunks_mut(4096)
+        let n = g.len();
+        let mut out = vec![0f32; 2 * n];
+        let (d_gate, d_up) = out.split_at_mut(n);
+        d_gate
+            .par_chunks_mut(4096)
+            .zip(d_up.par_chunks_mut(4096))
             .zip(
                 g.par_chunks(4096)
                     .zip(u.par_chunks(4096).zip(dy.par_chunks(4096))),
             )
-            .for_each(|(dst, (g, (u, dy)))| {
-                for (((d, &g), &u), &dy) in dst.iter_mut().zip(g).zip(u).zip(dy) {
+            .for_each(|((dg, du), (g, (u, dy)))| {
+                for (((dg, du), &g), (&u, &dy)) in
+                    dg.iter_mut().zip(du).zip(g).zip(u.iter().zip(dy))
+                {
                     let s = sigmoid(g);
-                    *d = if self.gate {
-                        dy * u * s * (1.0 + g * (1.0 - s))
-                    } else {
-                        dy * g * s
-                    };
+                    *dg = dy * u * s * (1.0 + g * (1.0 - s));
+                    *du = dy * g * s;
                 }
             });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        let mut dims = vec![2];
+        dims.extend_from_slice(l1.shape().dims());
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
 

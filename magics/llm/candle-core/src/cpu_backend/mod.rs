@@ -1506,11 +1506,17 @@ impl Map2 for MatMul {
             // over itself, so a stride-zero batch on lhs goes through the loop below.
             (b, m, n, k)
         };
-        for step in 0..b {
+        // ferrolab: many small products (attention's, one per batch and head) run side by
+        // side, one gemm each on one thread, instead of one after another each split
+        // across all threads.
+        let side_by_side = b > 1 && num_threads > 1 && m * n * k <= (1 << 22);
+        let dst_addr = dst.as_mut_ptr() as usize;
+        let product = |step: usize, parallelism: Parallelism| {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            // SAFETY: step * c_skip + m * n <= len, the capacity of dst.
-            let dst_p = unsafe { dst.as_mut_ptr().add(step * c_skip) };
+            // SAFETY: step * c_skip + m * n <= len, the capacity of dst; each step
+            // writes its own m * n elements.
+            let dst_p = unsafe { (dst_addr as *mut T).add(step * c_skip) };
             unsafe {
                 gemm(
                     /* m: usize = */ m,
@@ -1533,6 +1539,15 @@ impl Map2 for MatMul {
                     /* conj_rhs: bool = */ false,
                     parallelism,
                 )
+            }
+        };
+        if side_by_side {
+            (0..b)
+                .into_par_iter()
+                .for_each(|step| product(step, Parallelism::None));
+        } else {
+            for step in 0..b {
+                product(step, parallelism);
             }
         }
         // SAFETY: the products above wrote all `len` elements (or dst was zeroed).
