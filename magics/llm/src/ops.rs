@@ -14,7 +14,7 @@ use rayon::prelude::*;
 /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension; differentiable in `x`
 /// (the weight is frozen).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+    if fusable(x) && fusable(weight) {
         return Ok(x
             .contiguous()?
             .apply_op2(&weight.contiguous()?, RmsNorm { eps })?);
@@ -41,18 +41,33 @@ pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
     })?)
 }
 
-/// How many keys query row `row` (counted over all the `[queries, keys]` matrices)
-/// may see.
-fn visible(shape: &Shape, row: usize) -> candle_core::Result<usize> {
-    let dims = shape.dims();
-    if dims.len() < 2 {
-        candle_core::bail!("causal softmax needs [.., queries, keys], got {shape:?}")
+/// The `[queries, keys]` matrices of a causal softmax: query `i` sees the keys
+/// `j <= i + keys - queries`.
+#[derive(Clone, Copy)]
+struct Causal {
+    queries: usize,
+    keys: usize,
+}
+
+impl Causal {
+    fn of(shape: &Shape) -> candle_core::Result<Causal> {
+        let dims = shape.dims();
+        if dims.len() < 2 {
+            candle_core::bail!("causal softmax needs [.., queries, keys], got {shape:?}")
+        }
+        let (queries, keys) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        if keys < queries {
+            candle_core::bail!(
+                "causal softmax needs at least as many keys as queries, got {shape:?}"
+            )
+        }
+        Ok(Causal { queries, keys })
     }
-    let (queries, keys) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-    if keys < queries {
-        candle_core::bail!("causal softmax needs at least as many keys as queries, got {shape:?}")
+
+    /// How many keys row `row` (counted over all the matrices) may see.
+    fn visible(self, row: usize) -> usize {
+        row % self.queries + self.keys - self.queries + 1
     }
-    Ok(row % queries + keys - queries + 1)
 }
 
 struct CausalSoftmax {
@@ -66,15 +81,14 @@ impl CustomOp1 for CausalSoftmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "scores")?;
-        let shape = l.shape();
-        let keys = shape.dims().last().copied().unwrap_or(0);
-        visible(shape, 0)?;
+        let causal = Causal::of(l.shape())?;
+        let keys = causal.keys.max(1);
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(keys.max(1))
-            .zip(x.par_chunks(keys.max(1)))
+        out.par_chunks_mut(keys)
+            .zip(x.par_chunks(keys))
             .enumerate()
             .for_each(|(r, (dst, row))| {
-                let n = visible(shape, r).unwrap_or(keys).min(keys);
+                let n = causal.visible(r);
                 let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0f32;
                 for (d, &v) in dst[..n].iter_mut().zip(&row[..n]) {
@@ -86,7 +100,7 @@ impl CustomOp1 for CausalSoftmax {
                     *d *= inv;
                 }
             });
-        Ok((CpuStorage::F32(out), shape.clone()))
+        Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -116,21 +130,20 @@ impl CustomOp2 for CausalSoftmaxGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let y = slice(s1, l1, "probabilities")?;
         let g = slice(s2, l2, "gradient")?;
-        let shape = l1.shape();
-        let keys = shape.dims().last().copied().unwrap_or(0);
-        visible(shape, 0)?;
+        let causal = Causal::of(l1.shape())?;
+        let keys = causal.keys.max(1);
         let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(keys.max(1))
-            .zip(y.par_chunks(keys.max(1)).zip(g.par_chunks(keys.max(1))))
+        out.par_chunks_mut(keys)
+            .zip(y.par_chunks(keys).zip(g.par_chunks(keys)))
             .enumerate()
             .for_each(|(r, (dst, (yr, gr)))| {
-                let n = visible(shape, r).unwrap_or(keys).min(keys);
+                let n = causal.visible(r);
                 let dot: f32 = yr[..n].iter().zip(&gr[..n]).map(|(y, g)| y * g).sum();
                 for ((d, y), g) in dst[..n].iter_mut().zip(&yr[..n]).zip(&gr[..n]) {
                     *d = self.scale * y * (g - dot);
                 }
             });
-        Ok((CpuStorage::F32(out), shape.clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 

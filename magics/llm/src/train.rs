@@ -529,7 +529,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Runs (or resumes) a fine-tuning run. `table_rows` supplies `table` examples;
 /// `stop` is polled between steps (an interrupt: checkpoint, then return).
 ///
-/// The run happens on a worker of a rayon pool while the calling thread waits:
+/// The run happens on a worker of rayon's pool while the calling thread waits:
 /// candle's matrix products and the fused ops split their work with rayon, and each
 /// of those thousands of calls per step, made from a thread outside the pool, handed
 /// its work over and put the caller to sleep until it was done; from a worker, the
@@ -543,8 +543,8 @@ pub fn run(
 ) -> Result<RunReport> {
     /// Carries the run's arguments to the pool's worker and its result back.
     struct OneThreadAtATime<T>(T);
-    // SAFETY: `install` blocks the calling thread until the closure has returned, so
-    // the values are used by one thread at a time, never concurrently; none of them
+    // SAFETY: `rayon::scope` blocks the calling thread until the closure has returned,
+    // so the values are used by one thread at a time, never concurrently; none of them
     // depends on which thread uses it (no thread-locals, no thread-bound handles).
     unsafe impl<T> Send for OneThreadAtATime<T> {}
     impl<T> OneThreadAtATime<T> {
@@ -552,16 +552,10 @@ pub fn run(
             self.0
         }
     }
-    let pool = match rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
-        .thread_name(|i| format!("ferrolab-train-{i}"))
-        .build()
-    {
-        Ok(pool) => pool,
-        Err(_) => return run_here(config, table_examples, tracker, observer, stop),
-    };
     let job = OneThreadAtATime((config, table_examples, tracker, observer, stop));
-    pool.install(move || {
+    // From outside the pool, `scope` runs its closure on one of the global pool's
+    // workers and waits for it.
+    rayon::scope(move |_| {
         let (config, table_examples, tracker, observer, stop) = job.into_inner();
         OneThreadAtATime(run_here(config, table_examples, tracker, observer, stop))
     })
