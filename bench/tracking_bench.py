@@ -36,6 +36,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 
 SEARCH = "/api/2.0/mlflow/runs/search"
+# The timed search: its filter and order, as the client and the recorder send them.
+FILTER, ORDER_BY = "metrics.acc >= 0.5", ["metrics.acc DESC"]
 
 
 def free_port():
@@ -118,8 +120,7 @@ def search_rounds(client, experiment, sizes, rounds=10):
     for _ in range(rounds):
         found, token_ = [], None
         while True:
-            page = client.search_runs([experiment], "metrics.acc >= 0.5", order_by=["metrics.acc DESC"],
-                                      max_results=1000, page_token=token_)
+            page = client.search_runs([experiment], FILTER, order_by=ORDER_BY, max_results=1000, page_token=token_)
             found.extend(page)
             token_ = page.token
             if not token_:
@@ -135,8 +136,7 @@ def record_answers(url, token, experiment):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     answers, page_token = {}, None
     while True:
-        body = {"experiment_ids": [experiment], "filter": "metrics.acc >= 0.5",
-                "order_by": ["metrics.acc DESC"], "max_results": 1000}
+        body = {"experiment_ids": [experiment], "filter": FILTER, "order_by": ORDER_BY, "max_results": 1000}
         if page_token:
             body["page_token"] = page_token
         got = requests.post(url + SEARCH, json=body, headers=headers, timeout=120)
