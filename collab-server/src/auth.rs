@@ -13,34 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+pub use ferrolab_tracking::access::{Identity, Role};
+use ferrolab_tracking::{digest_hex, hex};
+
 const TOKEN_PREFIX: &str = "flb_";
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads everything, changes nothing.
-    Viewer,
-    /// Edits notebooks and creates new ones.
-    Editor,
-    /// Everything, including deleting notebooks.
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Editor => "editor",
-            Role::Owner => "owner",
-        }
-    }
-
-    pub fn can_write(self) -> bool {
-        self >= Role::Editor
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -58,14 +34,6 @@ pub struct TokenRecord {
 struct TokenFile {
     version: u32,
     tokens: Vec<TokenRecord>,
-}
-
-/// Who a request is: the token's record.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub token_id: String,
-    pub name: String,
-    pub role: Role,
 }
 
 pub struct TokenStore {
@@ -231,15 +199,6 @@ fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
         .fill(&mut bytes)
         .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
     Ok(bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Hex SHA-256 of `bytes`.
-pub(crate) fn digest_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -5,21 +5,20 @@
 //! notebooks, and tokens decide who may read and who may write. The document
 //! schema is in `docs/collab.md`.
 
-pub mod artifacts;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod http;
 pub mod ipynb;
 pub mod kernels;
 pub mod live_runs;
-pub mod mlflow;
 pub mod notebook;
-pub mod registry;
 pub mod schema;
-pub mod search;
 pub mod server;
 pub mod storage;
-pub mod tracking;
+pub mod sync;
 pub mod watch;
 pub mod web;
 pub mod wire;
+pub mod workspace;

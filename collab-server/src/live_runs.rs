@@ -9,10 +9,10 @@
 //! `runs/get`).
 
 use crate::schema;
-use crate::server::App;
 use automerge::transaction::Transactable;
 use automerge::{AutomergeError, ObjId, ObjType, ScalarValue, Value as AmValue, ROOT};
-use samod::{DocHandle, DocumentId};
+use ferrolab_tracking::Store;
+use samod::{DocHandle, DocumentId, Repo};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -24,13 +24,25 @@ pub const RUN_SCHEMA: &str = "ferrolab.run";
 /// How often marked runs' documents are brought up to date.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-#[derive(Default)]
+/// The live run documents: which runs changed since the last flush, and each run's
+/// document handle. Holds the repository and the tracking store it follows.
 pub struct LiveRuns {
+    repo: Repo,
+    store: Arc<Store>,
     dirty: Mutex<HashSet<String>>,
     handles: Mutex<HashMap<String, DocHandle>>,
 }
 
 impl LiveRuns {
+    pub fn new(repo: Repo, store: Arc<Store>) -> LiveRuns {
+        LiveRuns {
+            repo,
+            store,
+            dirty: Mutex::default(),
+            handles: Mutex::default(),
+        }
+    }
+
     /// Notes that `run_id` changed; its document follows at the next flush.
     pub fn mark(&self, run_id: &str) {
         if let Ok(mut dirty) = self.dirty.lock() {
@@ -44,41 +56,80 @@ impl LiveRuns {
             .map(|mut d| std::mem::take(&mut *d))
             .unwrap_or_default()
     }
-}
 
-/// The run a successful tracking call changed, if any.
-pub fn changed_run(
-    endpoint: &str,
-    request: &serde_json::Map<String, Value>,
-    reply: &Value,
-) -> Option<String> {
-    match endpoint {
-        "runs/create" => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
-        "runs/update" | "runs/delete" | "runs/log-parameter" | "runs/log-metric"
-        | "runs/log-batch" | "runs/set-tag" => request
-            .get("run_id")
-            .or_else(|| request.get("run_uuid"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        _ => None,
-    }
-}
-
-/// Brings the documents of marked runs up to date, every [`FLUSH_EVERY`].
-pub async fn follow(app: Arc<App>) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    loop {
-        tick.tick().await;
-        flush(&app).await;
-    }
-}
-
-/// Brings the documents of every marked run up to date now.
-pub async fn flush(app: &App) {
-    for run_id in app.live_runs().take() {
-        if let Err(e) = update(app, &run_id).await {
-            log::warn!("the live document of run {run_id} was not updated: {e:#}");
+    /// Brings the documents of marked runs up to date, every [`FLUSH_EVERY`].
+    pub async fn follow(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tick.tick().await;
+            self.flush().await;
         }
+    }
+
+    /// Brings the documents of every marked run up to date now.
+    pub async fn flush(&self) {
+        for run_id in self.take() {
+            if let Err(e) = self.update(&run_id).await {
+                log::warn!("the live document of run {run_id} was not updated: {e:#}");
+            }
+        }
+    }
+
+    async fn handle_for(&self, run_id: &str, known: Option<String>) -> anyhow::Result<DocHandle> {
+        if let Some(h) = self
+            .handles
+            .lock()
+            .ok()
+            .and_then(|m| m.get(run_id).cloned())
+        {
+            return Ok(h);
+        }
+        let handle = match known {
+            Some(url) => {
+                let id = DocumentId::from_str(url.trim_start_matches("automerge:"))
+                    .map_err(|_| anyhow::anyhow!("the stored document id {url} is not valid"))?;
+                self.repo
+                    .find(id)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the repository stopped"))?
+                    .ok_or_else(|| anyhow::anyhow!("its document {url} is missing from storage"))?
+            }
+            None => {
+                let handle = self
+                    .repo
+                    .create(new_document())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
+                let store = self.store.clone();
+                let (run, url) = (run_id.to_string(), handle.url().to_string());
+                tokio::task::spawn_blocking(move || store.set_run_doc(&run, &url))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                handle
+            }
+        };
+        if let Ok(mut handles) = self.handles.lock() {
+            handles.insert(run_id.to_string(), handle.clone());
+        }
+        Ok(handle)
+    }
+
+    async fn update(&self, run_id: &str) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let id = run_id.to_string();
+        let (run, known) =
+            tokio::task::spawn_blocking(move || (store.get_run(&id), store.run_doc(&id))).await?;
+        let run = match run {
+            Ok(run) => run,
+            // Gone (a deleted experiment's run); nothing to follow.
+            Err(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => return Ok(()),
+            Err(e) => anyhow::bail!("{}", e.message),
+        };
+        let handle = self
+            .handle_for(run_id, known.map_err(|e| anyhow::anyhow!("{}", e.message))?)
+            .await?;
+        handle.with_document(|doc| apply(doc, &run))?;
+        Ok(())
     }
 }
 
@@ -95,67 +146,6 @@ fn new_document() -> automerge::Automerge {
     });
     debug_assert!(made.is_ok(), "a new run document cannot fail");
     doc
-}
-
-async fn handle_for(app: &App, run_id: &str, known: Option<String>) -> anyhow::Result<DocHandle> {
-    if let Some(h) = app
-        .live_runs()
-        .handles
-        .lock()
-        .ok()
-        .and_then(|m| m.get(run_id).cloned())
-    {
-        return Ok(h);
-    }
-    let handle = match known {
-        Some(url) => {
-            let id = DocumentId::from_str(url.trim_start_matches("automerge:"))
-                .map_err(|_| anyhow::anyhow!("the stored document id {url} is not valid"))?;
-            app.repo()
-                .find(id)
-                .await
-                .map_err(|_| anyhow::anyhow!("the repository stopped"))?
-                .ok_or_else(|| anyhow::anyhow!("its document {url} is missing from storage"))?
-        }
-        None => {
-            let handle = app
-                .repo()
-                .create(new_document())
-                .await
-                .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
-            let store = app.tracking();
-            let (run, url) = (run_id.to_string(), handle.url().to_string());
-            tokio::task::spawn_blocking(move || store.set_run_doc(&run, &url))
-                .await?
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            handle
-        }
-    };
-    if let Ok(mut handles) = app.live_runs().handles.lock() {
-        handles.insert(run_id.to_string(), handle.clone());
-    }
-    Ok(handle)
-}
-
-async fn update(app: &App, run_id: &str) -> anyhow::Result<()> {
-    let store = app.tracking();
-    let id = run_id.to_string();
-    let (run, known) =
-        tokio::task::spawn_blocking(move || (store.get_run(&id), store.run_doc(&id))).await?;
-    let run = match run {
-        Ok(run) => run,
-        // Gone (a deleted experiment's run); nothing to follow.
-        Err(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => return Ok(()),
-        Err(e) => anyhow::bail!("{}", e.message),
-    };
-    let handle = handle_for(
-        app,
-        run_id,
-        known.map_err(|e| anyhow::anyhow!("{}", e.message))?,
-    )
-    .await?;
-    handle.with_document(|doc| apply(doc, &run))?;
-    Ok(())
 }
 
 fn scalar_of(v: &Value) -> ScalarValue {

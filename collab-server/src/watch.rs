@@ -20,7 +20,7 @@
 
 use crate::ipynb::{self, Notebook};
 use crate::schema::{self, get_map, get_str};
-use crate::server::App;
+use crate::workspace::Workspace;
 use crate::{notebook, storage};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, AutomergeError, ChangeHash, ObjType, ROOT};
@@ -61,14 +61,14 @@ struct Tracked {
 }
 
 pub struct Watcher {
-    app: Arc<App>,
+    workspace: Arc<Workspace>,
     folder: PathBuf,
     state_path: PathBuf,
     tracked: HashMap<String, Tracked>,
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    crate::auth::digest_hex(bytes)
+    ferrolab_tracking::digest_hex(bytes)
 }
 
 fn heads_to_strings(heads: &[ChangeHash]) -> Vec<String> {
@@ -125,11 +125,11 @@ fn export_at(
 }
 
 impl Watcher {
-    pub fn new(app: Arc<App>, folder: PathBuf, data: &Path) -> anyhow::Result<Self> {
+    pub fn new(workspace: Arc<Workspace>, folder: PathBuf, data: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&folder)?;
         let folder = folder.canonicalize()?;
         Ok(Self {
-            app,
+            workspace,
             folder,
             state_path: data.join("watch.json"),
             tracked: HashMap::new(),
@@ -206,7 +206,7 @@ impl Watcher {
     }
 
     async fn open(&self, id: &str) -> anyhow::Result<(DocHandle, DocHandle)> {
-        Ok(self.app.open_handles(id).await?)
+        Ok(self.workspace.open_handles(id).await?)
     }
 
     async fn start_tracking(
@@ -218,7 +218,7 @@ impl Watcher {
         let file_stamp = stamp(&path);
         let bytes = std::fs::read(&path)?;
         let hash = sha256(&bytes);
-        let known = previous.filter(|p| self.app.index_entry(&p.notebook_id).is_some());
+        let known = previous.filter(|p| self.workspace.index_entry(&p.notebook_id).is_some());
         let Some(agreed) = known else {
             // A file we have not seen: import it.
             let parsed = match ipynb::parse(&bytes) {
@@ -232,7 +232,7 @@ impl Watcher {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned());
             let entry = self
-                .app
+                .workspace
                 .create_with_path(title, Some(&parsed), Some(relative))
                 .await?;
             let id = entry["id"].as_str().unwrap_or_default().to_string();

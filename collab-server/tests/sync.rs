@@ -128,6 +128,7 @@ async fn three_clients_typing_in_one_cell_converge() {
     let server = start_server().await;
     let entry = server
         .app
+        .workspace()
         .create(Some("pair".into()), None)
         .await
         .map_err(|_| "create")
@@ -196,6 +197,7 @@ async fn a_viewer_can_read_but_its_changes_go_nowhere() {
     let server = start_server().await;
     let entry = server
         .app
+        .workspace()
         .create(Some("read only".into()), None)
         .await
         .map_err(|_| "create")
@@ -341,6 +343,7 @@ async fn storage_is_compacted() {
     let server = start_server().await;
     let entry = server
         .app
+        .workspace()
         .create(Some("busy".into()), None)
         .await
         .map_err(|_| "create")

@@ -5,19 +5,14 @@ use crate::iopub::KernelOutput;
 use crate::prelude::{self, Event};
 use crossbeam_channel::{Receiver, Select};
 use evcxr::{CommandContext, EvalCallbacks, EvalOutputs};
+use ferrolab_magics::lock;
 use ferrolab_magics::{MagicError, MimeBundle, Output, Stream};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: the state
-/// behind these locks stays consistent between statements.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The user's "stop" button, shared by the control channel and the executor.
 #[derive(Default)]

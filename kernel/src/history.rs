@@ -129,9 +129,10 @@ impl History {
                     .collect()
             }
             Query::Search { pattern, unique, n } => {
+                let pattern = glob_pattern(pattern);
                 let mut found: Vec<Entry> = entries
                     .into_iter()
-                    .filter(|e| glob_match(pattern, &e.input))
+                    .filter(|e| pattern.matches(&e.input))
                     .collect();
                 if unique {
                     // Keep the most recent occurrence of each input, in order.
@@ -165,33 +166,13 @@ fn read_entries(path: &PathBuf) -> Vec<Entry> {
         .collect()
 }
 
-/// IPython's history search pattern: a glob with `*` and `?`, matched against the
-/// whole input.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+/// IPython's history search pattern (`fnmatch`): a glob with `*`, `?` and `[...]`,
+/// matched against the whole input. A pattern that is not a valid glob (an
+/// unclosed `[`) matches its own text literally.
+pub fn glob_pattern(pattern: &str) -> glob::Pattern {
+    glob::Pattern::new(pattern)
+        .or_else(|_| glob::Pattern::new(&glob::Pattern::escape(pattern)))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -208,8 +189,11 @@ mod tests {
             ("a*c", "abd", false),
             ("", "", true),
             ("", "a", false),
+            ("[ab]x", "bx", true),
+            ("v[0", "v[0", true),
+            ("v[0", "v0", false),
         ] {
-            assert_eq!(glob_match(p, t), m, "{p} vs {t}");
+            assert_eq!(glob_pattern(p).matches(t), m, "{p} vs {t}");
         }
     }
 

@@ -107,6 +107,6 @@ impl Output for KernelOutput {
     }
 
     fn page(&mut self, bundle: MimeBundle) {
-        crate::evaluator::lock(&self.pages).push(bundle);
+        ferrolab_magics::lock(&self.pages).push(bundle);
     }
 }

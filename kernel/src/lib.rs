@@ -1,8 +1,10 @@
 //! The ferrolab Jupyter kernel: the wire protocol, the executor that runs Rust cells
 //! through evcxr and magics through [`ferrolab_magics`], and the kernelspec installer.
 //!
-//! The binary (`ferrolab`) wires these together; see `docs/architecture.md` for the
-//! map and `docs/kernel.md` for what the kernel does.
+//! The kernel knows the Jupyter protocol, evcxr and [`ferrolab_magics`] only: which
+//! magics it offers is the binary's choice ([`server::KernelConfig::registry`]), so
+//! nothing here depends on how a magic does its work. See `docs/architecture.md` for
+//! the map and `docs/kernel.md` for what the kernel does.
 
 pub mod comms;
 pub mod evaluator;
@@ -31,25 +33,9 @@ pub fn home() -> PathBuf {
         .join("ferrolab")
 }
 
-/// The magics a kernel starts with.
-pub fn registry() -> ferrolab_magics::Registry {
-    let mut registry = ferrolab_magics::Registry::with_builtins();
-    let catalog = ferrolab_data::register(&mut registry);
-    ferrolab_llm::magic::register(&mut registry, std::sync::Arc::new(CatalogRows(catalog)));
-    ferrolab_serve::magic::register(&mut registry);
-    ferrolab_prompt::magic::register(&mut registry);
-    ferrolab_track::magic::register(&mut registry);
-    registry
-}
-
-/// `%finetune --table NAME` reads the tables the data magics loaded.
-struct CatalogRows(std::sync::Arc<ferrolab_data::Catalog>);
-
-impl ferrolab_llm::magic::TableRows for CatalogRows {
-    fn rows(
-        &self,
-        table: &str,
-    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ferrolab_magics::MagicError> {
-        self.0.rows(table)
-    }
+/// Turns this process into evcxr's evaluation process when evcxr started it (evcxr
+/// re-executes the kernel's binary for that); otherwise returns at once. The binary's
+/// `main` must call it before anything else.
+pub fn runtime_hook() {
+    evcxr::runtime_hook();
 }

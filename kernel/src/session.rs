@@ -56,6 +56,8 @@ pub struct Session {
 struct Current {
     out: KernelOutput,
     allow_stdin: bool,
+    /// The cell as its front end names it, for what magics record ([`Host::current_cell`]).
+    cell: String,
 }
 
 /// How long the kernel waits with no request before it does its idle warm-up
@@ -162,7 +164,6 @@ impl Session {
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| format!("In [{}]", self.execution_count));
-        ferrolab_llm::track::set_current_cell(Some(cell));
         let mut out = KernelOutput {
             iopub: self.iopub.clone(),
             parent: message.clone(),
@@ -181,10 +182,11 @@ impl Session {
         self.current = Some(Current {
             out: out.clone(),
             allow_stdin: request.allow_stdin,
+            cell,
         });
         let result = self.run_source(&request.code, &mut out);
         self.current = None;
-        let payload: Vec<Payload> = crate::evaluator::lock(&out.pages)
+        let payload: Vec<Payload> = ferrolab_magics::lock(&out.pages)
             .drain(..)
             .map(|bundle| Payload::Page {
                 data: media(&bundle.data),
@@ -422,6 +424,10 @@ impl Host for Session {
 
     fn interrupted(&self) -> bool {
         self.interrupt.requested()
+    }
+
+    fn current_cell(&self) -> Option<&str> {
+        self.current.as_ref().map(|current| current.cell.as_str())
     }
 }
 

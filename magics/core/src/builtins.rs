@@ -7,7 +7,17 @@ use crate::registry::{help_bundle, Magic, MagicContext, MagicError, Registry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(crate) fn register(registry: &mut Registry) {
+impl Registry {
+    /// A registry holding the built-in magics (`%lsmagic`, `%help`, `%time`, `%env`,
+    /// `%%html`, `%%markdown`, `%%svg`, `%%latex`).
+    pub fn with_builtins() -> Self {
+        let mut registry = Self::empty();
+        register(&mut registry);
+        registry
+    }
+}
+
+fn register(registry: &mut Registry) {
     registry.register(Arc::new(LsMagic));
     registry.register(Arc::new(Help));
     registry.register(Arc::new(Time));

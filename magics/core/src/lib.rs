@@ -32,6 +32,16 @@ pub use registry::{
     help_bundle, panic_message, Host, Magic, MagicContext, MagicError, NoHost, Registry,
 };
 
+/// Locks `mutex`, taking its data even if a thread panicked while holding it. A
+/// panicking magic ends its cell with an error and the kernel goes on, so what the
+/// lock guards (tables, servers, caches, queues) must stay usable; every writer
+/// behind these locks leaves the data consistent between statements.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

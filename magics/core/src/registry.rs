@@ -54,6 +54,13 @@ pub trait Host {
 
     /// True once the user has interrupted the running cell; long magics poll it.
     fn interrupted(&self) -> bool;
+
+    /// The cell being run, as its front end names it (JupyterLab's cell id, else
+    /// `In [N]`), so that what a magic records (a tracked run) can say which cell
+    /// made it. `None` outside a kernel.
+    fn current_cell(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A [`Host`] that cannot run code: for magics used outside a kernel.
@@ -109,14 +116,6 @@ pub struct Registry {
 impl Registry {
     pub fn empty() -> Self {
         Self::default()
-    }
-
-    /// A registry holding the built-in magics (`%lsmagic`, `%help`, `%time`, `%env`,
-    /// `%%html`, `%%markdown`, `%%svg`, `%%latex`).
-    pub fn with_builtins() -> Self {
-        let mut registry = Self::empty();
-        crate::builtins::register(&mut registry);
-        registry
     }
 
     /// Adds a magic; a later registration of the same name replaces the earlier one.

@@ -247,7 +247,7 @@ pub fn register(registry: &mut Registry) -> Arc<Catalog> {
     registry.register(Arc::new(Tables(catalog.clone())));
     registry.register(Arc::new(SchemaMagic(catalog.clone())));
     registry.register(Arc::new(Head(catalog.clone())));
-    registry.register(Arc::new(Drop(catalog.clone())));
+    registry.register(Arc::new(DropTable(catalog.clone())));
     registry.register(Arc::new(Sql(catalog.clone())));
     registry.register(Arc::new(describe::Describe(catalog.clone())));
     registry.register(Arc::new(profile::Profile(catalog.clone())));
@@ -864,9 +864,9 @@ impl Magic for Head {
     }
 }
 
-struct Drop(Arc<Catalog>);
+struct DropTable(Arc<Catalog>);
 
-impl Magic for Drop {
+impl Magic for DropTable {
     fn name(&self) -> &str {
         "drop"
     }

@@ -116,7 +116,7 @@ pub fn finetune(args: FinetuneArgs, stop: &dyn Fn() -> bool) -> Result<()> {
             let _ = writeln!(stderr, "\n{note}");
         }
     };
-    let mut tracker = crate::track::from_env("finetune");
+    let mut tracker = crate::track::from_env("finetune", None);
     let report = train::run(&config, None, &mut *tracker, &mut observer, stop)?;
     eprintln!();
     println!("{}", serde_json::to_string_pretty(&report)?);

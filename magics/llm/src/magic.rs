@@ -322,7 +322,7 @@ fn run_with_display(
             }
         }
     };
-    let mut tracker = crate::track::from_env("finetune");
+    let mut tracker = crate::track::from_env("finetune", host.current_cell());
     let report = train::run(config, examples, &mut *tracker, &mut observer, &stop)
         .map_err(|e| MagicError::new("FinetuneError", format!("{e:#}")))?;
     if let Some(d) = &display {

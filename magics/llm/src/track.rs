@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::train::StepMetrics;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -16,6 +14,21 @@ pub enum RunStatus {
     Interrupted,
     /// Stopped because the loss stopped being a number.
     Diverged,
+}
+
+/// One optimizer step's figures, as a training run reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Tokens in the step's batches (prompt and completion, no padding).
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
 }
 
 pub trait Tracker {
@@ -242,11 +255,12 @@ pub fn experiment_id(backend: &dyn Backend, name: &str) -> Result<String> {
     }
 }
 
-/// The tracker for a run filed under `experiment`: reports through [`backend`], or
-/// only to the run folder when there is none.
-pub fn from_env(experiment: &str) -> Box<dyn Tracker> {
+/// The tracker for a run filed under `experiment` and started by `cell` (if a
+/// notebook cell started it): reports through [`backend`], or only to the run
+/// folder when there is none.
+pub fn from_env(experiment: &str, cell: Option<&str>) -> Box<dyn Tracker> {
     match backend() {
-        Some(b) => Box::new(Remote::new(b, experiment)),
+        Some(b) => Box::new(Remote::new(b, experiment, cell)),
         None => Box::new(LocalOnly),
     }
 }
@@ -258,6 +272,8 @@ pub fn from_env(experiment: &str) -> Box<dyn Tracker> {
 pub struct Remote {
     backend: Arc<dyn Backend>,
     experiment: String,
+    /// The notebook cell that started the run, tagged on it.
+    cell: Option<String>,
     run_id: Option<String>,
     /// The run's artifact folder on the server (`EXP/RUN/artifacts`), when it keeps
     /// artifacts itself (`mlflow-artifacts:/` URIs).
@@ -265,10 +281,11 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(backend: Arc<dyn Backend>, experiment: &str) -> Remote {
+    pub fn new(backend: Arc<dyn Backend>, experiment: &str, cell: Option<&str>) -> Remote {
         Remote {
             backend,
             experiment: experiment.to_string(),
+            cell: cell.map(str::to_string),
             run_id: None,
             artifact_base: None,
         }
@@ -348,30 +365,19 @@ fn upload(backend: &dyn Backend, base: &str, name: &str, path: &Path) -> Result<
 }
 
 /// Where a run comes from, as MLflow's tags: the notebook (Jupyter servers name it
-/// in `$JPY_SESSION_NAME`) and the cell being run, when known.
-pub fn source_tags() -> Vec<serde_json::Value> {
+/// in `$JPY_SESSION_NAME`) and the cell that started it (the magic's
+/// [`ferrolab_magics::Host::current_cell`]), when known.
+pub fn source_tags(cell: Option<&str>) -> Vec<serde_json::Value> {
     let mut tags = Vec::new();
     if let Ok(notebook) = std::env::var("JPY_SESSION_NAME") {
         if !notebook.is_empty() {
             tags.push(serde_json::json!({"key": "mlflow.source.name", "value": notebook}));
         }
     }
-    if let Some(cell) = CURRENT_CELL
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
+    if let Some(cell) = cell {
         tags.push(serde_json::json!({"key": "ferrolab.source.cell", "value": cell}));
     }
     tags
-}
-
-static CURRENT_CELL: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
-
-/// The cell being run (the kernel sets it before each cell: its id, else its
-/// execution count), so that runs started by a cell say which.
-pub fn set_current_cell(cell: Option<String>) {
-    *CURRENT_CELL.write().unwrap_or_else(|e| e.into_inner()) = cell;
 }
 
 /// A run's parameters as MLflow params: nested keys joined with dots, values as text.
@@ -404,7 +410,7 @@ impl Tracker for Remote {
             serde_json::json!({"key": "ferrolab.run_dir", "value": run_dir.display().to_string()}),
             serde_json::json!({"key": "mlflow.source.type", "value": "NOTEBOOK"}),
         ];
-        tags.extend(source_tags());
+        tags.extend(source_tags(self.cell.as_deref()));
         let created = self.backend.call(
             "POST",
             "runs/create",

@@ -10,6 +10,7 @@
 use crate::data::{self, Example, Tokenized};
 use crate::lora::{LoraConfig, SeededRng, Target};
 use crate::model::{KvCache, Mode};
+pub use crate::track::StepMetrics;
 use crate::track::{RunStatus, Tracker};
 use crate::{device, write_atomically, Engine};
 use anyhow::{bail, Context, Result};
@@ -204,21 +205,6 @@ pub fn learning_rate(config: &TrainConfig, step: usize, total: usize) -> f64 {
 pub fn progress_bar(step: usize, total: usize) -> String {
     let filled = (step * 30 / total.max(1)).min(30);
     format!("[{}{}]", "#".repeat(filled), ".".repeat(30 - filled))
-}
-
-/// One optimizer step's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    pub step: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    /// Tokens in the step's batches (prompt and completion, no padding).
-    pub tokens: usize,
-    pub tokens_per_s: f64,
-    pub elapsed_s: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eval_loss: Option<f64>,
 }
 
 /// What a run tells whoever watches it.

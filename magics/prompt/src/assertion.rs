@@ -3,8 +3,8 @@
 //! when every assertion passes, or, with a `threshold`, when the score reaches it.
 //! A weight of 0 records an assertion without letting it fail the test.
 
-use crate::config::{kind_of, value_text, ProviderSpec};
 use crate::metrics;
+use crate::spec::{kind_of, value_text, ProviderSpec};
 use crate::template;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -831,7 +831,7 @@ fn compiled_schema(v: &Value) -> Result<Arc<jsonschema::Validator>> {
         return Ok(s);
     }
     let schema = match v {
-        Value::String(text) => crate::config::yaml_to_json(text)
+        Value::String(text) => crate::spec::yaml_to_json(text)
             .map_err(|e| anyhow!("the JSON schema is not valid YAML or JSON: {e}"))?,
         Value::Object(_) | Value::Bool(_) => v.clone(),
         other => bail!(

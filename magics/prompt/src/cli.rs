@@ -84,12 +84,14 @@ pub struct Outcome {
 }
 
 /// Runs a parsed suite with the shared options, keeps the run, writes reports.
+/// `cell` is the notebook cell that runs it, if one does (its run is tagged with it).
 pub fn execute(
     suite: &Suite,
     suite_text: Option<&str>,
     args: &RunArgs,
     progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     interrupted: &(dyn Fn() -> bool + Sync),
+    cell: Option<&str>,
 ) -> Result<Outcome> {
     if args.repeat == Some(0) {
         bail!("--repeat must be at least 1");
@@ -133,7 +135,7 @@ pub fn execute(
         &run,
         suite_text,
         &folder,
-        &mut *ferrolab_llm::track::from_env("prompt-tests"),
+        &mut *ferrolab_llm::track::from_env("prompt-tests", cell),
     )?;
     for out in &args.outputs {
         let text = if out.extension().and_then(|e| e.to_str()) == Some("html") {
@@ -179,7 +181,14 @@ pub fn prompt_test(args: PromptTestArgs, interrupted: &(dyn Fn() -> bool + Sync)
             let _ = std::io::stderr().flush();
         }
     };
-    let outcome = execute(&suite, Some(&text), &args.run, Some(&progress), interrupted)?;
+    let outcome = execute(
+        &suite,
+        Some(&text),
+        &args.run,
+        Some(&progress),
+        interrupted,
+        None,
+    )?;
     if tty {
         eprintln!();
     }

@@ -4,7 +4,9 @@
 //! not support is an error that names it; nothing is silently ignored.
 
 use crate::assertion::{AssertItem, AssertSet, Assertion, Kind};
+pub use crate::spec::{kind_of, value_text, yaml_to_json, ProviderSpec};
 use crate::template;
+pub use crate::template::PromptBody;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -35,29 +37,6 @@ pub struct Prompt {
     /// How the prompt is shown: its `label`, else its file and text.
     pub label: String,
     pub body: PromptBody,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum PromptBody {
-    /// A template rendered to one string (which may itself be a JSON list of chat
-    /// messages, as in promptfoo).
-    Text(String),
-    /// Chat messages whose contents are templates.
-    Chat(Vec<(String, String)>),
-}
-
-/// A provider as written in the config: `id`, optional `label` and `config`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProviderSpec {
-    pub id: String,
-    pub label: Option<String>,
-    pub config: Map<String, Value>,
-}
-
-impl ProviderSpec {
-    pub fn display(&self) -> &str {
-        self.label.as_deref().unwrap_or(&self.id)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -97,14 +76,6 @@ impl TestCase {
     }
 }
 
-/// A var or assertion value as text: strings as they are, the rest as JSON.
-pub fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -136,28 +107,6 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Suite> {
         base: base_dir.to_path_buf(),
     };
     cx.suite(root)
-}
-
-/// YAML to JSON values; a syntax error names its line and column.
-pub fn yaml_to_json(text: &str) -> Result<Value> {
-    let yaml: serde_norway::Value =
-        serde_norway::from_str(text).map_err(|e| match e.location() {
-            Some(at) => anyhow!(
-                "invalid YAML at line {}, column {}: {}",
-                at.line(),
-                at.column(),
-                strip_location(&e.to_string())
-            ),
-            None => anyhow!("invalid YAML: {e}"),
-        })?;
-    serde_json::to_value(&yaml).map_err(|e| anyhow!("this YAML has no JSON equivalent: {e}"))
-}
-
-fn strip_location(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
 }
 
 struct Cx {
@@ -204,17 +153,6 @@ fn as_str<'a>(v: &'a Value, at: &str) -> Result<&'a str> {
 fn as_f64(v: &Value, at: &str) -> Result<f64> {
     v.as_f64()
         .ok_or_else(|| anyhow!("{at} must be a number, got {}", kind_of(v)))
-}
-
-pub fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
 }
 
 impl Cx {

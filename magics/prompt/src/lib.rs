@@ -12,4 +12,5 @@ pub mod providers;
 pub mod report;
 pub mod run;
 pub mod runs;
+pub mod spec;
 pub mod template;

@@ -87,6 +87,7 @@ impl Magic for PromptTest {
             total.store(t, Ordering::Relaxed);
         };
         let interrupted = || stop.load(Ordering::Relaxed);
+        let cell = cx.host.current_cell().map(str::to_string);
         let display = Display::show(cx.out, MimeBundle::text("prompt tests: starting…"));
         let outcome = std::thread::scope(|scope| {
             let worker = scope.spawn(|| {
@@ -96,6 +97,7 @@ impl Magic for PromptTest {
                     &line.args,
                     Some(&progress),
                     &interrupted,
+                    cell.as_deref(),
                 );
                 finished.store(true, Ordering::Release);
                 r

@@ -3,7 +3,7 @@
 //! `openai:completion:MODEL`, `openai:embedding:MODEL` (any OpenAI-compatible
 //! server, `ferrolab serve` included).
 
-use crate::config::{kind_of, ProviderSpec};
+use crate::spec::{kind_of, ProviderSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use ferrolab_llm::generate::Sampling;
 use ferrolab_llm::tokenizer::Message;
@@ -245,11 +245,7 @@ impl Local {
         let model_path = resolve(model);
         let adapter_path = adapter.map(resolve);
         let key = (model_path.clone(), adapter_path.clone(), weights.clone());
-        let existing = engines()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
+        let existing = ferrolab_magics::lock(&engines()).get(&key).cloned();
         let engine = match existing {
             Some(e) => e,
             None => {
@@ -269,10 +265,7 @@ impl Local {
                     })?;
                 }
                 let engine = Arc::new(Mutex::new(engine));
-                engines()
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, engine.clone());
+                ferrolab_magics::lock(&engines()).insert(key, engine.clone());
                 engine
             }
         };
@@ -294,7 +287,7 @@ impl Local {
 impl Provider for Local {
     fn call(&self, prompt: &str) -> Result<Response> {
         let start = Instant::now();
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = ferrolab_magics::lock(&self.engine);
         let text = match as_messages(prompt) {
             Some(messages) => engine.chat_prompt(&messages)?,
             None if self.raw || !engine.tokenizer.has_chat_template() => prompt.to_string(),
@@ -318,7 +311,7 @@ impl Provider for Local {
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = ferrolab_magics::lock(&self.engine);
         engine.embed(text)
     }
 }

@@ -127,19 +127,11 @@ fn spec_key(spec: &ProviderSpec) -> String {
 impl Services {
     fn get(&self, spec: &ProviderSpec) -> Result<Arc<dyn Provider>> {
         let key = spec_key(spec);
-        if let Some(p) = self
-            .made
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(p) = ferrolab_magics::lock(&self.made).get(&key) {
             return Ok(p.clone());
         }
         let p = providers::create(spec, &self.base_dir)?;
-        self.made
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, p.clone());
+        ferrolab_magics::lock(&self.made).insert(key, p.clone());
         Ok(p)
     }
 }
@@ -147,19 +139,11 @@ impl Services {
 impl Graders for Services {
     fn embed(&self, provider: &ProviderSpec, text: &str) -> Result<Vec<f32>> {
         let key = (spec_key(provider), text.to_string());
-        if let Some(v) = self
-            .embeddings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(v) = ferrolab_magics::lock(&self.embeddings).get(&key) {
             return Ok(v.clone());
         }
         let v = self.get(provider)?.embed(text)?;
-        self.embeddings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, v.clone());
+        ferrolab_magics::lock(&self.embeddings).insert(key, v.clone());
         Ok(v)
     }
 

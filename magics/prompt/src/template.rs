@@ -3,12 +3,21 @@
 //! filters, `if`/`for`). Unlike Nunjucks, a var the test does not define is an
 //! error naming it, never an empty string.
 
-use crate::config::PromptBody;
 use anyhow::{anyhow, bail, Result};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
+
+/// A prompt's template(s).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptBody {
+    /// A template rendered to one string (which may itself be a JSON list of chat
+    /// messages, as in promptfoo).
+    Text(String),
+    /// Chat messages whose contents are templates.
+    Chat(Vec<(String, String)>),
+}
 
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();

@@ -22,13 +22,15 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Starts reporting the server `config` serving at `url`, logging to `log`.
+    /// Starts reporting the server `config` serving at `url`, logging to `log`,
+    /// started by the notebook cell `cell` when one did.
     pub fn start(
         backend: Arc<dyn Backend>,
         config: &ServeConfig,
         url: &str,
         models: &[String],
         log: Store,
+        cell: Option<&str>,
     ) -> anyhow::Result<Deployment> {
         let experiment = ferrolab_llm::track::experiment_id(&*backend, "deployments")?;
         let mut tags = vec![
@@ -36,7 +38,7 @@ impl Deployment {
             json!({"key": "ferrolab.models", "value": models.join(", ")}),
             json!({"key": "ferrolab.request_log", "value": log.path().display().to_string()}),
         ];
-        tags.extend(ferrolab_llm::track::source_tags());
+        tags.extend(ferrolab_llm::track::source_tags(cell));
         let started = chrono::Utc::now().timestamp_millis();
         let created = backend.call(
             "POST",

@@ -25,7 +25,7 @@ pub struct Servers {
 
 impl Servers {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handle>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+        ferrolab_magics::lock(&self.running)
     }
 
     /// The request log of a server: one this kernel runs, else the named folder.
@@ -111,7 +111,7 @@ impl Magic for Serve {
     fn run(
         &self,
         invocation: &Invocation,
-        _cx: &mut MagicContext<'_>,
+        cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
         let args = &invocation.args;
         match args.first().map(String::as_str) {
@@ -131,12 +131,7 @@ impl Magic for Serve {
                 })?;
                 let url = handle.url.clone();
                 let stopped = handle.stop();
-                let deployment = self
-                    .0
-                    .deployments
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(name);
+                let deployment = ferrolab_magics::lock(&self.0.deployments).remove(name);
                 if let Some(d) = deployment {
                     d.finish();
                 }
@@ -164,13 +159,13 @@ impl Magic for Serve {
                 let store = self.0.open_log(name)?;
                 Ok(Some(logs_bundle(&store, name, n)?))
             }
-            Some(_) => self.start(args),
+            Some(_) => self.start(args, cx.host.current_cell()),
         }
     }
 }
 
 impl Serve {
-    fn start(&self, args: &[String]) -> Result<Option<MimeBundle>, MagicError> {
+    fn start(&self, args: &[String], cell: Option<&str>) -> Result<Option<MimeBundle>, MagicError> {
         let line = ServeLine::try_parse_from(args).map_err(|e| {
             MagicError::usage(format!(
                 "{}\n\n{SERVE_USAGE}",
@@ -209,6 +204,7 @@ impl Serve {
                     &handle.url,
                     &handle.models,
                     log,
+                    cell,
                 )
             });
             match started {
@@ -217,11 +213,7 @@ impl Serve {
                         "; tracked as run {} in experiment 'deployments' at {where_}",
                         d.run_id
                     ));
-                    self.0
-                        .deployments
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(handle.name.clone(), d);
+                    ferrolab_magics::lock(&self.0.deployments).insert(handle.name.clone(), d);
                 }
                 Err(e) => text.push_str(&format!(
                     "; not tracked ({e:#}); the request log has everything"

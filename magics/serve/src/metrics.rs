@@ -79,7 +79,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_request(&self, route: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut requests = ferrolab_magics::lock(&self.requests);
         *requests.entry((route.to_string(), status)).or_default() += 1;
     }
 
@@ -90,12 +90,7 @@ impl Metrics {
             "# HELP ferrolab_requests_total HTTP requests answered, by route and status."
         );
         let _ = writeln!(out, "# TYPE ferrolab_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for ((route, status), n) in ferrolab_magics::lock(&self.requests).iter() {
             let _ = writeln!(
                 out,
                 "ferrolab_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",

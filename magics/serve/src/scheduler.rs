@@ -165,7 +165,7 @@ impl Scheduler {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
-        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner())
+        ferrolab_magics::lock(&self.shared.queue)
     }
 }
 
@@ -174,7 +174,7 @@ fn run(engines: &[Engine], shared: &Shared) {
     loop {
         let mut admitted = Vec::new();
         {
-            let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = ferrolab_magics::lock(&shared.queue);
             while running.is_empty() && queue.is_empty() && !shared.stop.load(Ordering::SeqCst) {
                 queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
             }

@@ -136,7 +136,7 @@ impl Store {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable: SQLite rolls
         // back the open statement.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        ferrolab_magics::lock(&self.conn)
     }
 
     pub fn log(&self, r: &RequestRecord) -> Result<()> {

@@ -1,9 +1,8 @@
 //! The local store as a tracking backend, and the calls the magics share.
 
 use anyhow::{anyhow, bail, Context, Result};
-use ferrolab_collab::auth::{Identity, Role};
-use ferrolab_collab::tracking::Store;
 use ferrolab_llm::track::Backend;
+use ferrolab_tracking::{Identity, Role, Store};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -40,7 +39,7 @@ impl Local {
     }
 
     fn store(&self) -> Result<Arc<Store>> {
-        let mut slot = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = ferrolab_magics::lock(&self.store);
         if let Some(store) = slot.as_ref() {
             return Ok(store.clone());
         }
@@ -92,7 +91,7 @@ impl Backend for Local {
             name: self.user.clone(),
             role: Role::Owner,
         };
-        ferrolab_collab::mlflow::dispatch(&store, &who, endpoint, &request)
+        ferrolab_tracking::api::dispatch(&store, &who, endpoint, &request)
             .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code, e.message))
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-type Run = fn(&Invocation) -> Result<Option<MimeBundle>, MagicError>;
+type Run = fn(&Invocation, &mut MagicContext<'_>) -> Result<Option<MimeBundle>, MagicError>;
 
 struct TrackMagic {
     name: &'static str,
@@ -39,9 +39,9 @@ impl Magic for TrackMagic {
     fn run(
         &self,
         invocation: &Invocation,
-        _cx: &mut MagicContext<'_>,
+        cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
-        (self.run)(invocation)
+        (self.run)(invocation, cx)
     }
 }
 
@@ -209,7 +209,7 @@ fn split_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, MagicError> {
 }
 
 fn active() -> Result<(String, String, Arc<dyn Backend>), MagicError> {
-    let guard = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = ferrolab_magics::lock(&ACTIVE);
     guard
         .as_ref()
         .map(|a| (a.run_id.clone(), a.name.clone(), a.backend.clone()))
@@ -242,7 +242,10 @@ fn whoami(api: &dyn Backend) -> anyhow::Result<(String, String)> {
     ))
 }
 
-fn track(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn track(
+    invocation: &Invocation,
+    cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let line: TrackLine = parse(invocation, TRACK_USAGE)?;
     let now = chrono::Utc::now().timestamp_millis();
     match line {
@@ -262,7 +265,7 @@ fn track(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
                 .into_iter()
                 .map(|(k, v)| json!({"key": k, "value": v}))
                 .collect();
-            tag_list.extend(ferrolab_llm::track::source_tags());
+            tag_list.extend(ferrolab_llm::track::source_tags(cx.host.current_cell()));
             let created = api
                 .call(
                     "POST",
@@ -275,7 +278,7 @@ fn track(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
                 "run '{name}' ({run_id}) started in experiment '{experiment}' at {}",
                 api.describe()
             );
-            *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Active {
+            *ferrolab_magics::lock(&ACTIVE) = Some(Active {
                 run_id,
                 name,
                 backend: api,
@@ -331,7 +334,7 @@ fn track(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
                 json!({"run_id": run_id, "status": status, "end_time": now}),
             )
             .map_err(failed)?;
-            *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *ferrolab_magics::lock(&ACTIVE) = None;
             Ok(Some(MimeBundle::text(format!(
                 "run '{name}' ({run_id}) ended: {status}"
             ))))
@@ -405,7 +408,10 @@ struct RunsLine {
     max: usize,
 }
 
-fn runs(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn runs(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let line: RunsLine = parse(invocation, RUNS_USAGE)?;
     let api = api()?;
     let all = client::experiments(&*api).map_err(failed)?;
@@ -518,7 +524,10 @@ struct CompareLine {
     metrics: Vec<String>,
 }
 
-fn compare(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn compare(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let line: CompareLine = parse(invocation, COMPARE_USAGE)?;
     let api = api()?;
     let runs: Vec<Value> = line
@@ -704,7 +713,10 @@ fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Valu
     })
 }
 
-fn register_version(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn register_version(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let line: RegisterLine = parse(invocation, REGISTER_USAGE)?;
     let api = api()?;
     let lineage = lineage::of_adapter(&line.adapter)
@@ -795,7 +807,10 @@ struct LinkLine {
     run: String,
 }
 
-fn link_eval(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn link_eval(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let mut line: LinkLine = parse(invocation, LINK_USAGE)?;
     let api = api()?;
     line.version = version_of(&*api, &line.name, &line.version)?;
@@ -852,7 +867,10 @@ struct ReviewLine {
     comment: Vec<String>,
 }
 
-fn review(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn review(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let line: ReviewLine = parse(invocation, REVIEW_USAGE)?;
     if line.approve == line.reject {
         return Err(MagicError::usage(format!(
@@ -897,7 +915,10 @@ struct PromoteLine {
     alias: String,
 }
 
-fn promote(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn promote(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let mut line: PromoteLine = parse(invocation, PROMOTE_USAGE)?;
     let api = api()?;
     line.version = version_of(&*api, &line.name, &line.version)?;
@@ -960,7 +981,10 @@ fn change(entry: &Value) -> String {
     }
 }
 
-fn audit(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn audit(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let line: AuditLine = parse(invocation, AUDIT_USAGE)?;
     let api = api()?;
     api.call("GET", "registered-models/get", json!({"name": line.name}))
@@ -1050,7 +1074,10 @@ fn policy_text(policy: &Value) -> String {
     )
 }
 
-fn policy(invocation: &Invocation) -> Result<Option<MimeBundle>, MagicError> {
+fn policy(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
     let api = api()?;
     let current = api
         .call("POST", "ferrolab/policy/get", json!({}))

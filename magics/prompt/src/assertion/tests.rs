@@ -32,7 +32,7 @@ impl Graders for Fixture {
 }
 
 fn assertion(yaml: &str) -> Assertion {
-    let v = crate::config::yaml_to_json(yaml).expect("valid yaml");
+    let v = crate::spec::yaml_to_json(yaml).expect("valid yaml");
     let suite = json!({"prompts": ["p"], "providers": ["echo"], "tests": [{"vars": {"name": "Ada", "n": 3}, "assert": [v]}]});
     let parsed = crate::config::parse(&suite.to_string(), std::path::Path::new("."))
         .unwrap_or_else(|e| panic!("{yaml}: {e:#}"));
@@ -246,7 +246,7 @@ fn llm_rubric_reads_the_graders_json() {
 #[test]
 fn weights_thresholds_metrics_and_sets() {
     let items = |yaml: &str| -> (Vec<AssertItem>, Option<f64>) {
-        let v = crate::config::yaml_to_json(yaml).expect("valid yaml");
+        let v = crate::spec::yaml_to_json(yaml).expect("valid yaml");
         let suite = json!({"prompts": ["p"], "providers": ["echo"], "tests": [v]});
         let s =
             crate::config::parse(&suite.to_string(), std::path::Path::new(".")).expect("parses");

@@ -1,3 +1,12 @@
+//! `ferrolab`: one binary for the Jupyter kernel, the collaboration server and the
+//! command-line tools of every magic family.
+//!
+//! This crate only wires the others together (the kernel's registry of magics, the
+//! subcommands, the allocator and engine tuning); what each part does lives in its
+//! own crate (`docs/architecture.md`).
+
+mod registry;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ferrolab_kernel::install::{self, Location};
@@ -140,7 +149,7 @@ fn main() {
     // Before any thread exists, so no other thread reads the environment meanwhile.
     ferrolab_data::tune_engine();
     // This must come before anything else: in the evaluation process it never returns.
-    evcxr::runtime_hook();
+    ferrolab_kernel::runtime_hook();
     ferrolab_kernel::logging::init();
     if let Err(error) = run(Cli::parse()) {
         eprintln!("ferrolab: {error:#}");
@@ -223,7 +232,7 @@ fn run_kernel(connection_file: &PathBuf) -> anyhow::Result<()> {
     let config = KernelConfig {
         connection,
         history_path: Some(ferrolab_kernel::home().join("history.jsonl")),
-        registry: ferrolab_kernel::registry,
+        registry: registry::registry,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

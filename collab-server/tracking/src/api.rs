@@ -1,236 +1,19 @@
-//! The part of MLflow's REST API (`/api/2.0/mlflow/...`) that the `mlflow` client
-//! uses for tracking: experiments, runs, params, metrics, tags, search and metric
-//! history; the model registry (registered models, versions, aliases, tags); and,
-//! under `/api/2.0/ferrolab/`, what MLflow has no API for: reviews, evaluation
-//! links, the promotion policy and the audit log. Requests carry the collaboration server's tokens (`MLFLOW_TRACKING_TOKEN`
-//! makes the client send `Authorization: Bearer TOKEN`); reading needs any token,
-//! writing an editor's. Errors are MLflow's: `{"error_code", "message"}`.
+//! MLflow's REST API (and ferrolab's governance endpoints under `ferrolab/`) as
+//! calls on the [`Store`]: [`dispatch`] takes an endpoint's name, its request as
+//! JSON and the caller, checks that the caller may make it, and answers in MLflow's
+//! JSON. Transport is the caller's business: the collaboration server serves it
+//! over HTTP, the kernel calls it in process on a local store.
 
-use crate::auth::{Identity, Role};
+use crate::access::{Identity, Role};
 use crate::registry::{Actor, Policy};
 use crate::search;
-use crate::server::App;
-use crate::tracking::{metric_json, now_ms, Point, Store, TrackingError};
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use crate::store::{metric_json, now_ms, Point, Store, TrackingError};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
+/// Where MLflow's endpoints live on a tracking server.
 pub const PREFIX: &str = "/api/2.0/mlflow";
+/// Where ferrolab's governance endpoints live.
 pub const FERROLAB_PREFIX: &str = "/api/2.0/ferrolab";
-
-fn status_of(code: &str) -> StatusCode {
-    match code {
-        "RESOURCE_DOES_NOT_EXIST" | "ENDPOINT_NOT_FOUND" => StatusCode::NOT_FOUND,
-        "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
-        "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
-        "INTERNAL_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
-fn error_response(e: TrackingError) -> Response {
-    (
-        status_of(e.code),
-        Json(json!({"error_code": e.code, "message": e.message})),
-    )
-        .into_response()
-}
-
-/// Who presents the request's token.
-fn identify(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Identity, TrackingError> {
-    app.authenticate(headers, uri).map_err(|e| TrackingError {
-        code: "UNAUTHENTICATED",
-        message: e.to_string(),
-    })
-}
-
-/// Runs a store call on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, TrackingError> + Send + 'static,
-) -> Result<T, TrackingError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(TrackingError {
-            code: "INTERNAL_ERROR",
-            message: format!("the request failed: {e}"),
-        })
-    })
-}
-
-/// Every `/api/2.0/mlflow/{endpoint}` call: the query string and the JSON body are
-/// read alike (the client sends GET parameters in the query).
-pub async fn handle(
-    State(app): State<Arc<App>>,
-    method: Method,
-    Path(endpoint): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let endpoint = match (endpoint.as_str(), &method) {
-        ("registered-models/alias", &Method::GET) => "registered-models/alias/get".to_string(),
-        ("registered-models/alias", &Method::DELETE) => {
-            "registered-models/alias/delete".to_string()
-        }
-        _ => endpoint,
-    };
-    serve(app, endpoint, query, headers, uri, body).await
-}
-
-/// Every `/api/2.0/ferrolab/{endpoint}` call: governance, which MLflow has no API for.
-pub async fn handle_ferrolab(
-    State(app): State<Arc<App>>,
-    Path(endpoint): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    serve(
-        app,
-        format!("ferrolab/{endpoint}"),
-        query,
-        headers,
-        uri,
-        body,
-    )
-    .await
-}
-
-async fn serve(
-    app: Arc<App>,
-    endpoint: String,
-    query: Vec<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let who = match identify(&app, &headers, &uri) {
-        Ok(who) => who,
-        Err(e) => return error_response(e),
-    };
-    let mut request = Map::new();
-    for (k, v) in query {
-        request.insert(k, Value::String(v));
-    }
-    if !body.is_empty() {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => request.extend(map),
-            Ok(_) => {
-                return error_response(TrackingError::invalid(
-                    "the request body must be a JSON object",
-                ))
-            }
-            Err(e) => {
-                return error_response(TrackingError {
-                    code: "MALFORMED_REQUEST",
-                    message: format!("the request body is not valid JSON: {e}"),
-                })
-            }
-        }
-    }
-    let store = app.tracking();
-    if endpoint == "runs/search" {
-        // The answer is written straight from the cached runs' JSON.
-        return match blocking(move || search_runs_raw(&store, &request)).await {
-            Ok(body) => (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            Err(e) => error_response(e),
-        };
-    }
-    let outcome = blocking(move || {
-        let reply = dispatch(&store, &who, &endpoint, &request)?;
-        let changed = crate::live_runs::changed_run(&endpoint, &request, &reply);
-        Ok((reply, changed))
-    })
-    .await;
-    match outcome {
-        Ok((value, changed)) => {
-            if let Some(run_id) = changed {
-                app.live_runs().mark(&run_id);
-            }
-            Json(value).into_response()
-        }
-        Err(e) => error_response(e),
-    }
-}
-
-/// `GET /api/2.0/mlflow-artifacts/artifacts?path=DIR`: the files and folders in DIR.
-pub async fn list_artifacts(
-    State(app): State<Arc<App>>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    if let Err(e) = identify(&app, &headers, &uri) {
-        return error_response(e);
-    }
-    let dir = query
-        .into_iter()
-        .find(|(k, _)| k == "path")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
-    let store = app.tracking();
-    match blocking(move || store.list_artifacts(&dir)).await {
-        Ok(files) => Json(json!({ "files": files })).into_response(),
-        Err(e) => error_response(e),
-    }
-}
-
-/// `/api/2.0/mlflow-artifacts/artifacts/PATH`: PUT stores a file, GET returns it,
-/// DELETE forgets it (and everything under it).
-pub async fn artifact(
-    State(app): State<Arc<App>>,
-    method: Method,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let who = match identify(&app, &headers, &uri) {
-        Ok(who) => who,
-        Err(e) => return error_response(e),
-    };
-    let writes = method == Method::PUT || method == Method::POST || method == Method::DELETE;
-    if writes {
-        if let Err(e) = write_access(&who) {
-            return error_response(e);
-        }
-    }
-    let store = app.tracking();
-    let outcome = blocking(move || -> Result<Response, TrackingError> {
-        match method {
-            Method::GET => {
-                let bytes = store.get_artifact(&path)?;
-                Ok((
-                    [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-                    bytes,
-                )
-                    .into_response())
-            }
-            Method::PUT | Method::POST => {
-                store.put_artifact(&path, &body)?;
-                Ok(Json(json!({})).into_response())
-            }
-            Method::DELETE => {
-                store.delete_artifact(&path)?;
-                Ok(Json(json!({})).into_response())
-            }
-            other => Err(TrackingError::invalid(format!(
-                "{other} is not an artifact operation: PUT stores, GET reads, DELETE removes"
-            ))),
-        }
-    })
-    .await;
-    outcome.unwrap_or_else(error_response)
-}
 
 fn text<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     req.get(key).and_then(Value::as_str)
@@ -338,7 +121,8 @@ fn offset(req: &Map<String, Value>) -> Result<usize, TrackingError> {
     }
 }
 
-fn write_access(who: &Identity) -> Result<(), TrackingError> {
+/// Refuses a caller who may not change tracking data (viewers).
+pub fn write_access(who: &Identity) -> Result<(), TrackingError> {
     if who.role >= Role::Editor {
         Ok(())
     } else {
@@ -553,6 +337,8 @@ fn dispatch_registry(
     outcome.transpose()
 }
 
+/// Answers one call of MLflow's API (or ferrolab's governance endpoints) on `store`
+/// for `who`.
 pub fn dispatch(
     store: &Store,
     who: &Identity,
@@ -668,7 +454,7 @@ pub fn dispatch(
 }
 
 /// `runs/search` as MLflow's JSON, written straight from the cached runs' JSON.
-fn search_runs_raw(store: &Store, req: &Map<String, Value>) -> Result<String, TrackingError> {
+pub fn search_runs_raw(store: &Store, req: &Map<String, Value>) -> Result<String, TrackingError> {
     let experiment_ids: Vec<String> = match req.get("experiment_ids") {
         Some(Value::Array(ids)) => ids
             .iter()
@@ -733,10 +519,28 @@ fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, Trackin
     })
 }
 
+/// The run a successful tracking call changed, if any.
+pub fn changed_run(
+    endpoint: &str,
+    request: &serde_json::Map<String, Value>,
+    reply: &Value,
+) -> Option<String> {
+    match endpoint {
+        "runs/create" => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
+        "runs/update" | "runs/delete" | "runs/log-parameter" | "runs/log-metric"
+        | "runs/log-batch" | "runs/set-tag" => request
+            .get("run_id")
+            .or_else(|| request.get("run_uuid"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Identity, Role};
+    use crate::access::{Identity, Role};
 
     fn call(store: &Store, endpoint: &str, body: Value) -> Result<Value, TrackingError> {
         let who = Identity {

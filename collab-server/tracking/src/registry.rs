@@ -7,51 +7,11 @@
 //! DELETE (SQLite triggers) and each entry carries the SHA-256 of the one before, so
 //! an edit made to the file by other means shows when the chain is verified.
 
-use crate::auth::digest_hex;
-use crate::tracking::{now_ms, Result, Store, TrackingError};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::digest_hex;
+use crate::search::{field, filter_matches, registry_filter};
+use crate::store::{now_ms, Result, Store, TrackingError};
+use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
-
-pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS registered_models (
-             name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', created_by TEXT NOT NULL,
-             creation_timestamp INTEGER NOT NULL, last_updated_timestamp INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS registered_model_tags (
-             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
-             key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (name, key));
-         CREATE TABLE IF NOT EXISTS model_versions (
-             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
-             version INTEGER NOT NULL, author TEXT NOT NULL, source TEXT NOT NULL,
-             run_id TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
-             lineage TEXT NOT NULL DEFAULT '{}', creation_timestamp INTEGER NOT NULL,
-             last_updated_timestamp INTEGER NOT NULL, PRIMARY KEY (name, version));
-         CREATE TABLE IF NOT EXISTS model_version_tags (
-             name TEXT NOT NULL, version INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-             PRIMARY KEY (name, version, key),
-             FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE);
-         CREATE TABLE IF NOT EXISTS model_aliases (
-             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
-             alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias));
-         CREATE TABLE IF NOT EXISTS model_evaluations (
-             name TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT NOT NULL,
-             PRIMARY KEY (name, version, run_id),
-             FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE);
-         CREATE TABLE IF NOT EXISTS model_reviews (
-             id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL,
-             reviewer TEXT NOT NULL, decision TEXT NOT NULL, comment TEXT NOT NULL,
-             timestamp INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS governance_policy (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS audit_log (
-             seq INTEGER PRIMARY KEY AUTOINCREMENT, timestamp INTEGER NOT NULL, actor TEXT NOT NULL,
-             action TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
-             before TEXT NOT NULL, after TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-         CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-         CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
-    )
-}
 
 /// Who does a registry action: the token's name, and whether it is an owner's.
 pub struct Actor<'a> {
@@ -204,134 +164,6 @@ fn tags_of(tx: &Transaction<'_>, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Re
         Ok(json!({"key": r.get::<_, String>(0)?, "value": r.get::<_, String>(1)?}))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// A filter of `name = 'x'`, `name LIKE 'x%'`, `name ILIKE`, `run_id = 'x'`,
-/// `source = 'x'` and `tags.\`KEY\` != 'x'` clauses joined by AND: what the
-/// registry's search endpoints take. A missing tag reads as ''.
-pub(crate) fn registry_filter(
-    filter: &str,
-    allowed: &[&str],
-) -> Result<Vec<(String, String, String)>> {
-    let mut clauses = Vec::new();
-    let trimmed = filter.trim();
-    if trimmed.is_empty() {
-        return Ok(clauses);
-    }
-    let mut rest = trimmed;
-    loop {
-        let (clause, tail) = split_and(rest);
-        let clause = clause.trim();
-        let mut in_tick = false;
-        let end = clause
-            .char_indices()
-            .find(|&(_, c)| {
-                if c == '`' {
-                    in_tick = !in_tick;
-                }
-                !in_tick && (c.is_whitespace() || c == '=' || c == '!')
-            })
-            .map(|(i, _)| i)
-            .ok_or_else(|| bad_filter(filter, clause))?;
-        let raw = &clause[..end];
-        let key = match raw.split_once('.') {
-            Some(("tag" | "tags", tag)) if allowed.contains(&"tags") => {
-                format!("tag:{}", tag.trim_matches('`'))
-            }
-            _ => raw.trim_matches('`').to_string(),
-        };
-        if !key.starts_with("tag:") && !allowed.contains(&key.as_str()) {
-            return Err(TrackingError::invalid(format!(
-                "invalid filter '{filter}': '{key}' cannot be searched; use {} (tags as tags.`KEY`)",
-                allowed.join(", ")
-            )));
-        }
-        let after = clause[end..].trim();
-        let (op, value) = if let Some(v) = after.strip_prefix("!=") {
-            ("!=", v)
-        } else if let Some(v) = after.strip_prefix('=') {
-            ("=", v)
-        } else if after.len() >= 5 && after[..5].eq_ignore_ascii_case("ILIKE") {
-            ("ILIKE", &after[5..])
-        } else if after.len() >= 4 && after[..4].eq_ignore_ascii_case("LIKE") {
-            ("LIKE", &after[4..])
-        } else {
-            return Err(bad_filter(filter, clause));
-        };
-        let value = value.trim();
-        let unquoted = value
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-            .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-            .ok_or_else(|| {
-                TrackingError::invalid(format!(
-                    "invalid filter '{filter}': the value in '{clause}' must be quoted"
-                ))
-            })?;
-        clauses.push((key, op.to_string(), unquoted.to_string()));
-        match tail {
-            Some(t) => rest = t,
-            None => break,
-        }
-    }
-    Ok(clauses)
-}
-
-fn split_and(s: &str) -> (&str, Option<&str>) {
-    let mut quote = None;
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if s[i..].len() >= 5
-                && s[i..i + 5].eq_ignore_ascii_case(" AND ")
-                && s.is_char_boundary(i + 5) =>
-            {
-                return (&s[..i], Some(&s[i + 5..]));
-            }
-            None => {}
-        }
-        i += 1;
-    }
-    (s, None)
-}
-
-fn bad_filter(filter: &str, clause: &str) -> TrackingError {
-    TrackingError::invalid(format!(
-        "invalid filter '{filter}': cannot read '{clause}'; write KEY = 'VALUE', KEY != 'VALUE' or KEY LIKE 'PATTERN'"
-    ))
-}
-
-/// A model's name, or one of its tags ('' when missing), for a filter key.
-pub(crate) fn field(key: &str, name: &str, tags: &[Value]) -> String {
-    match key.strip_prefix("tag:") {
-        Some(tag) => tags
-            .iter()
-            .find(|t| t["key"] == tag)
-            .and_then(|t| t["value"].as_str())
-            .unwrap_or_default()
-            .to_string(),
-        None => name.to_string(),
-    }
-}
-
-pub(crate) fn filter_matches(
-    clauses: &[(String, String, String)],
-    field: impl Fn(&str) -> String,
-) -> bool {
-    clauses.iter().all(|(key, op, value)| {
-        let text = field(key);
-        match op.as_str() {
-            "=" => &text == value,
-            "!=" => &text != value,
-            "LIKE" => crate::search::like(&text, value),
-            _ => crate::search::like(&text.to_lowercase(), &value.to_lowercase()),
-        }
-    })
 }
 
 impl Store {
@@ -1250,7 +1082,7 @@ mod tests {
         );
         s.log_metric(
             &run_id,
-            &crate::tracking::Point {
+            &crate::store::Point {
                 key: "pass_rate".into(),
                 value: 0.5,
                 timestamp: 1,
@@ -1264,7 +1096,7 @@ mod tests {
         assert!(low.message.contains("passed 50.0%"), "{}", low.message);
         s.log_metric(
             &run_id,
-            &crate::tracking::Point {
+            &crate::store::Point {
                 key: "pass_rate".into(),
                 value: 0.95,
                 timestamp: 2,
@@ -1309,7 +1141,7 @@ mod tests {
             .expect("model");
         s.create_registered_model(&ALICE, "n", "", &[])
             .expect("model");
-        let conn = Connection::open(dir.path().join("t.sqlite")).expect("open");
+        let conn = rusqlite::Connection::open(dir.path().join("t.sqlite")).expect("open");
         let err = conn
             .execute("UPDATE audit_log SET actor = 'mallory'", [])
             .expect_err("update refused");

@@ -9,47 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-/// An error in MLflow's terms: its error code, and a message that says what to do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrackingError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl TrackingError {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            code: "INVALID_PARAMETER_VALUE",
-            message: message.into(),
-        }
-    }
-    pub fn missing(message: impl Into<String>) -> Self {
-        Self {
-            code: "RESOURCE_DOES_NOT_EXIST",
-            message: message.into(),
-        }
-    }
-    pub fn exists(message: impl Into<String>) -> Self {
-        Self {
-            code: "RESOURCE_ALREADY_EXISTS",
-            message: message.into(),
-        }
-    }
-    fn internal(e: impl std::fmt::Display) -> Self {
-        Self {
-            code: "INTERNAL_ERROR",
-            message: format!("the tracking store failed: {e}"),
-        }
-    }
-}
-
-impl From<rusqlite::Error> for TrackingError {
-    fn from(e: rusqlite::Error) -> Self {
-        TrackingError::internal(e)
-    }
-}
-
-pub type Result<T> = std::result::Result<T, TrackingError>;
+pub use crate::error::{Result, TrackingError};
+use crate::search::RunRecord;
 
 /// One metric point.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,40 +94,7 @@ pub fn metric_json(value: f64) -> Value {
 impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;
-             CREATE TABLE IF NOT EXISTS experiments (
-                 id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, artifact_location TEXT NOT NULL,
-                 lifecycle_stage TEXT NOT NULL DEFAULT 'active', creation_time INTEGER NOT NULL,
-                 last_update_time INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS experiment_tags (
-                 experiment_id INTEGER NOT NULL REFERENCES experiments(id), key TEXT NOT NULL,
-                 value TEXT NOT NULL, PRIMARY KEY (experiment_id, key));
-             CREATE TABLE IF NOT EXISTS runs (
-                 run_id TEXT PRIMARY KEY, experiment_id INTEGER NOT NULL REFERENCES experiments(id),
-                 name TEXT NOT NULL, user_id TEXT NOT NULL, author TEXT NOT NULL,
-                 status TEXT NOT NULL, start_time INTEGER NOT NULL, end_time INTEGER,
-                 lifecycle_stage TEXT NOT NULL DEFAULT 'active', artifact_uri TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs(experiment_id, start_time);
-             CREATE TABLE IF NOT EXISTS params (
-                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
-                 PRIMARY KEY (run_id, key));
-             CREATE TABLE IF NOT EXISTS tags (
-                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
-                 PRIMARY KEY (run_id, key));
-             CREATE TABLE IF NOT EXISTS metrics (
-                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value REAL,
-                 is_nan INTEGER NOT NULL, timestamp INTEGER NOT NULL, step INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics(run_id, key, step, timestamp);
-             CREATE TABLE IF NOT EXISTS latest_metrics (
-                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value REAL,
-                 is_nan INTEGER NOT NULL, timestamp INTEGER NOT NULL, step INTEGER NOT NULL,
-                 PRIMARY KEY (run_id, key));
-             CREATE TABLE IF NOT EXISTS run_docs (
-                 run_id TEXT PRIMARY KEY REFERENCES runs(run_id), doc_url TEXT NOT NULL);",
-        )?;
-        crate::registry::migrate(&conn)?;
-        crate::artifacts::migrate(&conn)?;
+        crate::schema::migrate(&conn)?;
         let now = now_ms();
         // MLflow's experiment 0, where runs go when no experiment is set.
         conn.execute(
@@ -328,7 +256,7 @@ impl Store {
         max_results: usize,
         offset: usize,
     ) -> Result<(Vec<Value>, Option<String>)> {
-        let clauses = crate::registry::registry_filter(filter, &["name", "tags"])?;
+        let clauses = crate::search::registry_filter(filter, &["name", "tags"])?;
         self.with(|tx| {
             let stage = match view {
                 "DELETED_ONLY" => "lifecycle_stage = 'deleted'",
@@ -348,8 +276,8 @@ impl Store {
                 };
                 let tags = e["tags"].as_array().cloned().unwrap_or_default();
                 let name = e["name"].as_str().unwrap_or_default().to_string();
-                if crate::registry::filter_matches(&clauses, |key| {
-                    crate::registry::field(key, &name, &tags)
+                if crate::search::filter_matches(&clauses, |key| {
+                    crate::search::field(key, &name, &tags)
                 }) {
                     hits.push(e);
                 }
@@ -806,77 +734,4 @@ const MAX_CACHED_RUNS: usize = 200_000;
 pub struct CachedRun {
     pub record: RunRecord,
     pub json: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttrValue {
-    Text(String),
-    Number(f64),
-    Null,
-}
-
-impl RunRecord {
-    /// The record of a run from its MLflow JSON (`runs/get`'s `run`).
-    pub fn from_json(run: &Value) -> RunRecord {
-        let info = &run["info"];
-        let text = |k: &str| AttrValue::Text(info[k].as_str().unwrap_or_default().to_string());
-        let number = |k: &str| {
-            info[k]
-                .as_i64()
-                .map_or(AttrValue::Null, |n| AttrValue::Number(n as f64))
-        };
-        let pairs = |section: &str| -> BTreeMap<String, String> {
-            run["data"][section]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| {
-                    Some((
-                        e["key"].as_str()?.to_string(),
-                        e["value"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        };
-        let metrics = run["data"]["metrics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| {
-                let value = match &m["value"] {
-                    Value::Number(n) => n.as_f64()?,
-                    Value::String(s) if s == "NaN" => f64::NAN,
-                    Value::String(s) if s == "Infinity" => f64::INFINITY,
-                    Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
-                    _ => return None,
-                };
-                Some((m["key"].as_str()?.to_string(), value))
-            })
-            .collect();
-        RunRecord {
-            run_id: info["run_id"].as_str().unwrap_or_default().to_string(),
-            attributes: BTreeMap::from([
-                ("run_id".to_string(), text("run_id")),
-                ("run_name".to_string(), text("run_name")),
-                ("user_id".to_string(), text("user_id")),
-                ("status".to_string(), text("status")),
-                ("start_time".to_string(), number("start_time")),
-                ("end_time".to_string(), number("end_time")),
-                ("lifecycle_stage".to_string(), text("lifecycle_stage")),
-            ]),
-            metrics,
-            params: pairs("params"),
-            tags: pairs("tags"),
-        }
-    }
-}
-
-/// A run as search sees it.
-#[derive(Debug, Clone)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub attributes: BTreeMap<String, AttrValue>,
-    pub metrics: BTreeMap<String, f64>,
-    pub params: BTreeMap<String, String>,
-    pub tags: BTreeMap<String, String>,
 }

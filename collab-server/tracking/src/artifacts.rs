@@ -8,24 +8,16 @@
 //! A blob is on disk (fsynced) before the path that names it is recorded: a crash
 //! can leave an unnamed blob, never a name without its bytes.
 
-use crate::auth::digest_hex;
-use crate::tracking::{now_ms, Result, Store, TrackingError};
+use crate::digest_hex;
+use crate::store::{now_ms, Result, Store, TrackingError};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// The largest artifact one request may upload.
 pub const MAX_ARTIFACT_BYTES: usize = 1 << 30;
-
-pub(crate) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS artifacts (
-             path TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
-             sha256 TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL);
-         CREATE INDEX IF NOT EXISTS artifacts_by_run ON artifacts(run_id);",
-    )
-}
 
 fn invalid_path(path: &str, why: &str) -> TrackingError {
     TrackingError::invalid(format!("invalid artifact path '{path}': {why}"))
@@ -105,7 +97,7 @@ impl Store {
         let hash = digest_hex(bytes);
         let blob = self.blob_path(&hash);
         if !blob.is_file() {
-            crate::storage::write_atomically(&blob, bytes).map_err(|e| TrackingError {
+            write_blob(&blob, bytes).map_err(|e| TrackingError {
                 code: "INTERNAL_ERROR",
                 message: format!("cannot store the artifact's bytes: {e}"),
             })?;
@@ -192,6 +184,20 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Writes a content-addressed blob: into a temporary file beside it, synced, then
+/// renamed into place, so a crash never leaves a partial blob under its digest.
+fn write_blob(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a blob path has no parent folder"))?;
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! `>`, `>=`, `LIKE`, `ILIKE`, `IN`, `NOT IN`; `order_by` such as
 //! `metrics.acc DESC`. Errors name the position where parsing stopped.
 
-use crate::tracking::{AttrValue, RunRecord};
+use crate::error::TrackingError;
+use serde_json::Value;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
@@ -443,6 +445,208 @@ pub fn sort<R>(runs: &mut [R], record: impl Fn(&R) -> &RunRecord, orders: &[Orde
         }
         Ordering::Equal
     });
+}
+
+/// A filter of `name = 'x'`, `name LIKE 'x%'`, `name ILIKE`, `run_id = 'x'`,
+/// `source = 'x'` and `tags.\`KEY\` != 'x'` clauses joined by AND: what the
+/// registry's search endpoints take. A missing tag reads as ''.
+pub(crate) fn registry_filter(
+    filter: &str,
+    allowed: &[&str],
+) -> Result<Vec<(String, String, String)>, TrackingError> {
+    let mut clauses = Vec::new();
+    let trimmed = filter.trim();
+    if trimmed.is_empty() {
+        return Ok(clauses);
+    }
+    let mut rest = trimmed;
+    loop {
+        let (clause, tail) = split_and(rest);
+        let clause = clause.trim();
+        let mut in_tick = false;
+        let end = clause
+            .char_indices()
+            .find(|&(_, c)| {
+                if c == '`' {
+                    in_tick = !in_tick;
+                }
+                !in_tick && (c.is_whitespace() || c == '=' || c == '!')
+            })
+            .map(|(i, _)| i)
+            .ok_or_else(|| bad_filter(filter, clause))?;
+        let raw = &clause[..end];
+        let key = match raw.split_once('.') {
+            Some(("tag" | "tags", tag)) if allowed.contains(&"tags") => {
+                format!("tag:{}", tag.trim_matches('`'))
+            }
+            _ => raw.trim_matches('`').to_string(),
+        };
+        if !key.starts_with("tag:") && !allowed.contains(&key.as_str()) {
+            return Err(TrackingError::invalid(format!(
+                "invalid filter '{filter}': '{key}' cannot be searched; use {} (tags as tags.`KEY`)",
+                allowed.join(", ")
+            )));
+        }
+        let after = clause[end..].trim();
+        let (op, value) = if let Some(v) = after.strip_prefix("!=") {
+            ("!=", v)
+        } else if let Some(v) = after.strip_prefix('=') {
+            ("=", v)
+        } else if after.len() >= 5 && after[..5].eq_ignore_ascii_case("ILIKE") {
+            ("ILIKE", &after[5..])
+        } else if after.len() >= 4 && after[..4].eq_ignore_ascii_case("LIKE") {
+            ("LIKE", &after[4..])
+        } else {
+            return Err(bad_filter(filter, clause));
+        };
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+            .ok_or_else(|| {
+                TrackingError::invalid(format!(
+                    "invalid filter '{filter}': the value in '{clause}' must be quoted"
+                ))
+            })?;
+        clauses.push((key, op.to_string(), unquoted.to_string()));
+        match tail {
+            Some(t) => rest = t,
+            None => break,
+        }
+    }
+    Ok(clauses)
+}
+
+fn split_and(s: &str) -> (&str, Option<&str>) {
+    let mut quote = None;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if s[i..].len() >= 5
+                && s[i..i + 5].eq_ignore_ascii_case(" AND ")
+                && s.is_char_boundary(i + 5) =>
+            {
+                return (&s[..i], Some(&s[i + 5..]));
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    (s, None)
+}
+
+fn bad_filter(filter: &str, clause: &str) -> TrackingError {
+    TrackingError::invalid(format!(
+        "invalid filter '{filter}': cannot read '{clause}'; write KEY = 'VALUE', KEY != 'VALUE' or KEY LIKE 'PATTERN'"
+    ))
+}
+
+/// A model's name, or one of its tags ('' when missing), for a filter key.
+pub(crate) fn field(key: &str, name: &str, tags: &[Value]) -> String {
+    match key.strip_prefix("tag:") {
+        Some(tag) => tags
+            .iter()
+            .find(|t| t["key"] == tag)
+            .and_then(|t| t["value"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+        None => name.to_string(),
+    }
+}
+
+pub(crate) fn filter_matches(
+    clauses: &[(String, String, String)],
+    field: impl Fn(&str) -> String,
+) -> bool {
+    clauses.iter().all(|(key, op, value)| {
+        let text = field(key);
+        match op.as_str() {
+            "=" => &text == value,
+            "!=" => &text != value,
+            "LIKE" => like(&text, value),
+            _ => like(&text.to_lowercase(), &value.to_lowercase()),
+        }
+    })
+}
+
+/// A run attribute's value, as filters and orders compare it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    Text(String),
+    Number(f64),
+    Null,
+}
+
+impl RunRecord {
+    /// The record of a run from its MLflow JSON (`runs/get`'s `run`).
+    pub fn from_json(run: &Value) -> RunRecord {
+        let info = &run["info"];
+        let text = |k: &str| AttrValue::Text(info[k].as_str().unwrap_or_default().to_string());
+        let number = |k: &str| {
+            info[k]
+                .as_i64()
+                .map_or(AttrValue::Null, |n| AttrValue::Number(n as f64))
+        };
+        let pairs = |section: &str| -> BTreeMap<String, String> {
+            run["data"][section]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some((
+                        e["key"].as_str()?.to_string(),
+                        e["value"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        };
+        let metrics = run["data"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let value = match &m["value"] {
+                    Value::Number(n) => n.as_f64()?,
+                    Value::String(s) if s == "NaN" => f64::NAN,
+                    Value::String(s) if s == "Infinity" => f64::INFINITY,
+                    Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
+                    _ => return None,
+                };
+                Some((m["key"].as_str()?.to_string(), value))
+            })
+            .collect();
+        RunRecord {
+            run_id: info["run_id"].as_str().unwrap_or_default().to_string(),
+            attributes: BTreeMap::from([
+                ("run_id".to_string(), text("run_id")),
+                ("run_name".to_string(), text("run_name")),
+                ("user_id".to_string(), text("user_id")),
+                ("status".to_string(), text("status")),
+                ("start_time".to_string(), number("start_time")),
+                ("end_time".to_string(), number("end_time")),
+                ("lifecycle_stage".to_string(), text("lifecycle_stage")),
+            ]),
+            metrics,
+            params: pairs("params"),
+            tags: pairs("tags"),
+        }
+    }
+}
+
+/// A run as search sees it.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub attributes: BTreeMap<String, AttrValue>,
+    pub metrics: BTreeMap<String, f64>,
+    pub params: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

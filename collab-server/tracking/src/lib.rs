@@ -1,0 +1,43 @@
+//! ferrolab's tracking store: experiments, runs, params, tags and metric series;
+//! the model registry (registered models, versions, aliases, tags); governance
+//! (reviews, evaluation links, the promotion policy, the audit log); and artifacts.
+//!
+//! [`Store`] keeps it all in SQLite. [`api::dispatch`] answers MLflow's REST API
+//! (and ferrolab's governance endpoints) on a store for a caller, so the
+//! collaboration server serves it over HTTP and the kernel's local tracking calls
+//! it in process, both with the same rules. This crate knows nothing of HTTP,
+//! automerge or Jupyter.
+//!
+//! ```
+//! use ferrolab_tracking::{api, Identity, Role, Store};
+//! use serde_json::json;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(&dir.path().join("tracking.sqlite")).unwrap();
+//! let me = Identity { token_id: "local".into(), name: "ada".into(), role: Role::Editor };
+//! let request = json!({"name": "prompts"});
+//! let reply = api::dispatch(&store, &me, "experiments/create", request.as_object().unwrap()).unwrap();
+//! assert!(reply["experiment_id"].is_string());
+//! ```
+
+pub mod access;
+pub mod api;
+pub mod artifacts;
+mod error;
+pub mod registry;
+mod schema;
+pub mod search;
+pub mod store;
+
+pub use access::{Identity, Role};
+pub use store::{Store, TrackingError};
+
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex SHA-256 of `bytes` (the audit chain's links, artifact digests, token hashes).
+pub fn digest_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}

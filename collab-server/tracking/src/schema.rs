@@ -1,0 +1,102 @@
+//! The tracking database's tables, created (or added to an older file) when a store
+//! opens: runs and experiments, then the registry and governance tables, then
+//! artifacts. Every statement is idempotent, so opening an existing file is safe.
+
+use rusqlite::Connection;
+
+/// Brings the database at `conn` to the current schema.
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    runs(conn)?;
+    registry(conn)?;
+    artifacts(conn)
+}
+
+/// Experiments, runs, params, tags and metric series.
+fn runs(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;
+             CREATE TABLE IF NOT EXISTS experiments (
+                 id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, artifact_location TEXT NOT NULL,
+                 lifecycle_stage TEXT NOT NULL DEFAULT 'active', creation_time INTEGER NOT NULL,
+                 last_update_time INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS experiment_tags (
+                 experiment_id INTEGER NOT NULL REFERENCES experiments(id), key TEXT NOT NULL,
+                 value TEXT NOT NULL, PRIMARY KEY (experiment_id, key));
+             CREATE TABLE IF NOT EXISTS runs (
+                 run_id TEXT PRIMARY KEY, experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+                 name TEXT NOT NULL, user_id TEXT NOT NULL, author TEXT NOT NULL,
+                 status TEXT NOT NULL, start_time INTEGER NOT NULL, end_time INTEGER,
+                 lifecycle_stage TEXT NOT NULL DEFAULT 'active', artifact_uri TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs(experiment_id, start_time);
+             CREATE TABLE IF NOT EXISTS params (
+                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
+                 PRIMARY KEY (run_id, key));
+             CREATE TABLE IF NOT EXISTS tags (
+                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
+                 PRIMARY KEY (run_id, key));
+             CREATE TABLE IF NOT EXISTS metrics (
+                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value REAL,
+                 is_nan INTEGER NOT NULL, timestamp INTEGER NOT NULL, step INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics(run_id, key, step, timestamp);
+             CREATE TABLE IF NOT EXISTS latest_metrics (
+                 run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value REAL,
+                 is_nan INTEGER NOT NULL, timestamp INTEGER NOT NULL, step INTEGER NOT NULL,
+                 PRIMARY KEY (run_id, key));
+             CREATE TABLE IF NOT EXISTS run_docs (
+                 run_id TEXT PRIMARY KEY REFERENCES runs(run_id), doc_url TEXT NOT NULL);",
+        )?;
+    Ok(())
+}
+
+/// Registered models, versions, aliases, tags, reviews, evaluation links, the
+/// promotion policy and the audit log.
+fn registry(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS registered_models (
+             name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', created_by TEXT NOT NULL,
+             creation_timestamp INTEGER NOT NULL, last_updated_timestamp INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS registered_model_tags (
+             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+             key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (name, key));
+         CREATE TABLE IF NOT EXISTS model_versions (
+             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+             version INTEGER NOT NULL, author TEXT NOT NULL, source TEXT NOT NULL,
+             run_id TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
+             lineage TEXT NOT NULL DEFAULT '{}', creation_timestamp INTEGER NOT NULL,
+             last_updated_timestamp INTEGER NOT NULL, PRIMARY KEY (name, version));
+         CREATE TABLE IF NOT EXISTS model_version_tags (
+             name TEXT NOT NULL, version INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+             PRIMARY KEY (name, version, key),
+             FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE);
+         CREATE TABLE IF NOT EXISTS model_aliases (
+             name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+             alias TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (name, alias));
+         CREATE TABLE IF NOT EXISTS model_evaluations (
+             name TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT NOT NULL,
+             PRIMARY KEY (name, version, run_id),
+             FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE);
+         CREATE TABLE IF NOT EXISTS model_reviews (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL,
+             reviewer TEXT NOT NULL, decision TEXT NOT NULL, comment TEXT NOT NULL,
+             timestamp INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS governance_policy (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS audit_log (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT, timestamp INTEGER NOT NULL, actor TEXT NOT NULL,
+             action TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+             before TEXT NOT NULL, after TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+         CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+         CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    )
+}
+
+/// Artifact paths and the blobs they name.
+fn artifacts(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS artifacts (
+             path TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+             sha256 TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS artifacts_by_run ON artifacts(run_id);",
+    )
+}
