@@ -15,7 +15,8 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferrolab_tracking::api::{changed_run, dispatch, search_runs_raw, write_access};
+use ferrolab_tracking::api::{dispatch, require, search_runs_raw, Endpoint};
+use ferrolab_tracking::Role;
 use ferrolab_tracking::TrackingError;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -105,7 +106,7 @@ pub async fn handle_ferrolab(
 async fn serve(
     app: Arc<App>,
     who: Identity,
-    endpoint: String,
+    path: String,
     query: Vec<(String, String)>,
     body: Bytes,
 ) -> Response {
@@ -129,8 +130,15 @@ async fn serve(
             }
         }
     }
+    let endpoint = match Endpoint::parse(&path) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return error_response(e),
+    };
+    if let Err(e) = require(&who, endpoint.required_role()) {
+        return error_response(e);
+    }
     let store = app.tracking.clone();
-    if endpoint == "runs/search" {
+    if endpoint == Endpoint::RunsSearch {
         // The answer is written straight from the cached runs' JSON.
         return match blocking(move || search_runs_raw(&store, &request)).await {
             Ok(body) => (
@@ -142,8 +150,8 @@ async fn serve(
         };
     }
     let outcome = blocking(move || {
-        let reply = dispatch(&store, &who, &endpoint, &request)?;
-        let changed = changed_run(&endpoint, &request, &reply);
+        let reply = dispatch(&store, &who, endpoint, &request)?;
+        let changed = endpoint.changed_run(&request, &reply);
         Ok((reply, changed))
     })
     .await;
@@ -187,7 +195,7 @@ pub async fn artifact(
 ) -> Response {
     let writes = method == Method::PUT || method == Method::POST || method == Method::DELETE;
     if writes {
-        if let Err(e) = write_access(&who) {
+        if let Err(e) = require(&who, Role::Editor) {
             return error_response(e);
         }
     }

@@ -15,6 +15,226 @@ pub const PREFIX: &str = "/api/2.0/mlflow";
 /// Where ferrolab's governance endpoints live.
 pub const FERROLAB_PREFIX: &str = "/api/2.0/ferrolab";
 
+/// Declares [`Endpoint`] from one list of variants and their paths (under
+/// [`PREFIX`], or under [`FERROLAB_PREFIX`] for those starting `ferrolab/`).
+macro_rules! endpoints {
+    ($($(#[$doc:meta])* $variant:ident = $path:literal,)*) => {
+        /// Every endpoint the tracking API answers, parsed once from its path.
+        /// Who may call each ([`Endpoint::required_role`]) and which run it
+        /// changes ([`Endpoint::run_effect`]) are exhaustive matches, so an
+        /// endpoint cannot be added without saying both.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Endpoint {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Endpoint {
+            /// Every endpoint, in the order declared.
+            pub const ALL: &'static [Endpoint] = &[$(Endpoint::$variant,)*];
+
+            /// The endpoint's path after the API prefix (`runs/create`).
+            pub fn path(self) -> &'static str {
+                match self {
+                    $(Endpoint::$variant => $path,)*
+                }
+            }
+        }
+    };
+}
+
+endpoints! {
+    ExperimentsCreate = "experiments/create",
+    ExperimentsGet = "experiments/get",
+    ExperimentsGetByName = "experiments/get-by-name",
+    ExperimentsSearch = "experiments/search",
+    RunsCreate = "runs/create",
+    RunsGet = "runs/get",
+    RunsUpdate = "runs/update",
+    RunsDelete = "runs/delete",
+    RunsLogParameter = "runs/log-parameter",
+    RunsSetTag = "runs/set-tag",
+    RunsLogMetric = "runs/log-metric",
+    RunsLogBatch = "runs/log-batch",
+    RunsSearch = "runs/search",
+    MetricsGetHistory = "metrics/get-history",
+    /// MLflow 3's logged models: never kept here, always an empty list.
+    LoggedModelsSearch = "logged-models/search",
+    RegisteredModelsCreate = "registered-models/create",
+    RegisteredModelsGet = "registered-models/get",
+    RegisteredModelsSearch = "registered-models/search",
+    RegisteredModelsUpdate = "registered-models/update",
+    RegisteredModelsDelete = "registered-models/delete",
+    /// Refused: reviews and the audit log are kept under the model's name.
+    RegisteredModelsRename = "registered-models/rename",
+    RegisteredModelsGetLatestVersions = "registered-models/get-latest-versions",
+    RegisteredModelsSetTag = "registered-models/set-tag",
+    RegisteredModelsDeleteTag = "registered-models/delete-tag",
+    /// `POST registered-models/alias` (the HTTP layer maps GET and DELETE).
+    RegisteredModelsSetAlias = "registered-models/alias",
+    RegisteredModelsDeleteAlias = "registered-models/alias/delete",
+    RegisteredModelsGetAlias = "registered-models/alias/get",
+    ModelVersionsCreate = "model-versions/create",
+    ModelVersionsGet = "model-versions/get",
+    ModelVersionsSearch = "model-versions/search",
+    ModelVersionsUpdate = "model-versions/update",
+    ModelVersionsDelete = "model-versions/delete",
+    ModelVersionsSetTag = "model-versions/set-tag",
+    ModelVersionsDeleteTag = "model-versions/delete-tag",
+    ModelVersionsGetDownloadUri = "model-versions/get-download-uri",
+    /// Refused: stages are deprecated in MLflow; aliases replace them.
+    ModelVersionsTransitionStage = "model-versions/transition-stage",
+    WhoAmI = "ferrolab/whoami",
+    /// `model-versions/create` with lineage and evaluation runs.
+    FerrolabModelVersionsCreate = "ferrolab/model-versions/create",
+    ModelVersionDetails = "ferrolab/model-versions/details",
+    LinkEvaluation = "ferrolab/model-versions/link-evaluation",
+    ReviewsCreate = "ferrolab/reviews/create",
+    PolicyGet = "ferrolab/policy/get",
+    PolicySet = "ferrolab/policy/set",
+    AuditGet = "ferrolab/audit/get",
+}
+
+/// How a successful call changes a tracked run (its live document follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEffect {
+    /// Changes no run.
+    None,
+    /// Creates the run the reply names.
+    Creates,
+    /// Changes the run the request names (`run_id`, or MLflow's older `run_uuid`).
+    Changes,
+}
+
+impl Endpoint {
+    /// The endpoint at `path` (after the API prefix), or MLflow's
+    /// `ENDPOINT_NOT_FOUND` naming what is served.
+    pub fn parse(path: &str) -> Result<Endpoint, TrackingError> {
+        Endpoint::ALL
+            .iter()
+            .copied()
+            .find(|e| e.path() == path)
+            .ok_or_else(|| TrackingError {
+                code: "ENDPOINT_NOT_FOUND",
+                message: format!(
+                    "{PREFIX}/{path} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search), metrics/get-history, registered-models (create, get, search, update, delete, get-latest-versions, set-tag, delete-tag, alias) and model-versions (create, get, search, update, delete, set-tag, delete-tag, get-download-uri); MLflow 3's logged models (log_model) are not supported — log the files as artifacts and register them as model versions"
+                ),
+            })
+    }
+
+    /// The least role that may call it: reading needs any token, writing an
+    /// editor's. (Owner-only changes — deleting a model, the policy — are checked
+    /// by the store, which knows what each change touches.)
+    pub fn required_role(self) -> Role {
+        use Endpoint::*;
+        match self {
+            ExperimentsGet
+            | ExperimentsGetByName
+            | ExperimentsSearch
+            | RunsGet
+            | RunsSearch
+            | MetricsGetHistory
+            | LoggedModelsSearch
+            | RegisteredModelsGet
+            | RegisteredModelsSearch
+            | RegisteredModelsGetLatestVersions
+            | RegisteredModelsGetAlias
+            | ModelVersionsGet
+            | ModelVersionsSearch
+            | ModelVersionsGetDownloadUri
+            | WhoAmI
+            | ModelVersionDetails
+            | PolicyGet
+            | AuditGet => Role::Viewer,
+            // Refused for everyone, with the reason and what to do instead.
+            RegisteredModelsRename | ModelVersionsTransitionStage => Role::Viewer,
+            ExperimentsCreate
+            | RunsCreate
+            | RunsUpdate
+            | RunsDelete
+            | RunsLogParameter
+            | RunsSetTag
+            | RunsLogMetric
+            | RunsLogBatch
+            | RegisteredModelsCreate
+            | RegisteredModelsUpdate
+            | RegisteredModelsDelete
+            | RegisteredModelsSetTag
+            | RegisteredModelsDeleteTag
+            | RegisteredModelsSetAlias
+            | RegisteredModelsDeleteAlias
+            | ModelVersionsCreate
+            | ModelVersionsUpdate
+            | ModelVersionsDelete
+            | ModelVersionsSetTag
+            | ModelVersionsDeleteTag
+            | FerrolabModelVersionsCreate
+            | LinkEvaluation
+            | ReviewsCreate
+            | PolicySet => Role::Editor,
+        }
+    }
+
+    /// Which run a successful call changes.
+    pub fn run_effect(self) -> RunEffect {
+        use Endpoint::*;
+        match self {
+            RunsCreate => RunEffect::Creates,
+            RunsUpdate | RunsDelete | RunsLogParameter | RunsLogMetric | RunsLogBatch
+            | RunsSetTag => RunEffect::Changes,
+            ExperimentsCreate
+            | ExperimentsGet
+            | ExperimentsGetByName
+            | ExperimentsSearch
+            | RunsGet
+            | RunsSearch
+            | MetricsGetHistory
+            | LoggedModelsSearch
+            | RegisteredModelsCreate
+            | RegisteredModelsGet
+            | RegisteredModelsSearch
+            | RegisteredModelsUpdate
+            | RegisteredModelsDelete
+            | RegisteredModelsRename
+            | RegisteredModelsGetLatestVersions
+            | RegisteredModelsSetTag
+            | RegisteredModelsDeleteTag
+            | RegisteredModelsSetAlias
+            | RegisteredModelsDeleteAlias
+            | RegisteredModelsGetAlias
+            | ModelVersionsCreate
+            | ModelVersionsGet
+            | ModelVersionsSearch
+            | ModelVersionsUpdate
+            | ModelVersionsDelete
+            | ModelVersionsSetTag
+            | ModelVersionsDeleteTag
+            | ModelVersionsGetDownloadUri
+            | ModelVersionsTransitionStage
+            | WhoAmI
+            | FerrolabModelVersionsCreate
+            | ModelVersionDetails
+            | LinkEvaluation
+            | ReviewsCreate
+            | PolicyGet
+            | PolicySet
+            | AuditGet => RunEffect::None,
+        }
+    }
+
+    /// The run a successful call with `request` and `reply` changed, if any.
+    pub fn changed_run(self, request: &Map<String, Value>, reply: &Value) -> Option<String> {
+        match self.run_effect() {
+            RunEffect::None => None,
+            RunEffect::Creates => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
+            RunEffect::Changes => request
+                .get("run_id")
+                .or_else(|| request.get("run_uuid"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+    }
+}
+
 fn text<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     req.get(key).and_then(Value::as_str)
 }
@@ -121,48 +341,23 @@ fn offset(req: &Map<String, Value>) -> Result<usize, TrackingError> {
     }
 }
 
-/// Refuses a caller who may not change tracking data (viewers).
-pub fn write_access(who: &Identity) -> Result<(), TrackingError> {
-    if who.role >= Role::Editor {
+/// Refuses `who` unless their role is at least `role` (for the artifact proxy,
+/// which is not an [`Endpoint`], as for every endpoint).
+pub fn require(who: &Identity, role: Role) -> Result<(), TrackingError> {
+    if who.role >= role {
         Ok(())
     } else {
         Err(TrackingError {
             code: "PERMISSION_DENIED",
             message: format!(
-                "logging needs a token with the editor role; '{}' is a {}",
+                "logging needs a token with the {} role; '{}' is a {}",
+                role.as_str(),
                 who.name,
                 who.role.as_str()
             ),
         })
     }
 }
-
-const WRITES: &[&str] = &[
-    "experiments/create",
-    "runs/create",
-    "runs/update",
-    "runs/delete",
-    "runs/log-parameter",
-    "runs/log-metric",
-    "runs/log-batch",
-    "runs/set-tag",
-    "registered-models/create",
-    "registered-models/update",
-    "registered-models/delete",
-    "registered-models/set-tag",
-    "registered-models/delete-tag",
-    "registered-models/alias",
-    "registered-models/alias/delete",
-    "model-versions/create",
-    "model-versions/update",
-    "model-versions/delete",
-    "model-versions/set-tag",
-    "model-versions/delete-tag",
-    "ferrolab/model-versions/create",
-    "ferrolab/model-versions/link-evaluation",
-    "ferrolab/reviews/create",
-    "ferrolab/policy/set",
-];
 
 fn version_arg(req: &Map<String, Value>) -> Result<String, TrackingError> {
     match req.get("version") {
@@ -193,191 +388,55 @@ fn string_list(req: &Map<String, Value>, key: &str) -> Vec<String> {
     }
 }
 
-/// The registry and governance endpoints; `None` when `endpoint` is not one.
-fn dispatch_registry(
+/// Answers one call of MLflow's API (or ferrolab's governance endpoints) at
+/// `path` on `store` for `who`.
+pub fn call(
     store: &Store,
     who: &Identity,
-    endpoint: &str,
+    path: &str,
     req: &Map<String, Value>,
-) -> Option<Result<Value, TrackingError>> {
-    let actor = Actor {
-        name: &who.name,
-        owner: who.role >= Role::Owner,
-    };
-    let actor = &actor;
-    let name = || required(req, "name");
-    let outcome = (|| -> Result<Option<Value>, TrackingError> {
-        Ok(Some(match endpoint {
-            "registered-models/create" => json!({"registered_model": store.create_registered_model(
-                actor,
-                name()?,
-                text(req, "description").unwrap_or_default(),
-                &pairs(req, "tags")?,
-            )?}),
-            "registered-models/get" => json!({"registered_model": store.get_registered_model(name()?)?}),
-            "registered-models/search" => {
-                let (models, next) = store.search_registered_models(
-                    text(req, "filter").unwrap_or_default(),
-                    max_results(req, 100)?,
-                    offset(req)?,
-                )?;
-                page(models, next, "registered_models")
-            }
-            "registered-models/update" => json!({"registered_model": store.update_registered_model(
-                actor,
-                name()?,
-                text(req, "description").unwrap_or_default(),
-            )?}),
-            "registered-models/delete" => {
-                store.delete_registered_model(actor, name()?)?;
-                json!({})
-            }
-            "registered-models/rename" => {
-                return Err(TrackingError::invalid(
-                    "renaming a registered model is not supported: its reviews and audit log are kept under its name; register a new model instead",
-                ))
-            }
-            "registered-models/get-latest-versions" => {
-                let model = store.get_registered_model(name()?)?;
-                json!({"model_versions": model.get("latest_versions").cloned().unwrap_or(json!([]))})
-            }
-            "registered-models/set-tag" => {
-                store.set_registered_model_tag(actor, name()?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
-                json!({})
-            }
-            "registered-models/delete-tag" => {
-                store.set_registered_model_tag(actor, name()?, required(req, "key")?, None)?;
-                json!({})
-            }
-            "registered-models/alias" => {
-                store.set_alias(actor, name()?, required(req, "alias")?, &version_arg(req)?)?;
-                json!({})
-            }
-            "registered-models/alias/delete" => {
-                store.delete_alias(actor, name()?, required(req, "alias")?)?;
-                json!({})
-            }
-            "registered-models/alias/get" => json!({"model_version": store.version_by_alias(name()?, required(req, "alias")?)?}),
-            "model-versions/create" | "ferrolab/model-versions/create" => {
-                let lineage = req.get("lineage").cloned().unwrap_or(json!({}));
-                json!({"model_version": store.create_model_version(
-                    actor,
-                    name()?,
-                    required(req, "source")?,
-                    text(req, "run_id").unwrap_or_default(),
-                    text(req, "description").unwrap_or_default(),
-                    &pairs(req, "tags")?,
-                    &lineage,
-                    &string_list(req, "evaluation_runs"),
-                )?})
-            }
-            "model-versions/get" => json!({"model_version": store.get_model_version(name()?, &version_arg(req)?)?}),
-            "model-versions/search" => {
-                let (versions, next) = store.search_model_versions(
-                    text(req, "filter").unwrap_or_default(),
-                    max_results(req, 10_000)?,
-                    offset(req)?,
-                )?;
-                page(versions, next, "model_versions")
-            }
-            "model-versions/update" => json!({"model_version": store.update_model_version(
-                actor,
-                name()?,
-                &version_arg(req)?,
-                text(req, "description").unwrap_or_default(),
-            )?}),
-            "model-versions/delete" => {
-                store.delete_model_version(actor, name()?, &version_arg(req)?)?;
-                json!({})
-            }
-            "model-versions/set-tag" => {
-                store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
-                json!({})
-            }
-            "model-versions/delete-tag" => {
-                store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, None)?;
-                json!({})
-            }
-            "model-versions/get-download-uri" => {
-                let v = store.get_model_version(name()?, &version_arg(req)?)?;
-                json!({"artifact_uri": v["source"]})
-            }
-            "model-versions/transition-stage" => {
-                return Err(TrackingError::invalid(
-                    "model stages are not supported (MLflow deprecated them); use aliases: set_registered_model_alias(name, 'production', version), which the promotion policy governs",
-                ))
-            }
-            "ferrolab/whoami" => json!({"name": who.name, "role": who.role.as_str()}),
-            "ferrolab/model-versions/details" => json!({"model_version": store.model_version_details(name()?, &version_arg(req)?)?}),
-            "ferrolab/model-versions/link-evaluation" => store.link_evaluation(actor, name()?, &version_arg(req)?, required(req, "run_id")?)?,
-            "ferrolab/reviews/create" => {
-                let approve = match required(req, "decision")? {
-                    "approve" => true,
-                    "reject" => false,
-                    other => {
-                        return Err(TrackingError::invalid(format!(
-                            "decision must be 'approve' or 'reject', got '{other}'"
-                        )))
-                    }
-                };
-                json!({"review": store.review(actor, name()?, &version_arg(req)?, approve, text(req, "comment").unwrap_or_default())?})
-            }
-            "ferrolab/policy/get" => json!({"policy": store.policy()?}),
-            "ferrolab/policy/set" => {
-                let policy: Policy = serde_json::from_value(req.get("policy").cloned().unwrap_or(Value::Null))
-                    .map_err(|e| TrackingError::invalid(format!(
-                        "'policy' must be {{protected_aliases: [..], min_approvals: N, require_evaluation: bool, min_pass_rate: 0..1}}: {e}"
-                    )))?;
-                json!({"policy": store.set_policy(actor, &policy)?})
-            }
-            "ferrolab/audit/get" => store.audit(text(req, "name").filter(|n| !n.is_empty()))?,
-            _ => return Ok(None),
-        }))
-    })();
-    outcome.transpose()
+) -> Result<Value, TrackingError> {
+    dispatch(store, who, Endpoint::parse(path)?, req)
 }
 
-/// Answers one call of MLflow's API (or ferrolab's governance endpoints) on `store`
-/// for `who`.
+/// Answers one call of `endpoint` on `store` for `who`, after checking that `who`
+/// may make it.
 pub fn dispatch(
     store: &Store,
     who: &Identity,
-    endpoint: &str,
+    endpoint: Endpoint,
     req: &Map<String, Value>,
 ) -> Result<Value, TrackingError> {
-    if WRITES.contains(&endpoint) {
-        write_access(who)?;
-    }
-    if let Some(outcome) = dispatch_registry(store, who, endpoint, req) {
-        return outcome;
-    }
-    match endpoint {
-        "experiments/create" => {
+    use Endpoint::*;
+    require(who, endpoint.required_role())?;
+    let actor = &Actor {
+        name: &who.name,
+        owner: who.role >= Role::Owner,
+    };
+    let name = || required(req, "name");
+    Ok(match endpoint {
+        ExperimentsCreate => {
             let id = store.create_experiment(
                 required(req, "name")?,
                 text(req, "artifact_location"),
                 &pairs(req, "tags")?,
             )?;
-            Ok(json!({"experiment_id": id}))
+            json!({"experiment_id": id})
         }
-        "experiments/get" => Ok(json!({"experiment": store.get_experiment(required(req, "experiment_id")?)?})),
-        "experiments/get-by-name" => Ok(json!({
+        ExperimentsGet => json!({"experiment": store.get_experiment(required(req, "experiment_id")?)?}),
+        ExperimentsGetByName => json!({
             "experiment": store.get_experiment_by_name(required(req, "experiment_name")?)?
-        })),
-        "experiments/search" => {
+        }),
+        ExperimentsSearch => {
             let (experiments, next) = store.search_experiments(
                 text(req, "view_type").unwrap_or("ACTIVE_ONLY"),
                 text(req, "filter").unwrap_or_default(),
                 max_results(req, 1000)?,
                 offset(req)?,
             )?;
-            let mut out = json!({"experiments": experiments});
-            if let Some(token) = next {
-                out["next_page_token"] = json!(token);
-            }
-            Ok(out)
+            page(experiments, next, "experiments")
         }
-        "runs/create" => {
+        RunsCreate => {
             let experiment = text(req, "experiment_id").filter(|s| !s.is_empty()).unwrap_or("0");
             let user = text(req, "user_id").filter(|s| !s.is_empty()).unwrap_or(&who.name);
             let run = store.create_run(
@@ -388,35 +447,35 @@ pub fn dispatch(
                 int(req, "start_time")?,
                 &pairs(req, "tags")?,
             )?;
-            Ok(json!({"run": run}))
+            json!({"run": run})
         }
-        "runs/get" => Ok(json!({"run": store.get_run(run_id(req)?)?})),
-        "runs/update" => {
+        RunsGet => json!({"run": store.get_run(run_id(req)?)?}),
+        RunsUpdate => {
             let info = store.update_run(
                 run_id(req)?,
                 text(req, "status").filter(|s| !s.is_empty()),
                 int(req, "end_time")?,
                 text(req, "run_name"),
             )?;
-            Ok(json!({"run_info": info}))
+            json!({"run_info": info})
         }
-        "runs/delete" => {
+        RunsDelete => {
             store.delete_run(run_id(req)?)?;
-            Ok(json!({}))
+            json!({})
         }
-        "runs/log-parameter" => {
+        RunsLogParameter => {
             store.log_param(run_id(req)?, required(req, "key")?, text(req, "value").unwrap_or_default())?;
-            Ok(json!({}))
+            json!({})
         }
-        "runs/set-tag" => {
+        RunsSetTag => {
             store.set_tag(run_id(req)?, required(req, "key")?, text(req, "value").unwrap_or_default())?;
-            Ok(json!({}))
+            json!({})
         }
-        "runs/log-metric" => {
+        RunsLogMetric => {
             store.log_metric(run_id(req)?, &point(req)?)?;
-            Ok(json!({}))
+            json!({})
         }
-        "runs/log-batch" => {
+        RunsLogBatch => {
             let metrics = match req.get("metrics") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(items)) => items
@@ -430,27 +489,144 @@ pub fn dispatch(
                 Some(_) => return Err(TrackingError::invalid("'metrics' must be a list")),
             };
             store.log_batch(run_id(req)?, &metrics, &pairs(req, "params")?, &pairs(req, "tags")?)?;
-            Ok(json!({}))
+            json!({})
         }
-        "metrics/get-history" => {
+        MetricsGetHistory => {
             let points = store.metric_history(run_id(req)?, required(req, "metric_key")?)?;
             let metrics: Vec<Value> = points
                 .iter()
                 .map(|p| json!({"key": p.key, "value": metric_json(p.value), "timestamp": p.timestamp, "step": p.step}))
                 .collect();
-            Ok(json!({"metrics": metrics}))
+            json!({"metrics": metrics})
         }
-        "runs/search" => search_runs(store, req),
+        RunsSearch => search_runs(store, req)?,
         // MLflow 3's logged models (`mlflow.<flavor>.log_model`) are not kept here;
         // the client looks for them when listing a run's artifacts.
-        "logged-models/search" => Ok(json!({"models": []})),
-        other => Err(TrackingError {
-            code: "ENDPOINT_NOT_FOUND",
-            message: format!(
-                "{PREFIX}/{other} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search), metrics/get-history, registered-models (create, get, search, update, delete, get-latest-versions, set-tag, delete-tag, alias) and model-versions (create, get, search, update, delete, set-tag, delete-tag, get-download-uri); MLflow 3's logged models (log_model) are not supported — log the files as artifacts and register them as model versions"
-            ),
-        }),
-    }
+        LoggedModelsSearch => json!({"models": []}),
+        RegisteredModelsCreate => json!({"registered_model": store.create_registered_model(
+            actor,
+            name()?,
+            text(req, "description").unwrap_or_default(),
+            &pairs(req, "tags")?,
+        )?}),
+        RegisteredModelsGet => json!({"registered_model": store.get_registered_model(name()?)?}),
+        RegisteredModelsSearch => {
+            let (models, next) = store.search_registered_models(
+                text(req, "filter").unwrap_or_default(),
+                max_results(req, 100)?,
+                offset(req)?,
+            )?;
+            page(models, next, "registered_models")
+        }
+        RegisteredModelsUpdate => json!({"registered_model": store.update_registered_model(
+            actor,
+            name()?,
+            text(req, "description").unwrap_or_default(),
+        )?}),
+        RegisteredModelsDelete => {
+            store.delete_registered_model(actor, name()?)?;
+            json!({})
+        }
+        RegisteredModelsRename => {
+            return Err(TrackingError::invalid(
+                "renaming a registered model is not supported: its reviews and audit log are kept under its name; register a new model instead",
+            ))
+        }
+        RegisteredModelsGetLatestVersions => {
+            let model = store.get_registered_model(name()?)?;
+            json!({"model_versions": model.get("latest_versions").cloned().unwrap_or(json!([]))})
+        }
+        RegisteredModelsSetTag => {
+            store.set_registered_model_tag(actor, name()?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
+            json!({})
+        }
+        RegisteredModelsDeleteTag => {
+            store.set_registered_model_tag(actor, name()?, required(req, "key")?, None)?;
+            json!({})
+        }
+        RegisteredModelsSetAlias => {
+            store.set_alias(actor, name()?, required(req, "alias")?, &version_arg(req)?)?;
+            json!({})
+        }
+        RegisteredModelsDeleteAlias => {
+            store.delete_alias(actor, name()?, required(req, "alias")?)?;
+            json!({})
+        }
+        RegisteredModelsGetAlias => json!({"model_version": store.version_by_alias(name()?, required(req, "alias")?)?}),
+        ModelVersionsCreate | FerrolabModelVersionsCreate => {
+            let lineage = req.get("lineage").cloned().unwrap_or(json!({}));
+            json!({"model_version": store.create_model_version(
+                actor,
+                name()?,
+                required(req, "source")?,
+                text(req, "run_id").unwrap_or_default(),
+                text(req, "description").unwrap_or_default(),
+                &pairs(req, "tags")?,
+                &lineage,
+                &string_list(req, "evaluation_runs"),
+            )?})
+        }
+        ModelVersionsGet => json!({"model_version": store.get_model_version(name()?, &version_arg(req)?)?}),
+        ModelVersionsSearch => {
+            let (versions, next) = store.search_model_versions(
+                text(req, "filter").unwrap_or_default(),
+                max_results(req, 10_000)?,
+                offset(req)?,
+            )?;
+            page(versions, next, "model_versions")
+        }
+        ModelVersionsUpdate => json!({"model_version": store.update_model_version(
+            actor,
+            name()?,
+            &version_arg(req)?,
+            text(req, "description").unwrap_or_default(),
+        )?}),
+        ModelVersionsDelete => {
+            store.delete_model_version(actor, name()?, &version_arg(req)?)?;
+            json!({})
+        }
+        ModelVersionsSetTag => {
+            store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
+            json!({})
+        }
+        ModelVersionsDeleteTag => {
+            store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, None)?;
+            json!({})
+        }
+        ModelVersionsGetDownloadUri => {
+            let v = store.get_model_version(name()?, &version_arg(req)?)?;
+            json!({"artifact_uri": v["source"]})
+        }
+        ModelVersionsTransitionStage => {
+            return Err(TrackingError::invalid(
+                "model stages are not supported (MLflow deprecated them); use aliases: set_registered_model_alias(name, 'production', version), which the promotion policy governs",
+            ))
+        }
+        WhoAmI => json!({"name": who.name, "role": who.role.as_str()}),
+        ModelVersionDetails => json!({"model_version": store.model_version_details(name()?, &version_arg(req)?)?}),
+        LinkEvaluation => store.link_evaluation(actor, name()?, &version_arg(req)?, required(req, "run_id")?)?,
+        ReviewsCreate => {
+            let approve = match required(req, "decision")? {
+                "approve" => true,
+                "reject" => false,
+                other => {
+                    return Err(TrackingError::invalid(format!(
+                        "decision must be 'approve' or 'reject', got '{other}'"
+                    )))
+                }
+            };
+            json!({"review": store.review(actor, name()?, &version_arg(req)?, approve, text(req, "comment").unwrap_or_default())?})
+        }
+        PolicyGet => json!({"policy": store.policy()?}),
+        PolicySet => {
+            let policy: Policy = serde_json::from_value(req.get("policy").cloned().unwrap_or(Value::Null))
+                .map_err(|e| TrackingError::invalid(format!(
+                    "'policy' must be {{protected_aliases: [..], min_approvals: N, require_evaluation: bool, min_pass_rate: 0..1}}: {e}"
+                )))?;
+            json!({"policy": store.set_policy(actor, &policy)?})
+        }
+        AuditGet => store.audit(text(req, "name").filter(|n| !n.is_empty()))?,
+    })
 }
 
 /// `runs/search` as MLflow's JSON, written straight from the cached runs' JSON.
@@ -519,24 +695,6 @@ fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, Trackin
     })
 }
 
-/// The run a successful tracking call changed, if any.
-pub fn changed_run(
-    endpoint: &str,
-    request: &serde_json::Map<String, Value>,
-    reply: &Value,
-) -> Option<String> {
-    match endpoint {
-        "runs/create" => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
-        "runs/update" | "runs/delete" | "runs/log-parameter" | "runs/log-metric"
-        | "runs/log-batch" | "runs/set-tag" => request
-            .get("run_id")
-            .or_else(|| request.get("run_uuid"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,7 +709,7 @@ mod tests {
         let Value::Object(req) = body else {
             panic!("a request body is an object")
         };
-        dispatch(store, &who, endpoint, &req)
+        super::call(store, &who, endpoint, &req)
     }
 
     #[test]
@@ -624,5 +782,115 @@ mod tests {
         )
         .expect("page");
         assert_eq!(answer["next_page_token"], json!("1"));
+    }
+
+    /// Every path reads back as its endpoint, and no two endpoints share a path.
+    #[test]
+    fn endpoints_parse_from_their_paths() {
+        let mut seen = std::collections::HashSet::new();
+        for &endpoint in Endpoint::ALL {
+            assert!(seen.insert(endpoint.path()), "{} twice", endpoint.path());
+            assert_eq!(Endpoint::parse(endpoint.path()), Ok(endpoint));
+        }
+        let unknown = Endpoint::parse("runs/steal").unwrap_err();
+        assert_eq!(unknown.code, "ENDPOINT_NOT_FOUND");
+        assert!(unknown.message.contains("runs/steal"));
+    }
+
+    /// Every table's rows, to compare a store before and after calls.
+    fn snapshot(path: &std::path::Path) -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .expect("tables")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        let mut rows = Vec::new();
+        for table in tables {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM \"{table}\""))
+                .expect("select");
+            let n = stmt.column_count();
+            let mut found = stmt.query([]).expect("rows");
+            while let Some(row) = found.next().expect("row") {
+                let cells: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", row.get_ref(i).expect("cell")))
+                    .collect();
+                rows.push(format!("{table}: {}", cells.join(" | ")));
+            }
+        }
+        rows
+    }
+
+    /// The attack: a viewer calls every endpoint with arguments that name real
+    /// runs, models and versions. Each one the table lets a viewer call changes
+    /// nothing; each other one is refused with PERMISSION_DENIED.
+    #[test]
+    fn a_viewer_can_change_nothing_through_any_endpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.sqlite");
+        let store = Store::open(&path).expect("open");
+        let owner = Identity {
+            token_id: "o".into(),
+            name: "olga".into(),
+            role: Role::Owner,
+        };
+        let as_owner = |endpoint: &str, body: Value| {
+            let Value::Object(req) = body else {
+                panic!("a request body is an object")
+            };
+            super::call(&store, &owner, endpoint, &req)
+                .unwrap_or_else(|e| panic!("{endpoint}: {e:?}"))
+        };
+        let run = as_owner("runs/create", json!({"experiment_id": "0"}));
+        let run_id = run["run"]["info"]["run_id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        as_owner(
+            "runs/log-metric",
+            json!({"run_id": run_id, "key": "acc", "value": 0.5}),
+        );
+        as_owner("registered-models/create", json!({"name": "m"}));
+        as_owner(
+            "model-versions/create",
+            json!({"name": "m", "source": "runs:/x", "run_id": run_id}),
+        );
+        as_owner(
+            "registered-models/alias",
+            json!({"name": "m", "alias": "staging", "version": "1"}),
+        );
+
+        let viewer = Identity {
+            token_id: "v".into(),
+            name: "vic".into(),
+            role: Role::Viewer,
+        };
+        let Value::Object(request) = json!({
+            "name": "m", "version": "1", "alias": "staging", "experiment_id": "0",
+            "experiment_ids": ["0"], "experiment_name": "Default", "run_id": run_id,
+            "metric_key": "acc", "key": "k", "value": "v", "source": "runs:/y",
+            "decision": "approve", "status": "KILLED", "description": "pwned",
+            "policy": {"protected_aliases": [], "min_approvals": 0},
+            "metrics": [{"key": "acc", "value": 1.0, "timestamp": 1, "step": 9}],
+        }) else {
+            unreachable!()
+        };
+        let before = snapshot(&path);
+        for &endpoint in Endpoint::ALL {
+            let outcome = dispatch(&store, &viewer, endpoint, &request);
+            if endpoint.required_role() > Role::Viewer {
+                let refused = outcome.expect_err(endpoint.path());
+                assert_eq!(refused.code, "PERMISSION_DENIED", "{}", endpoint.path());
+            }
+            assert_eq!(
+                snapshot(&path),
+                before,
+                "{} changed the store",
+                endpoint.path()
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! the model registry (registered models, versions, aliases, tags); governance
 //! (reviews, evaluation links, the promotion policy, the audit log); and artifacts.
 //!
-//! [`Store`] keeps it all in SQLite. [`api::dispatch`] answers MLflow's REST API
+//! [`Store`] keeps it all in SQLite. [`api::call`] answers MLflow's REST API
 //! (and ferrolab's governance endpoints) on a store for a caller, so the
 //! collaboration server serves it over HTTP and the kernel's local tracking calls
 //! it in process, both with the same rules. This crate knows nothing of HTTP,
@@ -16,7 +16,7 @@
 //! let store = Store::open(&dir.path().join("tracking.sqlite")).unwrap();
 //! let me = Identity { token_id: "local".into(), name: "ada".into(), role: Role::Editor };
 //! let request = json!({"name": "prompts"});
-//! let reply = api::dispatch(&store, &me, "experiments/create", request.as_object().unwrap()).unwrap();
+//! let reply = api::call(&store, &me, "experiments/create", request.as_object().unwrap()).unwrap();
 //! assert!(reply["experiment_id"].is_string());
 //! ```
 

@@ -91,7 +91,7 @@ impl Backend for Local {
             name: self.user.clone(),
             role: Role::Owner,
         };
-        ferrolab_tracking::api::dispatch(&store, &who, endpoint, &request)
+        ferrolab_tracking::api::call(&store, &who, endpoint, &request)
             .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code, e.message))
     }
 }
