@@ -1,176 +1,18 @@
-//! `.ipynb` import and export (nbformat 4).
+//! `.ipynb` import and export (nbformat 4), between files and documents.
 //!
-//! Import reads any 4.x file, upgrades it to 4.5 (cell ids added, broken or
-//! duplicated ids replaced, as `nbformat.validate` repairs them), joins
-//! multi-line strings the way nbformat's reader does, and fills a notebook
-//! document (sources, metadata, attachments, positions) and a runtime document
-//! (outputs and execution counts). Export puts the two back together and writes
-//! the file the way nbformat does (sorted keys, one-space indent, sources split
-//! into lines), so an import followed by an export reads back equal.
+//! Files are read and written by `ferrolab_export::ipynb`, the one reader the
+//! exporter uses too (any 4.x file upgraded to 4.5, one id-repair rule, multi-line
+//! strings joined; written as Jupyter writes files). Here a read notebook fills a
+//! notebook document (sources, metadata, attachments, positions) and a runtime
+//! document (outputs and execution counts), and export puts the two back together,
+//! so an import followed by an export reads back equal.
 
 use crate::schema::{self, get_json, get_map, get_str};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, AutomergeError, ObjType, ReadDoc, ROOT};
 use serde_json::{Map, Value as Json};
-use std::collections::HashSet;
 
-#[derive(Debug)]
-pub struct IpynbError(pub String);
-
-impl std::fmt::Display for IpynbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for IpynbError {}
-
-fn bad(message: impl Into<String>) -> IpynbError {
-    IpynbError(message.into())
-}
-
-/// A parsed, upgraded and normalised notebook.
-#[derive(Debug, Clone)]
-pub struct Notebook {
-    pub metadata: Map<String, Json>,
-    pub cells: Vec<Map<String, Json>>,
-}
-
-impl Notebook {
-    pub fn title(&self) -> Option<String> {
-        self.metadata
-            .get("title")
-            .and_then(Json::as_str)
-            .map(str::to_owned)
-    }
-}
-
-/// Parses an `.ipynb` body.
-pub fn parse(bytes: &[u8]) -> Result<Notebook, IpynbError> {
-    let json: Json = serde_json::from_slice(bytes).map_err(|e| {
-        bad(format!(
-            "the body is not valid JSON ({e}); send the .ipynb file as it is on disk"
-        ))
-    })?;
-    from_json(json)
-}
-
-pub fn from_json(json: Json) -> Result<Notebook, IpynbError> {
-    let Json::Object(mut root) = json else {
-        return Err(bad(
-            "a notebook is a JSON object with \"cells\" and \"metadata\"",
-        ));
-    };
-    match root.get("nbformat").and_then(Json::as_i64) {
-        Some(4) => {}
-        Some(other) => {
-            return Err(bad(format!(
-                "nbformat {other} notebooks are not supported; open and save the file in JupyterLab to convert it to nbformat 4"
-            )))
-        }
-        None => return Err(bad("the notebook has no \"nbformat\" number; is this an .ipynb file?")),
-    }
-    let metadata = match root.remove("metadata") {
-        Some(Json::Object(map)) => map,
-        None => Map::new(),
-        Some(_) => return Err(bad("the notebook's \"metadata\" must be an object")),
-    };
-    let raw_cells = match root.remove("cells") {
-        Some(Json::Array(cells)) => cells,
-        None => Vec::new(),
-        Some(_) => return Err(bad("the notebook's \"cells\" must be a list")),
-    };
-    let mut seen = HashSet::new();
-    let mut cells = Vec::with_capacity(raw_cells.len());
-    for (index, cell) in raw_cells.into_iter().enumerate() {
-        let Json::Object(mut cell) = cell else {
-            return Err(bad(format!("cell {index} is not a JSON object")));
-        };
-        let kind = cell.get("cell_type").and_then(Json::as_str).unwrap_or("");
-        if !matches!(kind, "code" | "markdown" | "raw") {
-            return Err(bad(format!(
-                "cell {index} has cell_type {kind:?}; nbformat 4 knows code, markdown and raw"
-            )));
-        }
-        let id_ok = cell
-            .get("id")
-            .and_then(Json::as_str)
-            .is_some_and(|id| valid_cell_id(id) && !seen.contains(id));
-        if !id_ok {
-            cell.insert("id".into(), Json::String(new_cell_id(&seen)));
-        }
-        if let Some(id) = cell.get("id").and_then(Json::as_str) {
-            seen.insert(id.to_string());
-        }
-        rejoin(&mut cell);
-        cells.push(cell);
-    }
-    Ok(Notebook { metadata, cells })
-}
-
-fn valid_cell_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn new_cell_id(taken: &HashSet<String>) -> String {
-    loop {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        if !taken.contains(&id) {
-            return id;
-        }
-    }
-}
-
-fn join_lines(value: &mut Json) {
-    if let Json::Array(items) = value {
-        if items.iter().all(Json::is_string) {
-            let joined: String = items.iter().filter_map(Json::as_str).collect();
-            *value = Json::String(joined);
-        }
-    }
-}
-
-fn is_json_mime(mime: &str) -> bool {
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-}
-
-fn rejoin_bundle(bundle: Option<&mut Json>) {
-    if let Some(Json::Object(data)) = bundle {
-        for (mime, value) in data.iter_mut() {
-            if !is_json_mime(mime) {
-                join_lines(value);
-            }
-        }
-    }
-}
-
-/// nbformat's `rejoin_lines`, for one cell.
-fn rejoin(cell: &mut Map<String, Json>) {
-    if let Some(source) = cell.get_mut("source") {
-        join_lines(source);
-    }
-    if let Some(Json::Object(attachments)) = cell.get_mut("attachments") {
-        for bundle in attachments.values_mut() {
-            rejoin_bundle(Some(bundle));
-        }
-    }
-    if let Some(Json::Array(outputs)) = cell.get_mut("outputs") {
-        for output in outputs.iter_mut().filter_map(Json::as_object_mut) {
-            match output.get("output_type").and_then(Json::as_str) {
-                Some("execute_result" | "display_data") => rejoin_bundle(output.get_mut("data")),
-                Some(_) => {
-                    if let Some(text) = output.get_mut("text") {
-                        join_lines(text);
-                    }
-                }
-                None => {}
-            }
-        }
-    }
-}
+pub use ferrolab_export::ipynb::{from_json, parse, to_file_text, Notebook};
 
 /// Writes `notebook` into a fresh notebook document and runtime document.
 pub fn fill(
@@ -305,89 +147,6 @@ pub fn export<N: ReadDoc, R: ReadDoc>(nb_doc: &N, rt_doc: &R) -> Json {
     Json::Object(root)
 }
 
-fn split_lines(value: &mut Json) {
-    if let Json::String(text) = value {
-        let lines: Vec<Json> = text
-            .split_inclusive('\n')
-            .map(|l| Json::String(l.to_string()))
-            .collect();
-        *value = Json::Array(lines);
-    }
-}
-
-fn split_bundle(bundle: Option<&mut Json>) {
-    if let Some(Json::Object(data)) = bundle {
-        for (mime, value) in data.iter_mut() {
-            if mime.starts_with("text/")
-                || mime == "application/javascript"
-                || mime == "image/svg+xml"
-            {
-                split_lines(value);
-            }
-        }
-    }
-}
-
-/// nbformat's `split_lines`, then sorted keys and a one-space indent, as
-/// Jupyter writes files (so exports diff cleanly against saved notebooks).
-pub fn to_file_text(notebook: &Json) -> String {
-    let mut notebook = notebook.clone();
-    if let Some(Json::Array(cells)) = notebook.get_mut("cells") {
-        for cell in cells.iter_mut().filter_map(Json::as_object_mut) {
-            if let Some(source) = cell.get_mut("source") {
-                split_lines(source);
-            }
-            if let Some(Json::Object(attachments)) = cell.get_mut("attachments") {
-                for bundle in attachments.values_mut() {
-                    split_bundle(Some(bundle));
-                }
-            }
-            if let Some(Json::Array(outputs)) = cell.get_mut("outputs") {
-                for output in outputs.iter_mut().filter_map(Json::as_object_mut) {
-                    match output.get("output_type").and_then(Json::as_str) {
-                        Some("execute_result" | "display_data") => {
-                            split_bundle(output.get_mut("data"))
-                        }
-                        Some("stream") => {
-                            if let Some(text) = output.get_mut("text") {
-                                split_lines(text);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    let sorted = sort_keys(notebook);
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    if serde::Serialize::serialize(&sorted, &mut serializer).is_err() {
-        return String::new();
-    }
-    let mut text = String::from_utf8(out).unwrap_or_default();
-    text.push('\n');
-    text
-}
-
-fn sort_keys(value: Json) -> Json {
-    match value {
-        Json::Object(map) => {
-            let mut entries: Vec<(String, Json)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Json::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k, sort_keys(v)))
-                    .collect(),
-            )
-        }
-        Json::Array(items) => Json::Array(items.into_iter().map(sort_keys).collect()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,7 +169,7 @@ mod tests {
         }));
         assert_eq!(out["nbformat_minor"], 5);
         let cell = &out["cells"][0];
-        assert!(valid_cell_id(cell["id"].as_str().expect("id")));
+        assert_eq!(cell["id"], "cell-0");
         assert_eq!(cell["source"], json!(["# a\n", "b"]));
     }
 

@@ -9,12 +9,14 @@
 //!   scripts: the policy then lets that one script run, by its hash, and nothing
 //!   else;
 //! - `markdown`: the notebook as markdown, images as files beside it;
-//! - `ipynb`: a valid nbformat 4.5 file.
+//! - `ipynb`: a valid nbformat 4.5 file, written as Jupyter writes it; the
+//!   [`ipynb`] module is also the one `.ipynb` reader the collaboration server uses.
 
 mod ansi;
 pub mod cli;
 mod highlight;
 mod html;
+pub mod ipynb;
 mod markdown;
 mod notebook;
 pub mod sanitize;
@@ -133,9 +135,7 @@ pub fn export(notebook: &Json, options: &Options) -> Result<Export, ExportError>
         }
         Format::Ipynb => {
             let normalized = normalize_ipynb(notebook)?;
-            let mut text = serde_json::to_string_pretty(&normalized)
-                .map_err(|e| ExportError(format!("cannot write the notebook: {e}")))?;
-            text.push('\n');
+            let text = ipynb::to_file_text(&normalized);
             Ok(Export {
                 document: text.into_bytes(),
                 files: Vec::new(),

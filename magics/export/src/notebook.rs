@@ -1,9 +1,11 @@
-//! Reading an nbformat 4 notebook (any minor, sources as strings or lists) into
-//! what the exporters need, and writing a valid nbformat 4.5 file.
+//! A notebook as the exporters read it — typed cells with their kind, source, tags,
+//! outputs and attachments — and the valid nbformat 4.5 file `--to ipynb` writes.
+//! Both come from [`crate::ipynb::Notebook`], the one reader (and id-repair rule)
+//! the collaboration server uses too.
 
+use crate::ipynb;
 use crate::ExportError;
 use serde_json::{json, Map, Value as Json};
-use std::collections::HashSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -47,22 +49,10 @@ pub fn text(value: Option<&Json>) -> String {
     }
 }
 
-fn check_version(nb: &Json) -> Result<(), ExportError> {
-    match nb.get("nbformat").and_then(Json::as_i64) {
-        Some(4) => Ok(()),
-        Some(v) => Err(ExportError(format!(
-            "this is an nbformat {v} notebook; export reads nbformat 4 (open and save it in JupyterLab to upgrade it)"
-        ))),
-        None => Err(ExportError(
-            "this is not a Jupyter notebook: it has no nbformat version".into(),
-        )),
-    }
-}
-
 impl Notebook {
     pub fn read(nb: &Json) -> Result<Self, ExportError> {
-        check_version(nb)?;
-        let meta = nb.get("metadata").cloned().unwrap_or(json!({}));
+        let file = ipynb::Notebook::from_json(nb.clone())?;
+        let meta = Json::Object(file.metadata);
         let title = meta.get("title").and_then(Json::as_str).map(str::to_string);
         let authors = match meta.get("authors") {
             Some(Json::Array(list)) => list
@@ -83,20 +73,14 @@ impl Notebook {
             .and_then(Json::as_str)
             .unwrap_or("rust")
             .to_ascii_lowercase();
-        let Some(Json::Array(raw_cells)) = nb.get("cells") else {
-            return Err(ExportError("the notebook has no list of cells".into()));
-        };
+        let raw_cells: Vec<Json> = file.cells.into_iter().map(Json::Object).collect();
         let mut cells = Vec::with_capacity(raw_cells.len());
-        for (index, cell) in raw_cells.iter().enumerate() {
+        for cell in &raw_cells {
+            // The reader has checked every cell's type.
             let kind = match cell.get("cell_type").and_then(Json::as_str) {
                 Some("code") => Kind::Code,
                 Some("markdown") => Kind::Markdown,
-                Some("raw") => Kind::Raw,
-                other => {
-                    return Err(ExportError(format!(
-                    "cell {index} has cell_type {other:?}; nbformat knows code, markdown and raw"
-                )))
-                }
+                _ => Kind::Raw,
             };
             let tags = match cell.pointer("/metadata/tags") {
                 Some(Json::Array(tags)) => tags
@@ -110,8 +94,8 @@ impl Notebook {
                 id: cell
                     .get("id")
                     .and_then(Json::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("cell-{index}")),
+                    .unwrap_or_default()
+                    .to_string(),
                 kind,
                 source: text(cell.get("source")),
                 tags,
@@ -134,13 +118,6 @@ impl Notebook {
             cells,
         })
     }
-}
-
-fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn object(value: Option<&Json>) -> Json {
@@ -185,39 +162,16 @@ fn output(out: &Json) -> Option<Json> {
 /// A valid nbformat 4.5 notebook: cell ids (kept when valid and unique, else
 /// made), only the keys the schema allows, sources and texts as strings.
 pub fn normalize_ipynb(nb: &Json) -> Result<Json, ExportError> {
-    check_version(nb)?;
-    let Some(Json::Array(raw_cells)) = nb.get("cells") else {
-        return Err(ExportError("the notebook has no list of cells".into()));
-    };
-    let mut seen = HashSet::new();
-    let mut cells = Vec::with_capacity(raw_cells.len());
-    for (index, cell) in raw_cells.iter().enumerate() {
-        let kind = cell.get("cell_type").and_then(Json::as_str).unwrap_or("");
-        if !matches!(kind, "code" | "markdown" | "raw") {
-            return Err(ExportError(format!(
-                "cell {index} has cell_type {kind:?}; nbformat knows code, markdown and raw"
-            )));
-        }
-        let mut id = cell
-            .get("id")
+    let file = ipynb::Notebook::from_json(nb.clone())?;
+    let mut cells = Vec::with_capacity(file.cells.len());
+    for cell in &file.cells {
+        let kind = cell
+            .get("cell_type")
             .and_then(Json::as_str)
-            .filter(|id| valid_id(id))
-            .unwrap_or("")
-            .to_string();
-        if id.is_empty() || seen.contains(&id) {
-            let mut n = index;
-            loop {
-                let candidate = format!("cell-{n}");
-                if !seen.contains(&candidate) {
-                    id = candidate;
-                    break;
-                }
-                n += 1;
-            }
-        }
-        seen.insert(id.clone());
+            .unwrap_or("raw");
+        let id = cell.get("id").and_then(Json::as_str).unwrap_or_default();
         let mut out = Map::new();
-        out.insert("id".into(), Json::String(id));
+        out.insert("id".into(), Json::String(id.to_string()));
         out.insert("cell_type".into(), Json::String(kind.into()));
         out.insert("metadata".into(), object(cell.get("metadata")));
         out.insert("source".into(), Json::String(text(cell.get("source"))));
@@ -242,7 +196,7 @@ pub fn normalize_ipynb(nb: &Json) -> Result<Json, ExportError> {
     Ok(json!({
         "nbformat": 4,
         "nbformat_minor": 5,
-        "metadata": object(nb.get("metadata")),
+        "metadata": Json::Object(file.metadata),
         "cells": cells,
     }))
 }
