@@ -11,7 +11,7 @@
 use crate::schema;
 use automerge::transaction::Transactable;
 use automerge::{AutomergeError, ObjId, ObjType, ScalarValue, Value as AmValue, ROOT};
-use ferrolab_tracking::Store;
+use ferrolab_tracking::{Store, TrackingError};
 use samod::{DocHandle, DocumentId, Repo};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -104,7 +104,7 @@ impl LiveRuns {
                 let (run, url) = (run_id.to_string(), handle.url().to_string());
                 tokio::task::spawn_blocking(move || store.set_run_doc(&run, &url))
                     .await?
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
                 handle
             }
         };
@@ -122,11 +122,14 @@ impl LiveRuns {
         let run = match run {
             Ok(run) => run,
             // Gone (a deleted experiment's run); nothing to follow.
-            Err(e) if e.code == "RESOURCE_DOES_NOT_EXIST" => return Ok(()),
-            Err(e) => anyhow::bail!("{}", e.message),
+            Err(TrackingError::NotFound(_)) => return Ok(()),
+            Err(e) => anyhow::bail!("{}", e.message()),
         };
         let handle = self
-            .handle_for(run_id, known.map_err(|e| anyhow::anyhow!("{}", e.message))?)
+            .handle_for(
+                run_id,
+                known.map_err(|e| anyhow::anyhow!("{}", e.message()))?,
+            )
             .await?;
         handle.with_document(|doc| apply(doc, &run))?;
         Ok(())

@@ -21,22 +21,24 @@ use ferrolab_tracking::TrackingError;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-/// The HTTP status of each of MLflow's error codes: the one place where tracking
+/// The HTTP status of each kind of tracking error: the one place where tracking
 /// errors meet HTTP.
-fn status_of(code: &str) -> StatusCode {
-    match code {
-        "RESOURCE_DOES_NOT_EXIST" | "ENDPOINT_NOT_FOUND" => StatusCode::NOT_FOUND,
-        "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
-        "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
-        "INTERNAL_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
+fn status_of(error: &TrackingError) -> StatusCode {
+    match error {
+        TrackingError::NotFound(_) | TrackingError::EndpointNotFound(_) => StatusCode::NOT_FOUND,
+        TrackingError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        TrackingError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        TrackingError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        TrackingError::InvalidParameter(_)
+        | TrackingError::AlreadyExists(_)
+        | TrackingError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
     }
 }
 
 fn error_response(e: TrackingError) -> Response {
     (
-        status_of(e.code),
-        Json(json!({"error_code": e.code, "message": e.message})),
+        status_of(&e),
+        Json(json!({"error_code": e.code(), "message": e.message()})),
     )
         .into_response()
 }
@@ -51,12 +53,7 @@ impl FromRequestParts<Arc<App>> for TrackingCaller {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
         super::authenticate(app, &parts.headers, &parts.uri)
             .map(TrackingCaller)
-            .map_err(|e| {
-                error_response(TrackingError {
-                    code: "UNAUTHENTICATED",
-                    message: e.to_string(),
-                })
-            })
+            .map_err(|e| error_response(TrackingError::Unauthenticated(e.to_string())))
     }
 }
 
@@ -64,12 +61,9 @@ impl FromRequestParts<Arc<App>> for TrackingCaller {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, TrackingError> + Send + 'static,
 ) -> Result<T, TrackingError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(TrackingError {
-            code: "INTERNAL_ERROR",
-            message: format!("the request failed: {e}"),
-        })
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(TrackingError::Internal(format!("the request failed: {e}"))))
 }
 
 /// Every `/api/2.0/mlflow/{endpoint}` call: the query string and the JSON body are
@@ -123,10 +117,9 @@ async fn serve(
                 ))
             }
             Err(e) => {
-                return error_response(TrackingError {
-                    code: "MALFORMED_REQUEST",
-                    message: format!("the request body is not valid JSON: {e}"),
-                })
+                return error_response(TrackingError::MalformedRequest(format!(
+                    "the request body is not valid JSON: {e}"
+                )))
             }
         }
     }

@@ -113,12 +113,9 @@ impl Endpoint {
             .iter()
             .copied()
             .find(|e| e.path() == path)
-            .ok_or_else(|| TrackingError {
-                code: "ENDPOINT_NOT_FOUND",
-                message: format!(
+            .ok_or_else(|| TrackingError::EndpointNotFound(format!(
                     "{PREFIX}/{path} is not an endpoint ferrolab serves; it serves experiments (create, get, get-by-name, search), runs (create, get, update, delete, log-parameter, log-metric, log-batch, set-tag, search), metrics/get-history, registered-models (create, get, search, update, delete, get-latest-versions, set-tag, delete-tag, alias) and model-versions (create, get, search, update, delete, set-tag, delete-tag, get-download-uri); MLflow 3's logged models (log_model) are not supported — log the files as artifacts and register them as model versions"
-                ),
-            })
+                )))
     }
 
     /// The least role that may call it: reading needs any token, writing an
@@ -347,15 +344,12 @@ pub fn require(who: &Identity, role: Role) -> Result<(), TrackingError> {
     if who.role >= role {
         Ok(())
     } else {
-        Err(TrackingError {
-            code: "PERMISSION_DENIED",
-            message: format!(
-                "logging needs a token with the {} role; '{}' is a {}",
-                role.as_str(),
-                who.name,
-                who.role.as_str()
-            ),
-        })
+        Err(TrackingError::PermissionDenied(format!(
+            "logging needs a token with the {} role; '{}' is a {}",
+            role.as_str(),
+            who.name,
+            who.role.as_str()
+        )))
     }
 }
 
@@ -689,10 +683,8 @@ pub fn search_runs_raw(store: &Store, req: &Map<String, Value>) -> Result<String
 
 fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, TrackingError> {
     let body = search_runs_raw(store, req)?;
-    serde_json::from_str(&body).map_err(|e| TrackingError {
-        code: "INTERNAL_ERROR",
-        message: format!("the search answer is not valid JSON: {e}"),
-    })
+    serde_json::from_str(&body)
+        .map_err(|e| TrackingError::Internal(format!("the search answer is not valid JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -793,8 +785,8 @@ mod tests {
             assert_eq!(Endpoint::parse(endpoint.path()), Ok(endpoint));
         }
         let unknown = Endpoint::parse("runs/steal").unwrap_err();
-        assert_eq!(unknown.code, "ENDPOINT_NOT_FOUND");
-        assert!(unknown.message.contains("runs/steal"));
+        assert_eq!(unknown.code(), "ENDPOINT_NOT_FOUND");
+        assert!(unknown.message().contains("runs/steal"));
     }
 
     /// Every table's rows, to compare a store before and after calls.
@@ -883,7 +875,7 @@ mod tests {
             let outcome = dispatch(&store, &viewer, endpoint, &request);
             if endpoint.required_role() > Role::Viewer {
                 let refused = outcome.expect_err(endpoint.path());
-                assert_eq!(refused.code, "PERMISSION_DENIED", "{}", endpoint.path());
+                assert_eq!(refused.code(), "PERMISSION_DENIED", "{}", endpoint.path());
             }
             assert_eq!(
                 snapshot(&path),

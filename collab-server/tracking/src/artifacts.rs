@@ -97,9 +97,8 @@ impl Store {
         let hash = digest_hex(bytes);
         let blob = self.blob_path(&hash);
         if !blob.is_file() {
-            write_blob(&blob, bytes).map_err(|e| TrackingError {
-                code: "INTERNAL_ERROR",
-                message: format!("cannot store the artifact's bytes: {e}"),
+            write_blob(&blob, bytes).map_err(|e| {
+                TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
             })?;
         }
         let path = segments(path)?.join("/");
@@ -127,9 +126,10 @@ impl Store {
                     .optional()?)
             })?
             .ok_or_else(|| TrackingError::missing(format!("No artifact at '{path}'")))?;
-        std::fs::read(self.blob_path(&hash)).map_err(|e| TrackingError {
-            code: "INTERNAL_ERROR",
-            message: format!("the bytes of artifact '{path}' ({hash}) cannot be read: {e}"),
+        std::fs::read(self.blob_path(&hash)).map_err(|e| {
+            TrackingError::Internal(format!(
+                "the bytes of artifact '{path}' ({hash}) cannot be read: {e}"
+            ))
         })
     }
 

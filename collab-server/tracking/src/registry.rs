@@ -44,10 +44,7 @@ impl Default for Policy {
 }
 
 fn denied(message: String) -> TrackingError {
-    TrackingError {
-        code: "PERMISSION_DENIED",
-        message,
-    }
+    TrackingError::PermissionDenied(message)
 }
 
 fn alias_missing(alias: &str) -> TrackingError {
@@ -915,11 +912,10 @@ impl Store {
             .optional()?;
         match text {
             None => Ok(Policy::default()),
-            Some(t) => serde_json::from_str(&t).map_err(|e| TrackingError {
-                code: "INTERNAL_ERROR",
-                message: format!(
+            Some(t) => serde_json::from_str(&t).map_err(|e| {
+                TrackingError::Internal(format!(
                     "the stored governance policy is damaged ({e}); an owner can set it again"
-                ),
+                ))
             }),
         }
     }
@@ -1054,21 +1050,21 @@ mod tests {
         let refused = s
             .set_alias(&ALICE, "m", "production", "1")
             .expect_err("no approval");
-        assert_eq!(refused.code, "PERMISSION_DENIED");
+        assert_eq!(refused.code(), "PERMISSION_DENIED");
         assert!(
-            refused.message.contains("approvals: 0 of the 1"),
+            refused.message().contains("approvals: 0 of the 1"),
             "{}",
-            refused.message
+            refused.message()
         );
         assert!(
-            refused.message.contains("no prompt-test run is linked"),
+            refused.message().contains("no prompt-test run is linked"),
             "{}",
-            refused.message
+            refused.message()
         );
         let selfish = s
             .review(&ALICE, "m", "1", true, "looks good")
             .expect_err("self");
-        assert!(selfish.message.contains("self-approval refused"));
+        assert!(selfish.message().contains("self-approval refused"));
         s.review(&BOB, "m", "1", true, "checked the eval")
             .expect("review");
         s.link_evaluation(&ALICE, "m", "1", &run_id).expect("link");
@@ -1076,9 +1072,9 @@ mod tests {
             .set_alias(&ALICE, "m", "production", "1")
             .expect_err("no pass rate");
         assert!(
-            low.message.contains("has a pass_rate metric"),
+            low.message().contains("has a pass_rate metric"),
             "{}",
-            low.message
+            low.message()
         );
         s.log_metric(
             &run_id,
@@ -1093,7 +1089,7 @@ mod tests {
         let low = s
             .set_alias(&ALICE, "m", "production", "1")
             .expect_err("low pass rate");
-        assert!(low.message.contains("passed 50.0%"), "{}", low.message);
+        assert!(low.message().contains("passed 50.0%"), "{}", low.message());
         s.log_metric(
             &run_id,
             &crate::store::Point {
@@ -1179,7 +1175,7 @@ mod tests {
         let e = s
             .set_alias(&ALICE, "m", "production", "1")
             .expect_err("rejected");
-        assert!(e.message.contains("rejected by bob"), "{}", e.message);
+        assert!(e.message().contains("rejected by bob"), "{}", e.message());
         s.review(&BOB, "m", "1", true, "fixed by the new eval")
             .expect("approve");
         s.set_alias(&ALICE, "m", "production", "1")
@@ -1187,7 +1183,7 @@ mod tests {
         let e = s
             .delete_model_version(&ALICE, "m", "1")
             .expect_err("protected");
-        assert!(e.message.contains("protected alias"));
+        assert!(e.message().contains("protected alias"));
     }
 
     #[test]

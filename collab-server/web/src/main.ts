@@ -7,22 +7,12 @@ import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websoc
 import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb";
 import { Api, ApiError, forgetToken, takeToken, type User } from "./api";
 import { PresenceChannel } from "./presence";
+import type { Session } from "./session";
 import { showWorkspace } from "./workspace";
 import { showNotebook } from "./notebook";
 import { showRuns } from "./runs";
 import { showModels } from "./models";
 import "./style.css";
-
-export interface Session {
-  api: Api;
-  repo: Repo;
-  user: User;
-  index: string;
-  presence: PresenceChannel;
-  root: HTMLElement;
-  navigate(path: string): void;
-  status(message: string, kind?: "info" | "error"): void;
-}
 
 const root = document.getElementById("app") as HTMLElement;
 const WORKSPACE_KEY = "ferrolab.workspace";

@@ -3,7 +3,7 @@
 // by the server. Read-only here; reviews and promotions go through %review,
 // %promote or MLflow's client, where the policy applies.
 
-import type { Session } from "./main";
+import type { Session } from "./session";
 import { header } from "./nav";
 
 interface Alias { alias: string; version: string }

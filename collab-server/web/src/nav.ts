@@ -1,6 +1,6 @@
 // The bar at the top of every page: the pages, who is here, who you are.
 
-import type { Session } from "./main";
+import type { Session } from "./session";
 
 export type Page = "notebooks" | "runs" | "models";
 

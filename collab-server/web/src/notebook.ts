@@ -9,7 +9,7 @@ import { EditorView, keymap, Decoration, WidgetType, type DecorationSet } from "
 import { EditorState, Prec, StateEffect, StateField, type Extension } from "@codemirror/state";
 import { rust } from "@codemirror/lang-rust";
 import { markdown } from "@codemirror/lang-markdown";
-import type { Session } from "./main";
+import type { Session } from "./session";
 import { positionBetween } from "./positions";
 import { renderMarkdown, renderOutputs } from "./outputs";
 import { renderPeople, type Presence } from "./presence";

@@ -4,7 +4,7 @@
 // updates as the run logs, so a chart grows while the run trains.
 
 import type { DocHandle } from "@automerge/automerge-repo";
-import type { Session } from "./main";
+import type { Session } from "./session";
 import { lineChart, type Series } from "./chart";
 import { header } from "./nav";
 

@@ -3,7 +3,7 @@
 
 import type { DocHandle } from "@automerge/automerge-repo";
 import type { Entry } from "./api";
-import type { Session } from "./main";
+import type { Session } from "./session";
 import { renderPeople } from "./presence";
 import { header } from "./nav";
 

@@ -950,6 +950,3 @@ pub fn grade_test(
 pub fn from_expected(cell: &str) -> Result<Value> {
     crate::expected::parse(cell)
 }
-
-#[cfg(test)]
-mod tests;

@@ -245,7 +245,7 @@ impl Local {
         let model_path = resolve(model);
         let adapter_path = adapter.map(resolve);
         let key = (model_path.clone(), adapter_path.clone(), weights.clone());
-        let existing = ferrolab_magics::lock(&engines()).get(&key).cloned();
+        let existing = ferrolab_magics::lock(engines()).get(&key).cloned();
         let engine = match existing {
             Some(e) => e,
             None => {
@@ -265,7 +265,7 @@ impl Local {
                     })?;
                 }
                 let engine = Arc::new(Mutex::new(engine));
-                ferrolab_magics::lock(&engines()).insert(key, engine.clone());
+                ferrolab_magics::lock(engines()).insert(key, engine.clone());
                 engine
             }
         };

@@ -71,7 +71,7 @@ impl Backend for Local {
         self.store()?
             .put_artifact(path, bytes)
             .map(|_| ())
-            .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code, e.message))
+            .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code(), e.message()))
     }
 
     fn call(&self, method: &str, endpoint: &str, body: Value) -> Result<Value> {
@@ -92,7 +92,7 @@ impl Backend for Local {
             role: Role::Owner,
         };
         ferrolab_tracking::api::call(&store, &who, endpoint, &request)
-            .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code, e.message))
+            .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code(), e.message()))
     }
 }
 

@@ -1,7 +1,13 @@
-//! One row per case: assertion (as YAML), output, expected pass and score.
+//! Assertions graded with promptfoo's semantics, each read from a suite the way a
+//! user writes it: one row per case — assertion (as YAML), output, expected pass
+//! and score.
 
-use super::*;
-use serde_json::json;
+use anyhow::Result;
+use ferrolab_prompt::assertion::*;
+use ferrolab_prompt::spec::ProviderSpec;
+use ferrolab_prompt::{config, spec};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Embeds text as letter counts, and grades by answering the prompt's own last
 /// line: enough to drive `similar` and `llm-rubric` through their logic here
@@ -32,9 +38,9 @@ impl Graders for Fixture {
 }
 
 fn assertion(yaml: &str) -> Assertion {
-    let v = crate::spec::yaml_to_json(yaml).expect("valid yaml");
+    let v = spec::yaml_to_json(yaml).expect("valid yaml");
     let suite = json!({"prompts": ["p"], "providers": ["echo"], "tests": [{"vars": {"name": "Ada", "n": 3}, "assert": [v]}]});
-    let parsed = crate::config::parse(&suite.to_string(), std::path::Path::new("."))
+    let parsed = config::parse(&suite.to_string(), std::path::Path::new("."))
         .unwrap_or_else(|e| panic!("{yaml}: {e:#}"));
     match &parsed.tests[0].asserts[0] {
         AssertItem::Single(a) => a.clone(),
@@ -246,10 +252,9 @@ fn llm_rubric_reads_the_graders_json() {
 #[test]
 fn weights_thresholds_metrics_and_sets() {
     let items = |yaml: &str| -> (Vec<AssertItem>, Option<f64>) {
-        let v = crate::spec::yaml_to_json(yaml).expect("valid yaml");
+        let v = spec::yaml_to_json(yaml).expect("valid yaml");
         let suite = json!({"prompts": ["p"], "providers": ["echo"], "tests": [v]});
-        let s =
-            crate::config::parse(&suite.to_string(), std::path::Path::new(".")).expect("parses");
+        let s = config::parse(&suite.to_string(), std::path::Path::new(".")).expect("parses");
         (s.tests[0].asserts.clone(), s.tests[0].threshold)
     };
     let run = |yaml: &str, output: &str| -> Grade {
@@ -315,7 +320,7 @@ fn not_on_types_promptfoo_ignores_it_for_is_refused() {
         "not-llm-rubric",
     ] {
         let suite = json!({"prompts": ["p"], "providers": ["echo"], "tests": [{"assert": [{"type": t, "value": "x", "threshold": 1}]}]});
-        let err = crate::config::parse(&suite.to_string(), std::path::Path::new(".")).unwrap_err();
+        let err = config::parse(&suite.to_string(), std::path::Path::new(".")).unwrap_err();
         assert!(format!("{err:#}").contains("not supported"), "{t}: {err:#}");
     }
 }
