@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -196,7 +196,11 @@ test-browser: build web node-deps browser-deps chromium
 prune-cache:
 	@scripts/prune-build-cache.sh
 
-test: prune-cache test-rust test-python test-collab test-browser
+# The forked crates are their releases plus the patch beside them, nothing else.
+check-forks:
+	scripts/check-forks.sh
+
+test: prune-cache check-forks test-rust test-python test-collab test-browser
 
 lint:
 	cargo fmt --all --check
