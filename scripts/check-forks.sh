@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The crates ferrolab builds from a fork (`[patch.crates-io]` in Cargo.toml) must be
 # exactly their published release plus the patch beside them (FORK/ferrolab.patch,
-# explained in FORK/PATCHES.md), with the release's tests, benches, examples, lock
-# file and packaging files left out. This script checks that (run by `make test`);
+# explained in FORK/PATCHES.md), with the release's tests, benches, examples, its
+# own docs (README), lock file and packaging files left out. This script checks that (run by `make test`);
 # with --write it rewrites each patch from the tree as it is.
 #
 #   scripts/check-forks.sh [--write]
@@ -19,7 +19,7 @@ forks=(
   "magics/llm/candle-core candle-core 0.11.1"
 )
 # What the forks leave out of a release.
-left_out=(tests benches examples Cargo.lock Cargo.toml.orig .cargo_vcs_info.json .cargo-ok)
+left_out=(tests benches examples README.md HOW_IT_WORKS.md Cargo.lock Cargo.toml.orig .cargo_vcs_info.json .cargo-ok)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
