@@ -434,7 +434,7 @@ fn merge_into_documents(t: &Tracked, file: &Notebook) -> anyhow::Result<()> {
     let base_json = export_at(&nb_now, &nb_heads, &rt_now, &rt_heads).ok_or_else(|| {
         anyhow::anyhow!("the agreed version of the notebook is not in its history")
     })?;
-    let base = ipynb::from_json(base_json).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = ipynb::Notebook::from_json(base_json).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut nb_fork = nb_now.fork_at(&nb_heads)?;
     let encoding = nb_fork.text_encoding();

@@ -215,7 +215,7 @@ fn parse_create(body: &[u8], uri: &Uri) -> Result<CreateRequest, ApiError> {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body is not valid JSON ({e}); send an .ipynb file, {{\"title\": ...}}, or nothing"))
         })?;
         if value.get("cells").is_some() || value.get("nbformat").is_some() {
-            let notebook = ipynb::from_json(value).map_err(|e| {
+            let notebook = ipynb::Notebook::from_json(value).map_err(|e| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_notebook", e.0)
             })?;
             request.title = notebook.title();

@@ -47,11 +47,6 @@ pub fn parse(bytes: &[u8]) -> Result<Notebook, ExportError> {
     Notebook::from_json(json)
 }
 
-/// [`Notebook::from_json`].
-pub fn from_json(json: Json) -> Result<Notebook, ExportError> {
-    Notebook::from_json(json)
-}
-
 impl Notebook {
     /// Reads a notebook from its JSON.
     pub fn from_json(json: Json) -> Result<Notebook, ExportError> {
@@ -346,11 +341,11 @@ mod tests {
 
     #[test]
     fn unsupported_files_say_what_to_do() {
-        let error = from_json(json!({"nbformat": 3, "worksheets": []})).expect_err("v3");
+        let error = Notebook::from_json(json!({"nbformat": 3, "worksheets": []})).expect_err("v3");
         assert!(error.0.contains("JupyterLab"), "{error}");
         let error = parse(b"{not json").expect_err("garbage");
         assert!(error.0.contains("not valid JSON"), "{error}");
-        let error = from_json(json!({"nbformat": 4, "cells": [{"cell_type": "weird"}]}))
+        let error = Notebook::from_json(json!({"nbformat": 4, "cells": [{"cell_type": "weird"}]}))
             .expect_err("cell type");
         assert!(error.0.contains("code, markdown and raw"), "{error}");
     }

@@ -25,8 +25,6 @@ use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use notebook::normalize_ipynb;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Html,
@@ -120,7 +118,8 @@ impl std::error::Error for ExportError {}
 
 /// Exports a notebook given as nbformat 4 JSON.
 pub fn export(notebook: &Json, options: &Options) -> Result<Export, ExportError> {
-    let nb = notebook::Notebook::read(notebook)?;
+    let file = ipynb::Notebook::from_json(notebook.clone())?;
+    let nb = notebook::Notebook::of(&file);
     match options.format {
         Format::Html => Ok(Export {
             document: html::report(&nb, options).into_bytes(),
@@ -134,8 +133,7 @@ pub fn export(notebook: &Json, options: &Options) -> Result<Export, ExportError>
             })
         }
         Format::Ipynb => {
-            let normalized = normalize_ipynb(notebook)?;
-            let text = ipynb::to_file_text(&normalized);
+            let text = ipynb::to_file_text(&notebook::normalize_ipynb(&file));
             Ok(Export {
                 document: text.into_bytes(),
                 files: Vec::new(),

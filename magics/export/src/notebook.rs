@@ -4,7 +4,6 @@
 //! the collaboration server uses too.
 
 use crate::ipynb;
-use crate::ExportError;
 use serde_json::{json, Map, Value as Json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +49,9 @@ pub fn text(value: Option<&Json>) -> String {
 }
 
 impl Notebook {
-    pub fn read(nb: &Json) -> Result<Self, ExportError> {
-        let file = ipynb::Notebook::from_json(nb.clone())?;
-        let meta = Json::Object(file.metadata);
+    /// The report view of a read file.
+    pub fn of(file: &ipynb::Notebook) -> Self {
+        let meta = &file.metadata;
         let title = meta.get("title").and_then(Json::as_str).map(str::to_string);
         let authors = match meta.get("authors") {
             Some(Json::Array(list)) => list
@@ -68,21 +67,21 @@ impl Notebook {
         };
         let date = meta.get("date").and_then(Json::as_str).map(str::to_string);
         let language = meta
-            .pointer("/language_info/name")
-            .or_else(|| meta.pointer("/kernelspec/language"))
+            .get("language_info")
+            .and_then(|info| info.get("name"))
+            .or_else(|| meta.get("kernelspec").and_then(|spec| spec.get("language")))
             .and_then(Json::as_str)
             .unwrap_or("rust")
             .to_ascii_lowercase();
-        let raw_cells: Vec<Json> = file.cells.into_iter().map(Json::Object).collect();
-        let mut cells = Vec::with_capacity(raw_cells.len());
-        for cell in &raw_cells {
+        let mut cells = Vec::with_capacity(file.cells.len());
+        for cell in &file.cells {
             // The reader has checked every cell's type.
             let kind = match cell.get("cell_type").and_then(Json::as_str) {
                 Some("code") => Kind::Code,
                 Some("markdown") => Kind::Markdown,
                 _ => Kind::Raw,
             };
-            let tags = match cell.pointer("/metadata/tags") {
+            let tags = match cell.get("metadata").and_then(|m| m.get("tags")) {
                 Some(Json::Array(tags)) => tags
                     .iter()
                     .filter_map(Json::as_str)
@@ -110,13 +109,13 @@ impl Notebook {
                 },
             });
         }
-        Ok(Notebook {
+        Notebook {
             title,
             authors,
             date,
             language,
             cells,
-        })
+        }
     }
 }
 
@@ -161,8 +160,7 @@ fn output(out: &Json) -> Option<Json> {
 
 /// A valid nbformat 4.5 notebook: cell ids (kept when valid and unique, else
 /// made), only the keys the schema allows, sources and texts as strings.
-pub fn normalize_ipynb(nb: &Json) -> Result<Json, ExportError> {
-    let file = ipynb::Notebook::from_json(nb.clone())?;
+pub fn normalize_ipynb(file: &ipynb::Notebook) -> Json {
     let mut cells = Vec::with_capacity(file.cells.len());
     for cell in &file.cells {
         let kind = cell
@@ -193,10 +191,10 @@ pub fn normalize_ipynb(nb: &Json) -> Result<Json, ExportError> {
         }
         cells.push(Json::Object(out));
     }
-    Ok(json!({
+    json!({
         "nbformat": 4,
         "nbformat_minor": 5,
-        "metadata": Json::Object(file.metadata),
+        "metadata": Json::Object(file.metadata.clone()),
         "cells": cells,
-    }))
+    })
 }
