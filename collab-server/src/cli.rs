@@ -81,13 +81,17 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(server::serve(ServeOptions {
+            let served = runtime.block_on(server::serve(ServeOptions {
                 data: data.path,
                 bind,
                 max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
                 watch,
                 web: crate::web::locate(web),
-            }))
+            }));
+            // A blocking task still running (a request cut off at the deadline) must
+            // not keep the process alive: the runtime would wait for it for ever.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            served
         }
         CollabCommand::Token { command } => match command {
             TokenCommand::Create { data, name, role } => {

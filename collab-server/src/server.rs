@@ -124,8 +124,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     run(app, listener, shutdown_signal()).await
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops the repository
-/// (which finishes its pending writes).
+/// How long open requests may run on after a shutdown signal before the server
+/// stops them: no request (a huge upload, a slow peer) can keep it up for ever.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` completes and the open requests end
+/// (or [`SHUTDOWN_DEADLINE`] passes), then stops the repository (which finishes its
+/// pending writes). A request cut off at the deadline was never answered, so nothing
+/// it wrote was acknowledged; each tracking write is one transaction.
 pub async fn run(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
@@ -143,9 +149,24 @@ pub async fn run(
             log::debug!("cannot set TCP_NODELAY: {error}");
         }
     });
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled.send(true);
+    };
+    let served = tokio::select! {
+        served = axum::serve(listener, router).with_graceful_shutdown(shutdown) => served,
+        _ = async {
+            let _ = on_signal.wait_for(|fired| *fired).await;
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        } => {
+            log::warn!(
+                "requests still open {}s after the shutdown signal; stopping them",
+                SHUTDOWN_DEADLINE.as_secs()
+            );
+            Ok(())
+        }
+    };
     revocations.abort();
     stamps.abort();
     live.abort();

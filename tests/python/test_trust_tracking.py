@@ -1,0 +1,121 @@
+"""Attacks on the tracking server by its own users, through real clients (`httpx`,
+the `mlflow` client, raw sockets): each was possible before the fix, and each must
+now be refused with a clear error while everyone else keeps working. The table of
+attacks and outcomes is in docs/security.md."""
+import os
+import signal
+import socket
+import subprocess
+import threading
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+from conftest import BIN  # noqa: E402
+from test_collab_ipynb import Server  # noqa: E402
+
+
+def token(server, name, role):
+    return subprocess.run(
+        [BIN, "collab", "token", "create", "--data", str(server.data), "--name", name, "--role", role],
+        check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("trust-tracking"))
+    s.viewer = token(s, "vic", "viewer")
+    yield s
+    s.stop()
+
+
+def api(server, path, body, who=None, timeout=60):
+    return httpx.post(f"http://127.0.0.1:{server.port}/api/2.0/mlflow/{path}",
+                      headers={"Authorization": f"Bearer {who or server.token}"},
+                      json=body, timeout=timeout)
+
+
+def test_a_viewer_cannot_stall_tracking_with_a_like_pattern(server):
+    """`LIKE '%%…%!'` used to backtrack exponentially while the store was locked: the
+    viewer's search and every other call then waited for ever. Both finish now (the
+    generous timeout only ends a test that would otherwise hang)."""
+    exp = api(server, "experiments/create", {"name": "like-attack"}).json()["experiment_id"]
+    for i in range(5):
+        api(server, "runs/create", {"experiment_id": exp, "run_name": "a" * 40 + str(i)})
+    pattern = "%" * 400 + "!"
+    answers = {}
+
+    def attack():
+        answers["attack"] = api(server, "runs/search", {
+            "experiment_ids": [exp], "filter": f"attributes.run_name LIKE '{pattern}'"},
+            who=server.viewer)
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    other = api(server, "experiments/create", {"name": "still-working"})
+    attacker.join(timeout=120)
+    assert not attacker.is_alive(), "the LIKE search never finished"
+    assert other.status_code == 200, other.text
+    assert answers["attack"].status_code == 200, answers["attack"].text
+    assert answers["attack"].json().get("runs", []) == []
+    matched = api(server, "runs/search", {
+        "experiment_ids": [exp], "filter": "attributes.run_name LIKE '%a%a%3'"}).json()
+    assert [r["info"]["run_name"] for r in matched["runs"]] == ["a" * 40 + "3"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("registered-models/search", {"filter": "é"}),
+    ("registered-models/search", {"filter": "name LIKE 'x' AND ééé"}),
+    ("model-versions/search", {"filter": "name ééé"}),
+    ("runs/search", {"experiment_ids": ["0"], "filter": "params.é = 'x' é"}),
+    ("experiments/search", {"filter": "name = 'x' é"}),
+])
+def test_filters_with_any_characters_get_a_clear_400(server, path, body):
+    """Filters were cut at byte offsets: `filter=é` crashed the request (a 500)."""
+    r = api(server, path, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "filter" in r.json()["message"].lower()
+
+
+def test_the_mlflow_client_sees_the_refusal(server):
+    client = MlflowClient(f"http://127.0.0.1:{server.port}")
+    os.environ["MLFLOW_TRACKING_TOKEN"] = server.token
+    try:
+        with pytest.raises(Exception, match="(?i)filter"):
+            client.search_registered_models(filter_string="é")
+    finally:
+        del os.environ["MLFLOW_TRACKING_TOKEN"]
+
+
+def test_sigterm_stops_the_server_whatever_a_request_is_doing(tmp_path):
+    """A request that never finishes (a body announced and never sent) kept the
+    server from stopping: graceful shutdown waited for it for ever. It now stops
+    within its deadline, and what it had acknowledged is still there afterwards."""
+    s = Server(tmp_path)
+    exp = api(s, "experiments/create", {"name": "kept"}).json()["experiment_id"]
+    stuck = socket.create_connection(("127.0.0.1", s.port))
+    stuck.sendall(
+        f"POST /api/2.0/mlflow/experiments/create HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {s.token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 1000000\r\n\r\n{{\"name\": ".encode())
+    # The server has read the head: a second request on another connection is answered.
+    assert api(s, "experiments/search", {}).status_code == 200
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        s.proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        pytest.fail("the server ignored SIGTERM while a request was open")
+    finally:
+        stuck.close()
+    again = Server(tmp_path)
+    try:
+        names = [e["name"] for e in api(again, "experiments/search", {}).json()["experiments"]]
+        assert "kept" in names
+    finally:
+        again.stop()
