@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -130,12 +130,20 @@ chromium:
 		else echo "the browser tests need Debian's chromium: sudo apt-get install chromium (or set CHROMIUM=PATH)"; exit 1; fi; \
 	fi
 
+# Debian's bubblewrap: the collaboration server runs each shared kernel in its
+# sandbox (see docs/security.md) and does not start without it.
+bubblewrap:
+	@if ! command -v bwrap >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+		else echo "shared kernels need Debian's bubblewrap: sudo apt-get install bubblewrap"; exit 1; fi; \
+	fi
+
 kernelspec: build lab-deps
 	VIRTUAL_ENV="$(abspath $(VENV))" $(BIN) kernel install --sys-prefix
 
 # Starts the collaboration server in the background (once) on its embedded
 # storage, and keeps an owner token for this checkout in .ferrolab/owner-token.
-collab-up: build web
+collab-up: build web bubblewrap
 	@mkdir -p .ferrolab
 	@if [ ! -s .ferrolab/owner-token ]; then \
 		umask 077; $(BIN) collab token create --data $(COLLAB_DATA) --name local-owner --role owner > .ferrolab/owner-token; \
@@ -178,15 +186,15 @@ up: kernelspec collab-up model
 test-rust: model
 	cargo test --locked --workspace
 
-test-python: build venv model reference-venv promptfoo
+test-python: build venv model reference-venv promptfoo bubblewrap
 	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" \
 		$(PY) -m pytest tests/python -q -p no:cacheprovider
 
-test-collab: build node-deps
+test-collab: build node-deps bubblewrap
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		node --test --test-concurrency=1
 
-test-browser: build web node-deps browser-deps chromium
+test-browser: build web node-deps browser-deps chromium bubblewrap
 	cd tests/browser && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		FERROLAB_CHROMIUM="$(CHROMIUM)" FERROLAB_WEB_DIR="$(abspath $(WEB)/dist)" \
 		node --test --test-concurrency=1

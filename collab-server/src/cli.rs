@@ -26,12 +26,64 @@ pub enum CollabCommand {
         /// collab-server/web/dist when run from a checkout).
         #[arg(long, value_name = "DIR")]
         web: Option<PathBuf>,
+        #[command(flatten)]
+        kernels: KernelArgs,
     },
     /// Create, list and revoke access tokens (works with or without a running server).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+/// How shared kernels run (see docs/security.md).
+#[derive(Args)]
+pub struct KernelArgs {
+    /// `bwrap`: each kernel in a bubblewrap sandbox that cannot see the data folder;
+    /// `none`: as the server's own user (only when every editor is trusted).
+    #[arg(long, value_enum, default_value_t = KernelSandbox::Bwrap)]
+    kernel_sandbox: KernelSandbox,
+    /// Address space each kernel (and the compiler it runs) may use, in MiB; 0: no limit.
+    #[arg(long, default_value_t = 16384)]
+    kernel_memory_mib: u64,
+    /// CPU seconds a kernel may use over its life; 0: no limit.
+    #[arg(long, default_value_t = 0)]
+    kernel_cpu_seconds: u64,
+    /// Processes a kernel may run (not enforced when the server runs as root); 0: no limit.
+    #[arg(long, default_value_t = 512)]
+    kernel_processes: u64,
+    /// Kernels running at once on this server.
+    #[arg(long, default_value_t = 16)]
+    max_kernels: usize,
+    /// Kernels one token may have running at once.
+    #[arg(long, default_value_t = 4)]
+    max_kernels_per_token: usize,
+    /// Seconds a kernel with nothing to run stays up; 0: until stopped.
+    #[arg(long, default_value_t = 3600)]
+    kernel_idle_secs: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KernelSandbox {
+    Bwrap,
+    None,
+}
+
+impl KernelArgs {
+    fn settings(&self) -> server::KernelSettings {
+        let limit = |n: u64| (n > 0).then_some(n);
+        server::KernelSettings {
+            sandboxed: matches!(self.kernel_sandbox, KernelSandbox::Bwrap),
+            limits: crate::sandbox::Limits {
+                memory_bytes: limit(self.kernel_memory_mib).map(|m| m << 20),
+                cpu_seconds: limit(self.kernel_cpu_seconds),
+                processes: limit(self.kernel_processes),
+            },
+            max_running: self.max_kernels.max(1),
+            max_per_token: self.max_kernels_per_token.max(1),
+            idle_timeout: limit(self.kernel_idle_secs).map(std::time::Duration::from_secs),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -76,6 +128,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             max_message_mib,
             watch,
             web,
+            kernels,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -87,6 +140,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
                 watch,
                 web: crate::web::locate(web),
+                kernels: kernels.settings(),
             }));
             // A blocking task still running (a request cut off at the deadline) must
             // not keep the process alive: the runtime would wait for it for ever.

@@ -9,6 +9,7 @@
 //! `kernel` = `{ status, message }` where status is `starting`, `idle`, `busy`,
 //! `dead` or `stopped`.
 
+use crate::sandbox::{Limits, Sandbox};
 use crate::schema::{self, get_map};
 use automerge::transaction::Transactable;
 use automerge::{AutomergeError, ObjId, ObjType, ReadDoc, ROOT};
@@ -38,35 +39,108 @@ pub enum Command {
     Restart,
 }
 
+/// How shared kernels run: the sandbox, its limits, how many may run, and when
+/// an idle one is stopped.
+#[derive(Debug, Clone)]
+pub struct KernelOptions {
+    pub sandbox: Sandbox,
+    pub limits: Limits,
+    /// Kernels running at once on this server.
+    pub max_running: usize,
+    /// Kernels one token may have started and still running.
+    pub max_per_token: usize,
+    /// A kernel with nothing to run for this long is stopped (its notebook shows
+    /// why; the next run starts a fresh one).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        KernelOptions {
+            sandbox: Sandbox::None,
+            limits: Limits::default(),
+            max_running: 16,
+            max_per_token: 4,
+            idle_timeout: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Why a run was refused before it reached a kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelRefusal {
+    #[error("the server already runs its limit of {0} kernels; restart (stop) one, or wait for an idle one to be stopped")]
+    ServerFull(usize),
+    #[error(
+        "your token already has {0} kernels running, its limit; restart (stop) one of them first"
+    )]
+    TokenFull(usize),
+    #[error("the notebook id {0:?} cannot name a kernel's files")]
+    BadId(String),
+}
+
+/// A running (or starting) kernel: its process once spawned, and the token whose
+/// run started it.
+struct Running {
+    pid: Option<u32>,
+    starter: String,
+}
+
 /// Every notebook's queue; kernels start on first use.
 pub struct Kernels {
     program: PathBuf,
     folder: PathBuf,
+    options: Arc<KernelOptions>,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
-    /// Kernel processes by notebook, so the server can stop them all.
-    children: Arc<Mutex<HashMap<String, u32>>>,
+    /// Kernels by notebook, so the server can count them and stop them all.
+    running: Arc<Mutex<HashMap<String, Running>>>,
+}
+
+/// Whether `id` is safe to put in a file name: notebook ids are automerge-style
+/// (base58) or UUIDs; anything else (`..`, `/`, NUL) never reaches a path.
+pub fn safe_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Kernels {
-    /// `program` is the `ferrolab` binary; connection files and kernel logs go to `folder`.
-    pub fn new(program: PathBuf, folder: PathBuf) -> Self {
+    /// `program` is the `ferrolab` binary; connection files, kernel logs and each
+    /// notebook's work folder go under `folder`.
+    pub fn new(program: PathBuf, folder: PathBuf, options: KernelOptions) -> Self {
         Self {
             program,
             folder,
+            options: Arc::new(options),
             queues: Mutex::new(HashMap::new()),
-            children: Arc::new(Mutex::new(HashMap::new())),
+            running: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Hands `command` to the notebook's queue, starting the queue if needed.
-    pub fn send(&self, notebook: &str, runtime: &DocHandle, command: Command) {
+    /// Hands `command` to the notebook's queue, starting the queue if needed. A run
+    /// that would start a kernel is refused when the server or `starter` (a token
+    /// id) is at its limit.
+    pub fn send(
+        &self,
+        notebook: &str,
+        runtime: &DocHandle,
+        command: Command,
+        starter: &str,
+    ) -> Result<(), KernelRefusal> {
+        if !safe_id(notebook) {
+            return Err(KernelRefusal::BadId(notebook.to_string()));
+        }
+        if matches!(&command, Command::Execute(cells) if !cells.is_empty()) {
+            self.reserve(notebook, starter)?;
+        }
         let Ok(mut queues) = self.queues.lock() else {
-            return;
+            return Ok(());
         };
         if let Some(tx) = queues.get(notebook) {
             if !tx.is_closed() {
                 let _ = tx.send(command);
-                return;
+                return Ok(());
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -77,21 +151,50 @@ impl Kernels {
             runtime: runtime.clone(),
             program: self.program.clone(),
             folder: self.folder.clone(),
-            children: self.children.clone(),
+            options: self.options.clone(),
+            running: self.running.clone(),
             kernel: None,
             pending: VecDeque::new(),
             shown: Outputs::default(),
         };
         tokio::spawn(queue.run(rx));
+        Ok(())
+    }
+
+    /// Counts `notebook`'s kernel against the limits unless it already runs.
+    fn reserve(&self, notebook: &str, starter: &str) -> Result<(), KernelRefusal> {
+        let Ok(mut running) = self.running.lock() else {
+            return Ok(());
+        };
+        if running.contains_key(notebook) {
+            return Ok(());
+        }
+        if running.len() >= self.options.max_running {
+            return Err(KernelRefusal::ServerFull(self.options.max_running));
+        }
+        let mine = running.values().filter(|r| r.starter == starter).count();
+        if mine >= self.options.max_per_token {
+            return Err(KernelRefusal::TokenFull(self.options.max_per_token));
+        }
+        running.insert(
+            notebook.to_string(),
+            Running {
+                pid: None,
+                starter: starter.to_string(),
+            },
+        );
+        Ok(())
     }
 
     /// Stops every kernel (the server is stopping).
     pub fn stop_all(&self) {
-        if let Ok(mut children) = self.children.lock() {
-            for (_, pid) in children.drain() {
-                // SAFETY: kill(2) with a pid this server spawned; no memory is touched.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
+        if let Ok(mut running) = self.running.lock() {
+            for (_, kernel) in running.drain() {
+                if let Some(pid) = kernel.pid {
+                    // SAFETY: kill(2) with a pid this server spawned; no memory is touched.
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGKILL);
+                    }
                 }
             }
         }
@@ -123,7 +226,8 @@ struct Queue {
     runtime: DocHandle,
     program: PathBuf,
     folder: PathBuf,
-    children: Arc<Mutex<HashMap<String, u32>>>,
+    options: Arc<KernelOptions>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
     kernel: Option<Kernel>,
     pending: VecDeque<(String, String)>,
     /// Displays shown so far by this kernel, kept across cells so that a later
@@ -141,7 +245,24 @@ impl Queue {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         loop {
             if self.pending.is_empty() {
-                let Some(command) = rx.recv().await else {
+                let next = match (self.kernel.is_some(), self.options.idle_timeout) {
+                    (true, Some(idle)) => match tokio::time::timeout(idle, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.stop_kernel();
+                            self.set_kernel(
+                                "stopped",
+                                &format!(
+                                    "stopped after {} s with nothing to run; the next run starts a fresh kernel",
+                                    idle.as_secs()
+                                ),
+                            );
+                            continue;
+                        }
+                    },
+                    _ => rx.recv().await,
+                };
+                let Some(command) = next else {
                     break;
                 };
                 self.handle_idle(command);
@@ -155,6 +276,7 @@ impl Queue {
                 match self.start().await {
                     Ok(kernel) => self.kernel = Some(kernel),
                     Err(error) => {
+                        self.release();
                         let message = format!("the kernel did not start: {error:#}");
                         log::error!("notebook {}: {message}", self.notebook);
                         self.fail_cell(&cell, "KernelStartError", &message);
@@ -222,16 +344,30 @@ impl Queue {
 
     fn stop_kernel(&mut self) {
         self.shown = Outputs::default();
-        if self.kernel.take().is_some() {
-            if let Ok(mut children) = self.children.lock() {
-                children.remove(&self.notebook);
-            }
+        self.kernel = None;
+        self.release();
+    }
+
+    /// No longer counts this notebook's kernel against the limits.
+    fn release(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.notebook);
         }
     }
 
     async fn start(&self) -> anyhow::Result<Kernel> {
         use anyhow::Context;
-        std::fs::create_dir_all(&self.folder)?;
+        if !safe_id(&self.notebook) {
+            anyhow::bail!(
+                "the notebook id {:?} cannot name a kernel's files",
+                self.notebook
+            );
+        }
+        let work = self.folder.join("work").join(&self.notebook);
+        for folder in [&self.folder, &work, &work.join(".tmp")] {
+            create_private_dir(folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+        }
         let ip: std::net::IpAddr = [127, 0, 0, 1].into();
         let ports = jupyter_zmq_client::peek_ports(ip, 5).await?;
         let key = uuid::Uuid::new_v4().simple().to_string();
@@ -249,28 +385,37 @@ impl Queue {
         };
         let file = self.folder.join(format!("{}.json", self.notebook));
         let log_path = self.folder.join(format!("{}.log", self.notebook));
+        // Written 0600 from its first byte: it holds the key that signs messages.
         crate::storage::write_atomically(&file, &serde_json::to_vec_pretty(&info)?)?;
-        restrict(&file);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut command = tokio::process::Command::new(&self.program);
+        let log = {
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).append(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options
+                .open(&log_path)
+                .with_context(|| format!("cannot open {}", log_path.display()))?
+        };
+        let mut command = self.options.sandbox.command(
+            &self.program,
+            &file,
+            &work,
+            &format!("{}.ipynb", self.notebook),
+        );
         command
-            .args(["kernel", "run", "--connection-file"])
-            .arg(&file)
-            .env("JPY_SESSION_NAME", format!("{}.ipynb", self.notebook))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
         end_with_server(&mut command);
+        crate::sandbox::apply_limits(&mut command, &self.options.limits);
         let child = command
             .spawn()
             .with_context(|| format!("cannot run {}", self.program.display()))?;
-        if let (Some(pid), Ok(mut children)) = (child.id(), self.children.lock()) {
-            children.insert(self.notebook.clone(), pid);
+        if let (Some(pid), Ok(mut running)) = (child.id(), self.running.lock()) {
+            if let Some(entry) = running.get_mut(&self.notebook) {
+                entry.pid = Some(pid);
+            }
         }
         let session = uuid::Uuid::new_v4().to_string();
         let identity = jupyter_zmq_client::peer_identity_for_session(&session)?;
@@ -720,14 +865,14 @@ fn append_stream<T: Transactable>(
     )
 }
 
-#[cfg(unix)]
-fn restrict(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+/// Creates `folder` (and its parents) readable by the server's user only.
+fn create_private_dir(folder: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(folder)
 }
-
-#[cfg(not(unix))]
-fn restrict(_path: &std::path::Path) {}
 
 /// The kernel status the runtime document shows, for tests and the API.
 pub fn kernel_status<R: ReadDoc>(doc: &R) -> Option<String> {

@@ -3,8 +3,9 @@
 //! Ctrl-C or SIGTERM, and stops what runs in the background.
 
 use crate::auth::{Role, TokenStore};
-use crate::kernels::Kernels;
+use crate::kernels::{KernelOptions, Kernels};
 use crate::live_runs::LiveRuns;
+use crate::sandbox::Sandbox;
 use crate::storage::DurableStorage;
 use crate::sync::{Peers, SyncService};
 use crate::workspace::Workspace;
@@ -26,12 +27,38 @@ pub struct ServeOptions {
     pub watch: Option<PathBuf>,
     /// The built browser workspace, served at `/` (see `web::locate`).
     pub web: Option<PathBuf>,
+    /// How shared kernels run (sandbox, limits, caps).
+    pub kernels: KernelSettings,
+}
+
+/// The shared kernels' settings as given on the command line; the sandbox is found
+/// (or refused) when the server starts.
+#[derive(Debug, Clone)]
+pub struct KernelSettings {
+    /// Run kernels under bubblewrap (the default) or, when false, as the server.
+    pub sandboxed: bool,
+    pub limits: crate::sandbox::Limits,
+    pub max_running: usize,
+    pub max_per_token: usize,
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl Default for KernelSettings {
+    fn default() -> Self {
+        let defaults = KernelOptions::default();
+        KernelSettings {
+            sandboxed: true,
+            limits: defaults.limits,
+            max_running: defaults.max_running,
+            max_per_token: defaults.max_per_token,
+            idle_timeout: defaults.idle_timeout,
+        }
+    }
 }
 
 /// Opens the data folder; prints the owner token on first start.
 pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
-    std::fs::create_dir_all(&options.data)
-        .with_context(|| format!("cannot create the data folder {}", options.data.display()))?;
+    create_data_folder(&options.data)?;
     let tokens = TokenStore::new(&options.data);
     let mut first_token = None;
     if !tokens.exists() {
@@ -76,8 +103,60 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         tracking,
         web: options.web.clone(),
         first_token,
-        kernels: Kernels::new(kernel_program()?, options.data.join("kernels")),
+        kernels: Kernels::new(
+            kernel_program()?,
+            options.data.join("kernels"),
+            kernel_options(&options.kernels, &options.data)?,
+        ),
     }))
+}
+
+/// Creates the data folder readable by the server's user only, and narrows an
+/// existing one that others could read (it holds tokens and every document).
+fn create_data_folder(data: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(data)
+        .with_context(|| format!("cannot create the data folder {}", data.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", data.display()))?;
+            log::warn!(
+                "the data folder {} was readable by others ({:o}); it is now 0700",
+                data.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
+}
+
+fn kernel_options(
+    settings: &KernelSettings,
+    data: &std::path::Path,
+) -> anyhow::Result<KernelOptions> {
+    let sandbox = if settings.sandboxed {
+        Sandbox::bubblewrap(data)?
+    } else {
+        log::warn!(
+            "shared kernels run without a sandbox: every editor can act as this server's user"
+        );
+        Sandbox::None
+    };
+    Ok(KernelOptions {
+        sandbox,
+        limits: settings.limits.clone(),
+        max_running: settings.max_running,
+        max_per_token: settings.max_per_token,
+        idle_timeout: settings.idle_timeout,
+    })
 }
 
 /// The `ferrolab` binary the shared kernels run (`FERROLAB_KERNEL_PROGRAM`, else

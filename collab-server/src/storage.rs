@@ -194,9 +194,11 @@ fn remove_stale_temporaries(root: &Path) {
     }
 }
 
-/// Writes `data` to `path` so that a crash leaves the old file or the new one.
+/// Writes `data` to `path` so that a crash leaves the old file or the new one. The
+/// file is the server's own (data folder: tokens, documents, kernel connection
+/// files), so it is readable by the server's user only from its first byte on.
 pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write_atomically_if(path, data, |_| true).map(|_| ())
+    write_with_mode(path, data, Some(0o600), |_| true).map(|_| ())
 }
 
 /// [`write_atomically`], except that `still_wanted` is asked once the new content
@@ -204,9 +206,19 @@ pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> 
 /// `path`; when it answers false nothing is replaced and the answer is `false`.
 /// Folder sync uses it to leave alone a file someone changed while it was
 /// writing, so that their edit is merged rather than overwritten.
+/// The file is a person's (a watched `.ipynb`), so it takes the usual permissions.
 pub(crate) fn write_atomically_if(
     path: &Path,
     data: &[u8],
+    still_wanted: impl FnOnce(&Path) -> bool,
+) -> std::io::Result<bool> {
+    write_with_mode(path, data, None, still_wanted)
+}
+
+fn write_with_mode(
+    path: &Path,
+    data: &[u8],
+    mode: Option<u32>,
     still_wanted: impl FnOnce(&Path) -> bool,
 ) -> std::io::Result<bool> {
     let dir = path
@@ -215,7 +227,16 @@ pub(crate) fn write_atomically_if(
     std::fs::create_dir_all(dir)?;
     let temporary = path.with_extension(format!("{}.partial", uuid::Uuid::new_v4().simple()));
     let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut file = options.open(&temporary)?;
         file.write_all(data)?;
         file.sync_all()?;
         if !still_wanted(&temporary) {

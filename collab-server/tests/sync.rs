@@ -27,6 +27,10 @@ async fn start_server() -> TestServer {
         max_message_bytes: 8 << 20,
         watch: None,
         web: None,
+        kernels: server::KernelSettings {
+            sandboxed: false,
+            ..Default::default()
+        },
     };
     let app = server::start(&options).await.expect("server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

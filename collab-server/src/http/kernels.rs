@@ -6,7 +6,7 @@
 use super::{ApiError, Caller};
 use crate::app::App;
 use crate::auth::Role;
-use crate::kernels::Command;
+use crate::kernels::{Command, KernelRefusal};
 use crate::workspace::Workspace;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -29,7 +29,9 @@ pub async fn action(
             let wanted = cells_wanted(&body)?;
             let cells = Workspace::code_cells(&notebook, wanted.as_deref())?;
             let queued: Vec<String> = cells.iter().map(|(id, _)| id.clone()).collect();
-            app.kernels.send(&id, &runtime, Command::Execute(cells));
+            app.kernels
+                .send(&id, &runtime, Command::Execute(cells), &caller.0.token_id)
+                .map_err(refused)?;
             return Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response());
         }
         "interrupt" => Command::Interrupt,
@@ -42,8 +44,18 @@ pub async fn action(
             ))
         }
     };
-    app.kernels.send(&id, &runtime, command);
+    app.kernels
+        .send(&id, &runtime, command, &caller.0.token_id)
+        .map_err(refused)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
+}
+
+fn refused(refusal: KernelRefusal) -> ApiError {
+    let status = match refusal {
+        KernelRefusal::BadId(_) => StatusCode::BAD_REQUEST,
+        KernelRefusal::ServerFull(_) | KernelRefusal::TokenFull(_) => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError::new(status, "kernel_refused", refusal.to_string())
 }
 
 /// The cells an execute request names: `Some(ids)`, or `None` for `{"all": true}`.

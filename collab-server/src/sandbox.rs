@@ -1,0 +1,288 @@
+//! The shared kernels' sandbox. A cell on a shared kernel is code from an editor,
+//! run on the server's machine; it must not reach the server's data folder (tokens,
+//! the tracking database and its audit key, every notebook's documents, the other
+//! kernels' connection files), must not outgrow its share of the machine, and must
+//! not outlive the server.
+//!
+//! Each kernel runs under bubblewrap (Debian's `bubblewrap`) in new user, PID, IPC
+//! and UTS namespaces, as `nobody` inside: the file system is the host's, read-only,
+//! with the data folder replaced by an empty one; the only writable places are the
+//! notebook's own work folder (shown at `/tmp/notebook`: its current directory,
+//! `HOME` and `TMPDIR`) and a 64 MiB `/tmp` in memory,
+//! and the environment is cleared to a short list. Resource limits (address space,
+//! CPU seconds, processes) are rlimits set before the sandbox starts, so they bind
+//! the kernel and everything it starts (the compiler for its cells included).
+//! What a cell can and cannot reach is listed in docs/security.md.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Limits each shared kernel runs under; `None` leaves one unset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Address space, bytes (RLIMIT_AS): a cell that allocates past it fails.
+    pub memory_bytes: Option<u64>,
+    /// CPU seconds over the kernel's life (RLIMIT_CPU): past it the kernel is ended.
+    pub cpu_seconds: Option<u64>,
+    /// Processes of the kernel's user (RLIMIT_NPROC). Linux does not count this
+    /// limit for root, so it binds only when the server runs as another user.
+    pub processes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: Some(16 << 30),
+            cpu_seconds: None,
+            processes: Some(512),
+        }
+    }
+}
+
+/// How shared kernels are isolated.
+#[derive(Debug, Clone)]
+pub enum Sandbox {
+    /// Under bubblewrap at this path, hiding these folders.
+    Bubblewrap {
+        bwrap: PathBuf,
+        hidden: Vec<PathBuf>,
+    },
+    /// As the server's own user, with full access to its files: only for a server
+    /// whose every editor is trusted (`--kernel-sandbox none`).
+    None,
+}
+
+/// Where the sandbox shows the notebook's work folder and the connection file.
+const INNER_WORK: &str = "/tmp/notebook";
+const INNER_CONNECTION: &str = "/tmp/kernel.json";
+
+/// What the environment of a sandboxed kernel keeps from the server's.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "RUSTUP_HOME",
+    "CARGO_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "FERROLAB_HOME",
+    "CARGO_TARGET_DIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+impl Sandbox {
+    /// Bubblewrap found on `PATH` (or at `$FERROLAB_BWRAP`), hiding `data`; an error
+    /// that says how to install it when it is missing.
+    pub fn bubblewrap(data: &Path) -> anyhow::Result<Self> {
+        let bwrap = match std::env::var_os("FERROLAB_BWRAP") {
+            Some(path) => PathBuf::from(path),
+            None => find_on_path("bwrap").ok_or_else(|| {
+                anyhow::anyhow!(
+                    "shared kernels run in a sandbox, and bubblewrap (`bwrap`) is not installed: \
+                     install it (Debian: apt-get install bubblewrap), or start the server with \
+                     --kernel-sandbox none if every editor may act as the server's user"
+                )
+            })?,
+        };
+        let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+        Ok(Sandbox::Bubblewrap {
+            bwrap,
+            hidden: vec![data],
+        })
+    }
+
+    /// The command that runs `program kernel run --connection-file CONNECTION` for a
+    /// notebook whose work folder is `work`, inside the sandbox.
+    pub fn command(
+        &self,
+        program: &Path,
+        connection: &Path,
+        work: &Path,
+        session_name: &str,
+    ) -> tokio::process::Command {
+        let kernel_args = |connection: &Path| -> Vec<OsString> {
+            vec![
+                "kernel".into(),
+                "run".into(),
+                "--connection-file".into(),
+                connection.into(),
+            ]
+        };
+        match self {
+            Sandbox::None => {
+                let mut command = tokio::process::Command::new(program);
+                command
+                    .args(kernel_args(connection))
+                    .current_dir(work)
+                    .env("JPY_SESSION_NAME", session_name);
+                command
+            }
+            Sandbox::Bubblewrap { bwrap, hidden } => {
+                let mut command = tokio::process::Command::new(bwrap);
+                command.args(bubblewrap_args(hidden, connection, work, session_name));
+                command
+                    .arg("--")
+                    .arg(program)
+                    .args(kernel_args(Path::new(INNER_CONNECTION)));
+                command
+            }
+        }
+    }
+}
+
+/// bubblewrap's arguments, in order (later mounts cover earlier ones).
+fn bubblewrap_args(
+    hidden: &[PathBuf],
+    connection: &Path,
+    work: &Path,
+    session_name: &str,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+        args.extend(items.iter().map(|item| item.as_ref().to_os_string()));
+    };
+    push(&[
+        &"--die-with-parent",
+        &"--new-session",
+        &"--unshare-user",
+        &"--uid",
+        &"65534",
+        &"--gid",
+        &"65534",
+        &"--unshare-pid",
+        &"--unshare-ipc",
+        &"--unshare-uts",
+        &"--unshare-cgroup-try",
+        &"--hostname",
+        &"ferrolab-kernel",
+        &"--ro-bind",
+        &"/",
+        &"/",
+        &"--dev",
+        &"/dev",
+        &"--proc",
+        &"/proc",
+        // A small /tmp of its own (before the binds below, which may lie under
+        // /tmp); the compiler's files go to TMPDIR in the work folder, on disk.
+        &"--size",
+        &"67108864",
+        &"--tmpfs",
+        &"/tmp",
+    ]);
+    for folder in hidden {
+        push(&[&"--tmpfs", folder]);
+    }
+    let tmp = Path::new(INNER_WORK).join(".tmp");
+    push(&[
+        &"--bind",
+        &work,
+        &INNER_WORK,
+        &"--ro-bind",
+        &connection,
+        &INNER_CONNECTION,
+        &"--chdir",
+        &INNER_WORK,
+        &"--clearenv",
+        &"--setenv",
+        &"HOME",
+        &INNER_WORK,
+        &"--setenv",
+        &"TMPDIR",
+        &tmp,
+        &"--setenv",
+        &"JPY_SESSION_NAME",
+        &session_name,
+    ]);
+    for key in KEPT_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            push(&[&"--setenv", key, &value]);
+        }
+    }
+    // The toolchain the kernel compiles cells with is found through HOME unless
+    // named; HOME is now the work folder, so name it.
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        for (key, default) in [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")] {
+            if std::env::var_os(key).is_none() && home.join(default).is_dir() {
+                push(&[&"--setenv", &key, &home.join(default)]);
+            }
+        }
+    }
+    args
+}
+
+/// Sets the kernel's rlimits and lowers its priority, in the child between fork and
+/// exec (so they bind the sandbox and everything inside it).
+pub fn apply_limits(command: &mut tokio::process::Command, limits: &Limits) {
+    #[cfg(target_os = "linux")]
+    {
+        let limits = limits.clone();
+        // SAFETY: between fork and exec the closure makes only async-signal-safe
+        // system calls (setrlimit, setpriority) and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                let set = |resource, value: Option<u64>| -> std::io::Result<()> {
+                    if let Some(value) = value {
+                        let limit = libc::rlimit {
+                            rlim_cur: value as libc::rlim_t,
+                            rlim_max: value as libc::rlim_t,
+                        };
+                        if libc::setrlimit(resource, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                };
+                set(libc::RLIMIT_AS, limits.memory_bytes)?;
+                set(libc::RLIMIT_CPU, limits.cpu_seconds)?;
+                set(libc::RLIMIT_NPROC, limits.processes)?;
+                // Cells yield to the server (and to people's sync) under load.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (command, limits);
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_folder_is_hidden_before_the_work_folder_is_shown() {
+        let args = bubblewrap_args(
+            &[PathBuf::from("/srv/data")],
+            Path::new("/srv/data/kernels/nb.json"),
+            Path::new("/srv/data/work/nb"),
+            "nb.ipynb",
+        );
+        let text: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = |needle: &[&str]| {
+            text.windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in {text:?}"))
+        };
+        let root = at(&["--ro-bind", "/", "/"]);
+        let hide = at(&["--tmpfs", "/srv/data"]);
+        let tmp = at(&["--tmpfs", "/tmp"]);
+        let work = at(&["--bind", "/srv/data/work/nb", INNER_WORK]);
+        let conn = at(&["--ro-bind", "/srv/data/kernels/nb.json", INNER_CONNECTION]);
+        assert!(
+            root < tmp && tmp < hide && hide < work && hide < conn,
+            "{text:?}"
+        );
+        let clear = at(&["--clearenv"]);
+        assert!(at(&["--setenv", "HOME", INNER_WORK]) > clear);
+    }
+}
