@@ -97,6 +97,13 @@ impl TokenStore {
         if name.trim().is_empty() {
             bail!("a token needs a name (--name) so you can tell tokens apart in `token list`");
         }
+        if !ferrolab_tracking::access::valid_name(name) {
+            bail!(
+                "invalid token name {name:?}: use 1 to 64 ASCII letters, digits, spaces and .@_- \
+                 (the name is the person: tokens whose names differ only in case or spacing \
+                 belong to the same person, for reviews and approvals)"
+            );
+        }
         let _lock = self.lock()?;
         let mut file = self.read_file()?;
         let id = loop {
@@ -255,6 +262,9 @@ mod tests {
         let stored = std::fs::read_to_string(dir.path().join("tokens.json")).expect("read");
         let secret = token.rsplit('_').next().expect("secret");
         assert!(!stored.contains(secret), "the secret is never stored");
+        for bad in ["", "   ", "al\u{0456}ce", "a\tb", "a/b", &"x".repeat(65)] {
+            assert!(store.create(bad, Role::Editor).is_err(), "{bad:?}");
+        }
         store.revoke("alice").expect("revoke");
         assert!(store.verify(&token).is_none(), "revoked");
         assert!(store.revoke("alice").is_err(), "nothing left to revoke");

@@ -208,3 +208,52 @@ def test_registry_writes_need_an_editor(server):
     status, body = ferrolab(server, "vic", "reviews/create", name="summarizer", version="1", decision="approve",
                             comment="lgtm")
     assert status == 403
+
+
+def test_an_approval_cannot_be_replayed_on_a_recreated_model(server):
+    """The attack (docs/security.md, #2): remove `production`, delete the model,
+    create it and its "v1" again, link a passing run, promote on the old approval.
+    Removing the alias now needs an owner; and even after an owner removes it, the
+    new version gets a new number and identity, so the old review does not count."""
+    with as_user(server, "alice") as alice:
+        alice.create_registered_model("replayed")
+        first = alice.create_model_version("replayed", "file:///good")
+    ferrolab(server, "bob", "reviews/create", name="replayed", version="1", decision="approve", comment="good")
+    with as_user(server, "alice") as alice:
+        ferrolab(server, "alice", "model-versions/link-evaluation", name="replayed", version="1",
+                 run_id=prompt_test_run(alice, 1.0))
+        alice.set_registered_model_alias("replayed", "production", "1")
+        with pytest.raises(MlflowException, match="only an owner removes it") as refused:
+            alice.delete_registered_model_alias("replayed", "production")
+        assert refused.value.error_code == "PERMISSION_DENIED"
+    with as_user(server, "owner") as owner:
+        owner.delete_registered_model_alias("replayed", "production")
+    with as_user(server, "alice") as alice:
+        alice.delete_registered_model("replayed")
+        alice.create_registered_model("replayed")
+        again = alice.create_model_version("replayed", "file:///evil")
+        assert again.version == "2" and first.version == "1"
+        ferrolab(server, "alice", "model-versions/link-evaluation", name="replayed", version="2",
+                 run_id=prompt_test_run(alice, 1.0))
+        with pytest.raises(MlflowException, match="approvals: 0 of the 1"):
+            alice.set_registered_model_alias("replayed", "production", "2")
+    status, body = ferrolab(server, "owner", "audit/get", name="replayed")
+    assert status == 200 and body["chain_verified"] is True, body
+    assert [e["action"] for e in body["entries"]].count("alias.delete") == 1
+
+
+def test_another_spelling_of_a_name_is_the_same_person(server):
+    twin = subprocess.run(
+        [BIN, "collab", "token", "create", "--data", str(server.data), "--name", "ALICE", "--role", "editor"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    server.users["ALICE"] = twin
+    with as_user(server, "alice") as alice:
+        alice.create_registered_model("twins")
+        alice.create_model_version("twins", "file:///t")
+    status, body = ferrolab(server, "ALICE", "reviews/create", name="twins", version="1",
+                            decision="approve", comment="looks fine to me")
+    assert status == 403 and "self-approval refused" in body["message"], body
+    bad = subprocess.run(
+        [BIN, "collab", "token", "create", "--data", str(server.data), "--name", "\u0430lice", "--role", "editor"],
+        capture_output=True, text=True)
+    assert bad.returncode != 0 and "invalid token name" in bad.stderr

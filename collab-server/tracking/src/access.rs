@@ -37,3 +37,33 @@ pub struct Identity {
     pub name: String,
     pub role: Role,
 }
+
+impl Identity {
+    /// The person behind the token: see [`person_key`].
+    pub fn person(&self) -> String {
+        person_key(&self.name)
+    }
+}
+
+/// The stable identity of the person a name denotes: the name without case,
+/// surrounding spaces or repeated inner spaces. Token names are limited to
+/// ASCII letters, digits and ` .@_-` (so no look-alike letters), which makes
+/// this one person per name: `Alice`, `alice` and ` alice ` are the same person,
+/// whichever token they use; the governance rules (no self-approval, one vote
+/// per reviewer) compare these keys.
+pub fn person_key(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase()
+}
+
+/// Whether `name` may name a token: 1 to 64 characters of ASCII letters, digits,
+/// spaces and `.@_-`, not only spaces.
+pub fn valid_name(name: &str) -> bool {
+    !name.trim().is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '@' | '_' | '-'))
+}

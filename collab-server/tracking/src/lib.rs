@@ -23,6 +23,7 @@
 pub mod access;
 pub mod api;
 pub mod artifacts;
+mod audit;
 mod error;
 pub mod registry;
 mod schema;

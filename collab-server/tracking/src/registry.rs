@@ -7,16 +7,25 @@
 //! DELETE (SQLite triggers) and each entry carries the SHA-256 of the one before, so
 //! an edit made to the file by other means shows when the chain is verified.
 
-use crate::digest_hex;
+use crate::access::person_key;
+use crate::audit::AuditEntry;
 use crate::search::{field, filter_matches, registry_filter};
 use crate::store::{now_ms, Result, Store, TrackingError};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
 /// Who does a registry action: the token's name, and whether it is an owner's.
+/// Rules about people (no self-approval, one vote each) compare
+/// [`person_key`]s of names, never the raw strings.
 pub struct Actor<'a> {
     pub name: &'a str,
     pub owner: bool,
+}
+
+impl Actor<'_> {
+    fn is(&self, name: &str) -> bool {
+        person_key(self.name) == person_key(name)
+    }
 }
 
 /// The promotion policy. Aliases in `protected_aliases` are set only for a version
@@ -78,83 +87,6 @@ pub fn parse_version(version: &str) -> Result<i64> {
         })
 }
 
-/// The text an audit entry's hash covers.
-fn entry_text(prev: &str, e: &AuditEntry) -> String {
-    json!([
-        prev,
-        e.timestamp,
-        e.actor,
-        e.action,
-        e.model,
-        e.version,
-        e.before,
-        e.after
-    ])
-    .to_string()
-}
-
-#[derive(Debug, Clone)]
-struct AuditEntry {
-    seq: i64,
-    timestamp: i64,
-    actor: String,
-    action: String,
-    model: String,
-    version: String,
-    before: String,
-    after: String,
-    prev_hash: String,
-    hash: String,
-}
-
-fn append_audit(
-    tx: &Transaction<'_>,
-    actor: &str,
-    action: &str,
-    model: &str,
-    version: &str,
-    before: &Value,
-    after: &Value,
-) -> Result<()> {
-    let prev: String = tx
-        .query_row(
-            "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or_default();
-    let mut entry = AuditEntry {
-        seq: 0,
-        timestamp: now_ms(),
-        actor: actor.to_string(),
-        action: action.to_string(),
-        model: model.to_string(),
-        version: version.to_string(),
-        before: before.to_string(),
-        after: after.to_string(),
-        prev_hash: prev.clone(),
-        hash: String::new(),
-    };
-    entry.hash = digest_hex(entry_text(&prev, &entry).as_bytes());
-    tx.execute(
-        "INSERT INTO audit_log (timestamp, actor, action, model, version, before, after, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            entry.timestamp,
-            entry.actor,
-            entry.action,
-            entry.model,
-            entry.version,
-            entry.before,
-            entry.after,
-            entry.prev_hash,
-            entry.hash
-        ],
-    )?;
-    Ok(())
-}
-
 fn tags_of(tx: &Transaction<'_>, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Value>> {
     let mut stmt = tx.prepare_cached(sql)?;
     let rows = stmt.query_map(args, |r| {
@@ -180,7 +112,8 @@ impl Store {
     fn version_json(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Value> {
         let mut v = tx
             .query_row(
-                "SELECT author, source, run_id, description, creation_timestamp, last_updated_timestamp
+                "SELECT author, source, run_id, description, creation_timestamp, last_updated_timestamp,
+                        uid, adapter_digest
                  FROM model_versions WHERE name = ?1 AND version = ?2",
                 params![name, version],
                 |r| {
@@ -195,6 +128,8 @@ impl Store {
                         "last_updated_timestamp": r.get::<_, i64>(5)?,
                         "current_stage": "None",
                         "status": "READY",
+                        "ferrolab_uid": r.get::<_, String>(6)?,
+                        "adapter_digest": r.get::<_, String>(7)?,
                     }))
                 },
             )
@@ -262,6 +197,19 @@ impl Store {
         Ok(m)
     }
 
+    /// The version's immutable identity: its uid and registered adapter digest.
+    fn version_identity(
+        tx: &Transaction<'_>,
+        name: &str,
+        version: i64,
+    ) -> Result<(String, String)> {
+        Ok(tx.query_row(
+            "SELECT uid, adapter_digest FROM model_versions WHERE name = ?1 AND version = ?2",
+            params![name, version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     fn version_author(tx: &Transaction<'_>, name: &str, version: i64) -> Result<String> {
         Self::model_exists(tx, name)?;
         tx.query_row(
@@ -306,7 +254,7 @@ impl Store {
                 )?;
             }
             let after = Self::model_json(tx, name)?;
-            append_audit(tx, who.name, "registered_model.create", name, "", &Value::Null, &after)?;
+            self.audit.append(tx, who.name, "registered_model.create", name, "", &Value::Null, &after)?;
             Ok(after)
         })
     }
@@ -362,7 +310,7 @@ impl Store {
                 params![name, description, now_ms()],
             )?;
             let after = Self::model_json(tx, name)?;
-            append_audit(tx, who.name, "registered_model.update", name, "", &before, &after)?;
+            self.audit.append(tx, who.name, "registered_model.update", name, "", &before, &after)?;
             Ok(after)
         })
     }
@@ -373,7 +321,7 @@ impl Store {
             let policy = Self::policy_in(tx)?;
             Self::refuse_if_protected(tx, &policy, name, None)?;
             tx.execute("DELETE FROM registered_models WHERE name = ?1", [name])?;
-            append_audit(
+            self.audit.append(
                 tx,
                 who.name,
                 "registered_model.delete",
@@ -406,7 +354,7 @@ impl Store {
             };
             let after = Self::model_json(tx, name)?;
             let action = if value.is_some() { "registered_model.set_tag" } else { "registered_model.delete_tag" };
-            append_audit(tx, who.name, action, name, "", &before, &after)
+            self.audit.append(tx, who.name, action, name, "", &before, &after)
         })
     }
 
@@ -439,17 +387,26 @@ impl Store {
             for run in evaluations {
                 Self::run_exists(tx, run)?;
             }
+            // Numbers are never reused, even after the model is deleted and made
+            // again: a review of "version 3" must never count for another version 3.
             let version: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?1",
+                "SELECT MAX(COALESCE((SELECT last FROM model_version_numbers WHERE name = ?1), 0),
+                            COALESCE((SELECT MAX(version) FROM model_versions WHERE name = ?1), 0)) + 1",
                 [name],
                 |r| r.get(0),
             )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO model_version_numbers (name, last) VALUES (?1, ?2)",
+                params![name, version],
+            )?;
+            let uid = uuid::Uuid::new_v4().simple().to_string();
+            let digest = lineage["adapter"]["hash"].as_str().unwrap_or_default();
             let now = now_ms();
             tx.execute(
                 "INSERT INTO model_versions (name, version, author, source, run_id, description, lineage,
-                     creation_timestamp, last_updated_timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                params![name, version, who.name, source, run_id, description, lineage.to_string(), now],
+                     creation_timestamp, last_updated_timestamp, uid, adapter_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+                params![name, version, who.name, source, run_id, description, lineage.to_string(), now, uid, digest],
             )?;
             for (k, v) in tags {
                 tx.execute(
@@ -471,7 +428,7 @@ impl Store {
             let mut recorded = after.clone();
             recorded["lineage"] = lineage.clone();
             recorded["evaluation_runs"] = json!(evaluations);
-            append_audit(
+            self.audit.append(
                 tx,
                 who.name,
                 "model_version.create",
@@ -562,7 +519,7 @@ impl Store {
                 params![name, version, description, now_ms()],
             )?;
             let after = Self::version_json(tx, name, version)?;
-            append_audit(tx, who.name, "model_version.update", name, &version.to_string(), &before, &after)?;
+            self.audit.append(tx, who.name, "model_version.update", name, &version.to_string(), &before, &after)?;
             Ok(after)
         })
     }
@@ -582,7 +539,7 @@ impl Store {
                 "DELETE FROM model_versions WHERE name = ?1 AND version = ?2",
                 params![name, version],
             )?;
-            append_audit(
+            self.audit.append(
                 tx,
                 who.name,
                 "model_version.delete",
@@ -618,7 +575,7 @@ impl Store {
             };
             let after = Self::version_json(tx, name, version)?;
             let action = if value.is_some() { "model_version.set_tag" } else { "model_version.delete_tag" };
-            append_audit(tx, who.name, action, name, &version.to_string(), &before, &after)
+            self.audit.append(tx, who.name, action, name, &version.to_string(), &before, &after)
         })
     }
 
@@ -640,7 +597,8 @@ impl Store {
                 .collect::<Vec<_>>());
             let mut stmt = tx.prepare_cached(
                 "SELECT reviewer, decision, comment, timestamp FROM model_reviews
-                 WHERE name = ?1 AND version = ?2 ORDER BY id",
+                 WHERE version_uid = (SELECT uid FROM model_versions WHERE name = ?1 AND version = ?2)
+                 ORDER BY id",
             )?;
             let reviews: Vec<Value> = stmt
                 .query_map(params![name, version], |r| {
@@ -690,7 +648,7 @@ impl Store {
             )?;
             let runs = Self::evaluations(tx, name, version)?;
             let after = json!(runs.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
-            append_audit(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
+            self.audit.append(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
             Ok(json!({"evaluation_runs": runs.into_iter().map(|(run, rate)| json!({"run_id": run, "pass_rate": rate})).collect::<Vec<_>>()}))
         })
     }
@@ -714,23 +672,26 @@ impl Store {
         }
         self.with(|tx| {
             let author = Self::version_author(tx, name, version)?;
-            if approve && author == who.name {
+            if approve && who.is(&author) {
                 return Err(denied(format!(
                     "self-approval refused: '{}' created version {version} of '{name}'; an approval must come from someone else",
                     who.name
                 )));
             }
             let decision = if approve { "approve" } else { "reject" };
+            let (uid, digest) = Self::version_identity(tx, name, version)?;
             let review = json!({
                 "name": name, "version": version.to_string(), "reviewer": who.name,
                 "decision": decision, "comment": comment, "timestamp": now_ms(),
+                "ferrolab_uid": uid, "adapter_digest": digest,
             });
             tx.execute(
-                "INSERT INTO model_reviews (name, version, reviewer, decision, comment, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![name, version, who.name, decision, comment, review["timestamp"].as_i64()],
+                "INSERT INTO model_reviews (name, version, reviewer, decision, comment, timestamp,
+                     version_uid, adapter_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![name, version, who.name, decision, comment, review["timestamp"].as_i64(), uid, digest],
             )?;
-            append_audit(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &review)?;
+            self.audit.append(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &review)?;
             Ok(review)
         })
     }
@@ -744,20 +705,33 @@ impl Store {
         author: &str,
     ) -> Result<Vec<String>> {
         let mut failures = Vec::new();
+        // Only reviews of exactly this version count: same uid (never reused) and
+        // the adapter digest it had when reviewed. Each person's latest review.
+        let (uid, digest) = Self::version_identity(tx, name, version)?;
         let mut stmt = tx.prepare_cached(
-            "SELECT reviewer, decision, comment FROM model_reviews r
-             WHERE name = ?1 AND version = ?2
-               AND id = (SELECT MAX(id) FROM model_reviews WHERE name = r.name AND version = r.version AND reviewer = r.reviewer)",
+            "SELECT reviewer, decision, comment FROM model_reviews
+             WHERE version_uid = ?1 AND adapter_digest = ?2 ORDER BY id",
         )?;
-        let latest: Vec<(String, String, String)> = stmt
-            .query_map(params![name, version], |r| {
+        let reviews: Vec<(String, String, String)> = stmt
+            .query_map(params![uid, digest], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let approvals = latest
+        let mut by_person: Vec<(String, (String, String, String))> = Vec::new();
+        for review in reviews {
+            let person = person_key(&review.0);
+            match by_person.iter_mut().find(|(p, _)| *p == person) {
+                Some(slot) => slot.1 = review,
+                None => by_person.push((person, review)),
+            }
+        }
+        let author_person = person_key(author);
+        let approvals = by_person
             .iter()
-            .filter(|(who, d, _)| d == "approve" && who != author)
+            .filter(|(person, (_, d, _))| d == "approve" && *person != author_person)
             .count() as u32;
+        let latest: Vec<(String, String, String)> =
+            by_person.into_iter().map(|(_, review)| review).collect();
         for (who, d, comment) in &latest {
             if d == "reject" {
                 failures.push(format!(
@@ -854,7 +828,7 @@ impl Store {
             )?;
             let before = before.map_or(Value::Null, |v| json!({"alias": alias, "version": v.to_string()}));
             let after = json!({"alias": alias, "version": version.to_string()});
-            append_audit(tx, who.name, "alias.set", name, &version.to_string(), &before, &after)?;
+            self.audit.append(tx, who.name, "alias.set", name, &version.to_string(), &before, &after)?;
             Ok(after)
         })
     }
@@ -870,16 +844,26 @@ impl Store {
             .optional()?)
     }
 
+    /// Removes `alias`; a protected alias only by an owner (taking a model out of
+    /// production is a policy decision too, and it is what made deleting and
+    /// re-creating a reviewed model possible).
     pub fn delete_alias(&self, who: &Actor<'_>, name: &str, alias: &str) -> Result<()> {
         self.with(|tx| {
             Self::model_exists(tx, name)?;
             let before =
                 Self::alias_version(tx, name, alias)?.ok_or_else(|| alias_missing(alias))?;
+            let policy = Self::policy_in(tx)?;
+            if policy.protected_aliases.iter().any(|a| a == alias) && !who.owner {
+                return Err(denied(format!(
+                    "'{alias}' is a protected alias: only an owner removes it ('{}' is not one); to replace the version, promote another one that the policy allows",
+                    who.name
+                )));
+            }
             tx.execute(
                 "DELETE FROM model_aliases WHERE name = ?1 AND alias = ?2",
                 params![name, alias],
             )?;
-            append_audit(
+            self.audit.append(
                 tx,
                 who.name,
                 "alias.delete",
@@ -944,7 +928,7 @@ impl Store {
                 "INSERT OR REPLACE INTO governance_policy (key, value) VALUES ('policy', ?1)",
                 [json!(policy).to_string()],
             )?;
-            append_audit(
+            self.audit.append(
                 tx,
                 who.name,
                 "policy.update",
@@ -981,16 +965,7 @@ impl Store {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut prev = String::new();
-            let mut broken = None;
-            for e in &entries {
-                if broken.is_none()
-                    && (e.prev_hash != prev || digest_hex(entry_text(&prev, e).as_bytes()) != e.hash)
-                {
-                    broken = Some(e.seq);
-                }
-                prev = e.hash.clone();
-            }
+            let verdict = self.audit.verify(&entries);
             let shown: Vec<Value> = entries
                 .iter()
                 .filter(|e| model.is_none_or(|m| e.model == m || e.model == "*"))
@@ -1008,9 +983,12 @@ impl Store {
                     })
                 })
                 .collect();
-            let mut out = json!({"entries": shown, "chain_verified": broken.is_none()});
-            if let Some(seq) = broken {
+            let mut out = json!({"entries": shown, "chain_verified": verdict.problem.is_none()});
+            if let Some(seq) = verdict.broken_at {
                 out["chain_broken_at"] = json!(seq);
+            }
+            if let Some(problem) = verdict.problem {
+                out["chain_problem"] = json!(problem);
             }
             Ok(out)
         })
@@ -1020,6 +998,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest_hex;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1149,6 +1128,195 @@ mod tests {
         let audit = s.audit(None).expect("audit");
         assert_eq!(audit["chain_verified"], json!(false));
         assert_eq!(audit["chain_broken_at"], json!(1));
+    }
+
+    const OWNER: Actor<'static> = Actor {
+        name: "olga",
+        owner: true,
+    };
+
+    fn passing_run(s: &Store) -> String {
+        let run = s
+            .create_run("0", "alice", "alice", Some("eval"), None, &[])
+            .expect("run");
+        let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
+        s.log_metric(
+            &run_id,
+            &crate::store::Point {
+                key: "pass_rate".into(),
+                value: 1.0,
+                timestamp: 1,
+                step: 0,
+            },
+        )
+        .expect("metric");
+        run_id
+    }
+
+    /// The attack: remove `production`, delete the model, create it and "v1" again,
+    /// link a run with pass_rate 1, promote — on the old approval. Each step that
+    /// made it work is now refused or changed.
+    #[test]
+    fn an_approval_does_not_outlive_its_version() {
+        let (_dir, s) = store();
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("model");
+        let lineage = json!({"adapter": {"hash": "sha256:aaa"}});
+        let v1 = s
+            .create_model_version(&ALICE, "m", "file:///a", "", "", &[], &lineage, &[])
+            .expect("version");
+        s.review(&BOB, "m", "1", true, "checked").expect("review");
+        s.link_evaluation(&ALICE, "m", "1", &passing_run(&s))
+            .expect("link");
+        s.set_alias(&ALICE, "m", "production", "1")
+            .expect("promoted");
+
+        let removal = s
+            .delete_alias(&ALICE, "m", "production")
+            .expect_err("an editor removes production");
+        assert_eq!(removal.code(), "PERMISSION_DENIED");
+        assert!(
+            removal.message().contains("only an owner"),
+            "{}",
+            removal.message()
+        );
+        assert!(
+            s.delete_registered_model(&ALICE, "m").is_err(),
+            "still protected"
+        );
+
+        // Even with the alias gone (an owner's decision), the old review stays behind.
+        s.delete_alias(&OWNER, "m", "production")
+            .expect("owner removes");
+        s.delete_registered_model(&ALICE, "m").expect("delete");
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("again");
+        let again = s
+            .create_model_version(&ALICE, "m", "file:///evil", "", "", &[], &lineage, &[])
+            .expect("version");
+        assert_eq!(again["version"], json!("2"), "numbers are never reused");
+        assert_ne!(again["ferrolab_uid"], v1["ferrolab_uid"]);
+        assert!(s.get_model_version("m", "1").is_err());
+        s.link_evaluation(&ALICE, "m", "2", &passing_run(&s))
+            .expect("link");
+        let refused = s
+            .set_alias(&ALICE, "m", "production", "2")
+            .expect_err("no review of this version");
+        assert!(
+            refused.message().contains("approvals: 0 of the 1"),
+            "{}",
+            refused.message()
+        );
+        let details = s.model_version_details("m", "2").expect("details");
+        assert_eq!(details["reviews"], json!([]));
+    }
+
+    /// A person is their name without case or spacing: a second token called
+    /// "Alice " is still Alice, who cannot approve her own version.
+    #[test]
+    fn a_person_is_not_a_spelling() {
+        let (_dir, s) = store();
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("model");
+        s.create_model_version(&ALICE, "m", "file:///a", "", "", &[], &json!({}), &[])
+            .expect("version");
+        let twin = Actor {
+            name: "  ALICE ",
+            owner: false,
+        };
+        let refused = s.review(&twin, "m", "1", true, "lgtm").expect_err("self");
+        assert!(refused.message().contains("self-approval refused"));
+        // Two spellings of Bob are one vote.
+        s.set_policy(
+            &OWNER,
+            &Policy {
+                min_approvals: 2,
+                require_evaluation: false,
+                ..Policy::default()
+            },
+        )
+        .expect("policy");
+        s.review(&BOB, "m", "1", true, "ok").expect("bob");
+        s.review(
+            &Actor {
+                name: "Bob",
+                owner: false,
+            },
+            "m",
+            "1",
+            true,
+            "ok again",
+        )
+        .expect("Bob");
+        let refused = s
+            .set_alias(&ALICE, "m", "production", "1")
+            .expect_err("one person");
+        assert!(
+            refused.message().contains("approvals: 1 of the 2"),
+            "{}",
+            refused.message()
+        );
+    }
+
+    /// Without the key nobody can add, re-sign or cut off entries unseen.
+    #[test]
+    fn the_audit_log_is_keyed_and_anchored() {
+        let (dir, s) = store();
+        for name in ["a", "b", "c"] {
+            s.create_registered_model(&ALICE, name, "", &[])
+                .expect("model");
+        }
+        assert_eq!(s.audit(None).expect("audit")["chain_verified"], json!(true));
+        let conn = rusqlite::Connection::open(dir.path().join("t.sqlite")).expect("open");
+        // Cutting off the last entry: every remaining link verifies, the anchor does not.
+        conn.execute_batch(
+            "DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 3;",
+        )
+        .expect("truncate");
+        let audit = s.audit(None).expect("audit");
+        assert_eq!(audit["chain_verified"], json!(false));
+        assert!(
+            audit["chain_problem"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cut short"),
+            "{audit}"
+        );
+        // Re-adding it with an unkeyed hash (what the old chain used) is seen too.
+        let (prev, timestamp): (String, i64) = conn
+            .query_row(
+                "SELECT hash, timestamp FROM audit_log WHERE seq = 2",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("prev");
+        let text = json!([
+            prev,
+            timestamp,
+            "mallory",
+            "policy.update",
+            "*",
+            "",
+            "null",
+            "null"
+        ])
+        .to_string();
+        conn.execute(
+            "INSERT INTO audit_log (seq, timestamp, actor, action, model, version, before, after, prev_hash, hash)
+             VALUES (3, ?1, 'mallory', 'policy.update', '*', '', 'null', 'null', ?2, ?3)",
+            params![timestamp, prev, digest_hex(text.as_bytes())],
+        )
+        .expect("forge");
+        let audit = s.audit(None).expect("audit");
+        assert_eq!(audit["chain_broken_at"], json!(3), "{audit}");
+        // The key is the store's own file, readable by its user only.
+        let key = dir.path().join("t.audit-key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -8,7 +8,66 @@ use rusqlite::Connection;
 pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     runs(conn)?;
     registry(conn)?;
+    version_identity(conn)?;
     artifacts(conn)
+}
+
+/// Adds `column` to `table` unless it is there.
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let has = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .any(|c| c == column);
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
+/// A version's identity, which no later version ever has: a random `uid` and the
+/// adapter digest it was registered with; the highest number each model name ever
+/// used (so a deleted and re-created model never hands out a number again); and
+/// reviews bound to that identity. Files from before get uids now, and each old
+/// review binds to the version that existed when it was written.
+fn version_identity(conn: &Connection) -> rusqlite::Result<()> {
+    add_column(conn, "model_versions", "uid", "TEXT NOT NULL DEFAULT ''")?;
+    add_column(
+        conn,
+        "model_versions",
+        "adapter_digest",
+        "TEXT NOT NULL DEFAULT ''",
+    )?;
+    add_column(
+        conn,
+        "model_reviews",
+        "version_uid",
+        "TEXT NOT NULL DEFAULT ''",
+    )?;
+    add_column(
+        conn,
+        "model_reviews",
+        "adapter_digest",
+        "TEXT NOT NULL DEFAULT ''",
+    )?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS model_version_numbers (
+             name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+         UPDATE model_versions SET uid = lower(hex(randomblob(16))) WHERE uid = '';
+         UPDATE model_reviews SET version_uid = COALESCE((
+             SELECT v.uid FROM model_versions v
+             WHERE v.name = model_reviews.name AND v.version = model_reviews.version
+               AND v.creation_timestamp <= model_reviews.timestamp), '-')
+         WHERE version_uid = '';
+         INSERT OR IGNORE INTO model_version_numbers (name, last)
+             SELECT name, MAX(version) FROM (
+                 SELECT name, version FROM model_versions
+                 UNION ALL SELECT name, version FROM model_reviews
+                 UNION ALL SELECT model AS name, CAST(version AS INTEGER) FROM audit_log
+                     WHERE version GLOB '[0-9]*')
+             GROUP BY name;",
+    )
 }
 
 /// Experiments, runs, params, tags and metric series.

@@ -39,6 +39,8 @@ pub struct Store {
     run_cache: Mutex<HashMap<String, Arc<CachedRun>>>,
     /// Where artifact blobs live (`artifacts/` beside the database).
     artifacts: std::path::PathBuf,
+    /// The audit log's key and anchor.
+    pub(crate) audit: crate::audit::Audit,
 }
 
 pub fn now_ms() -> i64 {
@@ -102,7 +104,9 @@ impl Store {
              VALUES (0, 'Default', 'mlflow-artifacts:/0', ?1, ?1)",
             params![now],
         )?;
+        let audit = crate::audit::Audit::open(path)?;
         Ok(Store {
+            audit,
             conn: Mutex::new(conn),
             run_cache: Mutex::new(HashMap::new()),
             artifacts: path
@@ -134,8 +138,14 @@ impl Store {
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
-        let out = f(&tx)?;
-        tx.commit()?;
+        let out = match f(&tx).and_then(|out| Ok((out, tx.commit()?))) {
+            Ok((out, ())) => out,
+            Err(error) => {
+                self.audit.rolled_back();
+                return Err(error);
+            }
+        };
+        self.audit.after_commit(&conn);
         Ok(out)
     }
 

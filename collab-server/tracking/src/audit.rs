@@ -1,0 +1,300 @@
+//! The append-only audit log of registry and governance actions, made
+//! tamper-evident: each entry carries an HMAC-SHA256, under a key only the
+//! tracking store's process reads, of the entry and the one before it; and an
+//! anchor file beside the database holds the latest entry's number and hash,
+//! itself keyed. Editing an entry, inserting one or recomputing the chain needs
+//! the key; dropping the last entries (which a plain hash chain cannot show)
+//! leaves the anchor pointing past the end.
+//!
+//! The key is `<database>.audit-key` (32 random bytes, 0600), made on first open;
+//! on the collaboration server it lives in the data folder, which shared kernels
+//! cannot see. Entries written before the key existed (plain SHA-256 links) still
+//! verify, but only before the first keyed one.
+
+use crate::{digest_hex, hex};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const KEYED: &str = "hmac-sha256:";
+
+#[derive(Debug, Clone)]
+pub(crate) struct AuditEntry {
+    pub seq: i64,
+    pub timestamp: i64,
+    pub actor: String,
+    pub action: String,
+    pub model: String,
+    pub version: String,
+    pub before: String,
+    pub after: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// What the chain check found.
+pub(crate) struct Verdict {
+    /// The first entry that does not verify, if any.
+    pub broken_at: Option<i64>,
+    /// Why the log cannot be trusted, in words, if it cannot.
+    pub problem: Option<String>,
+}
+
+pub(crate) struct Audit {
+    key: ring::hmac::Key,
+    anchor: PathBuf,
+    /// Set when a transaction appended an entry; the anchor follows its commit.
+    appended: AtomicBool,
+}
+
+impl Audit {
+    /// Reads (or makes) the key beside `database`.
+    pub fn open(database: &Path) -> anyhow::Result<Audit> {
+        use anyhow::Context;
+        let key_path = database.with_extension("audit-key");
+        let bytes = match std::fs::read(&key_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                    .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+                write_private(&key_path, &bytes, true)
+                    .with_context(|| format!("cannot write {}", key_path.display()))?;
+                // Another process may have made it first; theirs wins.
+                std::fs::read(&key_path)?
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", key_path.display())),
+        };
+        if bytes.len() != 32 {
+            anyhow::bail!(
+                "the audit key {} is damaged ({} bytes, not 32); restore it from a backup — without it the audit log cannot be verified",
+                key_path.display(),
+                bytes.len()
+            );
+        }
+        Ok(Audit {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            anchor: database.with_extension("audit-anchor"),
+            appended: AtomicBool::new(false),
+        })
+    }
+
+    fn mac(&self, text: &str) -> String {
+        format!(
+            "{KEYED}{}",
+            hex(ring::hmac::sign(&self.key, text.as_bytes()).as_ref())
+        )
+    }
+
+    /// Appends one entry in `tx`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &self,
+        tx: &Transaction<'_>,
+        actor: &str,
+        action: &str,
+        model: &str,
+        version: &str,
+        before: &Value,
+        after: &Value,
+    ) -> crate::store::Result<()> {
+        let prev: String = tx
+            .query_row(
+                "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default();
+        let mut entry = AuditEntry {
+            seq: 0,
+            timestamp: crate::store::now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            model: model.to_string(),
+            version: version.to_string(),
+            before: before.to_string(),
+            after: after.to_string(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        entry.hash = self.mac(&entry_text(&prev, &entry));
+        tx.execute(
+            "INSERT INTO audit_log (timestamp, actor, action, model, version, before, after, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                entry.timestamp,
+                entry.actor,
+                entry.action,
+                entry.model,
+                entry.version,
+                entry.before,
+                entry.after,
+                entry.prev_hash,
+                entry.hash
+            ],
+        )?;
+        self.appended.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After a commit: moves the anchor to the newest entry if one was appended.
+    /// (A crash between the commit and this leaves the anchor behind, which the
+    /// check allows: only an anchor past the end means entries went missing.)
+    pub fn after_commit(&self, conn: &rusqlite::Connection) {
+        if !self.appended.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let head: rusqlite::Result<Option<(i64, String)>> = conn
+            .query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional();
+        if let Ok(Some((seq, hash))) = head {
+            let body = json!({"seq": seq, "hash": hash, "mac": self.mac(&anchor_text(seq, &hash))});
+            if let Err(error) = write_private(&self.anchor, body.to_string().as_bytes(), false) {
+                log::error!(
+                    "cannot move the audit anchor {}: {error}",
+                    self.anchor.display()
+                );
+            }
+        }
+    }
+
+    /// A transaction that appended and then failed appended nothing.
+    pub fn rolled_back(&self) {
+        self.appended.store(false, Ordering::SeqCst);
+    }
+
+    /// Checks every link and the anchor.
+    pub fn verify(&self, entries: &[AuditEntry]) -> Verdict {
+        let mut prev = String::new();
+        let mut keyed_seen = false;
+        for e in entries {
+            let text = entry_text(&prev, e);
+            let ok = e.prev_hash == prev
+                && if e.hash.starts_with(KEYED) {
+                    keyed_seen = true;
+                    ring::hmac::verify(
+                        &self.key,
+                        text.as_bytes(),
+                        &unhex(&e.hash[KEYED.len()..]).unwrap_or_default(),
+                    )
+                    .is_ok()
+                } else {
+                    !keyed_seen && digest_hex(text.as_bytes()) == e.hash
+                };
+            if !ok {
+                return Verdict {
+                    broken_at: Some(e.seq),
+                    problem: Some(format!(
+                        "entry {} does not verify: it was changed, inserted or re-signed without the server's key",
+                        e.seq
+                    )),
+                };
+            }
+            prev = e.hash.clone();
+        }
+        let anchor = match std::fs::read(&self.anchor) {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return if keyed_seen {
+                    Verdict {
+                        broken_at: None,
+                        problem: Some(format!(
+                            "the anchor {} is missing: entries may have been removed from the end",
+                            self.anchor.display()
+                        )),
+                    }
+                } else {
+                    Verdict {
+                        broken_at: None,
+                        problem: None,
+                    }
+                };
+            }
+            Err(_) => None,
+        };
+        let problem = match anchor {
+            None => Some("the audit anchor cannot be read".to_string()),
+            Some(anchor) => {
+                let seq = anchor["seq"].as_i64().unwrap_or(-1);
+                let hash = anchor["hash"].as_str().unwrap_or_default();
+                let mac = anchor["mac"].as_str().unwrap_or_default();
+                let signed = mac.strip_prefix(KEYED).and_then(unhex).is_some_and(|tag| {
+                    ring::hmac::verify(&self.key, anchor_text(seq, hash).as_bytes(), &tag).is_ok()
+                });
+                if !signed {
+                    Some("the audit anchor was not written by this server".to_string())
+                } else if !entries.iter().any(|e| e.seq == seq && e.hash == hash) {
+                    Some(format!(
+                        "entry {seq}, which the anchor records, is gone: the log was cut short"
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        Verdict {
+            broken_at: None,
+            problem,
+        }
+    }
+}
+
+/// The text an entry's MAC covers.
+fn entry_text(prev: &str, e: &AuditEntry) -> String {
+    json!([
+        prev,
+        e.timestamp,
+        e.actor,
+        e.action,
+        e.model,
+        e.version,
+        e.before,
+        e.after
+    ])
+    .to_string()
+}
+
+fn anchor_text(seq: i64, hash: &str) -> String {
+    format!("anchor:{seq}:{hash}")
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    text.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
+}
+
+/// Writes `data` to `path` (0600), atomically; with `only_new`, never replaces a
+/// file that is there.
+fn write_private(path: &Path, data: &[u8], only_new: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".audit");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(data)?;
+    file.as_file().sync_all()?;
+    if only_new {
+        match file.persist_noclobber(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.error),
+        }
+    } else {
+        file.persist(path).map(|_| ()).map_err(|e| e.error)
+    }
+}
