@@ -907,3 +907,30 @@ fn end_with_server(command: &mut tokio::process::Command) {
     #[cfg(not(target_os = "linux"))]
     let _ = command;
 }
+
+#[cfg(test)]
+mod id_tests {
+    use super::safe_id;
+
+    /// A notebook id names the kernel's connection file, log and work folder; an
+    /// id that could leave the kernels folder is refused before any path is made.
+    #[test]
+    fn only_plain_ids_name_kernel_files() {
+        for good in ["2rAdUcSzPDVrfX8oE2F6TyPCgizE", "a-b_c", "x"] {
+            assert!(safe_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../tokens",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            ".hidden",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(!safe_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,12 +1,13 @@
 //! Live run documents: each tracked run has an automerge document with its summary
 //! — name, status, params, tags, latest metrics — that collaborators sync like any
-//! notebook, and a `notes` text they co-edit. The SQLite store stays the record;
+//! notebook and only the server writes, and a notes document (`notes_url`) whose
+//! `notes` text they co-edit. The SQLite store stays the record;
 //! the document follows it. Writes through the tracking API mark their run, and a
 //! task brings marked runs' documents up to date a few times a second, so a burst
 //! of `log_metric` calls costs one document change, not thousands.
 //!
-//! The document's URL is the run's tag `ferrolab.doc` (MLflow clients see it in
-//! `runs/get`).
+//! The documents' URLs are the run's tags `ferrolab.doc` and `ferrolab.notes`
+//! (MLflow clients see them in `runs/get`).
 
 use crate::schema;
 use automerge::transaction::Transactable;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const RUN_SCHEMA: &str = "ferrolab.run";
+pub const NOTES_SCHEMA: &str = "ferrolab.run-notes";
 
 /// How often marked runs' documents are brought up to date.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -31,15 +33,22 @@ pub struct LiveRuns {
     store: Arc<Store>,
     dirty: Mutex<HashSet<String>>,
     handles: Mutex<HashMap<String, DocHandle>>,
+    rights: Arc<crate::sync::DocRights>,
 }
 
 impl LiveRuns {
-    pub fn new(repo: Repo, store: Arc<Store>) -> LiveRuns {
+    /// The runs' notes documents become editable by writers.
+    pub fn new(repo: Repo, store: Arc<Store>, rights: Arc<crate::sync::DocRights>) -> LiveRuns {
+        match store.run_notes_docs() {
+            Ok(urls) => urls.iter().for_each(|url| rights.allow_edits(url)),
+            Err(e) => log::error!("cannot list the runs' notes documents: {}", e.message()),
+        }
         LiveRuns {
             repo,
             store,
             dirty: Mutex::default(),
             handles: Mutex::default(),
+            rights,
         }
     }
 
@@ -75,7 +84,11 @@ impl LiveRuns {
         }
     }
 
-    async fn handle_for(&self, run_id: &str, known: Option<String>) -> anyhow::Result<DocHandle> {
+    async fn handle_for(
+        &self,
+        run_id: &str,
+        known: Option<(String, String)>,
+    ) -> anyhow::Result<DocHandle> {
         if let Some(h) = self
             .handles
             .lock()
@@ -84,30 +97,47 @@ impl LiveRuns {
         {
             return Ok(h);
         }
-        let handle = match known {
-            Some(url) => {
+        let stopped = |_| anyhow::anyhow!("the repository stopped");
+        let (handle, notes_url) = match known {
+            Some((url, notes)) => {
                 let id = DocumentId::from_str(url.trim_start_matches("automerge:"))
                     .map_err(|_| anyhow::anyhow!("the stored document id {url} is not valid"))?;
-                self.repo
-                    .find(id)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the repository stopped"))?
-                    .ok_or_else(|| anyhow::anyhow!("its document {url} is missing from storage"))?
+                let handle =
+                    self.repo.find(id).await.map_err(stopped)?.ok_or_else(|| {
+                        anyhow::anyhow!("its document {url} is missing from storage")
+                    })?;
+                (handle, (!notes.is_empty()).then_some(notes))
             }
-            None => {
-                let handle = self
-                    .repo
-                    .create(new_document())
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
-                let store = self.store.clone();
-                let (run, url) = (run_id.to_string(), handle.url().to_string());
-                tokio::task::spawn_blocking(move || store.set_run_doc(&run, &url))
-                    .await?
-                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
-                handle
-            }
+            None => (
+                self.repo.create(new_document()).await.map_err(stopped)?,
+                None,
+            ),
         };
+        if notes_url.is_none() {
+            // A new run, or one whose notes lived in its summary document before
+            // peers lost the right to write summaries: the notes move to a
+            // document of their own, text included.
+            let old_notes = handle.with_document(|doc| old_notes(doc));
+            let notes = self
+                .repo
+                .create(notes_document(run_id, &old_notes))
+                .await
+                .map_err(stopped)?;
+            let notes_url = notes.url().to_string();
+            self.rights.allow_edits(&notes_url);
+            handle.with_document(|doc| {
+                doc.transact::<_, _, AutomergeError>(|tx| {
+                    tx.put(ROOT, "notes_url", notes_url.as_str())
+                })
+                .map(|_| ())
+                .map_err(|f| f.error)
+            })?;
+            let store = self.store.clone();
+            let (run, url) = (run_id.to_string(), handle.url().to_string());
+            tokio::task::spawn_blocking(move || store.set_run_doc(&run, &url, &notes_url))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        }
         if let Ok(mut handles) = self.handles.lock() {
             handles.insert(run_id.to_string(), handle.clone());
         }
@@ -144,11 +174,34 @@ fn new_document() -> automerge::Automerge {
         for key in ["params", "tags", "metrics"] {
             tx.put_object(ROOT, key, ObjType::Map)?;
         }
-        tx.put_object(ROOT, "notes", ObjType::Text)?;
         Ok(())
     });
     debug_assert!(made.is_ok(), "a new run document cannot fail");
     doc
+}
+
+/// A run's notes document: `{schema, run_id, notes: Text}`.
+fn notes_document(run_id: &str, text: &str) -> automerge::Automerge {
+    let mut doc = automerge::Automerge::new();
+    let made = doc.transact::<_, _, AutomergeError>(|tx| {
+        tx.put(ROOT, "schema", NOTES_SCHEMA)?;
+        tx.put(ROOT, "schema_version", schema::SCHEMA_VERSION)?;
+        tx.put(ROOT, "run_id", run_id)?;
+        let notes = tx.put_object(ROOT, "notes", ObjType::Text)?;
+        tx.splice_text(&notes, 0, 0, text)?;
+        Ok(())
+    });
+    debug_assert!(made.is_ok(), "a new notes document cannot fail");
+    doc
+}
+
+/// The `notes` text an older run document kept itself ('' when none).
+fn old_notes(doc: &automerge::Automerge) -> String {
+    use automerge::ReadDoc;
+    match doc.get(ROOT, "notes") {
+        Ok(Some((AmValue::Object(ObjType::Text), id))) => doc.text(&id).unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 fn scalar_of(v: &Value) -> ScalarValue {
@@ -186,8 +239,7 @@ fn map_at<T: Transactable>(tx: &mut T, obj: &ObjId, key: &str) -> Result<ObjId, 
     }
 }
 
-/// Writes the run's summary (MLflow's run JSON) into its document; `notes` is left
-/// to the people editing it.
+/// Writes the run's summary (MLflow's run JSON) into its document.
 fn apply(doc: &mut automerge::Automerge, run: &Value) -> Result<(), AutomergeError> {
     doc.transact::<_, _, AutomergeError>(|tx| {
         let info = &run["info"];
@@ -224,9 +276,6 @@ fn apply(doc: &mut automerge::Automerge, run: &Value) -> Result<(), AutomergeErr
             put_if_changed(tx, &point, "step", scalar_of(&m["step"]))?;
             put_if_changed(tx, &point, "timestamp", scalar_of(&m["timestamp"]))?;
         }
-        if schema::get_str(tx, &ROOT, "notes").is_none() {
-            tx.put_object(ROOT, "notes", ObjType::Text)?;
-        }
         Ok(())
     })
     .map(|_| ())
@@ -240,7 +289,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_summary_update_touches_only_what_changed_and_keeps_notes() {
+    fn a_summary_update_touches_only_what_changed() {
         let mut doc = new_document();
         let run = json!({
             "info": {"run_id": "r1", "run_name": "a", "experiment_id": "0", "status": "RUNNING", "user_id": "al", "start_time": 5},
@@ -248,13 +297,6 @@ mod tests {
                      "metrics": [{"key": "loss", "value": 0.5, "step": 1, "timestamp": 9}]}
         });
         apply(&mut doc, &run).expect("apply");
-        let notes = match doc.get(ROOT, "notes").expect("get") {
-            Some((AmValue::Object(ObjType::Text), id)) => id,
-            other => panic!("notes is {other:?}"),
-        };
-        doc.transact::<_, _, AutomergeError>(|tx| tx.splice_text(&notes, 0, 0, "looks good"))
-            .map_err(|f| f.error)
-            .expect("type");
         let heads = doc.get_heads();
         apply(&mut doc, &run).expect("apply again");
         assert_eq!(
@@ -273,6 +315,29 @@ mod tests {
             schema::get_str(&doc, &ROOT, "status").as_deref(),
             Some("FINISHED")
         );
-        assert_eq!(doc.text(&notes).expect("text"), "looks good");
+    }
+
+    /// Notes an older run document kept move, text and all, to the notes document.
+    #[test]
+    fn old_notes_move_to_their_own_document() {
+        let mut old = new_document();
+        old.transact::<_, _, AutomergeError>(|tx| {
+            let notes = tx.put_object(ROOT, "notes", ObjType::Text)?;
+            tx.splice_text(&notes, 0, 0, "r=8 looks best")
+        })
+        .map_err(|f| f.error)
+        .expect("old notes");
+        assert_eq!(old_notes(&old), "r=8 looks best");
+        assert_eq!(old_notes(&new_document()), "");
+        let moved = notes_document("r1", &old_notes(&old));
+        let notes = match moved.get(ROOT, "notes").expect("get") {
+            Some((AmValue::Object(ObjType::Text), id)) => id,
+            other => panic!("notes is {other:?}"),
+        };
+        assert_eq!(moved.text(&notes).expect("text"), "r=8 looks best");
+        assert_eq!(
+            schema::get_str(&moved, &ROOT, "schema").as_deref(),
+            Some(NOTES_SCHEMA)
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::kernels::{KernelOptions, Kernels};
 use crate::live_runs::LiveRuns;
 use crate::sandbox::Sandbox;
 use crate::storage::DurableStorage;
-use crate::sync::{Peers, SyncService};
+use crate::sync::{DocRights, Peers, SyncService};
 use crate::workspace::Workspace;
 use anyhow::Context;
 use samod::Repo;
@@ -74,12 +74,14 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         )
     })?;
     let peers = Arc::new(Mutex::new(Peers::default()));
+    let rights = Arc::new(DocRights::default());
     let repo = Repo::build_tokio()
         .with_storage(storage.clone())
-        .with_share_policy(crate::sync::share_policy(peers.clone()))
+        .with_share_policy(crate::sync::share_policy(peers.clone(), rights.clone()))
         .load()
         .await;
-    let workspace = Arc::new(Workspace::open(repo.clone(), storage, &options.data).await?);
+    let workspace =
+        Arc::new(Workspace::open(repo.clone(), storage, &options.data, rights.clone()).await?);
     let tracking_path = options.data.join("tracking.sqlite");
     let tracking = Arc::new(
         ferrolab_tracking::Store::open(&tracking_path).with_context(|| {
@@ -95,9 +97,10 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
             peers,
             acceptor,
             workspace.clone(),
+            rights.clone(),
             options.max_message_bytes,
         )),
-        live_runs: Arc::new(LiveRuns::new(repo, tracking.clone())),
+        live_runs: Arc::new(LiveRuns::new(repo, tracking.clone(), rights)),
         workspace,
         tokens: Arc::new(tokens),
         tracking,

@@ -24,6 +24,77 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const SYNC_WINDOW: Duration = Duration::from_millis(40);
 /// How often live connections are checked against revoked tokens.
 const REVOCATION_CHECK: Duration = Duration::from_millis(500);
+/// The largest ephemeral message (presence, cursors) a peer may send.
+pub const MAX_EPHEMERAL_BYTES: usize = 16 * 1024;
+/// Ephemeral messages a connection may send per second (a burst of twice that).
+const EPHEMERAL_PER_SECOND: f64 = 50.0;
+/// How long one message to a peer may take to send; a peer that stops reading is
+/// disconnected instead of making the server hold everything for it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Live sync connections one token may hold.
+pub const MAX_CONNECTIONS_PER_TOKEN: usize = 32;
+
+/// Which documents peers may change: notebook documents (editors) and run notes.
+/// Everything else — the workspace index, runtime documents, run summaries — is
+/// written by the server alone; a peer's change to one closes its connection.
+#[derive(Default)]
+pub struct DocRights {
+    editable: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+impl DocRights {
+    /// Lets writers change document `id` (a bare document id or an automerge URL).
+    pub fn allow_edits(&self, id: &str) {
+        if let Ok(mut editable) = self.editable.write() {
+            editable.insert(bare(id).to_string());
+        }
+    }
+
+    pub fn forbid_edits(&self, id: &str) {
+        if let Ok(mut editable) = self.editable.write() {
+            editable.remove(bare(id));
+        }
+    }
+
+    pub fn is_editable(&self, id: &str) -> bool {
+        self.editable
+            .read()
+            .map(|editable| editable.contains(bare(id)))
+            .unwrap_or(false)
+    }
+}
+
+fn bare(id: &str) -> &str {
+    id.trim_start_matches("automerge:")
+}
+
+/// A token bucket for one connection's ephemeral messages.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Bucket {
+            tokens: 2.0 * EPHEMERAL_PER_SECOND,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * EPHEMERAL_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(2.0 * EPHEMERAL_PER_SECOND);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// The peers bound to authenticated connections: what each may do.
 #[derive(Default)]
@@ -44,22 +115,26 @@ struct LiveConnection {
     close: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// samod's share policy for these peers: writers read and write, viewers read,
-/// unknown peers get nothing. Built before the repository, which takes it.
+/// samod's share policy for these peers: writers read and write the documents
+/// peers may change, everyone else reads, unknown peers get nothing. Built before
+/// the repository, which takes it.
 pub fn share_policy(
     peers: Arc<Mutex<Peers>>,
+    rights: Arc<DocRights>,
 ) -> impl Fn(DocumentId, PeerId) -> futures::stream::Iter<std::array::IntoIter<ShareConfig, 1>>
        + Clone
        + Send
        + Sync
        + 'static {
-    move |_doc: DocumentId, peer: PeerId| {
+    move |doc: DocumentId, peer: PeerId| {
         let role = peers
             .lock()
             .ok()
             .and_then(|peers| peers.by_id.get(peer.as_str()).map(|entry| entry.role));
         let config = match role {
-            Some(role) if role.can_write() => ShareConfig::read_write().with_announce(false),
+            Some(role) if role.can_write() && rights.is_editable(&doc.to_string()) => {
+                ShareConfig::read_write().with_announce(false)
+            }
             Some(_) => ShareConfig::read_only().with_announce(false),
             None => ShareConfig::none(),
         };
@@ -72,6 +147,7 @@ pub struct SyncService {
     peers: Arc<Mutex<Peers>>,
     acceptor: samod::AcceptorHandle,
     workspace: Arc<Workspace>,
+    rights: Arc<DocRights>,
     /// The largest WebSocket message a peer may send.
     pub max_message_bytes: usize,
 }
@@ -81,12 +157,14 @@ impl SyncService {
         peers: Arc<Mutex<Peers>>,
         acceptor: samod::AcceptorHandle,
         workspace: Arc<Workspace>,
+        rights: Arc<DocRights>,
         max_message_bytes: usize,
     ) -> SyncService {
         SyncService {
             peers,
             acceptor,
             workspace,
+            rights,
             max_message_bytes,
         }
     }
@@ -118,13 +196,9 @@ impl SyncService {
             Err(error) => return close_with(socket, &error.to_string()).await,
         };
         let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
-        let registered = self.register_peer(&peer, &who, close_tx);
-        let Some(connection) = registered else {
-            return close_with(
-                socket,
-                "this peer id is in use by another token's connection",
-            )
-            .await;
+        let connection = match self.register_peer(&peer, &who, close_tx) {
+            Ok(connection) => connection,
+            Err(reason) => return close_with(socket, reason).await,
         };
         log::info!(
             "peer {peer} connected as {} ({})",
@@ -133,44 +207,20 @@ impl SyncService {
         );
 
         let (mut ws_tx, ws_rx) = socket.split();
-        let peer_for_log = peer.clone();
-        let workspace = self.workspace.clone();
-        let role = who.role;
-        let inbound = futures::stream::unfold(
-            (ws_rx, Some(first), false),
-            move |(mut rx, pending, done)| {
-                let peer = peer_for_log.clone();
-                let workspace = workspace.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    let bytes = match pending {
-                        Some(bytes) => bytes,
-                        None => match next_binary(&mut rx).await? {
-                            Ok(bytes) => bytes,
-                            Err(reason) => {
-                                log::warn!("peer {peer}: {reason}; closing its connection");
-                                return None;
-                            }
-                        },
-                    };
-                    match check_inbound(&bytes) {
-                        Ok(changed) => {
-                            if let (Some(doc), true) = (changed, role.can_write()) {
-                                workspace.touch(doc);
-                            }
-                            Some((Ok::<_, std::io::Error>(bytes), (rx, None, false)))
-                        }
-                        Err(reason) => {
-                            log::warn!("peer {peer}: {reason}; closing its connection");
-                            None
-                        }
-                    }
-                }
-            },
-        )
-        .take_until(close_rx);
+        // Why the server ended the connection, for its close frame.
+        let refusal: Arc<Mutex<Option<String>>> = Arc::default();
+        let state = Inbound {
+            rx: ws_rx,
+            pending: Some(first),
+            peer: peer.clone(),
+            workspace: self.workspace.clone(),
+            rights: self.rights.clone(),
+            role: who.role,
+            name: who.name.clone(),
+            bucket: Bucket::new(),
+            refusal: refusal.clone(),
+        };
+        let inbound = futures::stream::unfold(state, Inbound::next).take_until(close_rx);
         let (out_tx, mut out_rx) = futures::channel::mpsc::channel::<Vec<u8>>(1024);
         let transport = samod::Transport::new(Box::pin(inbound), out_tx)
             .with_expected_peer_id(PeerId::from_string(peer.clone()));
@@ -178,6 +228,15 @@ impl SyncService {
             log::warn!("the repository is stopping; refusing peer {peer}");
         } else {
             self.write_to_peer(&mut ws_tx, &mut out_rx).await;
+        }
+        let reason = refusal.lock().ok().and_then(|mut r| r.take());
+        if let Some(reason) = reason {
+            let frame = CloseFrame {
+                code: 1008,
+                reason: truncate(&reason, 120).into(),
+            };
+            let _ =
+                tokio::time::timeout(SEND_TIMEOUT, ws_tx.send(Message::Close(Some(frame)))).await;
         }
         let _ = ws_tx.close().await;
         if let Ok(mut peers) = self.peers.lock() {
@@ -287,22 +346,47 @@ impl SyncService {
             // Never announce heads that a crash could still lose.
             self.storage().wait_durable(doc, heads).await;
         }
-        ws_tx.send(Message::Binary(message.bytes.into())).await
+        match tokio::time::timeout(
+            SEND_TIMEOUT,
+            ws_tx.send(Message::Binary(message.bytes.into())),
+        )
+        .await
+        {
+            Ok(sent) => sent,
+            Err(_) => {
+                log::warn!(
+                    "a peer read nothing for {} s; disconnecting it",
+                    SEND_TIMEOUT.as_secs()
+                );
+                Err(axum::Error::new(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            }
+        }
     }
 
-    /// Binds `peer` to the token that authenticated its connection; `None` when
-    /// another token's live connection already uses that peer id.
+    /// Binds `peer` to the token that authenticated its connection; refused when
+    /// another token's live connection already uses that peer id, or the token
+    /// holds [`MAX_CONNECTIONS_PER_TOKEN`] connections.
     fn register_peer(
         &self,
         peer: &str,
         who: &Identity,
         close: tokio::sync::oneshot::Sender<()>,
-    ) -> Option<u64> {
-        let mut peers = self.peers.lock().ok()?;
+    ) -> Result<u64, &'static str> {
+        let mut peers = self.peers.lock().map_err(|_| "the server is stopping")?;
         if let Some(entry) = peers.by_id.get(peer) {
             if entry.token_id != who.token_id {
-                return None;
+                return Err("this peer id is in use by another token's connection");
             }
+        }
+        let held = peers
+            .live
+            .values()
+            .filter(|c| c.token_id == who.token_id)
+            .count();
+        if held >= MAX_CONNECTIONS_PER_TOKEN {
+            return Err("this token holds its limit of 32 sync connections; close one first");
         }
         peers
             .by_id
@@ -322,7 +406,7 @@ impl SyncService {
                 close: Some(close),
             },
         );
-        Some(id)
+        Ok(id)
     }
 
     /// Closes the connections of revoked tokens, checking every [`REVOCATION_CHECK`].
@@ -356,7 +440,7 @@ async fn close_with(mut socket: WebSocket, reason: &str) {
     log::warn!("closing a sync connection: {reason}");
     let frame = CloseFrame {
         code: 1008,
-        reason: reason.chars().take(120).collect::<String>().into(),
+        reason: truncate(reason, 120).into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
@@ -401,18 +485,105 @@ impl Outgoing {
     }
 }
 
-/// Validates an inbound message before samod sees it; returns the document it
-/// brings changes to, if any.
-fn check_inbound(bytes: &[u8]) -> Result<Option<String>, String> {
-    let envelope = wire::decode(bytes).map_err(|e| e.to_string())?;
+/// Validates an inbound sync message before samod sees it; returns the document
+/// it brings changes to, if any.
+fn check_inbound(envelope: &wire::Envelope) -> Result<Option<String>, String> {
     if envelope.is_sync() {
         let data = envelope
             .data
             .as_deref()
             .ok_or("a sync message without data")?;
         if wire::check_sync_payload(data)? {
-            return Ok(envelope.document_id);
+            return Ok(envelope.document_id.clone());
         }
     }
     Ok(None)
+}
+
+fn truncate(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// One connection's inbound messages, each checked before samod sees it.
+struct Inbound<R> {
+    rx: R,
+    pending: Option<Vec<u8>>,
+    peer: String,
+    workspace: Arc<Workspace>,
+    rights: Arc<DocRights>,
+    role: Role,
+    name: String,
+    bucket: Bucket,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl<R> Inbound<R>
+where
+    R: futures::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    /// The next message for samod; `None` ends the connection (the reason, if the
+    /// server refused something, goes to its close frame).
+    async fn next(mut self) -> Option<(Result<Vec<u8>, std::io::Error>, Self)> {
+        loop {
+            let bytes = match self.pending.take() {
+                Some(bytes) => bytes,
+                None => match next_binary(&mut self.rx).await? {
+                    Ok(bytes) => bytes,
+                    Err(reason) => {
+                        log::warn!("peer {}: {reason}; closing its connection", self.peer);
+                        return None;
+                    }
+                },
+            };
+            match self.check(bytes) {
+                Ok(Some(bytes)) => return Some((Ok(bytes), self)),
+                // Over the ephemeral rate: dropped, the connection stays.
+                Ok(None) => continue,
+                Err(reason) => {
+                    log::warn!("peer {}: {reason}; closing its connection", self.peer);
+                    if let Ok(mut refusal) = self.refusal.lock() {
+                        *refusal = Some(reason);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn check(&mut self, bytes: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+        let envelope = wire::decode(&bytes).map_err(|e| e.to_string())?;
+        if envelope.kind == "ephemeral" {
+            if bytes.len() > MAX_EPHEMERAL_BYTES {
+                return Err(format!(
+                    "ephemeral messages are limited to {MAX_EPHEMERAL_BYTES} bytes; this one has {}",
+                    bytes.len()
+                ));
+            }
+            if !self.bucket.take() {
+                return Ok(None);
+            }
+            return wire::stamp_ephemeral(&bytes, &self.name, self.role.as_str())
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        if let Some(doc) = check_inbound(&envelope)? {
+            if !self.role.can_write() {
+                return Err(format!(
+                    "a {} token cannot change documents (tried {doc})",
+                    self.role.as_str()
+                ));
+            }
+            if !self.rights.is_editable(&doc) {
+                return Err(format!(
+                    "document {doc} is written by the server only (index, runtime and run documents); peers change notebooks and run notes"
+                ));
+            }
+            self.workspace.touch(doc);
+        }
+        Ok(Some(bytes))
+    }
 }

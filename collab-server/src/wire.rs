@@ -77,6 +77,100 @@ impl Envelope {
     }
 }
 
+/// One entry of a CBOR map: the raw key and value, and the key when it is text.
+type RawEntry<'a> = (&'a [u8], &'a [u8], Option<String>);
+
+/// A CBOR map's entries as raw byte spans, in order.
+fn map_entries(bytes: &[u8]) -> Result<Vec<RawEntry<'_>>, WireError> {
+    let mut d = Decoder::new(bytes);
+    let entries = d.map().map_err(err)?;
+    let mut out = Vec::new();
+    loop {
+        match entries {
+            Some(n) if out.len() as u64 >= n => break,
+            None if d.datatype().map_err(err)? == Type::Break => break,
+            _ => {}
+        }
+        let key_start = d.position();
+        let key = match d.datatype().map_err(err)? {
+            Type::String => Some(d.str().map_err(err)?.to_string()),
+            _ => {
+                d.skip().map_err(err)?;
+                None
+            }
+        };
+        let value_start = d.position();
+        d.skip().map_err(err)?;
+        let end = d.position();
+        out.push((
+            &bytes[key_start..value_start],
+            &bytes[value_start..end],
+            key,
+        ));
+    }
+    Ok(out)
+}
+
+/// Re-encodes the map `bytes` without the entries named in `drop`, then with
+/// `add` (string keys, already-encoded CBOR values) after the rest.
+fn rebuild_map(bytes: &[u8], drop: &[&str], add: &[(&str, Vec<u8>)]) -> Result<Vec<u8>, WireError> {
+    let kept: Vec<_> = map_entries(bytes)?
+        .into_iter()
+        .filter(|(_, _, key)| key.as_deref().is_none_or(|k| !drop.contains(&k)))
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() + 64);
+    let mut e = minicbor::Encoder::new(&mut out);
+    e.map((kept.len() + add.len()) as u64).map_err(err)?;
+    for (key, value, _) in &kept {
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+    }
+    for (key, value) in add {
+        let mut e = minicbor::Encoder::new(&mut out);
+        e.str(key).map_err(err)?;
+        out.extend_from_slice(value);
+    }
+    Ok(out)
+}
+
+fn cbor_str(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let written: Result<_, minicbor::encode::Error<std::convert::Infallible>> =
+        minicbor::Encoder::new(&mut out).str(text).map(|_| ());
+    debug_assert!(written.is_ok(), "encoding into a Vec cannot fail");
+    out
+}
+
+fn cbor_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let written: Result<_, minicbor::encode::Error<std::convert::Infallible>> =
+        minicbor::Encoder::new(&mut out).bytes(bytes).map(|_| ());
+    debug_assert!(written.is_ok(), "encoding into a Vec cannot fail");
+    out
+}
+
+/// An `ephemeral` message with its payload's `name` and `role` replaced by the
+/// sender's authenticated ones, so that nobody can appear to others as someone
+/// else. The payload must be a CBOR map (what automerge-repo's `broadcast` of an
+/// object sends).
+pub fn stamp_ephemeral(bytes: &[u8], name: &str, role: &str) -> Result<Vec<u8>, WireError> {
+    let envelope = decode(bytes)?;
+    let data = envelope
+        .data
+        .ok_or_else(|| WireError("an ephemeral message without data".into()))?;
+    let stamped = rebuild_map(
+        &data,
+        &["name", "role"],
+        &[("name", cbor_str(name)), ("role", cbor_str(role))],
+    )
+    .map_err(|e| {
+        WireError(format!(
+            "an ephemeral message's data must be a CBOR map ({e})"
+        ))
+    })?;
+    rebuild_map(bytes, &["data"], &[("data", cbor_bytes(&stamped))])
+}
+
 /// Checks that the sync payload of an incoming message decodes, without letting
 /// a panic in the decoder escape. Returns a reason when it does not, and whether
 /// it carries changes when it does.
@@ -296,5 +390,33 @@ mod tests {
             assert!(decode(bytes).is_err(), "{bytes:?}");
         }
         assert!(check_sync_payload(b"\x42\x00\x01").is_err());
+    }
+
+    #[test]
+    fn ephemeral_messages_carry_the_senders_real_name() {
+        let mut data = Vec::new();
+        let mut e = Encoder::new(&mut data);
+        e.map(3).unwrap();
+        e.str("kind").unwrap().str("ferrolab.presence").unwrap();
+        e.str("name").unwrap().str("the owner").unwrap();
+        e.str("role").unwrap().str("owner").unwrap();
+        let bytes = message("ephemeral", "peer-1", Some(&data));
+        let stamped = stamp_ephemeral(&bytes, "mallory", "viewer").expect("stamped");
+        let envelope = decode(&stamped).expect("decodes");
+        assert_eq!(envelope.kind, "ephemeral");
+        assert_eq!(envelope.sender_id.as_deref(), Some("peer-1"));
+        let fields = map_entries(envelope.data.as_deref().expect("data")).expect("map");
+        let text = |k: &str| {
+            fields
+                .iter()
+                .find(|(_, _, key)| key.as_deref() == Some(k))
+                .map(|(_, v, _)| Decoder::new(v).str().expect("str").to_string())
+        };
+        assert_eq!(text("name").as_deref(), Some("mallory"));
+        assert_eq!(text("role").as_deref(), Some("viewer"));
+        assert_eq!(text("kind").as_deref(), Some("ferrolab.presence"));
+        assert_eq!(fields.len(), 3);
+        let not_a_map = message("ephemeral", "peer-1", Some(&[0x01]));
+        assert!(stamp_ephemeral(&not_a_map, "m", "viewer").is_err());
     }
 }

@@ -45,19 +45,34 @@ pub struct Workspace {
     index: DocHandle,
     /// Documents writers changed since the index's `updated` times were stamped.
     touched: Mutex<HashSet<String>>,
+    /// Which documents peers may change: this workspace's notebooks.
+    rights: std::sync::Arc<crate::sync::DocRights>,
 }
 
 impl Workspace {
     /// Opens the workspace whose index `DATA/workspace.json` names, or starts a new
     /// one there.
-    pub async fn open(repo: Repo, storage: DurableStorage, data: &Path) -> anyhow::Result<Self> {
+    /// Its notebooks' documents are the ones editors may change over sync.
+    pub async fn open(
+        repo: Repo,
+        storage: DurableStorage,
+        data: &Path,
+        rights: std::sync::Arc<crate::sync::DocRights>,
+    ) -> anyhow::Result<Self> {
         let index = open_index(&repo, &storage, data).await?;
-        Ok(Workspace {
+        let workspace = Workspace {
             repo,
             storage,
             index,
             touched: Mutex::new(HashSet::new()),
-        })
+            rights,
+        };
+        for entry in workspace.entries() {
+            if let Some(url) = entry["notebook"].as_str() {
+                workspace.rights.allow_edits(url);
+            }
+        }
+        Ok(workspace)
     }
 
     /// The server's repository.
@@ -135,6 +150,7 @@ impl Workspace {
         })
         .await?;
         let id = nb.document_id().to_string();
+        self.rights.allow_edits(&id);
         let stamp = now();
         let mut entry = json!({
             "id": id,
@@ -250,6 +266,9 @@ impl Workspace {
 
     /// Removes notebook `id` from the index.
     pub async fn delete(&self, id: &str) -> Result<(), WorkspaceError> {
+        let notebook_url = self
+            .index_entry(id)
+            .and_then(|entry| entry["notebook"].as_str().map(str::to_string));
         let existed = self
             .change_durably(&self.index, |doc| {
                 let Some(notebooks) = schema::get_map(doc, &ROOT, "notebooks") else {
@@ -264,6 +283,9 @@ impl Workspace {
             })
             .await?;
         if existed {
+            if let Some(url) = notebook_url {
+                self.rights.forbid_edits(&url);
+            }
             Ok(())
         } else {
             Err(WorkspaceError::NotFound(id.to_string()))

@@ -1,7 +1,7 @@
 // Live run documents: a run logged through MLflow's REST API (what the mlflow
 // client sends) has an automerge document that stock automerge-repo clients sync;
-// they see its summary change as points arrive, and co-edit its notes, which the
-// server's updates never overwrite and a restart keeps.
+// they see its summary change as points arrive (only the server writes it), and
+// co-edit its notes in a document of their own, which a restart keeps.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as A from "@automerge/automerge";
@@ -51,19 +51,23 @@ test("collaborators see a run's summary change live and co-edit its notes", asyn
     await waitFor(() => str(seen.doc().params?.lr) === "0.002" && str(seen.doc().tags?.team) === "nlp", "params and tags");
     assert.ok(changes.length >= 1, "the watcher was told of changes");
 
-    // An editor and the trainer write notes at once; the server keeps updating.
+    // The notes live in their own document, named in the summary and in a tag.
+    const notesUrl = str(seen.doc().notes_url);
+    assert.match(notesUrl, /^automerge:/);
+    const tagged = await mlflow(server, token, "runs/get", { run_id: runId });
+    assert.equal(tagged.json.run.data.tags.find((t) => t.key === "ferrolab.notes")?.value, notesUrl);
+
+    // An editor writes notes while the server keeps updating the summary.
     const editor = jsClient(server, token);
-    const mine = await editor.find(url);
+    const mine = await editor.find(notesUrl);
+    const seenNotes = await watcher.find(notesUrl);
+    assert.equal(str(mine.doc().schema), "ferrolab.run-notes");
     mine.change((doc) => A.splice(doc, ["notes"], 0, 0, "r=8 looks best. "));
     await mlflow(server, token, "runs/log-metric", { run_id: runId, key: "loss", value: 0.05, step: 20, timestamp: Date.now() });
     await mlflow(server, token, "runs/update", { run_id: runId, status: "FINISHED", end_time: Date.now() });
     await waitFor(() => str(seen.doc().status) === "FINISHED" && seen.doc().metrics.loss.step === 20, "the finished run");
-    await waitFor(() => seen.doc().notes.toString() === "r=8 looks best. ", "the notes to reach the watcher");
-
-    // A viewer's edit to the notes is refused: its copy changes, nobody else's does.
-    seen.change((doc) => A.splice(doc, ["notes"], 0, 0, "VIEWER "));
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(mine.doc().notes.toString(), "r=8 looks best. ");
+    await waitFor(() => seenNotes.doc().notes.toString() === "r=8 looks best. ", "the notes to reach the watcher");
+    // (A viewer's or editor's change to the summary itself is refused: rights.test.js.)
 
     await watcher.shutdown();
     await editor.shutdown();
@@ -73,11 +77,17 @@ test("collaborators see a run's summary change live and co-edit its notes", asyn
     server = await startServer(data);
     const again = jsClient(server, token);
     const reloaded = await again.find(url);
-    assert.equal(reloaded.doc().notes.toString(), "r=8 looks best. ");
+    const reloadedNotes = await again.find(notesUrl);
+    assert.equal(reloadedNotes.doc().notes.toString(), "r=8 looks best. ");
     assert.equal(str(reloaded.doc().status), "FINISHED");
     await mlflow(server, token, "runs/set-tag", { run_id: runId, key: "reviewed", value: "yes" });
     await waitFor(() => str(reloaded.doc().tags?.reviewed) === "yes", "a change after the restart");
-    assert.equal(reloaded.doc().notes.toString(), "r=8 looks best. ");
+    // Still editable after the restart.
+    reloadedNotes.change((doc) => A.splice(doc, ["notes"], 0, 0, "Confirmed. "));
+    const check = jsClient(server, token);
+    const fresh = await check.find(notesUrl);
+    await waitFor(() => fresh.doc().notes.toString() === "Confirmed. r=8 looks best. ", "notes edited after the restart");
+    await check.shutdown();
     await again.shutdown();
   } finally {
     await server.stop();

@@ -119,3 +119,29 @@ def test_sigterm_stops_the_server_whatever_a_request_is_doing(tmp_path):
         assert "kept" in names
     finally:
         again.stop()
+
+
+def raw_request(server, line, body=b""):
+    """Sends `line` exactly as written (clients normalise `..` away before sending)."""
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(f"{line}\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize("path", [
+    "..%2F..%2Ftokens.json", "%2e%2e/%2e%2e/tokens.json", "0/..%2F..%2F..%2Ftokens.json",
+    "0%2F..%2F..%2Fartifacts%2F..%2Ftracking.sqlite",
+])
+def test_artifact_paths_cannot_leave_the_artifact_store(server, path):
+    """Path attacks as raw request lines: httpx and Node's fetch normalise `..` and
+    `%2e%2e` before sending, so only a raw line reaches the server with one."""
+    for method, body in (("GET", b""), ("PUT", b"overwritten")):
+        answer = raw_request(server, f"{method} /api/2.0/mlflow-artifacts/artifacts/{path} HTTP/1.1", body)
+        status = int(answer.split(" ")[1])
+        assert status in (400, 404), answer[:300]
+        assert "flb_" not in answer and "SQLite format" not in answer
+    assert (server.data / "tokens.json").read_text().startswith("{")

@@ -9,6 +9,7 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     runs(conn)?;
     registry(conn)?;
     version_identity(conn)?;
+    add_column(conn, "run_docs", "notes_url", "TEXT NOT NULL DEFAULT ''")?;
     artifacts(conn)
 }
 

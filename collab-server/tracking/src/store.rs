@@ -458,27 +458,42 @@ impl Store {
     }
 
     /// The automerge URL of a run's live document, once it has one.
-    pub fn run_doc(&self, run_id: &str) -> Result<Option<String>> {
+    /// A run's live document and its notes document ('' for a run recorded before
+    /// notes had a document of their own).
+    pub fn run_doc(&self, run_id: &str) -> Result<Option<(String, String)>> {
         self.with(|tx| {
             Ok(tx
                 .query_row(
-                    "SELECT doc_url FROM run_docs WHERE run_id = ?1",
+                    "SELECT doc_url, notes_url FROM run_docs WHERE run_id = ?1",
                     [run_id],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?)
         })
     }
 
-    /// Records a run's live document, and names it in the run's tag `ferrolab.doc`.
-    pub fn set_run_doc(&self, run_id: &str, url: &str) -> Result<()> {
+    /// Every run's notes document (those collaborators may edit).
+    pub fn run_notes_docs(&self) -> Result<Vec<String>> {
+        self.with(|tx| {
+            let mut stmt = tx.prepare("SELECT notes_url FROM run_docs WHERE notes_url != ''")?;
+            let urls = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(urls)
+        })
+    }
+
+    /// Records a run's live document and its notes document, and names them in
+    /// the run's tags `ferrolab.doc` and `ferrolab.notes`.
+    pub fn set_run_doc(&self, run_id: &str, url: &str, notes_url: &str) -> Result<()> {
         self.write_run(run_id, |tx| {
             Self::run_state(tx, run_id)?;
             tx.execute(
-                "INSERT OR REPLACE INTO run_docs (run_id, doc_url) VALUES (?1, ?2)",
-                params![run_id, url],
+                "INSERT OR REPLACE INTO run_docs (run_id, doc_url, notes_url) VALUES (?1, ?2, ?3)",
+                params![run_id, url, notes_url],
             )?;
-            Self::put_tag(tx, run_id, "ferrolab.doc", url)
+            Self::put_tag(tx, run_id, "ferrolab.doc", url)?;
+            Self::put_tag(tx, run_id, "ferrolab.notes", notes_url)
         })
     }
 
