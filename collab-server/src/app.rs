@@ -1,7 +1,7 @@
 //! The running server's shared state: the services, and nothing else. Request
 //! handlers (`http`) reach each service through it; no service knows about it.
 
-use crate::auth::TokenStore;
+use crate::auth::{Sessions, TokenStore};
 use crate::kernels::Kernels;
 use crate::live_runs::LiveRuns;
 use crate::storage::DurableStorage;
@@ -19,6 +19,8 @@ pub struct App {
     pub(crate) sync: Arc<SyncService>,
     /// Who may call: hashed tokens and their roles.
     pub(crate) tokens: Arc<TokenStore>,
+    /// Signed-in browsers' session cookies.
+    pub(crate) sessions: Sessions,
     /// Experiments, runs, metric series, the registry and governance (MLflow's API).
     pub(crate) tracking: Arc<ferrolab_tracking::Store>,
     /// Runs whose live documents follow the tracking store.

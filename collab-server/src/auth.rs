@@ -187,11 +187,74 @@ impl TokenStore {
         })
     }
 
+    /// Who the active token with this id is (a signed-in browser's session names
+    /// its token by id); `None` once it is revoked.
+    pub fn identity(&self, token_id: &str) -> Option<Identity> {
+        self.refresh()
+            .iter()
+            .find(|t| t.id == token_id && t.revoked.is_none())
+            .map(|record| Identity {
+                token_id: record.id.clone(),
+                name: record.name.clone(),
+                role: record.role,
+            })
+    }
+
     /// Whether the token with this id is still valid (for live connections).
     pub fn is_active(&self, token_id: &str) -> bool {
         self.refresh()
             .iter()
             .any(|t| t.id == token_id && t.revoked.is_none())
+    }
+}
+
+/// Browser sessions: after signing in with a token once, a browser holds an
+/// HttpOnly cookie naming the token's id and an expiry, signed with a key in the
+/// data folder (`session.key`, 0600), so the page's script never holds the token
+/// and no URL carries it. A session ends when it expires, when the browser signs
+/// out, or at once when its token is revoked.
+pub struct Sessions {
+    key: ring::hmac::Key,
+}
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "ferrolab_session";
+/// How long a browser session lasts.
+pub const SESSION_DAYS: i64 = 7;
+
+impl Sessions {
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join("session.key");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() == 32 => bytes,
+            Ok(_) | Err(_) => {
+                let bytes = random_bytes::<32>()?.to_vec();
+                crate::storage::write_atomically(&path, &bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                bytes
+            }
+        };
+        Ok(Sessions {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+        })
+    }
+
+    /// A session cookie value for `token_id`, valid for [`SESSION_DAYS`].
+    pub fn issue(&self, token_id: &str) -> String {
+        let expiry = chrono::Utc::now().timestamp() + SESSION_DAYS * 86_400;
+        let body = format!("{token_id}.{expiry}");
+        let mac = hex(ring::hmac::sign(&self.key, body.as_bytes()).as_ref());
+        format!("{body}.{mac}")
+    }
+
+    /// The token id a cookie value names, if it is ours and unexpired.
+    pub fn verify(&self, value: &str) -> Option<String> {
+        let (body, mac) = value.rsplit_once('.')?;
+        let (token_id, expiry) = body.split_once('.')?;
+        let expected = hex(ring::hmac::sign(&self.key, body.as_bytes()).as_ref());
+        let fresh = expiry.parse::<i64>().ok()? > chrono::Utc::now().timestamp();
+        (constant_time_eq(expected.as_bytes(), mac.as_bytes()) && fresh)
+            .then(|| token_id.to_string())
     }
 }
 
@@ -265,7 +328,30 @@ mod tests {
         for bad in ["", "   ", "al\u{0456}ce", "a\tb", "a/b", &"x".repeat(65)] {
             assert!(store.create(bad, Role::Editor).is_err(), "{bad:?}");
         }
+        let sessions = Sessions::open(dir.path()).expect("sessions");
+        let cookie = sessions.issue(&who.token_id);
+        assert_eq!(
+            sessions.verify(&cookie).as_deref(),
+            Some(who.token_id.as_str())
+        );
+        let forged = cookie.replacen(&who.token_id, "ffffffff", 1);
+        assert!(
+            sessions.verify(&forged).is_none(),
+            "the signature covers the token id"
+        );
+        let (body, _) = cookie.rsplit_once('.').expect("mac");
+        let (id, _) = body.split_once('.').expect("expiry");
+        let stale = format!("{id}.1000000000");
+        let mac = hex(ring::hmac::sign(&sessions.key, stale.as_bytes()).as_ref());
+        assert!(
+            sessions.verify(&format!("{stale}.{mac}")).is_none(),
+            "expired"
+        );
         store.revoke("alice").expect("revoke");
+        assert!(
+            store.identity(&who.token_id).is_none(),
+            "a revoked token's session ends"
+        );
         assert!(store.verify(&token).is_none(), "revoked");
         assert!(store.revoke("alice").is_err(), "nothing left to revoke");
     }

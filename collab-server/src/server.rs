@@ -103,6 +103,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         live_runs: Arc::new(LiveRuns::new(repo, tracking.clone(), rights)),
         workspace,
         tokens: Arc::new(tokens),
+        sessions: crate::auth::Sessions::open(&options.data)?,
         tracking,
         web: options.web.clone(),
         first_token,

@@ -16,6 +16,17 @@ pub fn locate(flag: Option<PathBuf>) -> Option<PathBuf> {
         })
 }
 
+/// The workspace page's Content-Security-Policy: scripts only from the server's
+/// own files (no inline script, no `eval` — charts use vega's expression
+/// interpreter; WebAssembly for automerge), nothing loaded from anywhere else
+/// (images from outputs are `data:` URLs), no framing, no plugins. Inline styles
+/// stay allowed for the editor; a notebook's own `<style>` never reaches the page
+/// (the sanitiser drops it) and could load nothing if it did.
+pub const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; \
+    connect-src 'self'; worker-src 'self' blob:; manifest-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
 fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "html" => "text/html; charset=utf-8",
@@ -87,6 +98,14 @@ pub async fn serve(root: Option<&Path>, uri: &Uri) -> Response {
             headers.insert(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
             );
             response
         }

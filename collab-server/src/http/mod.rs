@@ -1,19 +1,20 @@
 //! The HTTP side: the router, who is calling ([`Caller`], an extractor: no handler
 //! checks a token by hand), the API's errors, and one module per area —
 //! `notebooks` (the workspace's REST API), `kernels` (shared kernels), `tracking`
-//! (MLflow's REST API and artifacts) — plus the `/sync` WebSocket upgrade.
+//! (MLflow's REST API and artifacts) — plus the `/sync` WebSocket upgrade and a
+//! browser's sign-in (`/api/session`: a token in, an HttpOnly cookie out).
 
 mod kernels;
 mod notebooks;
 mod tracking;
 
 use crate::app::App;
-use crate::auth::{Identity, Role};
+use crate::auth::{Identity, Role, SESSION_COOKIE, SESSION_DAYS};
 use crate::workspace::WorkspaceError;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -24,6 +25,10 @@ use std::sync::Arc;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/sync", get(sync_upgrade))
+        .route(
+            "/api/session",
+            axum::routing::post(sign_in).delete(sign_out),
+        )
         .route("/api/workspace", get(notebooks::get_workspace))
         .route(
             "/api/notebooks",
@@ -187,26 +192,72 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        authenticate(app, &parts.headers, &parts.uri).map(Caller)
+        authenticate(app, parts).map(Caller)
     }
 }
 
-/// Who presents the request's token.
-fn authenticate(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Identity, ApiError> {
-    let Some(token) = presented_token(headers, uri) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a token is required: send `Authorization: Bearer TOKEN` (or `?token=TOKEN` from a browser); `ferrolab collab token create` makes one",
-        ));
-    };
-    app.tokens.verify(&token).ok_or_else(|| {
+/// Who is calling: the token presented (`Authorization: Bearer`, or `?token=` for
+/// clients that cannot set headers), else a signed-in browser's session cookie.
+fn authenticate(app: &App, parts: &Parts) -> Result<Identity, ApiError> {
+    let unauthorized = |message: &str| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this token is unknown or revoked; ask the workspace owner for a new one",
+            message.to_string(),
         )
-    })
+    };
+    if let Some(token) = presented_token(&parts.headers, &parts.uri) {
+        return app.tokens.verify(&token).ok_or_else(|| {
+            unauthorized("this token is unknown or revoked; ask the workspace owner for a new one")
+        });
+    }
+    if let Some(cookie) = session_cookie(&parts.headers) {
+        let who = app
+            .sessions
+            .verify(&cookie)
+            .and_then(|token_id| app.tokens.identity(&token_id))
+            .ok_or_else(|| {
+                unauthorized("your session has ended (signed out, expired, or its token was revoked); sign in again")
+            })?;
+        same_origin(parts)?;
+        return Ok(who);
+    }
+    Err(unauthorized(
+        "a token is required: send `Authorization: Bearer TOKEN`, or sign in in the browser; `ferrolab collab token create` makes one",
+    ))
+}
+
+/// A cookie is sent whoever made the page that asks; a request that changes
+/// something (or opens `/sync`) on a session must come from our own page.
+/// (`SameSite=Strict` already keeps other sites' requests from carrying it.)
+fn same_origin(parts: &Parts) -> Result<(), ApiError> {
+    let reads = matches!(parts.method, Method::GET | Method::HEAD)
+        && !parts.headers.contains_key(header::UPGRADE);
+    let origin = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    match (reads, origin, host) {
+        (true, _, _) | (false, None, _) => Ok(()),
+        (false, Some(origin), Some(host))
+            if origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest == host) =>
+        {
+            Ok(())
+        }
+        (false, Some(origin), _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a request from {origin} cannot use this server's session; send a token instead"
+            ),
+        )),
+    }
 }
 
 fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
@@ -222,4 +273,62 @@ fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
         .map(str::to_owned)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE).then(|| value.to_string())
+        })
+}
+
+// ---------------------------------------------------------------- sessions
+
+/// `POST /api/session` with `Authorization: Bearer TOKEN`: signs a browser in,
+/// answering who it is and setting the HttpOnly session cookie; the page drops
+/// the token right after.
+async fn sign_in(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let token = presented_token(&headers, &uri).ok_or_else(|| {
+        ApiError::bad_request("send the token as `Authorization: Bearer TOKEN` to sign in")
+    })?;
+    let who = app.tokens.verify(&token).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this token is unknown or revoked; ask the workspace owner for a new one",
+        )
+    })?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        app.sessions.issue(&who.token_id),
+        SESSION_DAYS * 86_400
+    );
+    let mut response = Json(json!({
+        "user": {"name": who.name, "role": who.role.as_str(), "token_id": who.token_id}
+    }))
+    .into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// `DELETE /api/session`: signs the browser out (the cookie is cleared).
+async fn sign_out() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("ferrolab_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    response
 }

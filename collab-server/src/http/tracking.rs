@@ -51,7 +51,7 @@ impl FromRequestParts<Arc<App>> for TrackingCaller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        super::authenticate(app, &parts.headers, &parts.uri)
+        super::authenticate(app, parts)
             .map(TrackingCaller)
             .map_err(|e| error_response(TrackingError::Unauthenticated(e.to_string())))
     }

@@ -1,4 +1,4 @@
-// The REST side of the server: the token, who we are, notebooks.
+// The REST side of the server: signing in, who we are, notebooks.
 
 const TOKEN_KEY = "ferrolab.token";
 
@@ -17,20 +17,36 @@ export interface Entry {
   runtime: string;
 }
 
-/** The token from `?token=` (kept for next time and taken out of the address bar), or the kept one. */
-export function takeToken(): string | null {
+/**
+ * Signs in with a token, if one is given (a sign-in link's `?token=`, or the
+ * form): the server answers with an HttpOnly session cookie, and the token is
+ * dropped — taken out of the address bar first, and never stored by the page,
+ * so neither the page's script nor any link or URL holds it afterwards.
+ */
+export async function signInWith(token?: string | null): Promise<void> {
   const url = new URL(location.href);
   const fromUrl = url.searchParams.get("token");
   if (fromUrl) {
-    localStorage.setItem(TOKEN_KEY, fromUrl);
     url.searchParams.delete("token");
     history.replaceState(null, "", url.pathname + url.search + url.hash);
   }
-  return localStorage.getItem(TOKEN_KEY);
+  // Tokens kept by an older version of this page.
+  localStorage.removeItem(TOKEN_KEY);
+  const given = token ?? fromUrl;
+  if (!given) return;
+  const response = await fetch("/api/session", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { Authorization: `Bearer ${given}` },
+  });
+  if (!response.ok) {
+    const json = await response.json().catch(() => undefined);
+    throw new ApiError(response.status, json?.error?.message ?? response.statusText);
+  }
 }
 
-export function forgetToken() {
-  localStorage.removeItem(TOKEN_KEY);
+export async function signOut(): Promise<void> {
+  await fetch("/api/session", { method: "DELETE", credentials: "same-origin" });
 }
 
 export class ApiError extends Error {
@@ -42,17 +58,12 @@ export class ApiError extends Error {
   }
 }
 
+/** The REST API, on the browser's session cookie. */
 export class Api {
-  constructor(readonly token: string) {}
-
   async call<T>(method: string, path: string, body?: BodyInit): Promise<T> {
     let response: Response;
     try {
-      response = await fetch(path, {
-        method,
-        body,
-        headers: { Authorization: `Bearer ${this.token}` },
-      });
+      response = await fetch(path, { method, body, credentials: "same-origin" });
     } catch (error) {
       throw new ApiError(0, `the server cannot be reached (${error}); is it running?`);
     }
@@ -101,9 +112,9 @@ export class Api {
       ? this.call<T>("GET", base + qs)
       : this.call<T>("POST", base + qs, JSON.stringify(body));
   }
-  /** A link that downloads the notebook as .ipynb (a browser download cannot set headers). */
+  /** A link that downloads the notebook as .ipynb (the session cookie goes with it). */
   ipynbLink(id: string) {
-    return `/api/notebooks/${encodeURIComponent(id)}/ipynb?token=${encodeURIComponent(this.token)}`;
+    return `/api/notebooks/${encodeURIComponent(id)}/ipynb`;
   }
   /**
    * The notebook as a self-contained HTML report (the server's `ferrolab export`);
@@ -111,10 +122,11 @@ export class Api {
    */
   reportLink(id: string, interactive = false) {
     const charts = interactive ? "&interactive=1" : "";
-    return `/api/notebooks/${encodeURIComponent(id)}/export?format=html&toc=1${charts}&token=${encodeURIComponent(this.token)}`;
+    return `/api/notebooks/${encodeURIComponent(id)}/export?format=html&toc=1${charts}`;
   }
+  /** The sync socket: the browser sends the session cookie with the upgrade. */
   syncUrl() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    return `${scheme}://${location.host}/sync?token=${encodeURIComponent(this.token)}`;
+    return `${scheme}://${location.host}/sync`;
   }
 }

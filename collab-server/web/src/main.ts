@@ -5,7 +5,7 @@ import wasmUrl from "@automerge/automerge/automerge.wasm?url";
 import { Repo } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 import { IndexedDBStorageAdapter } from "@automerge/automerge-repo-storage-indexeddb";
-import { Api, ApiError, forgetToken, takeToken, type User } from "./api";
+import { Api, ApiError, signInWith, type User } from "./api";
 import { PresenceChannel } from "./presence";
 import type { Session } from "./session";
 import { showWorkspace } from "./workspace";
@@ -31,27 +31,33 @@ function signIn(message?: string) {
   root.querySelector("form")?.addEventListener("submit", (event) => {
     event.preventDefault();
     const value = (root.querySelector("input") as HTMLInputElement).value.trim();
-    location.href = `/?token=${encodeURIComponent(value)}`;
+    signInWith(value).then(
+      () => boot(),
+      (error) => signIn(`That token was not accepted (${(error as Error).message}).`),
+    );
   });
 }
 
 async function boot() {
   const wasm = Automerge.initializeWasm(wasmUrl);
-  const token = takeToken();
-  if (!token) return signIn();
-  const api = new Api(token);
+  try {
+    await signInWith();
+  } catch (error) {
+    return signIn(`That token was not accepted (${(error as Error).message}).`);
+  }
+  const api = new Api();
   let workspace: { index: string; user: User };
   try {
     workspace = await api.workspace();
-    localStorage.setItem(WORKSPACE_KEY, JSON.stringify({ token, ...workspace }));
+    localStorage.setItem(WORKSPACE_KEY, JSON.stringify(workspace));
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      forgetToken();
-      return signIn(`That token was not accepted (${error.message}).`);
+      localStorage.removeItem(WORKSPACE_KEY);
+      return signIn(error.message.includes("session") ? error.message : undefined);
     }
     // Offline: start from what we knew, and sync when the server is back.
     const kept = JSON.parse(localStorage.getItem(WORKSPACE_KEY) ?? "null");
-    if (!kept || kept.token !== token) {
+    if (!kept) {
       root.textContent = `The server cannot be reached: ${(error as Error).message}`;
       return;
     }

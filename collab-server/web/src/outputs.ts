@@ -1,5 +1,10 @@
 // Jupyter outputs (nbformat 4) rendered safely: HTML and SVG go through DOMPurify,
 // text through ansi_up (which escapes it), images as data: URLs of known types.
+// Outputs and markdown come from collaborators (and from whatever their code
+// printed), so the sanitiser also drops what could restyle the page or send
+// anything anywhere: `<style>`, forms and their controls, and every URL that would
+// load something from elsewhere (only `data:` images and links that open in a new
+// tab remain). The page's Content-Security-Policy blocks remote loads as well.
 
 import DOMPurify from "dompurify";
 import { AnsiUp } from "ansi_up";
@@ -14,8 +19,35 @@ type Bundle = Record<string, Json>;
 const text = (value: Json | undefined): string =>
   Array.isArray(value) ? value.map((v) => String(v ?? "")).join("") : value == null ? "" : String(value);
 
+const FORBID_TAGS = ["style", "link", "meta", "base", "form", "input", "button", "textarea", "select", "option", "iframe", "frame", "object", "embed", "portal"];
+/** Attributes that make the browser fetch what they name. */
+const LOADS = new Set(["src", "srcset", "poster", "background", "data", "xlink:href", "action", "formaction", "ping", "lowsrc", "dynsrc"]);
+const SAFE_LINK = /^(https?:|mailto:|#)/i;
+
+DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+  const name = data.attrName.toLowerCase();
+  const value = data.attrValue.trim();
+  if (LOADS.has(name) && !/^data:image\/(png|jpeg|gif|webp);/i.test(value) && !value.startsWith("#")) {
+    data.keepAttr = false;
+  } else if (name === "href" && node.nodeName.toLowerCase() !== "a") {
+    if (!value.startsWith("#")) data.keepAttr = false;
+  } else if (name === "href" && !SAFE_LINK.test(value)) {
+    data.keepAttr = false;
+  }
+});
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.nodeName.toLowerCase() === "a" && node.hasAttribute("href")) {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer");
+  }
+});
+
 export function sanitizeHtml(html: string): string {
-  return DOMPurify.sanitize(html, { USE_PROFILES: { html: true, svg: true, svgFilters: true } });
+  return DOMPurify.sanitize(html, {
+    USE_PROFILES: { html: true, svg: true, svgFilters: true },
+    FORBID_TAGS,
+    ADD_ATTR: ["target"],
+  });
 }
 
 export function renderMarkdown(source: string): string {
@@ -50,10 +82,22 @@ function renderVegaLite(data: Bundle, mime: string): HTMLElement {
   // loader); a notebook's output does not get to choose them.
   const usermeta = spec?.usermeta;
   if (usermeta && typeof usermeta === "object") delete (usermeta as { embedOptions?: unknown }).embedOptions;
-  import("vega-embed")
-    .then(async ({ default: embed }) => {
+  Promise.all([import("vega-embed"), import("vega-interpreter"), import("./vega-offline")])
+    .then(async ([{ default: embed }, { expressionInterpreter }, { offlineLoader, recordingLogger }]) => {
       const target = document.createElement("div");
-      await embed(target, spec as never, { actions: false, renderer: "svg" });
+      const errors: string[] = [];
+      // The page allows no eval and no remote loads: vega's expression
+      // interpreter and a loader that takes only data: URLs.
+      const { view } = await embed(target, spec as never, {
+        actions: false,
+        renderer: "svg",
+        ast: true,
+        expr: expressionInterpreter,
+        loader: offlineLoader() as never,
+        logger: recordingLogger(errors) as never,
+      });
+      await view.runAsync();
+      if (errors.length > 0) throw new Error(errors[0]);
       el.replaceChildren(target);
     })
     .catch((error) => {
@@ -70,7 +114,7 @@ function renderBundle(data: Bundle): HTMLElement {
   if (data["text/html"] !== undefined) {
     el.innerHTML = sanitizeHtml(text(data["text/html"]));
   } else if (data["image/svg+xml"] !== undefined) {
-    el.innerHTML = DOMPurify.sanitize(text(data["image/svg+xml"]), { USE_PROFILES: { svg: true, svgFilters: true } });
+    el.innerHTML = DOMPurify.sanitize(text(data["image/svg+xml"]), { USE_PROFILES: { svg: true, svgFilters: true }, FORBID_TAGS });
   } else if (data["image/png"] !== undefined || data["image/jpeg"] !== undefined) {
     const kind = data["image/png"] !== undefined ? "image/png" : "image/jpeg";
     const img = document.createElement("img");
