@@ -37,9 +37,21 @@ pub const MAX_CONNECTIONS_PER_TOKEN: usize = 32;
 /// Which documents peers may change: notebook documents (editors) and run notes.
 /// Everything else — the workspace index, runtime documents, run summaries — is
 /// written by the server alone; a peer's change to one closes its connection.
-#[derive(Default)]
+/// samod asks the share policy about a document as soon as it exists — before
+/// the workspace has said it is a notebook — so every decision follows later
+/// changes here (`changed` counts them).
 pub struct DocRights {
     editable: std::sync::RwLock<std::collections::HashSet<String>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for DocRights {
+    fn default() -> Self {
+        DocRights {
+            editable: Default::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl DocRights {
@@ -48,12 +60,14 @@ impl DocRights {
         if let Ok(mut editable) = self.editable.write() {
             editable.insert(bare(id).to_string());
         }
+        self.changed.send_modify(|n| *n += 1);
     }
 
     pub fn forbid_edits(&self, id: &str) {
         if let Ok(mut editable) = self.editable.write() {
             editable.remove(bare(id));
         }
+        self.changed.send_modify(|n| *n += 1);
     }
 
     pub fn is_editable(&self, id: &str) -> bool {
@@ -121,24 +135,42 @@ struct LiveConnection {
 pub fn share_policy(
     peers: Arc<Mutex<Peers>>,
     rights: Arc<DocRights>,
-) -> impl Fn(DocumentId, PeerId) -> futures::stream::Iter<std::array::IntoIter<ShareConfig, 1>>
+) -> impl Fn(DocumentId, PeerId) -> futures::stream::BoxStream<'static, ShareConfig>
        + Clone
        + Send
        + Sync
        + 'static {
     move |doc: DocumentId, peer: PeerId| {
-        let role = peers
-            .lock()
-            .ok()
-            .and_then(|peers| peers.by_id.get(peer.as_str()).map(|entry| entry.role));
-        let config = match role {
-            Some(role) if role.can_write() && rights.is_editable(&doc.to_string()) => {
-                ShareConfig::read_write().with_announce(false)
+        let peers = peers.clone();
+        let rights = rights.clone();
+        let changes = rights.changed.subscribe();
+        let decide = move || {
+            let role = peers
+                .lock()
+                .ok()
+                .and_then(|peers| peers.by_id.get(peer.as_str()).map(|entry| entry.role));
+            match role {
+                Some(role) if role.can_write() && rights.is_editable(&doc.to_string()) => {
+                    ShareConfig::read_write().with_announce(false)
+                }
+                Some(_) => ShareConfig::read_only().with_announce(false),
+                None => ShareConfig::none(),
             }
-            Some(_) => ShareConfig::read_only().with_announce(false),
-            None => ShareConfig::none(),
         };
-        futures::stream::iter([config])
+        // The decision now, then again whenever the rights change (samod skips
+        // repeats), for as long as samod listens.
+        Box::pin(futures::stream::unfold(
+            (changes, true),
+            move |(mut changes, first)| {
+                let decide = decide.clone();
+                async move {
+                    if !first {
+                        changes.changed().await.ok()?;
+                    }
+                    Some((decide(), (changes, false)))
+                }
+            },
+        ))
     }
 }
 
