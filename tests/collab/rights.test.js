@@ -195,3 +195,35 @@ test("a path in a notebook id never reaches the file system (raw request lines)"
     await server.stop();
   }
 });
+
+test("one token holds at most 32 sync connections", async () => {
+  const data = tempDir();
+  const editor = createToken(data, "editor", "ed");
+  const server = await startServer(data);
+  const peers = [];
+  let writer;
+  try {
+    for (let i = 0; i < 32; i++) peers.push(await rawPeer(server, editor));
+    const socket = new WebSocket(`${server.ws}?token=${editor}`);
+    socket.on("error", () => {});
+    const closed = new Promise((resolve) => socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+    await new Promise((resolve) => socket.on("open", resolve));
+    socket.send(encode({ type: "join", senderId: "one-too-many", peerMetadata: {}, supportedProtocolVersions: ["1"] }));
+    const refused = await within(closed, 15000, "the 33rd connection to be refused");
+    assert.equal(refused.code, 1008);
+    assert.match(refused.reason, /limit of 32 sync connections/);
+    for (const peer of peers.splice(1)) peer.close();
+    writer = jsClient(server, editor);
+
+    // The refused connection took nothing from the others: a new one joins now.
+    const again = await rawPeer(server, editor);
+    again.close();
+    const entry = await createNotebook(server, editor, [codeCell("c", "")]);
+    const seen = await writer.find(entry.notebook);
+    assert.equal(seen.doc().cells.c.source.toString(), "");
+  } finally {
+    for (const peer of peers) peer.close();
+    await writer?.shutdown();
+    await server.stop();
+  }
+});
