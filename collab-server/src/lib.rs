@@ -14,6 +14,7 @@ pub mod ipynb;
 pub mod kernels;
 pub mod live_runs;
 pub mod notebook;
+pub mod rights;
 pub mod sandbox;
 pub mod schema;
 pub mod server;

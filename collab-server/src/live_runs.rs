@@ -33,12 +33,12 @@ pub struct LiveRuns {
     store: Arc<Store>,
     dirty: Mutex<HashSet<String>>,
     handles: Mutex<HashMap<String, DocHandle>>,
-    rights: Arc<crate::sync::DocRights>,
+    rights: Arc<crate::rights::DocRights>,
 }
 
 impl LiveRuns {
     /// The runs' notes documents become editable by writers.
-    pub fn new(repo: Repo, store: Arc<Store>, rights: Arc<crate::sync::DocRights>) -> LiveRuns {
+    pub fn new(repo: Repo, store: Arc<Store>, rights: Arc<crate::rights::DocRights>) -> LiveRuns {
         match store.run_notes_docs() {
             Ok(urls) => urls.iter().for_each(|url| rights.allow_edits(url)),
             Err(e) => log::error!("cannot list the runs' notes documents: {}", e.message()),

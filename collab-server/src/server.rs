@@ -5,9 +5,10 @@
 use crate::auth::{Role, TokenStore};
 use crate::kernels::{KernelOptions, Kernels};
 use crate::live_runs::LiveRuns;
+use crate::rights::DocRights;
 use crate::sandbox::Sandbox;
 use crate::storage::DurableStorage;
-use crate::sync::{DocRights, Peers, SyncService};
+use crate::sync::{Peers, SyncService};
 use crate::workspace::Workspace;
 use anyhow::Context;
 use samod::Repo;

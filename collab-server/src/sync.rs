@@ -7,6 +7,7 @@
 //! announces are on disk.
 
 use crate::auth::{Identity, Role, TokenStore};
+use crate::rights::DocRights;
 use crate::storage::DurableStorage;
 use crate::wire;
 use crate::workspace::Workspace;
@@ -33,54 +34,6 @@ const EPHEMERAL_PER_SECOND: f64 = 50.0;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Live sync connections one token may hold.
 pub const MAX_CONNECTIONS_PER_TOKEN: usize = 32;
-
-/// Which documents peers may change: notebook documents (editors) and run notes.
-/// Everything else — the workspace index, runtime documents, run summaries — is
-/// written by the server alone; a peer's change to one closes its connection.
-/// samod asks the share policy about a document as soon as it exists — before
-/// the workspace has said it is a notebook — so every decision follows later
-/// changes here (`changed` counts them).
-pub struct DocRights {
-    editable: std::sync::RwLock<std::collections::HashSet<String>>,
-    changed: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for DocRights {
-    fn default() -> Self {
-        DocRights {
-            editable: Default::default(),
-            changed: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-impl DocRights {
-    /// Lets writers change document `id` (a bare document id or an automerge URL).
-    pub fn allow_edits(&self, id: &str) {
-        if let Ok(mut editable) = self.editable.write() {
-            editable.insert(bare(id).to_string());
-        }
-        self.changed.send_modify(|n| *n += 1);
-    }
-
-    pub fn forbid_edits(&self, id: &str) {
-        if let Ok(mut editable) = self.editable.write() {
-            editable.remove(bare(id));
-        }
-        self.changed.send_modify(|n| *n += 1);
-    }
-
-    pub fn is_editable(&self, id: &str) -> bool {
-        self.editable
-            .read()
-            .map(|editable| editable.contains(bare(id)))
-            .unwrap_or(false)
-    }
-}
-
-fn bare(id: &str) -> &str {
-    id.trim_start_matches("automerge:")
-}
 
 /// A token bucket for one connection's ephemeral messages.
 struct Bucket {
@@ -143,7 +96,7 @@ pub fn share_policy(
     move |doc: DocumentId, peer: PeerId| {
         let peers = peers.clone();
         let rights = rights.clone();
-        let changes = rights.changed.subscribe();
+        let changes = rights.subscribe();
         let decide = move || {
             let role = peers
                 .lock()

@@ -46,7 +46,7 @@ pub struct Workspace {
     /// Documents writers changed since the index's `updated` times were stamped.
     touched: Mutex<HashSet<String>>,
     /// Which documents peers may change: this workspace's notebooks.
-    rights: std::sync::Arc<crate::sync::DocRights>,
+    rights: std::sync::Arc<crate::rights::DocRights>,
 }
 
 impl Workspace {
@@ -57,7 +57,7 @@ impl Workspace {
         repo: Repo,
         storage: DurableStorage,
         data: &Path,
-        rights: std::sync::Arc<crate::sync::DocRights>,
+        rights: std::sync::Arc<crate::rights::DocRights>,
     ) -> anyhow::Result<Self> {
         let index = open_index(&repo, &storage, data).await?;
         let workspace = Workspace {

@@ -98,7 +98,7 @@ impl Audit {
         version: &str,
         before: &Value,
         after: &Value,
-    ) -> crate::store::Result<()> {
+    ) -> rusqlite::Result<()> {
         let prev: String = tx
             .query_row(
                 "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -109,7 +109,7 @@ impl Audit {
             .unwrap_or_default();
         let mut entry = AuditEntry {
             seq: 0,
-            timestamp: crate::store::now_ms(),
+            timestamp: chrono::Utc::now().timestamp_millis(),
             actor: actor.to_string(),
             action: action.to_string(),
             model: model.to_string(),

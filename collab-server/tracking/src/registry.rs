@@ -96,6 +96,23 @@ fn tags_of(tx: &Transaction<'_>, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Re
 }
 
 impl Store {
+    /// Appends an audit entry for an action in `tx` (see [`crate::audit`]).
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        tx: &Transaction<'_>,
+        actor: &str,
+        action: &str,
+        model: &str,
+        version: &str,
+        before: &Value,
+        after: &Value,
+    ) -> Result<()> {
+        Ok(self
+            .audit
+            .append(tx, actor, action, model, version, before, after)?)
+    }
+
     fn model_exists(tx: &Transaction<'_>, name: &str) -> Result<()> {
         let found: Option<String> = tx
             .query_row(
@@ -254,7 +271,7 @@ impl Store {
                 )?;
             }
             let after = Self::model_json(tx, name)?;
-            self.audit.append(tx, who.name, "registered_model.create", name, "", &Value::Null, &after)?;
+            self.record(tx, who.name, "registered_model.create", name, "", &Value::Null, &after)?;
             Ok(after)
         })
     }
@@ -310,7 +327,7 @@ impl Store {
                 params![name, description, now_ms()],
             )?;
             let after = Self::model_json(tx, name)?;
-            self.audit.append(tx, who.name, "registered_model.update", name, "", &before, &after)?;
+            self.record(tx, who.name, "registered_model.update", name, "", &before, &after)?;
             Ok(after)
         })
     }
@@ -321,7 +338,7 @@ impl Store {
             let policy = Self::policy_in(tx)?;
             Self::refuse_if_protected(tx, &policy, name, None)?;
             tx.execute("DELETE FROM registered_models WHERE name = ?1", [name])?;
-            self.audit.append(
+            self.record(
                 tx,
                 who.name,
                 "registered_model.delete",
@@ -354,7 +371,7 @@ impl Store {
             };
             let after = Self::model_json(tx, name)?;
             let action = if value.is_some() { "registered_model.set_tag" } else { "registered_model.delete_tag" };
-            self.audit.append(tx, who.name, action, name, "", &before, &after)
+            self.record(tx, who.name, action, name, "", &before, &after)
         })
     }
 
@@ -428,7 +445,7 @@ impl Store {
             let mut recorded = after.clone();
             recorded["lineage"] = lineage.clone();
             recorded["evaluation_runs"] = json!(evaluations);
-            self.audit.append(
+            self.record(
                 tx,
                 who.name,
                 "model_version.create",
@@ -519,7 +536,7 @@ impl Store {
                 params![name, version, description, now_ms()],
             )?;
             let after = Self::version_json(tx, name, version)?;
-            self.audit.append(tx, who.name, "model_version.update", name, &version.to_string(), &before, &after)?;
+            self.record(tx, who.name, "model_version.update", name, &version.to_string(), &before, &after)?;
             Ok(after)
         })
     }
@@ -539,7 +556,7 @@ impl Store {
                 "DELETE FROM model_versions WHERE name = ?1 AND version = ?2",
                 params![name, version],
             )?;
-            self.audit.append(
+            self.record(
                 tx,
                 who.name,
                 "model_version.delete",
@@ -575,7 +592,7 @@ impl Store {
             };
             let after = Self::version_json(tx, name, version)?;
             let action = if value.is_some() { "model_version.set_tag" } else { "model_version.delete_tag" };
-            self.audit.append(tx, who.name, action, name, &version.to_string(), &before, &after)
+            self.record(tx, who.name, action, name, &version.to_string(), &before, &after)
         })
     }
 
@@ -648,7 +665,7 @@ impl Store {
             )?;
             let runs = Self::evaluations(tx, name, version)?;
             let after = json!(runs.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
-            self.audit.append(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
+            self.record(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
             Ok(json!({"evaluation_runs": runs.into_iter().map(|(run, rate)| json!({"run_id": run, "pass_rate": rate})).collect::<Vec<_>>()}))
         })
     }
@@ -691,7 +708,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![name, version, who.name, decision, comment, review["timestamp"].as_i64(), uid, digest],
             )?;
-            self.audit.append(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &review)?;
+            self.record(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &review)?;
             Ok(review)
         })
     }
@@ -828,7 +845,7 @@ impl Store {
             )?;
             let before = before.map_or(Value::Null, |v| json!({"alias": alias, "version": v.to_string()}));
             let after = json!({"alias": alias, "version": version.to_string()});
-            self.audit.append(tx, who.name, "alias.set", name, &version.to_string(), &before, &after)?;
+            self.record(tx, who.name, "alias.set", name, &version.to_string(), &before, &after)?;
             Ok(after)
         })
     }
@@ -863,7 +880,7 @@ impl Store {
                 "DELETE FROM model_aliases WHERE name = ?1 AND alias = ?2",
                 params![name, alias],
             )?;
-            self.audit.append(
+            self.record(
                 tx,
                 who.name,
                 "alias.delete",
@@ -928,7 +945,7 @@ impl Store {
                 "INSERT OR REPLACE INTO governance_policy (key, value) VALUES ('policy', ?1)",
                 [json!(policy).to_string()],
             )?;
-            self.audit.append(
+            self.record(
                 tx,
                 who.name,
                 "policy.update",
