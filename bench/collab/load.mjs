@@ -81,6 +81,9 @@ async function startServer(kind, dir, port) {
   return {
     proc,
     url,
+    kind,
+    base: `http://127.0.0.1:${port}`,
+    token,
     output: () => output,
     async stop() {
       proc.kill("SIGTERM");
@@ -101,6 +104,30 @@ function memoryMiB(pid) {
 }
 
 const client = (url) => new Repo({ network: [new WebSocketClientAdapter(url)] });
+
+/**
+ * A new notebook with one empty code cell `c`, open in `repo`. On ferrolab it is
+ * made over REST, as the workspace makes it (peers may change notebooks, not
+ * create documents); the JS sync server takes a client's new document.
+ */
+async function newNotebook(server, repo) {
+  if (server.kind !== "ferrolab") {
+    const handle = repo.create(NOTEBOOK());
+    await acknowledged(repo, handle);
+    return handle;
+  }
+  const response = await fetch(`${server.base}/api/notebooks`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${server.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      nbformat: 4, nbformat_minor: 5, metadata: {},
+      cells: [{ id: "c", cell_type: "code", source: "", metadata: {}, outputs: [], execution_count: null }],
+    }),
+  });
+  if (!response.ok) throw new Error(`cannot create the notebook: ${response.status} ${await response.text()}`);
+  const entry = await response.json();
+  return repo.find(entry.notebook);
+}
 
 // A client that notes when its first message arrived (the server's answer to the
 // client's greeting: the connection is up) and its largest (for a new client loading
@@ -149,8 +176,7 @@ async function runLoad(kind, clients, rate) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `collab-bench-${kind}-`));
   const server = await startServer(kind, dir, await freePort());
   const creator = client(server.url);
-  const created = creator.create(NOTEBOOK());
-  await acknowledged(creator, created);
+  const created = await newNotebook(server, creator);
   const repos = [creator];
   for (let i = 1; i < clients; i++) repos.push(client(server.url));
   const handles = await Promise.all(repos.map((r) => r.find(created.url)));
@@ -256,8 +282,7 @@ async function runLoadTime(kind) {
   const port = await freePort();
   let server = await startServer(kind, dir, port);
   const writer = client(server.url);
-  const handle = writer.create(NOTEBOOK());
-  await acknowledged(writer, handle);
+  const handle = await newNotebook(server, writer);
   for (let i = 0; i < HISTORY; i++) {
     handle.change((doc) => A.splice(doc, ["cells", "c", "source"], i, 0, "x"));
     if (i % 500 === 499) await sleep(0);
