@@ -2,6 +2,7 @@
 //! handlers (`http`) reach each service through it; no service knows about it.
 
 use crate::auth::{Sessions, TokenStore};
+use crate::evaluations::Evaluations;
 use crate::kernels::Kernels;
 use crate::live_runs::LiveRuns;
 use crate::storage::DurableStorage;
@@ -27,6 +28,8 @@ pub struct App {
     pub(crate) live_runs: Arc<LiveRuns>,
     /// One shared kernel and execution queue per notebook that someone runs.
     pub(crate) kernels: Kernels,
+    /// Prompt-test evaluations of model versions, run by the server itself.
+    pub(crate) evaluations: Evaluations,
     /// The built browser workspace, if there is one.
     pub(crate) web: Option<PathBuf>,
     /// The owner token created at this start (first start only), for the sign-in URL.

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod evaluations;
 pub mod http;
 pub mod ipynb;
 pub mod kernels;

@@ -119,7 +119,11 @@ impl Sandbox {
             }
             Sandbox::Bubblewrap { bwrap, hidden } => {
                 let mut command = tokio::process::Command::new(bwrap);
-                command.args(bubblewrap_args(hidden, connection, work, session_name));
+                let inside = Inside::Kernel {
+                    connection,
+                    session_name,
+                };
+                command.args(bubblewrap_args(hidden, work, &inside));
                 command
                     .arg("--")
                     .arg(program)
@@ -128,15 +132,63 @@ impl Sandbox {
             }
         }
     }
+
+    /// Where a job run in `work` sees its work folder (paths in its arguments name
+    /// files there).
+    pub fn inner_work(&self, work: &Path) -> PathBuf {
+        match self {
+            Sandbox::None => work.to_path_buf(),
+            Sandbox::Bubblewrap { .. } => PathBuf::from(INNER_WORK),
+        }
+    }
+
+    /// The command that runs `program ARGS` once in the work folder `work`, as a
+    /// kernel runs but with no network at all (the server's evaluations). Without a
+    /// sandbox it still loses the server's tracking settings, so it reports nowhere.
+    pub fn job_command(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        work: &Path,
+    ) -> tokio::process::Command {
+        match self {
+            Sandbox::None => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).current_dir(work);
+                for key in [
+                    "FERROLAB_TRACKING_URI",
+                    "FERROLAB_TRACKING_TOKEN",
+                    "MLFLOW_TRACKING_URI",
+                    "MLFLOW_TRACKING_TOKEN",
+                ] {
+                    command.env_remove(key);
+                }
+                command
+            }
+            Sandbox::Bubblewrap { bwrap, hidden } => {
+                let mut command = tokio::process::Command::new(bwrap);
+                command.args(bubblewrap_args(hidden, work, &Inside::Job));
+                command.arg("--").arg(program).args(args);
+                command
+            }
+        }
+    }
+}
+
+/// What runs in the sandbox.
+enum Inside<'a> {
+    /// A kernel: its connection file is shown read-only, and it keeps the host's
+    /// network (the server reaches it over loopback).
+    Kernel {
+        connection: &'a Path,
+        session_name: &'a str,
+    },
+    /// A one-shot job, with no network.
+    Job,
 }
 
 /// bubblewrap's arguments, in order (later mounts cover earlier ones).
-fn bubblewrap_args(
-    hidden: &[PathBuf],
-    connection: &Path,
-    work: &Path,
-    session_name: &str,
-) -> Vec<OsString> {
+fn bubblewrap_args(hidden: &[PathBuf], work: &Path, inside: &Inside<'_>) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         args.extend(items.iter().map(|item| item.as_ref().to_os_string()));
@@ -153,8 +205,12 @@ fn bubblewrap_args(
         &"--unshare-ipc",
         &"--unshare-uts",
         &"--unshare-cgroup-try",
-        &"--hostname",
-        &"ferrolab-kernel",
+    ]);
+    match inside {
+        Inside::Kernel { .. } => push(&[&"--hostname", &"ferrolab-kernel"]),
+        Inside::Job => push(&[&"--unshare-net", &"--hostname", &"ferrolab-job"]),
+    }
+    push(&[
         &"--ro-bind",
         &"/",
         &"/",
@@ -169,17 +225,25 @@ fn bubblewrap_args(
         &"--tmpfs",
         &"/tmp",
     ]);
+    // Models live under FERROLAB_HOME; where that is inside /tmp, the new /tmp
+    // above would hide them, so it is shown again, read-only (before the data
+    // folder is hidden, which may lie inside it).
+    if let Some(home) = std::env::var_os("FERROLAB_HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute() && home.is_dir())
+    {
+        push(&[&"--ro-bind", &home, &home]);
+    }
     for folder in hidden {
         push(&[&"--tmpfs", folder]);
     }
     let tmp = Path::new(INNER_WORK).join(".tmp");
+    push(&[&"--bind", &work, &INNER_WORK]);
+    if let Inside::Kernel { connection, .. } = inside {
+        push(&[&"--ro-bind", connection, &INNER_CONNECTION]);
+    }
+    // bubblewrap applies --clearenv and --setenv in order: names set after it stay.
     push(&[
-        &"--bind",
-        &work,
-        &INNER_WORK,
-        &"--ro-bind",
-        &connection,
-        &INNER_CONNECTION,
         &"--chdir",
         &INNER_WORK,
         &"--clearenv",
@@ -189,18 +253,25 @@ fn bubblewrap_args(
         &"--setenv",
         &"TMPDIR",
         &tmp,
-        &"--setenv",
-        &"JPY_SESSION_NAME",
-        &session_name,
     ]);
+    if let Inside::Kernel { session_name, .. } = inside {
+        push(&[&"--setenv", &"JPY_SESSION_NAME", session_name]);
+    }
     for key in KEPT_ENV {
         if let Some(value) = std::env::var_os(key) {
             push(&[&"--setenv", key, &value]);
         }
     }
-    // The toolchain the kernel compiles cells with is found through HOME unless
-    // named; HOME is now the work folder, so name it.
+    // The toolchain the kernel compiles cells with, and the models, are found
+    // through HOME unless named; HOME is now the work folder, so name them.
     if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        if std::env::var_os("FERROLAB_HOME").is_none() {
+            push(&[
+                &"--setenv",
+                &"FERROLAB_HOME",
+                &home.join(".cache").join("ferrolab"),
+            ]);
+        }
         for (key, default) in [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")] {
             if std::env::var_os(key).is_none() && home.join(default).is_dir() {
                 push(&[&"--setenv", &key, &home.join(default)]);
@@ -260,9 +331,11 @@ mod tests {
     fn the_data_folder_is_hidden_before_the_work_folder_is_shown() {
         let args = bubblewrap_args(
             &[PathBuf::from("/srv/data")],
-            Path::new("/srv/data/kernels/nb.json"),
             Path::new("/srv/data/work/nb"),
-            "nb.ipynb",
+            &Inside::Kernel {
+                connection: Path::new("/srv/data/kernels/nb.json"),
+                session_name: "nb.ipynb",
+            },
         );
         let text: Vec<String> = args
             .iter()
@@ -284,5 +357,31 @@ mod tests {
         );
         let clear = at(&["--clearenv"]);
         assert!(at(&["--setenv", "HOME", INNER_WORK]) > clear);
+        assert!(at(&["--setenv", "JPY_SESSION_NAME", "nb.ipynb"]) > clear);
+        assert!(
+            !text.iter().any(|a| a == "--unshare-net"),
+            "kernels keep loopback"
+        );
+    }
+
+    #[test]
+    fn a_job_has_no_network_and_no_connection_file() {
+        let args = bubblewrap_args(
+            &[PathBuf::from("/srv/data")],
+            Path::new("/srv/data/evaluations/e1"),
+            &Inside::Job,
+        );
+        let text: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(text.iter().any(|a| a == "--unshare-net"), "{text:?}");
+        assert!(!text.iter().any(|a| a == INNER_CONNECTION), "{text:?}");
+        let hide = text.iter().position(|a| a == "/srv/data");
+        let work = text.iter().position(|a| a == "/srv/data/evaluations/e1");
+        assert!(
+            hide < work,
+            "the job's folder is shown after the data folder is hidden"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! Ctrl-C or SIGTERM, and stops what runs in the background.
 
 use crate::auth::{Role, TokenStore};
+use crate::evaluations::Evaluations;
 use crate::kernels::{KernelOptions, Kernels};
 use crate::live_runs::LiveRuns;
 use crate::rights::DocRights;
@@ -90,6 +91,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         })?,
     );
     let url = samod::Url::parse(&format!("ws://{}/sync", options.bind)).context("bind address")?;
+    let kernel_options = kernel_options(&options.kernels, &options.data)?;
     let acceptor = repo
         .make_acceptor(url)
         .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
@@ -111,7 +113,13 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         kernels: Kernels::new(
             kernel_program()?,
             options.data.join("kernels"),
-            kernel_options(&options.kernels, &options.data)?,
+            kernel_options.clone(),
+        ),
+        evaluations: Evaluations::new(
+            kernel_program()?,
+            options.data.join("evaluations"),
+            kernel_options.sandbox,
+            kernel_options.limits,
         ),
     }))
 }

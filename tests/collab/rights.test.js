@@ -12,7 +12,7 @@ import crypto from "node:crypto";
 import * as A from "@automerge/automerge";
 import WebSocket from "ws";
 import { decode, encode } from "cbor-x";
-import { api, codeCell, createNotebook, createToken, jsClient, startServer, tempDir, waitFor, within } from "./helpers.js";
+import { acknowledged, api, cellSource, codeCell, createNotebook, createToken, jsClient, startServer, tempDir, waitFor, within } from "./helpers.js";
 
 const plain = (doc) => JSON.parse(JSON.stringify(doc));
 const idOf = (url) => url.replace(/^automerge:/, "");
@@ -223,6 +223,61 @@ test("one token holds at most 32 sync connections", async () => {
     assert.equal(seen.doc().cells.c.source.toString(), "");
   } finally {
     for (const peer of peers) peer.close();
+    await writer?.shutdown();
+    await server.stop();
+  }
+});
+
+test("a peer that stops reading is disconnected when a send times out, and the others go on", async () => {
+  // The raw peer asks for a notebook holding 32 MiB that does not compress, then
+  // stops reading: the socket buffers fill and the server's send cannot finish.
+  // Before, it waited for ever holding the message; now it gives up after 30 s and
+  // drops the peer, which the server's log line and the peer's closed socket show.
+  const data = tempDir();
+  const editor = createToken(data, "editor", "ed");
+  const server = await startServer(data);
+  let writer;
+  let reader;
+  try {
+    const entry = await createNotebook(server, editor, [codeCell("c", "")]);
+    writer = jsClient(server, editor);
+    const handle = await writer.find(entry.notebook);
+    const big = crypto.randomBytes(24 << 20).toString("base64");
+    handle.change((doc) => {
+      doc.cells.c.metadata.blob = new A.ImmutableString(big);
+    });
+    await waitFor(() => acknowledged(writer, handle), "the server to store the big notebook", 120000);
+
+    reader = new WebSocket(`${server.ws}?token=${editor}`, { maxPayload: 1 << 30 });
+    reader.on("error", () => {});
+    const closed = new Promise((resolve) => reader.on("close", resolve));
+    const inbox = [];
+    reader.on("message", (message) => inbox.push(decode(message)));
+    await new Promise((resolve) => reader.on("open", resolve));
+    reader.send(encode({ type: "join", senderId: "slow", peerMetadata: {}, supportedProtocolVersions: ["1"] }));
+    const peer = await waitFor(() => inbox.find((m) => m.type === "peer"), "the server's peer message");
+    const [, request] = A.generateSyncMessage(A.init(), A.initSyncState());
+    reader._socket.pause();
+    reader.send(encode({
+      type: "request", senderId: "slow", targetId: peer.senderId,
+      documentId: idOf(entry.notebook), data: Buffer.from(request),
+    }));
+    await waitFor(() => /read nothing for 30 s; disconnecting it/.test(server.output()),
+      "the server to give up on the peer that reads nothing", 90000);
+    reader._socket.resume();
+    await within(closed, 30000, "the slow peer's connection to close");
+
+    // Everyone else goes on: the writer's next edit reaches a new reader.
+    handle.change((doc) => A.splice(doc, ["cells", "c", "source"], 0, 0, "still here"));
+    const other = jsClient(server, editor);
+    try {
+      const seen = await other.find(entry.notebook);
+      await waitFor(() => cellSource(seen, "c") === "still here", "a new client to see the edit", 60000);
+    } finally {
+      await other.shutdown();
+    }
+  } finally {
+    reader?.terminate();
     await writer?.shutdown();
     await server.stop();
   }

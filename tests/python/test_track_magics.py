@@ -157,7 +157,10 @@ def test_registry_magics_on_the_local_store(setup):
     status, text, _ = cell(kc, "%review local-bot latest --approve mine")
     assert status == "error" and "self-approval refused" in text
     status, text, _ = cell(kc, "%promote local-bot latest --alias production")
-    assert status == "error" and "PolicyError" in text and "none of the linked runs" in text
+    assert status == "error" and "PolicyError" in text and "the server has not evaluated version 1" in text
+    # The local store has no server to run an evaluation: %%evaluate says so.
+    status, text, _ = cell(kc, "%%evaluate local-bot latest\nprompts: [hi]\n")
+    assert status == "error" and "%%evaluate needs a tracking server" in text, text
     assert cell(kc, "%promote local-bot latest --alias staging")[0] == "ok"
     status, text, _ = cell(kc, "%audit local-bot")
     assert "alias.set" in text and "staging → version 1" in text and "hash chain verified" in text

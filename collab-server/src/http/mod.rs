@@ -55,14 +55,17 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::any(tracking::handle_ferrolab),
         )
         .route(
+            "/api/2.0/ferrolab/model-versions/evaluate",
+            axum::routing::post(tracking::evaluate),
+        )
+        .route(
             "/api/2.0/mlflow-artifacts/artifacts",
             get(tracking::list_artifacts),
         )
         .route(
             "/api/2.0/mlflow-artifacts/artifacts/{*path}",
-            axum::routing::any(tracking::artifact).layer(axum::extract::DefaultBodyLimit::max(
-                ferrolab_tracking::artifacts::MAX_ARTIFACT_BYTES,
-            )),
+            // Streamed to disk; the upload itself stops at MAX_ARTIFACT_BYTES.
+            axum::routing::any(tracking::artifact),
         )
         .fallback(fallback)
         .with_state(app)

@@ -29,6 +29,7 @@ fn status_of(error: &TrackingError) -> StatusCode {
         TrackingError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         TrackingError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         TrackingError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        TrackingError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         TrackingError::InvalidParameter(_)
         | TrackingError::AlreadyExists(_)
         | TrackingError::MalformedRequest(_) => StatusCode::BAD_REQUEST,
@@ -54,6 +55,19 @@ impl FromRequestParts<Arc<App>> for TrackingCaller {
         super::authenticate(app, parts)
             .map(TrackingCaller)
             .map_err(|e| error_response(TrackingError::Unauthenticated(e.to_string())))
+    }
+}
+
+/// A request body read as a JSON object, in MLflow's errors when it is not one.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, TrackingError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(TrackingError::invalid(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(TrackingError::MalformedRequest(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -109,18 +123,9 @@ async fn serve(
         request.insert(k, Value::String(v));
     }
     if !body.is_empty() {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => request.extend(map),
-            Ok(_) => {
-                return error_response(TrackingError::invalid(
-                    "the request body must be a JSON object",
-                ))
-            }
-            Err(e) => {
-                return error_response(TrackingError::MalformedRequest(format!(
-                    "the request body is not valid JSON: {e}"
-                )))
-            }
+        match json_object(&body) {
+            Ok(map) => request.extend(map),
+            Err(e) => return error_response(e),
         }
     }
     let endpoint = match Endpoint::parse(&path) {
@@ -160,6 +165,46 @@ async fn serve(
     }
 }
 
+/// `POST /api/2.0/ferrolab/model-versions/evaluate` with `name`, `version` and
+/// `suite` (a prompt-test suite, YAML): the server runs the suite on the version's
+/// own adapter and keeps the result as the policy's evidence (see `evaluations`).
+pub async fn evaluate(
+    State(app): State<Arc<App>>,
+    TrackingCaller(who): TrackingCaller,
+    body: Bytes,
+) -> Response {
+    let request = match json_object(&body) {
+        Ok(map) => map,
+        Err(e) => return error_response(e),
+    };
+    let field = |key: &str| -> Result<String, TrackingError> {
+        match request.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) if key == "version" => Ok(n.to_string()),
+            _ => Err(TrackingError::invalid(format!(
+                "Missing value for required parameter '{key}'"
+            ))),
+        }
+    };
+    let (name, version, suite) = match (field("name"), field("version"), field("suite")) {
+        (Ok(n), Ok(v), Ok(s)) => (n, v, s),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error_response(e),
+    };
+    match app
+        .evaluations
+        .evaluate(app.tracking.clone(), &who, &name, &version, &suite)
+        .await
+    {
+        Ok(outcome) => {
+            if let Some(run_id) = outcome["run_id"].as_str() {
+                app.live_runs.mark(run_id);
+            }
+            Json(outcome).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
 /// `GET /api/2.0/mlflow-artifacts/artifacts?path=DIR`: the files and folders in DIR.
 pub async fn list_artifacts(
     State(app): State<Arc<App>>,
@@ -179,13 +224,15 @@ pub async fn list_artifacts(
 }
 
 /// `/api/2.0/mlflow-artifacts/artifacts/PATH`: PUT stores a file, GET returns it,
-/// DELETE forgets it (and everything under it).
+/// DELETE forgets it (and everything under it). Bytes are streamed both ways: an
+/// upload goes to disk as it arrives (a bounded queue to a blocking writer), a
+/// download is read from its file in chunks, so no artifact is held in memory.
 pub async fn artifact(
     State(app): State<Arc<App>>,
     TrackingCaller(who): TrackingCaller,
     method: Method,
     Path(path): Path<String>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let writes = method == Method::PUT || method == Method::POST || method == Method::DELETE;
     if writes {
@@ -194,29 +241,97 @@ pub async fn artifact(
         }
     }
     let store = app.tracking.clone();
-    let outcome = blocking(move || -> Result<Response, TrackingError> {
-        match method {
-            Method::GET => {
-                let bytes = store.get_artifact(&path)?;
-                Ok((
-                    [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-                    bytes,
-                )
-                    .into_response())
+    match method {
+        Method::GET => download(store, path).await.unwrap_or_else(error_response),
+        Method::PUT | Method::POST => upload(store, path, body)
+            .await
+            .map(|stored| Json(stored).into_response())
+            .unwrap_or_else(error_response),
+        Method::DELETE => blocking(move || store.delete_artifact(&path))
+            .await
+            .map(|()| Json(json!({})).into_response())
+            .unwrap_or_else(error_response),
+        other => error_response(TrackingError::invalid(format!(
+            "{other} is not an artifact operation: PUT stores, GET reads, DELETE removes"
+        ))),
+    }
+}
+
+/// How many received chunks may wait for the disk.
+const UPLOAD_QUEUE: usize = 8;
+
+async fn upload(
+    store: Arc<ferrolab_tracking::Store>,
+    path: String,
+    body: axum::body::Body,
+) -> Result<Value, TrackingError> {
+    use futures::StreamExt;
+    // `Some(bytes)` is data, `None` the end of the body: a queue closed without it
+    // is an upload cut off, which stores nothing.
+    let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Option<Bytes>>(UPLOAD_QUEUE);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut upload = store.start_upload(&path)?;
+        loop {
+            match arriving.blocking_recv() {
+                Some(Some(chunk)) => upload.write(&chunk)?,
+                Some(None) => return store.finish_upload(upload),
+                None => {
+                    return Err(TrackingError::invalid(
+                        "the upload was cut off before its end; nothing was stored",
+                    ))
+                }
             }
-            Method::PUT | Method::POST => {
-                store.put_artifact(&path, &body)?;
-                Ok(Json(json!({})).into_response())
-            }
-            Method::DELETE => {
-                store.delete_artifact(&path)?;
-                Ok(Json(json!({})).into_response())
-            }
-            other => Err(TrackingError::invalid(format!(
-                "{other} is not an artifact operation: PUT stores, GET reads, DELETE removes"
-            ))),
         }
-    })
-    .await;
-    outcome.unwrap_or_else(error_response)
+    });
+    let mut stream = body.into_data_stream();
+    loop {
+        let piece = match stream.next().await {
+            Some(Ok(chunk)) => Some(chunk),
+            Some(Err(_)) => break,
+            None => None,
+        };
+        let end = piece.is_none();
+        // A closed queue means the writer stopped (a refused path, too many bytes):
+        // its error says why.
+        if pieces.send(piece).await.is_err() || end {
+            break;
+        }
+    }
+    drop(pieces);
+    writer
+        .await
+        .unwrap_or_else(|e| Err(TrackingError::Internal(format!("the upload failed: {e}"))))
+}
+
+async fn download(
+    store: Arc<ferrolab_tracking::Store>,
+    path: String,
+) -> Result<Response, TrackingError> {
+    let (file, size) = blocking(move || store.artifact_file(&path)).await?;
+    let opened = tokio::fs::File::open(&file).await.map_err(|e| {
+        TrackingError::Internal(format!("the artifact's bytes cannot be read: {e}"))
+    })?;
+    let chunks = futures::stream::unfold(opened, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 64 * 1024];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buffer)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, size.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }

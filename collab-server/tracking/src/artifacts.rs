@@ -8,13 +8,12 @@
 //! A blob is on disk (fsynced) before the path that names it is recorded: a crash
 //! can leave an unnamed blob, never a name without its bytes.
 
-use crate::digest_hex;
 use crate::store::{now_ms, Result, Store, TrackingError};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The largest artifact one request may upload.
 pub const MAX_ARTIFACT_BYTES: usize = 1 << 30;
@@ -46,8 +45,36 @@ fn segments(path: &str) -> Result<Vec<&str>> {
     Ok(parts)
 }
 
+/// An artifact upload in progress; see [`Store::start_upload`]. Dropped unfinished,
+/// its temporary file is removed.
+pub struct Upload {
+    path: String,
+    file: std::fs::File,
+    temp: tempfile::TempPath,
+    hasher: ring::digest::Context,
+    size: u64,
+}
+
+impl Upload {
+    /// Appends `chunk`; refused past [`MAX_ARTIFACT_BYTES`].
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        self.size += chunk.len() as u64;
+        if self.size > MAX_ARTIFACT_BYTES as u64 {
+            return Err(TrackingError::invalid(format!(
+                "the artifact '{}' is over the {} MiB one upload may hold",
+                self.path,
+                MAX_ARTIFACT_BYTES >> 20
+            )));
+        }
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .map_err(|e| TrackingError::Internal(format!("cannot store the artifact's bytes: {e}")))
+    }
+}
+
 impl Store {
-    fn blob_path(&self, hash: &str) -> PathBuf {
+    pub(crate) fn blob_path(&self, hash: &str) -> PathBuf {
         self.artifacts_dir()
             .join("sha256")
             .join(&hash[..2])
@@ -93,44 +120,104 @@ impl Store {
 
     /// Stores `bytes` as the artifact at `path` (replacing what was there).
     pub fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<Value> {
-        let run_id = self.artifact_run(path, true)?;
-        let hash = digest_hex(bytes);
+        let mut upload = self.start_upload(path)?;
+        upload.write(bytes)?;
+        self.finish_upload(upload)
+    }
+
+    /// Begins storing the artifact at `path`, refused before any byte is sent when
+    /// the path or its run cannot take it. The bytes go to a temporary file beside
+    /// the blobs as they arrive ([`Upload::write`]), so an upload is never held in
+    /// memory; [`Store::finish_upload`] names it.
+    pub fn start_upload(&self, path: &str) -> Result<Upload> {
+        self.artifact_run(path, true)?;
+        let staging = self.artifacts_dir().join("sha256");
+        std::fs::create_dir_all(&staging).map_err(|e| {
+            TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
+        })?;
+        let (file, temp) = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempfile_in(&staging)
+            .map_err(|e| {
+                TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
+            })?
+            .into_parts();
+        Ok(Upload {
+            path: path.to_string(),
+            file,
+            temp,
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            size: 0,
+        })
+    }
+
+    /// Names the uploaded bytes: the blob is fsynced and in place (kept once by
+    /// content) before the path is recorded.
+    pub fn finish_upload(&self, upload: Upload) -> Result<Value> {
+        let Upload {
+            path,
+            file,
+            temp,
+            hasher,
+            size,
+        } = upload;
+        let stored = |e: std::io::Error| {
+            TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
+        };
+        // Checked again: the run may have ended while the bytes arrived.
+        let run_id = self.artifact_run(&path, true)?;
+        let hash = crate::hex(hasher.finish().as_ref());
         let blob = self.blob_path(&hash);
         if !blob.is_file() {
-            write_blob(&blob, bytes).map_err(|e| {
-                TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
-            })?;
+            file.sync_all().map_err(stored)?;
+            drop(file);
+            let dir = blob
+                .parent()
+                .ok_or_else(|| stored(std::io::Error::other("a blob path has no parent folder")))?;
+            std::fs::create_dir_all(dir).map_err(stored)?;
+            temp.persist(&blob).map_err(|e| stored(e.error))?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(stored)?;
         }
-        let path = segments(path)?.join("/");
+        let path = segments(&path)?.join("/");
         self.with(|tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO artifacts (path, run_id, sha256, size, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![path, run_id, hash, bytes.len() as i64, now_ms()],
+                params![path, run_id, hash, size as i64, now_ms()],
             )?;
             Ok(())
         })?;
-        Ok(json!({"path": path, "sha256": hash, "size": bytes.len()}))
+        Ok(json!({"path": path, "sha256": hash, "size": size}))
     }
 
     /// The bytes of the artifact at `path`.
     pub fn get_artifact(&self, path: &str) -> Result<Vec<u8>> {
+        let (file, _) = self.artifact_file(path)?;
+        std::fs::read(&file).map_err(|e| {
+            TrackingError::Internal(format!(
+                "the bytes of artifact '{path}' ({}) cannot be read: {e}",
+                file.display()
+            ))
+        })
+    }
+
+    /// Where the bytes of the artifact at `path` are, and how many there are (to
+    /// send them without reading them whole).
+    pub fn artifact_file(&self, path: &str) -> Result<(PathBuf, u64)> {
         let path = segments(path)?.join("/");
-        let hash: String = self
+        let (hash, size): (String, i64) = self
             .with(|tx| {
                 Ok(tx
                     .query_row(
-                        "SELECT sha256 FROM artifacts WHERE path = ?1",
+                        "SELECT sha256, size FROM artifacts WHERE path = ?1",
                         [&path],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?)
             })?
             .ok_or_else(|| TrackingError::missing(format!("No artifact at '{path}'")))?;
-        std::fs::read(self.blob_path(&hash)).map_err(|e| {
-            TrackingError::Internal(format!(
-                "the bytes of artifact '{path}' ({hash}) cannot be read: {e}"
-            ))
-        })
+        Ok((self.blob_path(&hash), size.max(0) as u64))
     }
 
     /// The files and folders directly in `dir`, as MLflow lists them (names only).
@@ -188,18 +275,6 @@ impl Store {
 
 /// Writes a content-addressed blob: into a temporary file beside it, synced, then
 /// renamed into place, so a crash never leaves a partial blob under its digest.
-fn write_blob(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("a blob path has no parent folder"))?;
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,9 @@ pub enum TrackingError {
     /// The request body is not JSON (`MALFORMED_REQUEST`).
     #[error("{0}")]
     MalformedRequest(String),
+    /// A limit on what runs at once is reached; try again later (`RESOURCE_EXHAUSTED`).
+    #[error("{0}")]
+    Busy(String),
     /// The store itself failed (`INTERNAL_ERROR`).
     #[error("{0}")]
     Internal(String),
@@ -58,6 +61,7 @@ impl TrackingError {
             TrackingError::Unauthenticated(_) => "UNAUTHENTICATED",
             TrackingError::EndpointNotFound(_) => "ENDPOINT_NOT_FOUND",
             TrackingError::MalformedRequest(_) => "MALFORMED_REQUEST",
+            TrackingError::Busy(_) => "RESOURCE_EXHAUSTED",
             TrackingError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -72,6 +76,7 @@ impl TrackingError {
             | TrackingError::Unauthenticated(m)
             | TrackingError::EndpointNotFound(m)
             | TrackingError::MalformedRequest(m)
+            | TrackingError::Busy(m)
             | TrackingError::Internal(m) => m,
         }
     }

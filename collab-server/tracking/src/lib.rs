@@ -42,3 +42,55 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn digest_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
+
+/// `blake3:HEX` of a file, or of a folder's files (their relative paths, `/`-joined,
+/// and hashes, sorted), so the same bytes give the same hash wherever they live. A
+/// version's `adapter_digest` is this hash of its adapter folder; the server checks
+/// the adapter it evaluates against it.
+pub fn content_hash(path: &std::path::Path) -> std::io::Result<String> {
+    fn file_hash(path: &std::path::Path) -> std::io::Result<String> {
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+    }
+    fn collect(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut Vec<(String, String)>,
+    ) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                collect(root, &path, out)?;
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((rel, file_hash(&path)?));
+            }
+        }
+        Ok(())
+    }
+    if path.is_file() {
+        return file_hash(path);
+    }
+    if !path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} does not exist", path.display()),
+        ));
+    }
+    let mut files = Vec::new();
+    collect(path, path, &mut files)?;
+    files.sort();
+    let mut hasher = blake3::Hasher::new();
+    for (rel, hash) in &files {
+        hasher.update(rel.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(hash.as_bytes());
+        hasher.update(b"\n");
+    }
+    Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+}

@@ -28,6 +28,30 @@ impl Actor<'_> {
     }
 }
 
+/// A version the server is about to evaluate; see [`Store::evaluation_target`].
+#[derive(Debug, Clone)]
+pub struct EvaluationTarget {
+    pub name: String,
+    pub version: i64,
+    pub uid: String,
+    pub adapter_digest: String,
+    /// The training run whose uploaded adapter is evaluated.
+    pub run_id: String,
+    /// Each adapter file: its path inside the adapter folder and its stored bytes.
+    pub files: Vec<(String, std::path::PathBuf)>,
+}
+
+/// What the server's evaluation measured, kept as the policy's evidence.
+#[derive(Debug, Clone)]
+pub struct EvaluationOutcome {
+    /// The run the server recorded the evaluation as.
+    pub run_id: String,
+    pub pass_rate: f64,
+    pub tests: i64,
+    /// SHA-256 of the suite's text, so the audit log says what was run.
+    pub suite_sha256: String,
+}
+
 /// The promotion policy. Aliases in `protected_aliases` are set only for a version
 /// with `min_approvals` approvals from people other than its author (and no
 /// standing rejection) and, when `require_evaluation`, a linked prompt-test run
@@ -612,6 +636,7 @@ impl Store {
                 .into_iter()
                 .map(|(run, rate)| json!({"run_id": run, "pass_rate": rate}))
                 .collect::<Vec<_>>());
+            v["server_evaluations"] = json!(Self::server_evaluations(tx, name, version)?);
             let mut stmt = tx.prepare_cached(
                 "SELECT reviewer, decision, comment, timestamp FROM model_reviews
                  WHERE version_uid = (SELECT uid FROM model_versions WHERE name = ?1 AND version = ?2)
@@ -667,6 +692,121 @@ impl Store {
             let after = json!(runs.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
             self.record(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
             Ok(json!({"evaluation_runs": runs.into_iter().map(|(run, rate)| json!({"run_id": run, "pass_rate": rate})).collect::<Vec<_>>()}))
+        })
+    }
+
+    /// The evaluations the server ran on exactly this version (its uid and adapter
+    /// digest), oldest first.
+    fn server_evaluations(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Vec<Value>> {
+        let (uid, digest) = Self::version_identity(tx, name, version)?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT run_id, pass_rate, tests, requested_by, timestamp FROM server_evaluations
+             WHERE version_uid = ?1 AND adapter_digest = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![uid, digest], |r| {
+            Ok(json!({
+                "run_id": r.get::<_, String>(0)?,
+                "pass_rate": r.get::<_, f64>(1)?,
+                "tests": r.get::<_, i64>(2)?,
+                "requested_by": r.get::<_, String>(3)?,
+                "timestamp": r.get::<_, i64>(4)?,
+            }))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// What the server evaluates for `name` `version`: the version's identity and the
+    /// adapter files its training run uploaded (path inside the adapter folder, the
+    /// stored bytes). A version with no run, or whose run uploaded no adapter, cannot
+    /// be evaluated by the server, and the error says how to register one that can.
+    pub fn evaluation_target(&self, name: &str, version: &str) -> Result<EvaluationTarget> {
+        let version = parse_version(version)?;
+        let (uid, adapter_digest, run_id, rows) = self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let (uid, digest) = Self::version_identity(tx, name, version)?;
+            let run_id: String = tx.query_row(
+                "SELECT run_id FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            )?;
+            if run_id.is_empty() {
+                return Err(TrackingError::invalid(format!(
+                    "version {version} of {name} names no training run, so the server has no adapter to evaluate: register the adapter/ of a %finetune run reported to this server (%register {name} --adapter runs/RUN/adapter)"
+                )));
+            }
+            let experiment: i64 = tx
+                .query_row("SELECT experiment_id FROM runs WHERE run_id = ?1", [&run_id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))?;
+            let prefix = format!("{experiment}/{run_id}/artifacts/adapter/");
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, sha256 FROM artifacts WHERE run_id = ?1 AND substr(path, 1, length(?2)) = ?2 ORDER BY path",
+            )?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map(params![run_id, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let rows = rows
+                .into_iter()
+                .map(|(path, hash)| (path[prefix.len()..].to_string(), hash))
+                .collect::<Vec<_>>();
+            Ok((uid, digest, run_id, rows))
+        })?;
+        if rows.is_empty() {
+            return Err(TrackingError::invalid(format!(
+                "the training run {run_id} of version {version} uploaded no adapter/ folder, so the server has nothing to evaluate: train with this server as the tracking server (FERROLAB_TRACKING_URI), which uploads the adapter, then register that run's adapter"
+            )));
+        }
+        let files = rows
+            .into_iter()
+            .map(|(path, hash)| (path, self.blob_path(&hash)))
+            .collect();
+        Ok(EvaluationTarget {
+            name: name.to_string(),
+            version,
+            uid,
+            adapter_digest,
+            run_id,
+            files,
+        })
+    }
+
+    /// Keeps the outcome of an evaluation the server ran on `target` as evidence for
+    /// the policy, links its run to the version, and writes the audit entry. Refused
+    /// when the version changed identity while the evaluation ran.
+    pub fn record_server_evaluation(
+        &self,
+        who: &Actor<'_>,
+        target: &EvaluationTarget,
+        outcome: &EvaluationOutcome,
+    ) -> Result<Value> {
+        let (name, version) = (target.name.as_str(), target.version);
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let identity = Self::version_identity(tx, name, version)?;
+            if identity != (target.uid.clone(), target.adapter_digest.clone()) {
+                return Err(TrackingError::invalid(format!(
+                    "version {version} of {name} was replaced while it was evaluated; evaluate the new version"
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO server_evaluations (name, version, version_uid, adapter_digest, run_id,
+                     requested_by, pass_rate, tests, suite_sha256, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![name, version, target.uid, target.adapter_digest, outcome.run_id, who.name,
+                        outcome.pass_rate, outcome.tests, outcome.suite_sha256, now],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
+                params![name, version, outcome.run_id],
+            )?;
+            let after = json!({
+                "run_id": outcome.run_id, "pass_rate": outcome.pass_rate, "tests": outcome.tests,
+                "suite_sha256": outcome.suite_sha256, "ferrolab_uid": target.uid,
+                "adapter_digest": target.adapter_digest, "recorded_by": "server",
+            });
+            self.record(tx, who.name, "model_version.evaluate", name, &version.to_string(), &Value::Null, &after)?;
+            Ok(after)
         })
     }
 
@@ -763,22 +903,20 @@ impl Store {
             ));
         }
         if policy.require_evaluation {
-            let runs = Self::evaluations(tx, name, version)?;
-            let best = runs
-                .iter()
-                .filter_map(|(_, r)| *r)
-                .fold(None, |b: Option<f64>, r| Some(b.map_or(r, |b| b.max(r))));
+            // Only what the server measured itself on this version's own adapter
+            // counts: a linked run's metrics are whatever a client logged.
+            let best: Option<f64> = tx.query_row(
+                "SELECT MAX(pass_rate) FROM server_evaluations WHERE version_uid = ?1 AND adapter_digest = ?2",
+                params![uid, digest],
+                |r| r.get(0),
+            )?;
             match best {
-                None if runs.is_empty() => failures.push(format!(
-                    "evaluation: no prompt-test run is linked to version {version}; link one whose pass_rate is at least {} (%register --eval RUN or %link_eval {name} {version} RUN)",
-                    policy.min_pass_rate
-                )),
                 None => failures.push(format!(
-                    "evaluation: none of the linked runs ({}) has a pass_rate metric",
-                    runs.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")
+                    "evaluation: the server has not evaluated version {version}; run a prompt-test suite on it with %%evaluate {name} {version} (the server runs it on the version's own adapter and needs a pass rate of at least {:.1}%; runs linked with --eval or %link_eval are shown, not counted)",
+                    policy.min_pass_rate * 100.0
                 )),
                 Some(rate) if rate + 1e-12 < policy.min_pass_rate => failures.push(format!(
-                    "evaluation: the best linked prompt-test run passed {:.1}%, under the {:.1}% the policy needs",
+                    "evaluation: the best evaluation the server ran on version {version} passed {:.1}%, under the {:.1}% the policy needs",
                     rate * 100.0,
                     policy.min_pass_rate * 100.0
                 )),
@@ -1053,7 +1191,9 @@ mod tests {
             refused.message()
         );
         assert!(
-            refused.message().contains("no prompt-test run is linked"),
+            refused
+                .message()
+                .contains("the server has not evaluated version 1"),
             "{}",
             refused.message()
         );
@@ -1063,39 +1203,34 @@ mod tests {
         assert!(selfish.message().contains("self-approval refused"));
         s.review(&BOB, "m", "1", true, "checked the eval")
             .expect("review");
-        s.link_evaluation(&ALICE, "m", "1", &run_id).expect("link");
-        let low = s
-            .set_alias(&ALICE, "m", "production", "1")
-            .expect_err("no pass rate");
-        assert!(
-            low.message().contains("has a pass_rate metric"),
-            "{}",
-            low.message()
-        );
+        // A client's run with a perfect pass rate, linked: shown, not counted.
         s.log_metric(
             &run_id,
             &crate::store::Point {
                 key: "pass_rate".into(),
-                value: 0.5,
+                value: 1.0,
                 timestamp: 1,
                 step: 0,
             },
         )
         .expect("metric");
+        s.link_evaluation(&ALICE, "m", "1", &run_id).expect("link");
+        let unproven = s
+            .set_alias(&ALICE, "m", "production", "1")
+            .expect_err("a linked run is no evidence");
+        assert!(
+            unproven
+                .message()
+                .contains("the server has not evaluated version 1"),
+            "{}",
+            unproven.message()
+        );
+        server_evaluated(&s, "m", "1", 0.5);
         let low = s
             .set_alias(&ALICE, "m", "production", "1")
             .expect_err("low pass rate");
         assert!(low.message().contains("passed 50.0%"), "{}", low.message());
-        s.log_metric(
-            &run_id,
-            &crate::store::Point {
-                key: "pass_rate".into(),
-                value: 0.95,
-                timestamp: 2,
-                step: 1,
-            },
-        )
-        .expect("metric");
+        server_evaluated(&s, "m", "1", 0.95);
         s.set_alias(&ALICE, "m", "production", "1")
             .expect("promoted");
         // An unprotected alias needs nothing.
@@ -1114,6 +1249,8 @@ mod tests {
                 "model_version.create",
                 "review.approve",
                 "model_version.link_evaluation",
+                "model_version.evaluate",
+                "model_version.evaluate",
                 "alias.set",
                 "alias.set"
             ]
@@ -1170,6 +1307,86 @@ mod tests {
         run_id
     }
 
+    /// Records an evaluation as the server does after running a suite on the
+    /// version's adapter.
+    fn server_evaluated(s: &Store, name: &str, version: &str, pass_rate: f64) {
+        let v = s.get_model_version(name, version).expect("version");
+        let target = EvaluationTarget {
+            name: name.into(),
+            version: version.parse().expect("number"),
+            uid: v["ferrolab_uid"].as_str().expect("uid").into(),
+            adapter_digest: v["adapter_digest"].as_str().expect("digest").into(),
+            run_id: String::new(),
+            files: Vec::new(),
+        };
+        let outcome = EvaluationOutcome {
+            run_id: passing_run(s),
+            pass_rate,
+            tests: 4,
+            suite_sha256: "0".repeat(64),
+        };
+        s.record_server_evaluation(&ALICE, &target, &outcome)
+            .expect("recorded");
+    }
+
+    /// What the server evaluates is the adapter the version's run uploaded; its
+    /// evidence is refused for a version that changed identity meanwhile.
+    #[test]
+    fn the_server_evaluates_the_adapter_the_run_uploaded() {
+        let (_dir, s) = store();
+        s.create_registered_model(&ALICE, "m", "", &[])
+            .expect("model");
+        s.create_model_version(&ALICE, "m", "file:///a", "", "", &[], &json!({}), &[])
+            .expect("version");
+        let err = s.evaluation_target("m", "1").expect_err("no run");
+        assert!(
+            err.message().contains("names no training run"),
+            "{}",
+            err.message()
+        );
+        let run = s
+            .create_run("0", "alice", "alice", Some("train"), None, &[])
+            .expect("run");
+        let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
+        let lineage = json!({"adapter": {"hash": "blake3:abc"}});
+        s.create_model_version(&ALICE, "m", "file:///a", &run_id, "", &[], &lineage, &[])
+            .expect("version");
+        let err = s
+            .evaluation_target("m", "2")
+            .expect_err("no adapter uploaded");
+        assert!(
+            err.message().contains("uploaded no adapter/"),
+            "{}",
+            err.message()
+        );
+        let base = format!("0/{run_id}/artifacts");
+        s.put_artifact(&format!("{base}/adapter/adapter_config.json"), b"{}")
+            .expect("put");
+        s.put_artifact(&format!("{base}/adapter/nested/w.bin"), b"w")
+            .expect("put");
+        s.put_artifact(&format!("{base}/adapter-notes.txt"), b"not the adapter")
+            .expect("put");
+        let target = s.evaluation_target("m", "2").expect("target");
+        let names: Vec<&str> = target.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["adapter_config.json", "nested/w.bin"]);
+        assert_eq!(
+            std::fs::read(&target.files[1].1).expect("stored bytes"),
+            b"w"
+        );
+        assert_eq!(target.adapter_digest, "blake3:abc");
+        // The version is deleted and made again while the suite runs: no evidence.
+        s.delete_model_version(&ALICE, "m", "2").expect("delete");
+        let outcome = EvaluationOutcome {
+            run_id: run_id.clone(),
+            pass_rate: 1.0,
+            tests: 1,
+            suite_sha256: "0".repeat(64),
+        };
+        assert!(s
+            .record_server_evaluation(&ALICE, &target, &outcome)
+            .is_err());
+    }
+
     /// The attack: remove `production`, delete the model, create it and "v1" again,
     /// link a run with pass_rate 1, promote — on the old approval. Each step that
     /// made it work is now refused or changed.
@@ -1183,8 +1400,7 @@ mod tests {
             .create_model_version(&ALICE, "m", "file:///a", "", "", &[], &lineage, &[])
             .expect("version");
         s.review(&BOB, "m", "1", true, "checked").expect("review");
-        s.link_evaluation(&ALICE, "m", "1", &passing_run(&s))
-            .expect("link");
+        server_evaluated(&s, "m", "1", 1.0);
         s.set_alias(&ALICE, "m", "production", "1")
             .expect("promoted");
 
@@ -1219,6 +1435,13 @@ mod tests {
         let refused = s
             .set_alias(&ALICE, "m", "production", "2")
             .expect_err("no review of this version");
+        assert!(
+            refused
+                .message()
+                .contains("the server has not evaluated version 2"),
+            "the old evaluation does not count either: {}",
+            refused.message()
+        );
         assert!(
             refused.message().contains("approvals: 0 of the 1"),
             "{}",

@@ -10,7 +10,23 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     registry(conn)?;
     version_identity(conn)?;
     add_column(conn, "run_docs", "notes_url", "TEXT NOT NULL DEFAULT ''")?;
-    artifacts(conn)
+    artifacts(conn)?;
+    server_evaluations(conn)
+}
+
+/// Evaluations the server ran itself on a version's own adapter: the only evidence
+/// the promotion policy counts (a run a client logged says whatever the client
+/// wrote). Bound to the version's identity, like reviews; no API writes here but the
+/// server's evaluation.
+fn server_evaluations(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS server_evaluations (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL,
+             version_uid TEXT NOT NULL, adapter_digest TEXT NOT NULL, run_id TEXT NOT NULL,
+             requested_by TEXT NOT NULL, pass_rate REAL NOT NULL, tests INTEGER NOT NULL,
+             suite_sha256 TEXT NOT NULL, timestamp INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS server_evaluations_by_uid ON server_evaluations(version_uid);",
+    )
 }
 
 /// Adds `column` to `table` unless it is there.

@@ -81,6 +81,22 @@ pub trait Backend: Send + Sync {
     /// Stores `bytes` as the artifact at `path` (`EXPERIMENT/RUN/artifacts/NAME`, the
     /// part of a run's `mlflow-artifacts:/` URI after the scheme).
     fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<()>;
+    /// A call that may take up to `wait` to answer (an evaluation the server runs);
+    /// ordinary calls give up sooner.
+    fn call_waiting(
+        &self,
+        method: &str,
+        endpoint: &str,
+        body: serde_json::Value,
+        wait: std::time::Duration,
+    ) -> Result<serde_json::Value> {
+        let _ = wait;
+        self.call(method, endpoint, body)
+    }
+    /// Whether calls reach a server (else they go to a store in this process).
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// MLflow's REST API (and ferrolab's `/api/2.0/ferrolab/`) over HTTP: `ferrolab
@@ -139,6 +155,32 @@ impl Backend for Http {
         endpoint: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value> {
+        self.send(method, endpoint, body, None)
+    }
+
+    fn call_waiting(
+        &self,
+        method: &str,
+        endpoint: &str,
+        body: serde_json::Value,
+        wait: std::time::Duration,
+    ) -> Result<serde_json::Value> {
+        self.send(method, endpoint, body, Some(wait))
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+impl Http {
+    fn send(
+        &self,
+        method: &str,
+        endpoint: &str,
+        body: serde_json::Value,
+        wait: Option<std::time::Duration>,
+    ) -> Result<serde_json::Value> {
         let url = match endpoint.strip_prefix("ferrolab/") {
             Some(rest) => format!("{}/api/2.0/ferrolab/{rest}", self.base),
             None => format!("{}/api/2.0/mlflow/{endpoint}", self.base),
@@ -166,6 +208,9 @@ impl Backend for Http {
                 .header("Content-Type", "application/json");
             if let Some(a) = &auth {
                 request = request.header("Authorization", a);
+            }
+            if let Some(wait) = wait {
+                request = request.config().timeout_global(Some(wait)).build();
             }
             request.send(body.to_string())
         };

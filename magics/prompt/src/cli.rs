@@ -45,6 +45,10 @@ pub struct RunArgs {
 pub struct PromptTestArgs {
     /// The suite: a promptfoo config file (YAML).
     pub config: PathBuf,
+    /// Run the suite on this provider only (`ferrolab:MODEL+ADAPTER`, …): the suite's
+    /// one provider keeps its label and config; a suite without `providers` gets ID.
+    #[arg(long, value_name = "ID")]
+    pub provider: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -173,7 +177,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 pub fn prompt_test(args: PromptTestArgs, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<i32> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read the suite {}", args.config.display()))?;
-    let suite = config::load(&args.config)?;
+    let suite = config::load_on(&args.config, args.provider.as_deref())?;
     let tty = std::io::stderr().is_terminal();
     let progress = |done: usize, total: usize| {
         if tty {

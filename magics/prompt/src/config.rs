@@ -88,25 +88,62 @@ fn short(s: &str, n: usize) -> String {
 
 /// Reads a suite from a YAML file; relative `file://` paths resolve from its folder.
 pub fn load(path: &Path) -> Result<Suite> {
+    load_on(path, None)
+}
+
+/// As [`load`], run on `provider` when one is given (see [`parse_on`]).
+pub fn load_on(path: &Path, provider: Option<&str>) -> Result<Suite> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the suite {}", path.display()))?;
     let base = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    parse(&text, &base).with_context(|| format!("in {}", path.display()))
+    parse_on(&text, &base, provider).with_context(|| format!("in {}", path.display()))
 }
 
 /// Parses YAML text (a promptfoo config) with `base_dir` for relative files.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Suite> {
+    parse_on(text, base_dir, None)
+}
+
+/// As [`parse`], but run on `provider` only when one is given: the suite's provider
+/// (at most one) keeps its label and config with `provider` as its id, and a suite
+/// without `providers` gets `provider`. How a model version is evaluated: the suite
+/// says how to ask, the caller says which model answers.
+pub fn parse_on(text: &str, base_dir: &Path, provider: Option<&str>) -> Result<Suite> {
     let root = yaml_to_json(text)?;
-    let Value::Object(root) = root else {
+    let Value::Object(mut root) = root else {
         bail!("a suite is a YAML mapping with `prompts`, `providers` and `tests`");
     };
+    if let Some(id) = provider {
+        let replaced = match root.remove("providers") {
+            None | Some(Value::Null) => vec![Value::String(id.to_string())],
+            Some(Value::Array(list)) if list.len() > 1 => bail!(
+                "the suite lists {} providers, but it runs on one model ({id}): keep one provider entry (its label and config are kept)",
+                list.len()
+            ),
+            Some(Value::Array(list)) if list.is_empty() => vec![Value::String(id.to_string())],
+            Some(Value::Array(list)) => list.into_iter().map(|p| with_id(p, id)).collect(),
+            Some(one) => vec![with_id(one, id)],
+        };
+        root.insert("providers".into(), Value::Array(replaced));
+    }
     let mut cx = Cx {
         base: base_dir.to_path_buf(),
     };
     cx.suite(root)
+}
+
+/// A provider entry run as `id`: a mapping keeps its label and config.
+fn with_id(entry: Value, id: &str) -> Value {
+    match entry {
+        Value::Object(mut map) => {
+            map.insert("id".into(), Value::String(id.to_string()));
+            Value::Object(map)
+        }
+        _ => Value::String(id.to_string()),
+    }
 }
 
 struct Cx {
@@ -873,6 +910,26 @@ mod tests {
 
     fn suite(yaml: &str) -> Result<Suite> {
         parse(yaml, Path::new("."))
+    }
+
+    #[test]
+    fn a_suite_run_on_one_provider_keeps_its_config_and_nothing_else() {
+        let on = |yaml: &str| parse_on(yaml, Path::new("."), Some("ferrolab:m+adapter"));
+        let s = on("prompts: [hi]\n").expect("no providers");
+        assert_eq!(s.providers.len(), 1);
+        assert_eq!(s.providers[0].id, "ferrolab:m+adapter");
+        let s = on("prompts: [hi]\nproviders:\n  - id: openai:chat:x\n    label: bot\n    config: {temperature: 0}\n")
+            .expect("one provider");
+        assert_eq!(s.providers[0].id, "ferrolab:m+adapter");
+        assert_eq!(s.providers[0].label.as_deref(), Some("bot"));
+        assert_eq!(
+            s.providers[0].config.get("temperature"),
+            Some(&serde_json::json!(0))
+        );
+        let s = on("prompts: [hi]\nproviders: [echo]\n").expect("a name");
+        assert_eq!(s.providers[0].id, "ferrolab:m+adapter");
+        let err = on("prompts: [hi]\nproviders: [echo, echo]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("keep one provider"), "{err:#}");
     }
 
     #[test]

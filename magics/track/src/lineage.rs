@@ -2,52 +2,15 @@
 //! the training data and config, the training run and its evaluations, all with
 //! content hashes (BLAKE3), and the model card written from them.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
 /// `blake3:HEX` of a file, or of a folder's files (their relative paths and hashes,
-/// sorted), so that the same bytes give the same hash wherever they live.
+/// sorted), so that the same bytes give the same hash wherever they live: the
+/// tracking store's own rule, which the server checks an evaluated adapter against.
 pub fn content_hash(path: &Path) -> Result<String> {
-    if path.is_file() {
-        let mut hasher = blake3::Hasher::new();
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        std::io::copy(&mut file, &mut hasher)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok(format!("blake3:{}", hasher.finalize().to_hex()));
-    }
-    if !path.is_dir() {
-        bail!("{} does not exist", path.display());
-    }
-    let mut files = Vec::new();
-    collect(path, path, &mut files)?;
-    files.sort();
-    let mut hasher = blake3::Hasher::new();
-    for (rel, hash) in &files {
-        hasher.update(rel.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(hash.as_bytes());
-        hasher.update(b"\n");
-    }
-    Ok(format!("blake3:{}", hasher.finalize().to_hex()))
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect(root, &path, out)?;
-        } else {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
-            out.push((rel, content_hash(&path)?));
-        }
-    }
-    Ok(())
+    ferrolab_tracking::content_hash(path).with_context(|| format!("cannot hash {}", path.display()))
 }
 
 /// The lineage of the adapter in `adapter`: its hash and LoRA settings, the base

@@ -21,6 +21,7 @@ struct TrackMagic {
     summary: &'static str,
     usage: &'static str,
     run: Run,
+    kinds: &'static [MagicKind],
 }
 
 impl Magic for TrackMagic {
@@ -34,7 +35,7 @@ impl Magic for TrackMagic {
         self.usage
     }
     fn kinds(&self) -> &[MagicKind] {
-        &[MagicKind::Line]
+        self.kinds
     }
     fn run(
         &self,
@@ -54,54 +55,70 @@ pub fn register(registry: &mut Registry) {
             summary: "log a run by hand; connect to a tracking server",
             usage: TRACK_USAGE,
             run: track,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "runs",
             summary: "a table of tracked runs, filtered with MLflow's syntax",
             usage: RUNS_USAGE,
             run: runs,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "compare",
             summary: "compare runs: differing params and overlaid metric charts",
             usage: COMPARE_USAGE,
             run: compare,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "register",
             summary: "register an adapter as a model version with its lineage and model card",
             usage: REGISTER_USAGE,
             run: register_version,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "link_eval",
             summary: "link a prompt-test run to a model version as its evaluation",
             usage: LINK_USAGE,
             run: link_eval,
+            kinds: &[MagicKind::Line],
+        },
+        TrackMagic {
+            name: "evaluate",
+            summary: "have the server run a prompt-test suite on a model version (the evaluation promotion counts)",
+            usage: EVALUATE_USAGE,
+            run: evaluate,
+            kinds: &[MagicKind::Cell],
         },
         TrackMagic {
             name: "review",
             summary: "approve or reject a model version, with a comment",
             usage: REVIEW_USAGE,
             run: review,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "promote",
             summary: "give a model version an alias (production needs review and evaluation)",
             usage: PROMOTE_USAGE,
             run: promote,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "policy",
             summary: "show or (owners) change the promotion policy",
             usage: POLICY_USAGE,
             run: policy,
+            kinds: &[MagicKind::Line],
         },
         TrackMagic {
             name: "audit",
             summary: "the append-only audit log of a registered model",
             usage: AUDIT_USAGE,
             run: audit,
+            kinds: &[MagicKind::Line],
         },
     ];
     for m in magics {
@@ -796,8 +813,9 @@ fn register_version(
 
 const LINK_USAGE: &str = "%link_eval NAME VERSION RUN        (VERSION: a number or latest)
 
-Links the prompt-test run RUN (id, id prefix or name) to version VERSION of NAME as an
-evaluation: the promotion policy reads its pass_rate metric.";
+Links the prompt-test run RUN (id, id prefix or name) to version VERSION of NAME, so the
+version's details show it. The promotion policy does not count it (a client logged its
+metrics); it counts evaluations the server ran (%%evaluate).";
 
 #[derive(Parser)]
 #[command(name = "%link_eval", no_binary_name = true, disable_help_flag = true)]
@@ -846,6 +864,79 @@ fn link_eval(
         line.version,
         rates.join(", ")
     ))))
+}
+
+const EVALUATE_USAGE: &str = "%%evaluate NAME VERSION      (VERSION: a number or latest)
+<a prompt-test suite: promptfoo's YAML, as in %%prompt_test>
+
+Asks the tracking server to run the suite on version VERSION of NAME. The server takes
+the adapter that the version's training run uploaded, checks that it is the registered
+adapter (its content hash), and runs the suite on it and its base model in a sandbox
+with no network; the suite's one provider keeps its label and config, and the model is
+always the version's. The result is a run in the `evaluations` experiment, and the only
+kind of evaluation the promotion policy counts. Needs a tracking server
+(FERROLAB_TRACKING_URI, or %track connect URL).";
+
+/// How long `%%evaluate` waits for the server (which stops an evaluation at 15 minutes).
+const EVALUATE_WAIT: std::time::Duration = std::time::Duration::from_secs(16 * 60);
+
+#[derive(Parser)]
+#[command(name = "%%evaluate", no_binary_name = true, disable_help_flag = true)]
+struct EvaluateLine {
+    name: String,
+    version: String,
+}
+
+fn evaluate(
+    invocation: &Invocation,
+    _cx: &mut MagicContext<'_>,
+) -> Result<Option<MimeBundle>, MagicError> {
+    let mut line: EvaluateLine = parse(invocation, EVALUATE_USAGE)?;
+    if invocation.body.trim().is_empty() {
+        return Err(MagicError::usage(format!(
+            "write the prompt-test suite under the %%evaluate line\n\n{EVALUATE_USAGE}"
+        )));
+    }
+    let api = api()?;
+    if !api.is_remote() {
+        return Err(MagicError::new(
+            "TrackingError",
+            format!(
+                "%%evaluate needs a tracking server: the server runs the suite itself, so that its result is evidence nobody typed in; this kernel logs to the local store {} (set FERROLAB_TRACKING_URI, or %track connect URL)",
+                api.describe()
+            ),
+        ));
+    }
+    line.version = version_of(&*api, &line.name, &line.version)?;
+    let outcome = api
+        .call_waiting(
+            "POST",
+            "ferrolab/model-versions/evaluate",
+            json!({"name": line.name, "version": line.version, "suite": invocation.body}),
+            EVALUATE_WAIT,
+        )
+        .map_err(failed)?;
+    let rate = outcome["pass_rate"].as_f64().unwrap_or(0.0) * 100.0;
+    let count = |key: &str| outcome[key].as_u64().unwrap_or(0);
+    let run = outcome["run_id"].as_str().unwrap_or_default();
+    let text = format!(
+        "the server evaluated '{}' version {}: {} of {} tests passed ({rate:.1}%), {} errors; run {run} in the experiment 'evaluations'",
+        line.name,
+        line.version,
+        count("passed"),
+        count("tests"),
+        count("errors"),
+    );
+    let html = format!(
+        "<p>The server evaluated <b>{}</b> version {}: <b>{rate:.1}%</b> ({} of {} tests passed, {} errors) &middot; run <code>{}</code></p>",
+        escape_html(&line.name),
+        escape_html(&line.version),
+        count("passed"),
+        count("tests"),
+        count("errors"),
+        escape_html(run),
+    );
+    Ok(bundle(text, html))
 }
 
 const REVIEW_USAGE: &str =
@@ -976,6 +1067,10 @@ fn change(entry: &Value) -> String {
                 .unwrap_or("?")
         ),
         "model_version.link_evaluation" => format!("evaluation runs {}", after),
+        "model_version.evaluate" => format!(
+            "the server evaluated it: pass rate {}, run {}",
+            after["pass_rate"], after["run_id"]
+        ),
         "policy.update" => format!("policy {}", after),
         _ => String::new(),
     }
