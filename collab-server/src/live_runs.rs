@@ -6,8 +6,8 @@
 //! task brings marked runs' documents up to date a few times a second, so a burst
 //! of `log_metric` calls costs one document change, not thousands.
 //!
-//! The documents' URLs are the run's tags `ferrolab.doc` and `ferrolab.notes`
-//! (MLflow clients see them in `runs/get`).
+//! The live document's URL is the run's tag `ferrolab.doc` (MLflow clients see it
+//! in `runs/get`); the notes document's is the live document's `notes_url`.
 
 use crate::schema;
 use automerge::transaction::Transactable;

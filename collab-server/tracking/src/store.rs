@@ -483,8 +483,8 @@ impl Store {
         })
     }
 
-    /// Records a run's live document and its notes document, and names them in
-    /// the run's tags `ferrolab.doc` and `ferrolab.notes`.
+    /// Records a run's live document and its notes document, and names the live
+    /// document in the run's tag `ferrolab.doc`.
     pub fn set_run_doc(&self, run_id: &str, url: &str, notes_url: &str) -> Result<()> {
         self.write_run(run_id, |tx| {
             Self::run_state(tx, run_id)?;
@@ -492,8 +492,9 @@ impl Store {
                 "INSERT OR REPLACE INTO run_docs (run_id, doc_url, notes_url) VALUES (?1, ?2, ?3)",
                 params![run_id, url, notes_url],
             )?;
-            Self::put_tag(tx, run_id, "ferrolab.doc", url)?;
-            Self::put_tag(tx, run_id, "ferrolab.notes", notes_url)
+            // The notes document is named in the run document (`notes_url`), not
+            // in a second tag: every search answer carries every tag of each run.
+            Self::put_tag(tx, run_id, "ferrolab.doc", url)
         })
     }
 
