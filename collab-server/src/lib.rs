@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod evaluations;
 pub mod http;
+pub mod inflation;
 pub mod ipynb;
 pub mod kernels;
 pub mod live_runs;

@@ -204,6 +204,7 @@ impl SyncService {
             name: who.name.clone(),
             bucket: Bucket::new(),
             refusal: refusal.clone(),
+            max_inflated: max_inflated(self.max_message_bytes),
         };
         let inbound = futures::stream::unfold(state, Inbound::next).take_until(close_rx);
         let (out_tx, mut out_rx) = futures::channel::mpsc::channel::<Vec<u8>>(1024);
@@ -472,13 +473,19 @@ impl Outgoing {
 
 /// Validates an inbound sync message before samod sees it; returns the document
 /// it brings changes to, if any.
-fn check_inbound(envelope: &wire::Envelope) -> Result<Option<String>, String> {
+/// What the changes in one sync message may inflate to: four times the largest
+/// message a peer may send, and never less than 256 MiB.
+fn max_inflated(max_message_bytes: usize) -> u64 {
+    (max_message_bytes as u64).saturating_mul(4).max(256 << 20)
+}
+
+fn check_inbound(envelope: &wire::Envelope, max_inflated: u64) -> Result<Option<String>, String> {
     if envelope.is_sync() {
         let data = envelope
             .data
             .as_deref()
             .ok_or("a sync message without data")?;
-        if wire::check_sync_payload(data)? {
+        if wire::check_sync_payload(data, max_inflated)? {
             return Ok(envelope.document_id.clone());
         }
     }
@@ -504,6 +511,8 @@ struct Inbound<R> {
     name: String,
     bucket: Bucket,
     refusal: Arc<Mutex<Option<String>>>,
+    /// The most the changes in one sync message may inflate to.
+    max_inflated: u64,
 }
 
 impl<R> Inbound<R>
@@ -555,7 +564,7 @@ where
                 .map(Some)
                 .map_err(|e| e.to_string());
         }
-        if let Some(doc) = check_inbound(&envelope)? {
+        if let Some(doc) = check_inbound(&envelope, self.max_inflated)? {
             if !self.role.can_write() {
                 return Err(format!(
                     "a {} token cannot change documents (tried {doc})",

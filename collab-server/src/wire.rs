@@ -172,12 +172,18 @@ pub fn stamp_ephemeral(bytes: &[u8], name: &str, role: &str) -> Result<Vec<u8>, 
 }
 
 /// Checks that the sync payload of an incoming message decodes, without letting
-/// a panic in the decoder escape. Returns a reason when it does not, and whether
-/// it carries changes when it does.
-pub fn check_sync_payload(data: &[u8]) -> Result<bool, String> {
+/// a panic in the decoder escape, and that its changes inflate to at most
+/// `max_inflated` bytes. Returns a reason when not, and whether it carries changes.
+pub fn check_sync_payload(data: &[u8], max_inflated: u64) -> Result<bool, String> {
     let decoded = std::panic::catch_unwind(|| automerge::sync::Message::decode(data));
     match decoded {
-        Ok(Ok(message)) => Ok(!message.changes.is_empty()),
+        Ok(Ok(message)) => {
+            let mut total = 0u64;
+            for chunk in message.changes.iter() {
+                total += crate::inflation::inflated_size(chunk, max_inflated - total)?;
+            }
+            Ok(!message.changes.is_empty())
+        }
         Ok(Err(e)) => Err(format!("sync message does not decode: {e}")),
         Err(_) => Err("sync message made the decoder panic".into()),
     }
@@ -298,7 +304,7 @@ mod tests {
             .expect("a first message")
             .encode();
         let bytes = message("sync", "p", Some(&payload));
-        assert!(check_sync_payload(&payload).is_ok());
+        assert!(check_sync_payload(&payload, 1 << 30).is_ok());
         let (document, heads) = announced_heads(&bytes).expect("heads");
         assert_eq!(document, "doc");
         assert!(heads.is_empty());
@@ -389,7 +395,7 @@ mod tests {
         ] {
             assert!(decode(bytes).is_err(), "{bytes:?}");
         }
-        assert!(check_sync_payload(b"\x42\x00\x01").is_err());
+        assert!(check_sync_payload(b"\x42\x00\x01", 1 << 30).is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
+import fs from "node:fs";
+import zlib from "node:zlib";
 import * as A from "@automerge/automerge";
 import WebSocket from "ws";
 import { decode, encode } from "cbor-x";
@@ -278,6 +280,69 @@ test("a peer that stops reading is disconnected when a send times out, and the o
     }
   } finally {
     reader?.terminate();
+    await writer?.shutdown();
+    await server.stop();
+  }
+});
+
+/** LEB128, as automerge writes lengths. */
+function leb(n) {
+  const out = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+function peakRssMiB(pid) {
+  const line = fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"));
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+test("a sync message whose changes inflate past the limit is refused before anything inflates them", async () => {
+  // One compressed change chunk holding 1 GiB of zeros: about 1 MiB on the wire.
+  // automerge would inflate all of it while loading the change (then find the
+  // checksum wrong); the server now measures it first, streaming, and refuses.
+  const data = tempDir();
+  const editor = createToken(data, "editor", "ed");
+  const server = await startServer(data);
+  let writer;
+  try {
+    const entry = await createNotebook(server, editor, [codeCell("c", "")]);
+    const deflater = zlib.createDeflateRaw();
+    const parts = [];
+    deflater.on("data", (part) => parts.push(part));
+    const ended = new Promise((resolve) => deflater.on("end", resolve));
+    const zeros = Buffer.alloc(16 << 20);
+    for (let i = 0; i < 64; i++) {
+      if (!deflater.write(zeros)) await new Promise((resolve) => deflater.once("drain", resolve));
+    }
+    deflater.end();
+    await ended;
+    const body = Buffer.concat(parts);
+    assert.ok(body.length < 2 << 20, `${body.length} bytes on the wire`);
+    const chunk = Buffer.concat([Buffer.from([0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2]), leb(body.length), body]);
+    // A V1 sync message: no heads, needs or haves, one change.
+    const message = Buffer.concat([Buffer.from([0x42, 0, 0, 0, 1]), leb(chunk.length), chunk]);
+
+    const before = peakRssMiB(server.proc.pid);
+    const peer = await rawPeer(server, editor);
+    peer.send({ type: "sync", documentId: idOf(entry.notebook), data: message });
+    const { code, reason } = await within(peer.closed, 30000, "the server to refuse the message");
+    assert.equal(code, 1008);
+    assert.match(reason, /inflate to more than 256 MiB/);
+    const grown = peakRssMiB(server.proc.pid) - before;
+    assert.ok(grown < 128, `the server's peak memory grew by ${grown.toFixed(0)} MiB`);
+
+    // Nobody else noticed: a client still edits the notebook.
+    writer = jsClient(server, editor);
+    const handle = await writer.find(entry.notebook);
+    handle.change((doc) => A.splice(doc, ["cells", "c", "source"], 0, 0, "fine"));
+    await waitFor(() => acknowledged(writer, handle), "the server to take the edit");
+  } finally {
     await writer?.shutdown();
     await server.stop();
   }
