@@ -54,10 +54,15 @@ test("runs compare with live charts; the registry shows versions, reviews and th
     await mlflow(server, alice, "mlflow/model-versions/create", { name: "support-bot", source: "runs:/x/adapter", run_id: runs[0] });
     await mlflow(server, bob, "ferrolab/reviews/create", { name: "support-bot", version: "1", decision: "approve", comment: "looks good" });
     await mlflow(server, alice, "mlflow/registered-models/alias", { name: "support-bot", alias: "staging", version: "1" });
+    await mlflow(server, alice, "ferrolab/model-versions/link-evaluation", { name: "support-bot", version: "1", run_id: runs[0] });
     await page.click('.pages a[data-page="models"]');
     await page.waitForSelector('button.model[data-model="support-bot"]');
     await page.waitForSelector('tr[data-version="1"] .alias:text("staging")');
     assert.match(await page.textContent('tr[data-version="1"]'), /bob: approve/);
+    // A run linked by hand is no evaluation: the page says the server has not evaluated it.
+    const evaluation = page.locator('tr[data-version="1"] td').nth(5);
+    assert.equal(await evaluation.textContent(), "not evaluated by the server");
+    assert.match(await evaluation.getAttribute("title"), /linked by hand, not counted/);
     await page.waitForSelector(".chain.ok");
     assert.ok((await page.locator(".audit tbody tr").count()) >= 3, "registration, review and alias are in the log");
     await screenshot(page, "models");

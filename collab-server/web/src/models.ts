@@ -1,5 +1,5 @@
 // The model registry page: registered models, their versions with aliases,
-// reviews and linked evaluations, and the audit log with its hash chain checked
+// reviews and the server's evaluations, and the audit log with its hash chain checked
 // by the server. Read-only here; reviews and promotions go through %review,
 // %promote or MLflow's client, where the policy applies.
 
@@ -12,6 +12,7 @@ interface Version { name: string; version: string; run_id?: string; user_id?: st
 interface Details {
   reviews?: { reviewer: string; decision: string; comment: string; timestamp: number }[];
   evaluation_runs?: { run_id: string; pass_rate: number | null }[];
+  server_evaluations?: { run_id: string; pass_rate: number; tests: number }[];
 }
 interface Audit {
   entries: { seq: number; timestamp: number; actor: string; action: string; model: string; version: string; after: unknown }[];
@@ -80,9 +81,15 @@ export async function showModels(session: Session) {
           chip.title = r.comment;
           reviews.append(chip);
         }
-        row.insertCell().textContent = (details.evaluation_runs ?? [])
-          .map((e) => (e.pass_rate == null ? "linked" : `pass rate ${(e.pass_rate * 100).toFixed(0)}%`))
-          .join(", ");
+        // Only the server's own evaluations count for promotion; runs linked by hand
+        // are named in the tooltip, not as a pass rate anyone could have typed in.
+        const evaluation = row.insertCell();
+        const evaluated = details.server_evaluations ?? [];
+        evaluation.textContent = evaluated.length
+          ? `server: ${(Math.max(...evaluated.map((e) => e.pass_rate)) * 100).toFixed(0)}% (best of ${evaluated.length})`
+          : "not evaluated by the server";
+        const linked = (details.evaluation_runs ?? []).filter((e) => !evaluated.some((s) => s.run_id === e.run_id));
+        if (linked.length) evaluation.title = `linked by hand, not counted: ${linked.map((e) => e.run_id.slice(0, 8)).join(", ")}`;
         row.insertCell().textContent = v.run_id ? v.run_id.slice(0, 8) : "";
       }
       detail.append(table);
