@@ -21,7 +21,7 @@ import blake3
 import httpx
 import pytest
 
-from conftest import BIN, ROOT
+from conftest import BIN
 from test_collab_ipynb import Server
 
 ASSERT_NEVER = "ZQXJ-never-generated"
@@ -75,9 +75,10 @@ def call(server, user, endpoint, **body):
 @pytest.fixture(scope="module")
 def trained(server, tmp_path_factory):
     """A fine-tuning run reported to the server: (run id, local adapter folder).
-    The base model lives outside /tmp, which the sandbox replaces with its own."""
+    The base model lives in FERROLAB_HOME, as models do: the sandbox replaces /tmp
+    (where the tests' folders, and perhaps this checkout, are) but shows that."""
     work = tmp_path_factory.mktemp("train")
-    model = ROOT / "tests" / "artifacts" / "evaluation-tiny-model"
+    model = Path(os.environ["FERROLAB_HOME"]) / "evaluation-tiny-model"
     subprocess.run([BIN, "model", "tiny", str(model), "--seed", "7"], check=True, capture_output=True)
     data = work / "train.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Q: {i}?\nA:", "completion": f" {i}"}) + "\n"
