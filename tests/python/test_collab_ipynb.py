@@ -34,10 +34,15 @@ class Server:
     def __init__(self, data):
         self.data = data
         self.port = _free_port()
+        # The server's output goes to a file beside its data folder: a pipe nobody
+        # reads would stop a talkative server once it filled.
+        self.log_path = data.parent / f"{data.name}.log"
+        log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [BIN, "collab", "serve", "--data", str(data), "--bind", f"127.0.0.1:{self.port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT,
         )
+        log.close()
         self.token = subprocess.run(
             [BIN, "collab", "token", "create", "--data", str(data), "--name", "pytest", "--role", "owner"],
             check=True, capture_output=True, text=True,
@@ -49,7 +54,7 @@ class Server:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"collab server did not start: {self.proc.stdout.read()}")
+                    raise RuntimeError(f"collab server did not start: {self.log_path.read_text(errors='replace')}")
                 time.sleep(0.05)
 
     def request(self, method, path, body=None, token=True):
