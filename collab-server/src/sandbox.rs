@@ -330,10 +330,10 @@ mod tests {
     #[test]
     fn the_data_folder_is_hidden_before_the_work_folder_is_shown() {
         let args = bubblewrap_args(
-            &[PathBuf::from("/srv/data")],
-            Path::new("/srv/data/work/nb"),
+            &[PathBuf::from("data")],
+            Path::new("data/work/nb"),
             &Inside::Kernel {
-                connection: Path::new("/srv/data/kernels/nb.json"),
+                connection: Path::new("data/kernels/nb.json"),
                 session_name: "nb.ipynb",
             },
         );
@@ -347,10 +347,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("{needle:?} not in {text:?}"))
         };
         let root = at(&["--ro-bind", "/", "/"]);
-        let hide = at(&["--tmpfs", "/srv/data"]);
+        let hide = at(&["--tmpfs", "data"]);
         let tmp = at(&["--tmpfs", "/tmp"]);
-        let work = at(&["--bind", "/srv/data/work/nb", INNER_WORK]);
-        let conn = at(&["--ro-bind", "/srv/data/kernels/nb.json", INNER_CONNECTION]);
+        let work = at(&["--bind", "data/work/nb", INNER_WORK]);
+        let conn = at(&["--ro-bind", "data/kernels/nb.json", INNER_CONNECTION]);
         assert!(
             root < tmp && tmp < hide && hide < work && hide < conn,
             "{text:?}"
@@ -367,8 +367,8 @@ mod tests {
     #[test]
     fn a_job_has_no_network_and_no_connection_file() {
         let args = bubblewrap_args(
-            &[PathBuf::from("/srv/data")],
-            Path::new("/srv/data/evaluations/e1"),
+            &[PathBuf::from("data")],
+            Path::new("data/evaluations/e1"),
             &Inside::Job,
         );
         let text: Vec<String> = args
@@ -377,8 +377,8 @@ mod tests {
             .collect();
         assert!(text.iter().any(|a| a == "--unshare-net"), "{text:?}");
         assert!(!text.iter().any(|a| a == INNER_CONNECTION), "{text:?}");
-        let hide = text.iter().position(|a| a == "/srv/data");
-        let work = text.iter().position(|a| a == "/srv/data/evaluations/e1");
+        let hide = text.iter().position(|a| a == "data");
+        let work = text.iter().position(|a| a == "data/evaluations/e1");
         assert!(
             hide < work,
             "the job's folder is shown after the data folder is hidden"

@@ -92,6 +92,8 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     );
     let url = samod::Url::parse(&format!("ws://{}/sync", options.bind)).context("bind address")?;
     let kernel_options = kernel_options(&options.kernels, &options.data)?;
+    // Kernels and evaluations run this program (see `kernel_program`).
+    let program = kernel_program()?;
     let acceptor = repo
         .make_acceptor(url)
         .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
@@ -111,12 +113,12 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         web: options.web.clone(),
         first_token,
         kernels: Kernels::new(
-            kernel_program()?,
+            program.clone(),
             options.data.join("kernels"),
             kernel_options.clone(),
         ),
         evaluations: Evaluations::new(
-            kernel_program()?,
+            program,
             options.data.join("evaluations"),
             kernel_options.sandbox,
             kernel_options.limits,

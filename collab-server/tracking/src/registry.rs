@@ -1204,16 +1204,7 @@ mod tests {
         s.review(&BOB, "m", "1", true, "checked the eval")
             .expect("review");
         // A client's run with a perfect pass rate, linked: shown, not counted.
-        s.log_metric(
-            &run_id,
-            &crate::store::Point {
-                key: "pass_rate".into(),
-                value: 1.0,
-                timestamp: 1,
-                step: 0,
-            },
-        )
-        .expect("metric");
+        log_pass_rate(&s, &run_id, 1.0, 0);
         s.link_evaluation(&ALICE, "m", "1", &run_id).expect("link");
         let unproven = s
             .set_alias(&ALICE, "m", "production", "1")
@@ -1289,21 +1280,26 @@ mod tests {
         owner: true,
     };
 
+    /// Logs `pass_rate` = `value` at `step`, as a client's prompt-test run would.
+    fn log_pass_rate(s: &Store, run_id: &str, value: f64, step: i64) {
+        s.log_metric(
+            run_id,
+            &crate::store::Point {
+                key: "pass_rate".into(),
+                value,
+                timestamp: step + 1,
+                step,
+            },
+        )
+        .expect("metric");
+    }
+
     fn passing_run(s: &Store) -> String {
         let run = s
             .create_run("0", "alice", "alice", Some("eval"), None, &[])
             .expect("run");
         let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
-        s.log_metric(
-            &run_id,
-            &crate::store::Point {
-                key: "pass_rate".into(),
-                value: 1.0,
-                timestamp: 1,
-                step: 0,
-            },
-        )
-        .expect("metric");
+        log_pass_rate(s, &run_id, 1.0, 0);
         run_id
     }
 

@@ -82,20 +82,13 @@ function renderVegaLite(data: Bundle, mime: string): HTMLElement {
   // loader); a notebook's output does not get to choose them.
   const usermeta = spec?.usermeta;
   if (usermeta && typeof usermeta === "object") delete (usermeta as { embedOptions?: unknown }).embedOptions;
-  Promise.all([import("vega-embed"), import("vega-interpreter"), import("./vega-offline")])
-    .then(async ([{ default: embed }, { expressionInterpreter }, { offlineLoader, recordingLogger }]) => {
+  Promise.all([import("vega-embed"), import("./vega-offline")])
+    .then(async ([{ default: embed }, { offlineEmbedOptions }]) => {
       const target = document.createElement("div");
       const errors: string[] = [];
       // The page allows no eval and no remote loads: vega's expression
       // interpreter and a loader that takes only data: URLs.
-      const { view } = await embed(target, spec as never, {
-        actions: false,
-        renderer: "svg",
-        ast: true,
-        expr: expressionInterpreter,
-        loader: offlineLoader() as never,
-        logger: recordingLogger(errors) as never,
-      });
+      const { view } = await embed(target, spec as never, offlineEmbedOptions(errors));
       await view.runAsync();
       if (errors.length > 0) throw new Error(errors[0]);
       el.replaceChildren(target);

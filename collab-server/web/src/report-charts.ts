@@ -15,8 +15,7 @@
 //   them override all of the above.
 
 import embed, { type VisualizationSpec } from "vega-embed";
-import { expressionInterpreter } from "vega-interpreter";
-import { offlineLoader, recordingLogger } from "./vega-offline";
+import { offlineEmbedOptions } from "./vega-offline";
 
 export interface Drawn {
   drawn: number;
@@ -40,15 +39,7 @@ export async function drawCharts(root: ParentNode = document): Promise<Drawn> {
         chart.append(target);
         const errors: string[] = [];
         try {
-          const { view, finalize } = await embed(target, spec, {
-            mode,
-            actions: false,
-            renderer: "svg",
-            ast: true,
-            expr: expressionInterpreter,
-            loader: offlineLoader() as never,
-            logger: recordingLogger(errors) as never,
-          });
+          const { view, finalize } = await embed(target, spec, { mode, ...offlineEmbedOptions(errors) });
           await view.runAsync();
           if (errors.length > 0) {
             finalize();

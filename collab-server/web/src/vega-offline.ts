@@ -6,6 +6,7 @@
 // vega-interpreter (no `eval` or `new Function`).
 
 import { loader as vegaLoader, logger as vegaLogger, Warn } from "vega";
+import { expressionInterpreter } from "vega-interpreter";
 
 interface LoaderOptions {
   context?: string;
@@ -85,3 +86,16 @@ export function recordingLogger(errors: string[]) {
   return log;
 }
 
+
+/** vega-embed's options for such a page: no actions menu, SVG, the expression
+ * interpreter, the data:-only loader, and a logger that records into `errors`. */
+export function offlineEmbedOptions(errors: string[]) {
+  return {
+    actions: false,
+    renderer: "svg" as const,
+    ast: true,
+    expr: expressionInterpreter,
+    loader: offlineLoader() as never,
+    logger: recordingLogger(errors) as never,
+  };
+}
