@@ -47,19 +47,29 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
 
-$(VENV)/.test-deps: tests/requirements.txt
+# The collaboration server alone (no kernel, polars, candle or rust-analyzer): about a
+# quarter of the full build, so `make up` starts the workspace and JupyterLab on it
+# while the full binary builds. Both land at $(BIN); the full one replaces it.
+build-server:
+	cargo build --locked --bin ferrolab --no-default-features
+
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.test-deps: tests/requirements.txt $(VENV)/.created
 	$(PY) -m pip install --quiet -r tests/requirements.txt
 	touch $@
 
-$(VENV)/.lab-deps: scripts/requirements-lab.txt $(VENV)/.test-deps
-	$(PY) -m pip install --quiet -r scripts/requirements-lab.txt
+# JupyterLab and a console for people; the test pins constrain what both share.
+$(VENV)/.lab-deps: scripts/requirements-lab.txt tests/requirements.txt $(VENV)/.created
+	$(PY) -m pip install --quiet -r scripts/requirements-lab.txt -c tests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.test-deps
@@ -141,9 +151,19 @@ bubblewrap:
 kernelspec: build lab-deps
 	VIRTUAL_ENV="$(abspath $(VENV))" $(BIN) kernel install --sys-prefix
 
+# The full binary and the kernelspec, built in the background while the workspace and
+# JupyterLab already run (JupyterLab lists the kernel once its kernelspec is there).
+notebook-build:
+	@mkdir -p .ferrolab
+	@if [ -f .ferrolab/build.pid ] && kill -0 "$$(cat .ferrolab/build.pid)" 2>/dev/null; then \
+		echo "the full build is already running (pid $$(cat .ferrolab/build.pid)); see .ferrolab/build.log"; \
+	else \
+		nohup $(MAKE) --no-print-directory kernelspec > .ferrolab/build.log 2>&1 & echo $$! > .ferrolab/build.pid; \
+	fi
+
 # Starts the collaboration server in the background (once) on its embedded
 # storage, and keeps an owner token for this checkout in .ferrolab/owner-token.
-collab-up: build web bubblewrap
+collab-up: build-server web bubblewrap
 	@mkdir -p .ferrolab
 	@if [ ! -s .ferrolab/owner-token ]; then \
 		umask 077; $(BIN) collab token create --data $(COLLAB_DATA) --name local-owner --role owner > .ferrolab/owner-token; \
@@ -165,10 +185,11 @@ collab-up: build web bubblewrap
 		done; \
 	fi
 
-up: kernelspec collab-up model
+up: lab-deps collab-up model notebook-build
 	@echo
 	@echo "ferrolab is ready."
-	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV)"
+	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV) once the full build is done"
+	@echo "                 (on a fresh machine about 25 minutes more: tail -f .ferrolab/build.log)"
 	@echo "  Workspace:     http://127.0.0.1:$(COLLAB_PORT)/?token=$$(cat .ferrolab/owner-token)"
 	@echo "                 (a second person: http://127.0.0.1:$(COLLAB_PORT)/?token=$$(cat .ferrolab/reviewer-token))"
 	@echo "  Collab server: http://127.0.0.1:$(COLLAB_PORT)/api/notebooks  (sync: ws://127.0.0.1:$(COLLAB_PORT)/sync)"
@@ -208,7 +229,27 @@ prune-cache:
 check-forks:
 	scripts/check-forks.sh
 
-test: prune-cache check-forks test-rust test-python test-collab test-browser
+test: prune-cache check-forks test-rust test-cuda test-python test-collab test-browser
+
+# The CUDA build, compiled without a GPU so the GPU path cannot rot unseen: NVIDIA's
+# compiler and headers from PyPI (scripts/requirements-cuda.txt), code for compute
+# capability 9.0 (H100/H200; there is no GPU to ask), in a target folder of its own so
+# the plain binary is never replaced. All CUDA code is in ferrolab-llm (candle's CUDA
+# backend and its `cuda` cfgs); its `engine` example links every GPU path the
+# `ferrolab` binary has (docs/models.md).
+CUDA_VENV := $(FERROLAB_CACHE)/cuda-venv
+$(CUDA_VENV)/.installed: scripts/requirements-cuda.txt
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CUDA_VENV)/bin/python -m pip install --quiet -r scripts/requirements-cuda.txt
+	touch $@
+
+test-cuda: $(CUDA_VENV)/.installed
+	@root="$$(echo $(CUDA_VENV)/lib/python3*/site-packages/nvidia/cu13)"; \
+	test -x "$$root/bin/nvcc" || { echo "no nvcc in $$root"; exit 1; }; \
+	set -x; PATH="$$root/bin:$$PATH" CUDA_ROOT="$$root" CUDA_PATH="$$root" CUDA_COMPUTE_CAP=90 \
+		CARGO_TARGET_DIR="$(FERROLAB_CACHE)/target-cuda" \
+		cargo build --locked -p ferrolab-llm --features cuda --lib --example engine
 
 lint:
 	cargo fmt --all --check

@@ -11,7 +11,6 @@ pub mod evaluator;
 pub mod history;
 pub mod install;
 pub mod iopub;
-pub mod logging;
 pub mod prelude;
 pub mod server;
 pub mod session;

@@ -111,7 +111,7 @@ def test_charts_are_vega_lite_svg_and_text(data_kernel):
 @pytest.mark.parametrize("code, ename, words", [
     ("%plot requests --kind hist --x model", "NotNumeric", "`model` is str"),
     ("%plot requests --kind bar --x nope", "ColumnNotFound", "model, tokens, latency_ms, status"),
-    ("%plot requests --kind pie --x model", "UsageError", "line, bar, scatter, hist or box"),
+    ("%plot requests --kind pie --x model", "UsageError", "line, bar, scatter, hist, box"),
     ("%plot missing --kind bar --x model", "UnknownTable", "loaded tables:"),
     ("%describe missing", "UnknownTable", "loaded tables:"),
     ("%profile", "UsageError", "%profile NAME"),

@@ -12,6 +12,8 @@ struct Graph {
     deps: BTreeMap<String, BTreeSet<String>>,
     dev: BTreeMap<String, BTreeSet<String>>,
     members: BTreeSet<String>,
+    /// Each workspace crate's normal dependencies that no feature turns off.
+    required: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn graph() -> Graph {
@@ -44,11 +46,27 @@ fn graph() -> Graph {
         .iter()
         .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
         .collect();
-    let members = metadata["workspace_members"]
+    let members: BTreeSet<String> = metadata["workspace_members"]
         .as_array()
         .expect("workspace_members")
         .iter()
         .map(|id| name_of[id.as_str().unwrap()].to_string())
+        .collect();
+    let required = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| members.contains(p["name"].as_str().unwrap()))
+        .map(|p| {
+            let always = p["dependencies"]
+                .as_array()
+                .expect("dependencies")
+                .iter()
+                .filter(|d| d["kind"].is_null() && d["optional"] == false)
+                .map(|d| d["name"].as_str().unwrap().to_string())
+                .collect();
+            (p["name"].as_str().unwrap().to_string(), always)
+        })
         .collect();
     let mut deps = BTreeMap::<String, BTreeSet<String>>::new();
     let mut dev = BTreeMap::<String, BTreeSet<String>>::new();
@@ -66,7 +84,12 @@ fn graph() -> Graph {
             }
         }
     }
-    Graph { deps, dev, members }
+    Graph {
+        deps,
+        dev,
+        members,
+        required,
+    }
 }
 
 impl Graph {
@@ -169,6 +192,19 @@ fn dependencies_point_the_way_the_architecture_says() {
     // magics never link the model engine's training code through each other.
     broken.extend(graph.violations("ferrolab-data", &["ferrolab-llm", "candle-core"]));
     broken.extend(graph.violations("ferrolab-llm", &["ferrolab-data", "polars"]));
+
+    // Without its `notebook` feature the binary is the collaboration server alone,
+    // which `make up` builds first: nothing it always needs pulls in an engine.
+    for dep in &graph.required["ferrolab"] {
+        for heavy in ["polars", "candle-core", "evcxr", "ra_ap_syntax"] {
+            if let Some(path) = graph.path(dep, heavy) {
+                broken.push(format!(
+                    "ferrolab without `notebook` depends on {}",
+                    path.join(" -> ")
+                ));
+            }
+        }
+    }
 
     // Only the binary knows every crate.
     for member in &graph.members {

@@ -42,6 +42,15 @@ pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Parses a magic's arguments (after its name) with a clap parser declared with
+/// `no_binary_name = true`: clap's message followed by `usage` is the `UsageError` a
+/// user sees.
+#[cfg(feature = "clap")]
+pub fn parse_args<T: clap::Parser>(args: &[String], usage: &str) -> Result<T, MagicError> {
+    T::try_parse_from(args)
+        .map_err(|e| MagicError::usage(format!("{}\n\n{usage}", e.to_string().trim())))
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -22,7 +22,7 @@ pub const MAX_BARS: usize = 50;
 /// Colour values at most.
 pub const MAX_COLORS: usize = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
 pub enum Kind {
     Line,
     Bar,
@@ -32,20 +32,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn parse(text: &str) -> Result<Kind, MagicError> {
-        Ok(match text {
-            "line" => Kind::Line,
-            "bar" => Kind::Bar,
-            "scatter" => Kind::Scatter,
-            "hist" => Kind::Hist,
-            "box" => Kind::Box,
-            other => {
-                return Err(MagicError::usage(format!(
-                    "unknown chart kind `{other}`; use line, bar, scatter, hist or box"
-                )))
-            }
-        })
-    }
     fn name(self) -> &'static str {
         match self {
             Kind::Line => "line",
@@ -72,6 +58,24 @@ pub struct PlotArgs {
 const USAGE: &str = "usage: %plot SOURCE --kind line|bar|scatter|hist|box [--x COL] [--y COL] [--color COL] [--title T] [--bins N]\n\
                      SOURCE is a table name or a SQL query; or `%%plot --kind ...` with the query below";
 
+/// `%plot`'s options (SOURCE, which may be SQL with spaces and quotes, is cut off first).
+#[derive(clap::Parser)]
+#[command(name = "%plot", no_binary_name = true, disable_help_flag = true)]
+struct PlotOptions {
+    #[arg(long, value_enum)]
+    kind: Kind,
+    #[arg(long)]
+    x: Option<String>,
+    #[arg(long)]
+    y: Option<String>,
+    #[arg(long)]
+    color: Option<String>,
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=200))]
+    bins: u64,
+}
+
 /// Parses `%plot`: in the line form SOURCE is everything before the first
 /// option, as typed (so quotes inside SQL survive); in the cell form it is the body.
 pub fn parse_plot(invocation: &Invocation) -> Result<PlotArgs, MagicError> {
@@ -94,44 +98,23 @@ pub fn parse_plot(invocation: &Invocation) -> Result<PlotArgs, MagicError> {
         return Err(MagicError::usage(USAGE));
     }
     let options = split_args(options).map_err(MagicError::usage)?;
-    let mut args = PlotArgs {
+    let PlotOptions {
+        kind,
+        x,
+        y,
+        color,
+        title,
+        bins,
+    } = ferrolab_magics::parse_args(&options, USAGE)?;
+    let args = PlotArgs {
         source,
-        kind: Kind::Bar,
-        x: None,
-        y: None,
-        color: None,
-        title: None,
-        bins: 30,
+        kind,
+        x,
+        y,
+        color,
+        title,
+        bins: bins as usize,
     };
-    let mut kind = None;
-    let mut iter = options.into_iter();
-    while let Some(option) = iter.next() {
-        let mut value = || {
-            iter.next()
-                .ok_or_else(|| MagicError::usage(format!("{option} needs a value")))
-        };
-        match option.as_str() {
-            "--kind" => kind = Some(Kind::parse(&value()?)?),
-            "--x" => args.x = Some(value()?),
-            "--y" => args.y = Some(value()?),
-            "--color" => args.color = Some(value()?),
-            "--title" => args.title = Some(value()?),
-            "--bins" => {
-                let text = value()?;
-                args.bins = text
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=200).contains(n))
-                    .ok_or_else(|| {
-                        MagicError::usage(format!(
-                            "--bins takes a number from 1 to 200, got `{text}`"
-                        ))
-                    })?;
-            }
-            other => return Err(MagicError::usage(format!("unexpected `{other}`\n{USAGE}"))),
-        }
-    }
-    args.kind = kind.ok_or_else(|| MagicError::usage(format!("--kind is required\n{USAGE}")))?;
     let need = |what: &Option<String>, flag: &str| {
         if what.is_none() {
             Err(MagicError::usage(format!(
@@ -747,10 +730,11 @@ mod tests {
     #[test]
     fn missing_or_bad_options_say_what_is_needed() {
         let error = |s: &str| parse_plot(&invocation(s)).expect_err(s).evalue;
-        assert!(error("%plot logs --x a").contains("--kind is required"));
-        assert!(error("%plot logs --kind pie --x a").contains("unknown chart kind"));
+        assert!(error("%plot logs --x a").contains("--kind <KIND>"));
+        assert!(error("%plot logs --kind pie --x a")
+            .contains("[possible values: line, bar, scatter, hist, box]"));
         assert!(error("%plot logs --kind line --x a").contains("needs --y"));
-        assert!(error("%plot logs --kind hist --x a --bins 0").contains("1 to 200"));
+        assert!(error("%plot logs --kind hist --x a --bins 0").contains("0 is not in 1..=200"));
         assert!(error("%plot logs --kind box --y a --color b").contains("not supported"));
         assert!(error("%plot --kind bar --x a").contains("usage"));
     }

@@ -392,52 +392,43 @@ struct LoadArgs {
     header: bool,
 }
 
-fn parse_load(args: &[String]) -> Result<LoadArgs, MagicError> {
-    let mut positional = Vec::new();
-    let mut format = None;
-    let mut separator = None;
-    let mut header = true;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--format" => {
-                format = Some(
-                    iter.next()
-                        .ok_or_else(|| {
-                            MagicError::usage(
-                                "--format needs a value: csv, tsv, parquet, json, ndjson or ipc",
-                            )
-                        })?
-                        .to_lowercase(),
-                )
-            }
-            "--sep" => {
-                let value = iter.next().ok_or_else(|| {
-                    MagicError::usage("--sep needs one character, e.g. --sep ';'")
-                })?;
-                let value = if value == "\\t" { "\t" } else { value.as_str() };
-                let [byte] = value.as_bytes() else {
-                    return Err(MagicError::usage(format!(
-                        "--sep takes one ASCII character, got `{value}`"
-                    )));
-                };
-                separator = Some(*byte);
-            }
-            "--no-header" => header = false,
-            flag if flag.starts_with("--") => {
-                return Err(MagicError::usage(format!(
-                    "unknown option `{flag}`; %load takes --format, --sep and --no-header"
-                )))
-            }
-            _ => positional.push(arg.clone()),
-        }
+const LOAD_USAGE: &str =
+    "usage: %load NAME PATH [--format csv|tsv|parquet|json|ndjson|ipc] [--sep C] [--no-header]";
+
+#[derive(clap::Parser)]
+#[command(name = "%load", no_binary_name = true, disable_help_flag = true)]
+struct LoadLine {
+    name: String,
+    path: String,
+    #[arg(long, ignore_case = true, value_parser = ["csv", "tsv", "parquet", "json", "ndjson", "ipc"])]
+    format: Option<String>,
+    /// One ASCII character; `\t` for a tab.
+    #[arg(long, value_parser = separator)]
+    sep: Option<u8>,
+    #[arg(long)]
+    no_header: bool,
+}
+
+fn separator(value: &str) -> Result<u8, String> {
+    let value = if value == "\\t" { "\t" } else { value };
+    match value.as_bytes() {
+        [byte] if byte.is_ascii() => Ok(*byte),
+        _ => Err(format!("takes one ASCII character, got `{value}`")),
     }
-    let [name, path] = positional.as_slice() else {
-        return Err(MagicError::usage("usage: %load NAME PATH [--format csv|tsv|parquet|json|ndjson|ipc] [--sep C] [--no-header]"));
-    };
+}
+
+fn parse_load(args: &[String]) -> Result<LoadArgs, MagicError> {
+    let LoadLine {
+        name,
+        path,
+        format,
+        sep: separator,
+        no_header,
+    } = ferrolab_magics::parse_args(args, LOAD_USAGE)?;
+    let (name, path, header) = (&name, &path, !no_header);
     valid_name(name)?;
     let format = match format {
-        Some(f) => f,
+        Some(f) => f.to_lowercase(),
         None => {
             let lower = path.to_lowercase();
             let ext = lower.rsplit('.').next().unwrap_or("");
@@ -453,14 +444,6 @@ fn parse_load(args: &[String]) -> Result<LoadArgs, MagicError> {
             .to_string()
         }
     };
-    if !matches!(
-        format.as_str(),
-        "csv" | "tsv" | "parquet" | "json" | "ndjson" | "ipc"
-    ) {
-        return Err(MagicError::usage(format!(
-            "unknown format `{format}`; use csv, tsv, parquet, json, ndjson or ipc"
-        )));
-    }
     Ok(LoadArgs {
         name: name.clone(),
         path: path.clone(),
@@ -472,19 +455,6 @@ fn parse_load(args: &[String]) -> Result<LoadArgs, MagicError> {
 
 fn is_glob(path: &str) -> bool {
     path.contains(['*', '?'])
-}
-
-/// `*` and `?` matching of one file name.
-fn matches(pattern: &[char], name: &[char]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some('*'), _) => {
-            matches(&pattern[1..], name) || (!name.is_empty() && matches(pattern, &name[1..]))
-        }
-        (Some('?'), Some(_)) => matches(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => matches(&pattern[1..], &name[1..]),
-        _ => false,
-    }
 }
 
 /// The files a path names: itself, or the matches of a glob in its last part.
@@ -509,7 +479,8 @@ fn expand(path: &str) -> Result<Vec<String>, MagicError> {
             "only the file name part of a path may have wildcards, not `{dir}`"
         )));
     }
-    let pattern: Vec<char> = pattern.chars().collect();
+    let pattern = glob::Pattern::new(pattern)
+        .map_err(|e| MagicError::usage(format!("`{pattern}` is not a file name pattern: {e}")))?;
     let mut found: Vec<String> = std::fs::read_dir(if dir.is_empty() { "/" } else { dir })
         .map_err(|e| {
             MagicError::new(
@@ -518,16 +489,7 @@ fn expand(path: &str) -> Result<Vec<String>, MagicError> {
             )
         })?
         .flatten()
-        .filter(|entry| {
-            matches(
-                &pattern,
-                &entry
-                    .file_name()
-                    .to_string_lossy()
-                    .chars()
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .filter(|entry| pattern.matches(&entry.file_name().to_string_lossy()))
         .map(|entry| entry.path().display().to_string())
         .collect();
     found.sort();

@@ -86,6 +86,32 @@ prompt as a user message in the model's chat template. --adapter applies a PEFT 
 adapter (for example <run folder>/adapter from %finetune). Greedy unless
 --temperature is above 0.";
 
+/// `%generate`'s flags; the sampling defaults are [`Sampling::default`]'s.
+#[derive(clap::Parser)]
+#[command(name = "%generate", no_binary_name = true, disable_help_flag = true)]
+struct GenerateLine {
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    #[arg(long)]
+    adapter: Option<String>,
+    #[arg(long)]
+    chat: bool,
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    stop: Vec<String>,
+    /// The prompt, in the line form.
+    prompt: Vec<String>,
+}
+
 impl Magic for Generate {
     fn name(&self) -> &str {
         "generate"
@@ -108,44 +134,17 @@ impl Magic for Generate {
         invocation: &Invocation,
         cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
-        let mut model = "smollm2".to_string();
-        let mut adapter = None;
-        let mut chat = false;
-        let mut sampling = Sampling::default();
-        let mut words = Vec::new();
-        let args = &invocation.args;
-        let mut i = 0;
-        while i < args.len() {
-            let arg = args[i].as_str();
-            let mut value = |name: &str| -> Result<String, MagicError> {
-                i += 1;
-                args.get(i)
-                    .cloned()
-                    .ok_or_else(|| MagicError::usage(format!("{name} needs a value")))
-            };
-            let number = |name: &str, text: String| -> Result<f64, MagicError> {
-                text.parse()
-                    .map_err(|_| MagicError::usage(format!("{name} needs a number, got '{text}'")))
-            };
-            match arg {
-                "--model" => model = value(arg)?,
-                "--adapter" => adapter = Some(value(arg)?),
-                "--chat" => chat = true,
-                "--max-tokens" => sampling.max_tokens = number(arg, value(arg)?)? as usize,
-                "--temperature" => sampling.temperature = number(arg, value(arg)?)?,
-                "--top-k" => sampling.top_k = number(arg, value(arg)?)? as usize,
-                "--top-p" => sampling.top_p = number(arg, value(arg)?)?,
-                "--seed" => sampling.seed = number(arg, value(arg)?)? as u64,
-                "--stop" => sampling.stop.push(value(arg)?),
-                flag if flag.starts_with("--") => {
-                    return Err(MagicError::usage(format!(
-                        "unknown flag {flag}; see %generate?"
-                    )))
-                }
-                word => words.push(word.to_string()),
-            }
-            i += 1;
-        }
+        let line: GenerateLine = ferrolab_magics::parse_args(&invocation.args, GENERATE_USAGE)?;
+        let defaults = Sampling::default();
+        let sampling = Sampling {
+            max_tokens: line.max_tokens.unwrap_or(defaults.max_tokens),
+            temperature: line.temperature.unwrap_or(defaults.temperature),
+            top_k: line.top_k.unwrap_or(defaults.top_k),
+            top_p: line.top_p.unwrap_or(defaults.top_p),
+            seed: line.seed.unwrap_or(defaults.seed),
+            stop: line.stop,
+        };
+        let (model, adapter, chat, words) = (line.model, line.adapter, line.chat, line.prompt);
         let prompt = match invocation.kind {
             MagicKind::Cell => invocation.body.trim_end_matches('\n').to_string(),
             MagicKind::Line => words.join(" "),
@@ -599,6 +598,30 @@ fn loss_svg(history: &[StepMetrics]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generate_flags_mix_with_prompt_words() {
+        let words = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let line: GenerateLine = ferrolab_magics::parse_args(
+            &words("Once upon --max-tokens 8 a --stop . time --chat"),
+            GENERATE_USAGE,
+        )
+        .expect("parses");
+        assert_eq!(line.prompt.join(" "), "Once upon a time");
+        assert_eq!((line.max_tokens, line.chat), (Some(8), true));
+        assert_eq!(
+            (line.model.as_str(), line.stop),
+            ("smollm2", vec![".".to_string()])
+        );
+        let error = ferrolab_magics::parse_args::<GenerateLine>(&words("hi --top-k many"), "U")
+            .err()
+            .expect("a bad number is refused");
+        assert!(
+            error.evalue.contains("--top-k") && error.evalue.ends_with("U"),
+            "{}",
+            error.evalue
+        );
+    }
 
     fn invocation(kind: MagicKind, args: &[&str], body: &str) -> Invocation {
         Invocation {

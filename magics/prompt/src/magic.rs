@@ -69,8 +69,7 @@ impl Magic for PromptTest {
         invocation: &Invocation,
         cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
-        let line = Line::try_parse_from(&invocation.args)
-            .map_err(|e| MagicError::usage(format!("{}\n\n{USAGE}", e.to_string().trim())))?;
+        let line: Line = ferrolab_magics::parse_args(&invocation.args, USAGE)?;
         if invocation.body.trim().is_empty() {
             return Err(MagicError::usage(format!(
                 "the cell is empty: write a promptfoo config below %%prompt_test\n\n{USAGE}"

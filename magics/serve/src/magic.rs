@@ -166,12 +166,7 @@ impl Magic for Serve {
 
 impl Serve {
     fn start(&self, args: &[String], cell: Option<&str>) -> Result<Option<MimeBundle>, MagicError> {
-        let line = ServeLine::try_parse_from(args).map_err(|e| {
-            MagicError::usage(format!(
-                "{}\n\n{SERVE_USAGE}",
-                e.render().to_string().trim()
-            ))
-        })?;
+        let line: ServeLine = ferrolab_magics::parse_args(args, SERVE_USAGE)?;
         let config = line
             .args
             .config()

@@ -127,8 +127,7 @@ pub fn register(registry: &mut Registry) {
 }
 
 fn parse<T: Parser>(invocation: &Invocation, usage: &str) -> Result<T, MagicError> {
-    T::try_parse_from(&invocation.args)
-        .map_err(|e| MagicError::usage(format!("{}\n\n{usage}", e.to_string().trim())))
+    ferrolab_magics::parse_args(&invocation.args, usage)
 }
 
 fn api() -> Result<Arc<dyn Backend>, MagicError> {
