@@ -128,6 +128,7 @@ async fn serve(
             Err(e) => return error_response(e),
         }
     }
+    let request = Value::Object(request);
     let endpoint = match Endpoint::parse(&path) {
         Ok(endpoint) => endpoint,
         Err(e) => return error_response(e),
@@ -148,18 +149,12 @@ async fn serve(
             Err(e) => error_response(e),
         };
     }
-    let outcome = blocking(move || {
-        let reply = dispatch(&store, &who, endpoint, &request)?;
-        let changed = endpoint.changed_run(&request, &reply);
-        Ok((reply, changed))
-    })
-    .await;
-    match outcome {
-        Ok((value, changed)) => {
-            if let Some(run_id) = changed {
+    match blocking(move || dispatch(&store, &who, endpoint, &request)).await {
+        Ok(answer) => {
+            if let Some(run_id) = answer.changed_run {
                 app.live_runs.mark(&run_id);
             }
-            Json(value).into_response()
+            Json(answer.reply).into_response()
         }
         Err(e) => error_response(e),
     }

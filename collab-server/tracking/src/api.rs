@@ -1,14 +1,15 @@
 //! MLflow's REST API (and ferrolab's governance endpoints under `ferrolab/`) as
-//! calls on the [`Store`]: [`dispatch`] takes an endpoint's name, its request as
-//! JSON and the caller, checks that the caller may make it, and answers in MLflow's
-//! JSON. Transport is the caller's business: the collaboration server serves it
+//! calls on the [`Store`]: [`dispatch`] takes an endpoint, its request as JSON and
+//! the caller, checks that the caller may make it, reads the request into its typed
+//! [`Request`] and answers in MLflow's JSON. Transport is the caller's business: the collaboration server serves it
 //! over HTTP, the kernel calls it in process on a local store.
 
 use crate::access::{Identity, Role};
-use crate::registry::{Actor, Policy};
+use crate::registry::Actor;
+use crate::request::{self, pairs, Decision, Page, Request, RunEffect, RunsSearch};
 use crate::search;
-use crate::store::{metric_json, now_ms, Point, Store, TrackingError};
-use serde_json::{json, Map, Value};
+use crate::store::{metric_json, Store, TrackingError};
+use serde_json::{json, Value};
 
 /// Where MLflow's endpoints live on a tracking server.
 pub const PREFIX: &str = "/api/2.0/mlflow";
@@ -20,9 +21,10 @@ pub const FERROLAB_PREFIX: &str = "/api/2.0/ferrolab";
 macro_rules! endpoints {
     ($($(#[$doc:meta])* $variant:ident = $path:literal,)*) => {
         /// Every endpoint the tracking API answers, parsed once from its path.
-        /// Who may call each ([`Endpoint::required_role`]) and which run it
-        /// changes ([`Endpoint::run_effect`]) are exhaustive matches, so an
-        /// endpoint cannot be added without saying both.
+        /// Who may call each ([`Endpoint::required_role`]), its request's body
+        /// ([`Request::parse`]) and which run it changes ([`Request::run_effect`])
+        /// are exhaustive matches, so an endpoint cannot be added without saying
+        /// all three.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Endpoint {
             $($(#[$doc])* $variant,)*
@@ -94,17 +96,6 @@ endpoints! {
     AuditGet = "ferrolab/audit/get",
 }
 
-/// How a successful call changes a tracked run (its live document follows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunEffect {
-    /// Changes no run.
-    None,
-    /// Creates the run the reply names.
-    Creates,
-    /// Changes the run the request names (`run_id`, or MLflow's older `run_uuid`).
-    Changes,
-}
-
 impl Endpoint {
     /// The endpoint at `path` (after the API prefix), or MLflow's
     /// `ENDPOINT_NOT_FOUND` naming what is served.
@@ -170,172 +161,6 @@ impl Endpoint {
             | PolicySet => Role::Editor,
         }
     }
-
-    /// Which run a successful call changes.
-    pub fn run_effect(self) -> RunEffect {
-        use Endpoint::*;
-        match self {
-            RunsCreate => RunEffect::Creates,
-            RunsUpdate | RunsDelete | RunsLogParameter | RunsLogMetric | RunsLogBatch
-            | RunsSetTag => RunEffect::Changes,
-            ExperimentsCreate
-            | ExperimentsGet
-            | ExperimentsGetByName
-            | ExperimentsSearch
-            | RunsGet
-            | RunsSearch
-            | MetricsGetHistory
-            | LoggedModelsSearch
-            | RegisteredModelsCreate
-            | RegisteredModelsGet
-            | RegisteredModelsSearch
-            | RegisteredModelsUpdate
-            | RegisteredModelsDelete
-            | RegisteredModelsRename
-            | RegisteredModelsGetLatestVersions
-            | RegisteredModelsSetTag
-            | RegisteredModelsDeleteTag
-            | RegisteredModelsSetAlias
-            | RegisteredModelsDeleteAlias
-            | RegisteredModelsGetAlias
-            | ModelVersionsCreate
-            | ModelVersionsGet
-            | ModelVersionsSearch
-            | ModelVersionsUpdate
-            | ModelVersionsDelete
-            | ModelVersionsSetTag
-            | ModelVersionsDeleteTag
-            | ModelVersionsGetDownloadUri
-            | ModelVersionsTransitionStage
-            | WhoAmI
-            | FerrolabModelVersionsCreate
-            | ModelVersionDetails
-            | LinkEvaluation
-            | ReviewsCreate
-            | PolicyGet
-            | PolicySet
-            | AuditGet => RunEffect::None,
-        }
-    }
-
-    /// The run a successful call with `request` and `reply` changed, if any.
-    pub fn changed_run(self, request: &Map<String, Value>, reply: &Value) -> Option<String> {
-        match self.run_effect() {
-            RunEffect::None => None,
-            RunEffect::Creates => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
-            RunEffect::Changes => request
-                .get("run_id")
-                .or_else(|| request.get("run_uuid"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        }
-    }
-}
-
-fn text<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    req.get(key).and_then(Value::as_str)
-}
-
-fn required<'a>(req: &'a Map<String, Value>, key: &str) -> Result<&'a str, TrackingError> {
-    text(req, key).filter(|s| !s.is_empty()).ok_or_else(|| {
-        TrackingError::invalid(format!("Missing value for required parameter '{key}'"))
-    })
-}
-
-fn run_id(req: &Map<String, Value>) -> Result<&str, TrackingError> {
-    text(req, "run_id")
-        .filter(|s| !s.is_empty())
-        .or_else(|| text(req, "run_uuid").filter(|s| !s.is_empty()))
-        .ok_or_else(|| TrackingError::invalid("Missing value for required parameter 'run_id'"))
-}
-
-/// An int64 as MLflow's JSON gives it: a number or a string of digits.
-fn int(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, TrackingError> {
-    match req.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-            .map(Some)
-            .ok_or_else(|| {
-                TrackingError::invalid(format!("'{key}' must be a whole number, got {n}"))
-            }),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-            TrackingError::invalid(format!("'{key}' must be a whole number, got '{s}'"))
-        }),
-        Some(v) => Err(TrackingError::invalid(format!(
-            "'{key}' must be a whole number, got {v}"
-        ))),
-    }
-}
-
-fn metric_value(v: Option<&Value>, key: &str) -> Result<f64, TrackingError> {
-    match v {
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .ok_or_else(|| TrackingError::invalid(format!("metric '{key}' has no usable value"))),
-        Some(Value::String(s)) => match s.as_str() {
-            "NaN" => Ok(f64::NAN),
-            "Infinity" | "inf" => Ok(f64::INFINITY),
-            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-            other => other.parse().map_err(|_| {
-                TrackingError::invalid(format!("metric '{key}' must be a number, got '{other}'"))
-            }),
-        },
-        _ => Err(TrackingError::invalid(format!(
-            "Missing value for required parameter 'value' of metric '{key}'"
-        ))),
-    }
-}
-
-fn point(m: &Map<String, Value>) -> Result<Point, TrackingError> {
-    let key = required(m, "key")?.to_string();
-    Ok(Point {
-        value: metric_value(m.get("value"), &key)?,
-        timestamp: int(m, "timestamp")?.unwrap_or_else(now_ms),
-        step: int(m, "step")?.unwrap_or(0),
-        key,
-    })
-}
-
-fn pairs(req: &Map<String, Value>, key: &str) -> Result<Vec<(String, String)>, TrackingError> {
-    match req.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                let m = item.as_object().ok_or_else(|| {
-                    TrackingError::invalid(format!("each of '{key}' must be {{key, value}}"))
-                })?;
-                Ok((
-                    required(m, "key")?.to_string(),
-                    text(m, "value").unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
-        Some(_) => Err(TrackingError::invalid(format!(
-            "'{key}' must be a list of {{key, value}}"
-        ))),
-    }
-}
-
-fn max_results(req: &Map<String, Value>, default: usize) -> Result<usize, TrackingError> {
-    let n = int(req, "max_results")?.unwrap_or(default as i64);
-    if !(1..=50_000).contains(&n) {
-        return Err(TrackingError::invalid(format!(
-            "Invalid value {n} for parameter 'max_results' supplied. It must be between 1 and 50000"
-        )));
-    }
-    Ok(n as usize)
-}
-
-fn offset(req: &Map<String, Value>) -> Result<usize, TrackingError> {
-    match text(req, "page_token").filter(|t| !t.is_empty()) {
-        None => Ok(0),
-        Some(t) => t
-            .parse()
-            .map_err(|_| TrackingError::invalid(format!("Invalid page token '{t}'"))),
-    }
 }
 
 /// Refuses `who` unless their role is at least `role` (for the artifact proxy,
@@ -353,16 +178,6 @@ pub fn require(who: &Identity, role: Role) -> Result<(), TrackingError> {
     }
 }
 
-fn version_arg(req: &Map<String, Value>) -> Result<String, TrackingError> {
-    match req.get("version") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(TrackingError::invalid(
-            "Missing value for required parameter 'version'",
-        )),
-    }
-}
-
 fn page(items: Vec<Value>, next: Option<String>, key: &str) -> Value {
     let mut out = json!({ key: items });
     if let Some(token) = next {
@@ -371,154 +186,154 @@ fn page(items: Vec<Value>, next: Option<String>, key: &str) -> Value {
     out
 }
 
-fn string_list(req: &Map<String, Value>, key: &str) -> Vec<String> {
-    match req.get(key) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        _ => Vec::new(),
-    }
-}
-
 /// Answers one call of MLflow's API (or ferrolab's governance endpoints) at
-/// `path` on `store` for `who`.
+/// `path` on `store` for `who`; `body` is the request's JSON object.
 pub fn call(
     store: &Store,
     who: &Identity,
     path: &str,
-    req: &Map<String, Value>,
+    body: &Value,
 ) -> Result<Value, TrackingError> {
-    dispatch(store, who, Endpoint::parse(path)?, req)
+    dispatch(store, who, Endpoint::parse(path)?, body).map(|answer| answer.reply)
 }
 
-/// Answers one call of `endpoint` on `store` for `who`, after checking that `who`
-/// may make it.
+/// A call's reply, and the run it changed (whose live document must follow).
+#[derive(Debug)]
+pub struct Answer {
+    pub reply: Value,
+    pub changed_run: Option<String>,
+}
+
+/// Answers one call of `endpoint` on `store` for `who`: checks that `who` may make
+/// it, then reads the request ([`Request::parse`]) and runs it.
 pub fn dispatch(
     store: &Store,
     who: &Identity,
     endpoint: Endpoint,
-    req: &Map<String, Value>,
-) -> Result<Value, TrackingError> {
-    use Endpoint::*;
+    body: &Value,
+) -> Result<Answer, TrackingError> {
     require(who, endpoint.required_role())?;
+    let request = Request::parse(endpoint, body)?;
+    let reply = answer(store, who, &request)?;
+    let changed_run = match request.run_effect() {
+        RunEffect::None => None,
+        RunEffect::Creates => reply["run"]["info"]["run_id"].as_str().map(str::to_string),
+        RunEffect::Changes(run) => Some(run.to_string()),
+    };
+    Ok(Answer { reply, changed_run })
+}
+
+fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, TrackingError> {
+    use Request::*;
     let actor = &Actor {
         name: &who.name,
         owner: who.role >= Role::Owner,
     };
-    let name = || required(req, "name");
-    Ok(match endpoint {
-        ExperimentsCreate => {
+    Ok(match request {
+        ExperimentsCreate(r) => {
             let id = store.create_experiment(
-                required(req, "name")?,
-                text(req, "artifact_location"),
-                &pairs(req, "tags")?,
+                r.name.as_str(),
+                r.artifact_location.as_deref(),
+                &pairs(&r.tags),
             )?;
             json!({"experiment_id": id})
         }
-        ExperimentsGet => json!({"experiment": store.get_experiment(required(req, "experiment_id")?)?}),
-        ExperimentsGetByName => json!({
-            "experiment": store.get_experiment_by_name(required(req, "experiment_name")?)?
+        ExperimentsGet(r) => json!({"experiment": store.get_experiment(r.experiment_id.as_str())?}),
+        ExperimentsGetByName(r) => json!({
+            "experiment": store.get_experiment_by_name(r.experiment_name.as_str())?
         }),
-        ExperimentsSearch => {
+        ExperimentsSearch(r, page) => {
             let (experiments, next) = store.search_experiments(
-                text(req, "view_type").unwrap_or("ACTIVE_ONLY"),
-                text(req, "filter").unwrap_or_default(),
-                max_results(req, 1000)?,
-                offset(req)?,
+                r.view_type.as_deref().unwrap_or("ACTIVE_ONLY"),
+                r.filter.as_deref().unwrap_or_default(),
+                page.limit(1000)?,
+                page.offset()?,
             )?;
-            page(experiments, next, "experiments")
+            self::page(experiments, next, "experiments")
         }
-        RunsCreate => {
-            let experiment = text(req, "experiment_id").filter(|s| !s.is_empty()).unwrap_or("0");
-            let user = text(req, "user_id").filter(|s| !s.is_empty()).unwrap_or(&who.name);
+        RunsCreate(r) => {
+            let experiment = r.experiment_id.as_deref().filter(|s| !s.is_empty()).unwrap_or("0");
+            let user = r.user_id.as_deref().filter(|s| !s.is_empty()).unwrap_or(&who.name);
             let run = store.create_run(
                 experiment,
                 user,
                 &who.name,
-                text(req, "run_name"),
-                int(req, "start_time")?,
-                &pairs(req, "tags")?,
+                r.run_name.as_deref(),
+                r.start_time,
+                &pairs(&r.tags),
             )?;
             json!({"run": run})
         }
-        RunsGet => json!({"run": store.get_run(run_id(req)?)?}),
-        RunsUpdate => {
+        RunsGet(run) => json!({"run": store.get_run(run.as_str())?}),
+        RunsUpdate(run, r) => {
             let info = store.update_run(
-                run_id(req)?,
-                text(req, "status").filter(|s| !s.is_empty()),
-                int(req, "end_time")?,
-                text(req, "run_name"),
+                run.as_str(),
+                r.status.as_deref().filter(|s| !s.is_empty()),
+                r.end_time,
+                r.run_name.as_deref(),
             )?;
             json!({"run_info": info})
         }
-        RunsDelete => {
-            store.delete_run(run_id(req)?)?;
+        RunsDelete(run) => {
+            store.delete_run(run.as_str())?;
             json!({})
         }
-        RunsLogParameter => {
-            store.log_param(run_id(req)?, required(req, "key")?, text(req, "value").unwrap_or_default())?;
+        RunsLogParameter(run, kv) => {
+            store.log_param(run.as_str(), kv.key.as_str(), &kv.value)?;
             json!({})
         }
-        RunsSetTag => {
-            store.set_tag(run_id(req)?, required(req, "key")?, text(req, "value").unwrap_or_default())?;
+        RunsSetTag(run, kv) => {
+            store.set_tag(run.as_str(), kv.key.as_str(), &kv.value)?;
             json!({})
         }
-        RunsLogMetric => {
-            store.log_metric(run_id(req)?, &point(req)?)?;
+        RunsLogMetric(run, metric) => {
+            store.log_metric(run.as_str(), &metric.point())?;
             json!({})
         }
-        RunsLogBatch => {
-            let metrics = match req.get("metrics") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|m| {
-                        m.as_object()
-                            .ok_or_else(|| TrackingError::invalid("each metric must be {key, value, timestamp, step}"))
-                            .and_then(point)
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(_) => return Err(TrackingError::invalid("'metrics' must be a list")),
-            };
-            store.log_batch(run_id(req)?, &metrics, &pairs(req, "params")?, &pairs(req, "tags")?)?;
+        RunsLogBatch(run, r) => {
+            let metrics: Vec<_> = r.metrics.iter().map(|m| m.point()).collect();
+            store.log_batch(run.as_str(), &metrics, &pairs(&r.params), &pairs(&r.tags))?;
             json!({})
         }
-        MetricsGetHistory => {
-            let points = store.metric_history(run_id(req)?, required(req, "metric_key")?)?;
+        MetricsGetHistory(run, r) => {
+            let points = store.metric_history(run.as_str(), r.metric_key.as_str())?;
             let metrics: Vec<Value> = points
                 .iter()
                 .map(|p| json!({"key": p.key, "value": metric_json(p.value), "timestamp": p.timestamp, "step": p.step}))
                 .collect();
             json!({"metrics": metrics})
         }
-        RunsSearch => search_runs(store, req)?,
+        RunsSearch(r, page) => {
+            let body = search_runs_page(store, r, page)?;
+            serde_json::from_str(&body).map_err(|e| {
+                TrackingError::Internal(format!("the search answer is not valid JSON: {e}"))
+            })?
+        }
         // MLflow 3's logged models (`mlflow.<flavor>.log_model`) are not kept here;
         // the client looks for them when listing a run's artifacts.
         LoggedModelsSearch => json!({"models": []}),
-        RegisteredModelsCreate => json!({"registered_model": store.create_registered_model(
+        RegisteredModelsCreate(r) => json!({"registered_model": store.create_registered_model(
             actor,
-            name()?,
-            text(req, "description").unwrap_or_default(),
-            &pairs(req, "tags")?,
+            r.name.as_str(),
+            &r.description,
+            &pairs(&r.tags),
         )?}),
-        RegisteredModelsGet => json!({"registered_model": store.get_registered_model(name()?)?}),
-        RegisteredModelsSearch => {
+        RegisteredModelsGet(r) => json!({"registered_model": store.get_registered_model(r.name.as_str())?}),
+        RegisteredModelsSearch(r, page) => {
             let (models, next) = store.search_registered_models(
-                text(req, "filter").unwrap_or_default(),
-                max_results(req, 100)?,
-                offset(req)?,
+                r.filter.as_deref().unwrap_or_default(),
+                page.limit(100)?,
+                page.offset()?,
             )?;
-            page(models, next, "registered_models")
+            self::page(models, next, "registered_models")
         }
-        RegisteredModelsUpdate => json!({"registered_model": store.update_registered_model(
+        RegisteredModelsUpdate(r) => json!({"registered_model": store.update_registered_model(
             actor,
-            name()?,
-            text(req, "description").unwrap_or_default(),
+            r.name.as_str(),
+            &r.description,
         )?}),
-        RegisteredModelsDelete => {
-            store.delete_registered_model(actor, name()?)?;
+        RegisteredModelsDelete(r) => {
+            store.delete_registered_model(actor, r.name.as_str())?;
             json!({})
         }
         RegisteredModelsRename => {
@@ -526,69 +341,68 @@ pub fn dispatch(
                 "renaming a registered model is not supported: its reviews and audit log are kept under its name; register a new model instead",
             ))
         }
-        RegisteredModelsGetLatestVersions => {
-            let model = store.get_registered_model(name()?)?;
+        RegisteredModelsGetLatestVersions(r) => {
+            let model = store.get_registered_model(r.name.as_str())?;
             json!({"model_versions": model.get("latest_versions").cloned().unwrap_or(json!([]))})
         }
-        RegisteredModelsSetTag => {
-            store.set_registered_model_tag(actor, name()?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
+        RegisteredModelsSetTag(r) => {
+            store.set_registered_model_tag(actor, r.name.as_str(), r.key.as_str(), Some(&r.value))?;
             json!({})
         }
-        RegisteredModelsDeleteTag => {
-            store.set_registered_model_tag(actor, name()?, required(req, "key")?, None)?;
+        RegisteredModelsDeleteTag(r) => {
+            store.set_registered_model_tag(actor, r.name.as_str(), r.key.as_str(), None)?;
             json!({})
         }
-        RegisteredModelsSetAlias => {
-            store.set_alias(actor, name()?, required(req, "alias")?, &version_arg(req)?)?;
+        RegisteredModelsSetAlias(r) => {
+            store.set_alias(actor, r.name.as_str(), r.alias.as_str(), r.version.as_str())?;
             json!({})
         }
-        RegisteredModelsDeleteAlias => {
-            store.delete_alias(actor, name()?, required(req, "alias")?)?;
+        RegisteredModelsDeleteAlias(r) => {
+            store.delete_alias(actor, r.name.as_str(), r.alias.as_str())?;
             json!({})
         }
-        RegisteredModelsGetAlias => json!({"model_version": store.version_by_alias(name()?, required(req, "alias")?)?}),
-        ModelVersionsCreate | FerrolabModelVersionsCreate => {
-            let lineage = req.get("lineage").cloned().unwrap_or(json!({}));
+        RegisteredModelsGetAlias(r) => json!({"model_version": store.version_by_alias(r.name.as_str(), r.alias.as_str())?}),
+        ModelVersionsCreate(r) | FerrolabModelVersionsCreate(r) => {
             json!({"model_version": store.create_model_version(
                 actor,
-                name()?,
-                required(req, "source")?,
-                text(req, "run_id").unwrap_or_default(),
-                text(req, "description").unwrap_or_default(),
-                &pairs(req, "tags")?,
-                &lineage,
-                &string_list(req, "evaluation_runs"),
+                r.name.as_str(),
+                r.source.as_str(),
+                &r.run_id,
+                &r.description,
+                &pairs(&r.tags),
+                r.lineage.as_ref().unwrap_or(&json!({})),
+                &r.evaluation_runs,
             )?})
         }
-        ModelVersionsGet => json!({"model_version": store.get_model_version(name()?, &version_arg(req)?)?}),
-        ModelVersionsSearch => {
+        ModelVersionsGet(r) => json!({"model_version": store.get_model_version(r.name.as_str(), r.version.as_str())?}),
+        ModelVersionsSearch(r, page) => {
             let (versions, next) = store.search_model_versions(
-                text(req, "filter").unwrap_or_default(),
-                max_results(req, 10_000)?,
-                offset(req)?,
+                r.filter.as_deref().unwrap_or_default(),
+                page.limit(10_000)?,
+                page.offset()?,
             )?;
-            page(versions, next, "model_versions")
+            self::page(versions, next, "model_versions")
         }
-        ModelVersionsUpdate => json!({"model_version": store.update_model_version(
+        ModelVersionsUpdate(r) => json!({"model_version": store.update_model_version(
             actor,
-            name()?,
-            &version_arg(req)?,
-            text(req, "description").unwrap_or_default(),
+            r.name.as_str(),
+            r.version.as_str(),
+            &r.description,
         )?}),
-        ModelVersionsDelete => {
-            store.delete_model_version(actor, name()?, &version_arg(req)?)?;
+        ModelVersionsDelete(r) => {
+            store.delete_model_version(actor, r.name.as_str(), r.version.as_str())?;
             json!({})
         }
-        ModelVersionsSetTag => {
-            store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, Some(text(req, "value").unwrap_or_default()))?;
+        ModelVersionsSetTag(r) => {
+            store.set_model_version_tag(actor, r.name.as_str(), r.version.as_str(), r.key.as_str(), Some(&r.value))?;
             json!({})
         }
-        ModelVersionsDeleteTag => {
-            store.set_model_version_tag(actor, name()?, &version_arg(req)?, required(req, "key")?, None)?;
+        ModelVersionsDeleteTag(r) => {
+            store.set_model_version_tag(actor, r.name.as_str(), r.version.as_str(), r.key.as_str(), None)?;
             json!({})
         }
-        ModelVersionsGetDownloadUri => {
-            let v = store.get_model_version(name()?, &version_arg(req)?)?;
+        ModelVersionsGetDownloadUri(r) => {
+            let v = store.get_model_version(r.name.as_str(), r.version.as_str())?;
             json!({"artifact_uri": v["source"]})
         }
         ModelVersionsTransitionStage => {
@@ -597,69 +411,43 @@ pub fn dispatch(
             ))
         }
         WhoAmI => json!({"name": who.name, "role": who.role.as_str()}),
-        ModelVersionDetails => json!({"model_version": store.model_version_details(name()?, &version_arg(req)?)?}),
-        LinkEvaluation => store.link_evaluation(actor, name()?, &version_arg(req)?, required(req, "run_id")?)?,
-        ReviewsCreate => {
-            let approve = match required(req, "decision")? {
-                "approve" => true,
-                "reject" => false,
-                other => {
-                    return Err(TrackingError::invalid(format!(
-                        "decision must be 'approve' or 'reject', got '{other}'"
-                    )))
-                }
-            };
-            json!({"review": store.review(actor, name()?, &version_arg(req)?, approve, text(req, "comment").unwrap_or_default())?})
+        ModelVersionDetails(r) => json!({"model_version": store.model_version_details(r.name.as_str(), r.version.as_str())?}),
+        LinkEvaluation(r) => store.link_evaluation(actor, r.name.as_str(), r.version.as_str(), r.run_id.as_str())?,
+        ReviewsCreate(r) => {
+            let approve = r.decision == Decision::Approve;
+            json!({"review": store.review(actor, r.name.as_str(), r.version.as_str(), approve, &r.comment)?})
         }
         PolicyGet => json!({"policy": store.policy()?}),
-        PolicySet => {
-            let policy: Policy = serde_json::from_value(req.get("policy").cloned().unwrap_or(Value::Null))
-                .map_err(|e| TrackingError::invalid(format!(
-                    "'policy' must be {{protected_aliases: [..], min_approvals: N, require_evaluation: bool, min_pass_rate: 0..1}}: {e}"
-                )))?;
-            json!({"policy": store.set_policy(actor, &policy)?})
-        }
-        AuditGet => store.audit(text(req, "name").filter(|n| !n.is_empty()))?,
+        PolicySet(r) => json!({"policy": store.set_policy(actor, &r.policy)?}),
+        AuditGet(r) => store.audit(r.name.as_deref().filter(|n| !n.is_empty()))?,
     })
 }
 
-/// `runs/search` as MLflow's JSON, written straight from the cached runs' JSON.
-pub fn search_runs_raw(store: &Store, req: &Map<String, Value>) -> Result<String, TrackingError> {
-    let experiment_ids: Vec<String> = match req.get("experiment_ids") {
-        Some(Value::Array(ids)) => ids
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    };
-    if experiment_ids.is_empty() {
+/// `runs/search` as MLflow's JSON, written straight from the cached runs' JSON (the
+/// HTTP layer sends it as it is; see [`search_runs_page`]).
+pub fn search_runs_raw(store: &Store, body: &Value) -> Result<String, TrackingError> {
+    search_runs_page(store, &request::read(body)?, &request::read(body)?)
+}
+
+fn search_runs_page(store: &Store, r: &RunsSearch, page: &Page) -> Result<String, TrackingError> {
+    if r.experiment_ids.is_empty() {
         return Err(TrackingError::invalid(
             "runs/search needs at least one of 'experiment_ids'",
         ));
     }
     let clauses =
-        search::parse(text(req, "filter").unwrap_or_default()).map_err(TrackingError::invalid)?;
-    let orders = match req.get("order_by") {
-        Some(Value::Array(terms)) => terms
-            .iter()
-            .filter_map(Value::as_str)
-            .map(search::parse_order)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(TrackingError::invalid)?,
-        Some(Value::String(term)) => {
-            vec![search::parse_order(term).map_err(TrackingError::invalid)?]
-        }
-        _ => Vec::new(),
-    };
-    let limit = max_results(req, 1000)?;
-    let start = offset(req)?;
+        search::parse(r.filter.as_deref().unwrap_or_default()).map_err(TrackingError::invalid)?;
+    let orders = r
+        .order_by
+        .iter()
+        .map(|term| search::parse_order(term))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TrackingError::invalid)?;
+    let limit = page.limit(1000)?;
+    let start = page.offset()?;
     let mut runs = store.runs_of(
-        &experiment_ids,
-        text(req, "run_view_type").unwrap_or("ACTIVE_ONLY"),
+        &r.experiment_ids,
+        r.run_view_type.as_deref().unwrap_or("ACTIVE_ONLY"),
     )?;
     runs.retain(|r| search::matches(&r.record, &clauses));
     search::sort(&mut runs, |r| &r.record, &orders);
@@ -681,12 +469,6 @@ pub fn search_runs_raw(store: &Store, req: &Map<String, Value>) -> Result<String
     Ok(body)
 }
 
-fn search_runs(store: &Store, req: &Map<String, Value>) -> Result<Value, TrackingError> {
-    let body = search_runs_raw(store, req)?;
-    serde_json::from_str(&body)
-        .map_err(|e| TrackingError::Internal(format!("the search answer is not valid JSON: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,10 +480,7 @@ mod tests {
             name: "tester".into(),
             role: Role::Editor,
         };
-        let Value::Object(req) = body else {
-            panic!("a request body is an object")
-        };
-        super::call(store, &who, endpoint, &req)
+        super::call(store, &who, endpoint, &body)
     }
 
     #[test]
@@ -830,10 +609,7 @@ mod tests {
             role: Role::Owner,
         };
         let as_owner = |endpoint: &str, body: Value| {
-            let Value::Object(req) = body else {
-                panic!("a request body is an object")
-            };
-            super::call(&store, &owner, endpoint, &req)
+            super::call(&store, &owner, endpoint, &body)
                 .unwrap_or_else(|e| panic!("{endpoint}: {e:?}"))
         };
         let run = as_owner("runs/create", json!({"experiment_id": "0"}));
@@ -860,16 +636,14 @@ mod tests {
             name: "vic".into(),
             role: Role::Viewer,
         };
-        let Value::Object(request) = json!({
+        let request = json!({
             "name": "m", "version": "1", "alias": "staging", "experiment_id": "0",
             "experiment_ids": ["0"], "experiment_name": "Default", "run_id": run_id,
             "metric_key": "acc", "key": "k", "value": "v", "source": "runs:/y",
             "decision": "approve", "status": "KILLED", "description": "pwned",
             "policy": {"protected_aliases": [], "min_approvals": 0},
             "metrics": [{"key": "acc", "value": 1.0, "timestamp": 1, "step": 9}],
-        }) else {
-            unreachable!()
-        };
+        });
         let before = snapshot(&path);
         for &endpoint in Endpoint::ALL {
             let outcome = dispatch(&store, &viewer, endpoint, &request);

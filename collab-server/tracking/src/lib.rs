@@ -16,7 +16,7 @@
 //! let store = Store::open(&dir.path().join("tracking.sqlite")).unwrap();
 //! let me = Identity { token_id: "local".into(), name: "ada".into(), role: Role::Editor };
 //! let request = json!({"name": "prompts"});
-//! let reply = api::call(&store, &me, "experiments/create", request.as_object().unwrap()).unwrap();
+//! let reply = api::call(&store, &me, "experiments/create", &request).unwrap();
 //! assert!(reply["experiment_id"].is_string());
 //! ```
 
@@ -26,6 +26,7 @@ pub mod artifacts;
 mod audit;
 mod error;
 pub mod registry;
+pub mod request;
 mod schema;
 pub mod search;
 pub mod store;

@@ -76,11 +76,6 @@ impl Backend for Local {
 
     fn call(&self, method: &str, endpoint: &str, body: Value) -> Result<Value> {
         let store = self.store()?;
-        let request = match body {
-            Value::Object(map) => map,
-            Value::Null => Default::default(),
-            other => bail!("a tracking request must be a JSON object, got {other}"),
-        };
         let endpoint = match (endpoint, method) {
             ("registered-models/alias", "GET") => "registered-models/alias/get",
             ("registered-models/alias", "DELETE") => "registered-models/alias/delete",
@@ -91,7 +86,7 @@ impl Backend for Local {
             name: self.user.clone(),
             role: Role::Owner,
         };
-        ferrolab_tracking::api::call(&store, &who, endpoint, &request)
+        ferrolab_tracking::api::call(&store, &who, endpoint, &body)
             .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code(), e.message()))
     }
 }
