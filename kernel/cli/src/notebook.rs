@@ -139,8 +139,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Gpu { json } => ferrolab_llm::cli::gpu(json),
         Command::PromptTest(args) => {
             let interrupted = catch_ctrl_c();
-            ferrolab_track::install_local();
-            let code = ferrolab_prompt::cli::prompt_test(args, &interrupted)?;
+            let tracking = ferrolab_track::local_tracking();
+            let code = ferrolab_prompt::cli::prompt_test(args, &interrupted, &tracking)?;
             if code != 0 {
                 std::process::exit(code);
             }
@@ -148,8 +148,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Finetune(args) => {
             let interrupted = catch_ctrl_c();
-            ferrolab_track::install_local();
-            ferrolab_llm::cli::finetune(args, &interrupted)
+            ferrolab_llm::cli::finetune(args, &interrupted, &ferrolab_track::local_tracking())
         }
     }
 }

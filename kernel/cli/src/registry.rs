@@ -10,11 +10,17 @@ use std::sync::Arc;
 /// The magics a kernel starts with.
 pub fn registry() -> Registry {
     let mut registry = Registry::with_builtins();
+    // One place runs go for every family: `%track connect` moves them all.
+    let tracking = ferrolab_track::local_tracking();
     let catalog = ferrolab_data::register(&mut registry);
-    ferrolab_llm::magic::register(&mut registry, Arc::new(CatalogRows(catalog)));
-    ferrolab_serve::magic::register(&mut registry);
-    ferrolab_prompt::magic::register(&mut registry);
-    ferrolab_track::magic::register(&mut registry);
+    ferrolab_llm::magic::register(
+        &mut registry,
+        Arc::new(CatalogRows(catalog)),
+        tracking.clone(),
+    );
+    ferrolab_serve::magic::register(&mut registry, tracking.clone());
+    ferrolab_prompt::magic::register(&mut registry, tracking.clone());
+    ferrolab_track::magic::register(&mut registry, tracking);
     registry
 }
 

@@ -35,6 +35,9 @@ fn main() -> anyhow::Result<()> {
         Command::Gpu { json } => ferrolab_llm::cli::gpu(json),
         Command::Model { command } => ferrolab_llm::cli::run(command),
         // Ctrl-C ends the process here; `--resume` continues from the last checkpoint.
-        Command::Finetune(args) => ferrolab_llm::cli::finetune(args, &|| false),
+        // Runs go to $FERROLAB_TRACKING_URI when set, else only to the run folder.
+        Command::Finetune(args) => {
+            ferrolab_llm::cli::finetune(args, &|| false, &ferrolab_llm::track::Tracking::new(None))
+        }
     }
 }

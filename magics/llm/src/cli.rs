@@ -2,7 +2,7 @@
 
 use crate::generate::Sampling;
 use crate::tokenizer::Message;
-use crate::track::RunStatus;
+use crate::track::{RunStatus, Tracking};
 use crate::train::{self, Event, TrainConfig};
 use crate::{device, load, Engine};
 use anyhow::{Context, Result};
@@ -46,7 +46,7 @@ pub struct FinetuneArgs {
 
 /// `ferrolab finetune CONFIG.toml`: a run with a progress bar on stderr. `stop` is
 /// polled between steps (Ctrl-C).
-pub fn finetune(args: FinetuneArgs, stop: &dyn Fn() -> bool) -> Result<()> {
+pub fn finetune(args: FinetuneArgs, stop: &dyn Fn() -> bool, tracking: &Tracking) -> Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let mut config = TrainConfig::from_toml(&text)?;
@@ -116,7 +116,7 @@ pub fn finetune(args: FinetuneArgs, stop: &dyn Fn() -> bool) -> Result<()> {
             let _ = writeln!(stderr, "\n{note}");
         }
     };
-    let mut tracker = crate::track::from_env("finetune", None);
+    let mut tracker = tracking.tracker("finetune", None);
     let report = train::run(&config, None, &mut *tracker, &mut observer, stop)?;
     eprintln!();
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -4,7 +4,7 @@
 use crate::data::{self, Example};
 use crate::generate::Sampling;
 use crate::tokenizer::Message;
-use crate::track::RunStatus;
+use crate::track::{RunStatus, Tracking};
 use crate::train::{self, Event, StepMetrics, TrainConfig};
 use crate::Engine;
 use ferrolab_magics::Stream;
@@ -23,8 +23,10 @@ pub trait TableRows: Send + Sync {
     fn rows(&self, table: &str) -> Result<Vec<Map<String, Value>>, MagicError>;
 }
 
-pub fn register(registry: &mut Registry, tables: Arc<dyn TableRows>) {
-    registry.register(Arc::new(Finetune { tables }));
+/// Adds `%finetune` (reading `%load`ed tables through `tables` and reporting runs
+/// through `tracking`), `%generate` and `%gpu`.
+pub fn register(registry: &mut Registry, tables: Arc<dyn TableRows>, tracking: Arc<Tracking>) {
+    registry.register(Arc::new(Finetune { tables, tracking }));
     registry.register(Arc::new(Generate::default()));
     registry.register(Arc::new(Gpu));
 }
@@ -208,6 +210,7 @@ impl Generate {
 
 pub struct Finetune {
     tables: Arc<dyn TableRows>,
+    tracking: Arc<Tracking>,
 }
 
 const USAGE: &str = "\
@@ -262,13 +265,14 @@ impl Magic for Finetune {
             }
             None => None,
         };
-        run_with_display(&config, examples, cx)
+        run_with_display(&config, examples, &self.tracking, cx)
     }
 }
 
 fn run_with_display(
     config: &TrainConfig,
     examples: Option<Vec<Example>>,
+    tracking: &Tracking,
     cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let mut progress = Progress::default();
@@ -321,7 +325,7 @@ fn run_with_display(
             }
         }
     };
-    let mut tracker = crate::track::from_env("finetune", host.current_cell());
+    let mut tracker = tracking.tracker("finetune", host.current_cell());
     let report = train::run(config, examples, &mut *tracker, &mut observer, &stop)
         .map_err(|e| MagicError::new("FinetuneError", format!("{e:#}")))?;
     if let Some(d) = &display {

@@ -67,7 +67,7 @@ impl Tracker for LocalOnly {
 }
 
 /// Where tracking calls go: a tracking server's REST API ([`Http`]), or a store in
-/// this process (installed by the kernel with [`set_local`]). Endpoints are MLflow's
+/// this process (the local store a [`Tracking`] falls back to). Endpoints are MLflow's
 /// (`runs/create`) or, prefixed `ferrolab/`, ferrolab's governance API.
 pub trait Backend: Send + Sync {
     fn call(
@@ -232,30 +232,55 @@ impl Http {
     }
 }
 
-static CONNECTED: std::sync::RwLock<Option<Arc<dyn Backend>>> = std::sync::RwLock::new(None);
-static LOCAL: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
-
-/// Sends this process's tracking to `backend` (`%track connect`), or, with `None`,
-/// back to what the environment says.
-pub fn connect(backend: Option<Arc<dyn Backend>>) {
-    *CONNECTED.write().unwrap_or_else(|e| e.into_inner()) = backend;
-}
-
-/// The store runs go to when no server is named (the kernel's local store).
-pub fn set_local(backend: Arc<dyn Backend>) {
-    let _ = LOCAL.set(backend);
-}
-
-/// The backend for this process: the one `%track connect` chose; else the server
+/// Where one process's runs go: the server `%track connect` chose; else the server
 /// named by `$FERROLAB_TRACKING_URI` (with `$FERROLAB_TRACKING_TOKEN`, else
-/// `$MLFLOW_TRACKING_TOKEN`); else the local store, when one is installed.
-pub fn backend() -> Option<Arc<dyn Backend>> {
-    if let Some(b) = CONNECTED.read().unwrap_or_else(|e| e.into_inner()).clone() {
-        return Some(b);
+/// `$MLFLOW_TRACKING_TOKEN`); else the local store, when there is one. The binary
+/// makes one per kernel (or command) and hands it to every family that reports
+/// runs, so all of them follow one `%track connect`.
+pub struct Tracking {
+    connected: std::sync::RwLock<Option<Arc<dyn Backend>>>,
+    local: Option<Arc<dyn Backend>>,
+}
+
+impl Tracking {
+    /// Tracking that falls back to `local` when no server is named.
+    pub fn new(local: Option<Arc<dyn Backend>>) -> Arc<Tracking> {
+        Arc::new(Tracking {
+            connected: std::sync::RwLock::new(None),
+            local,
+        })
     }
-    match std::env::var("FERROLAB_TRACKING_URI") {
-        Ok(uri) if !uri.trim().is_empty() => Some(Arc::new(Http::new(&uri, env_token()))),
-        _ => LOCAL.get().cloned(),
+
+    /// Sends runs to `backend` from now on (`%track connect`), or, with `None`,
+    /// back to what the environment says.
+    pub fn connect(&self, backend: Option<Arc<dyn Backend>>) {
+        *self.connected.write().unwrap_or_else(|e| e.into_inner()) = backend;
+    }
+
+    /// The backend runs go to now, if any.
+    pub fn backend(&self) -> Option<Arc<dyn Backend>> {
+        if let Some(b) = self
+            .connected
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Some(b);
+        }
+        match std::env::var("FERROLAB_TRACKING_URI") {
+            Ok(uri) if !uri.trim().is_empty() => Some(Arc::new(Http::new(&uri, env_token()))),
+            _ => self.local.clone(),
+        }
+    }
+
+    /// The tracker for a run filed under `experiment` and started by `cell` (if a
+    /// notebook cell started it): reports through [`Tracking::backend`], or only to
+    /// the run folder when there is none.
+    pub fn tracker(&self, experiment: &str, cell: Option<&str>) -> Box<dyn Tracker> {
+        match self.backend() {
+            Some(b) => Box::new(Remote::new(b, experiment, cell)),
+            None => Box::new(LocalOnly),
+        }
     }
 }
 
@@ -297,16 +322,6 @@ pub fn experiment_id(backend: &dyn Backend, name: &str) -> Result<String> {
             .as_str()
             .unwrap_or("0")
             .to_string()),
-    }
-}
-
-/// The tracker for a run filed under `experiment` and started by `cell` (if a
-/// notebook cell started it): reports through [`backend`], or only to the run
-/// folder when there is none.
-pub fn from_env(experiment: &str, cell: Option<&str>) -> Box<dyn Tracker> {
-    match backend() {
-        Some(b) => Box::new(Remote::new(b, experiment, cell)),
-        None => Box::new(LocalOnly),
     }
 }
 
@@ -545,5 +560,47 @@ impl Tracker for Remote {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that only says its name.
+    struct Named(&'static str);
+
+    impl Backend for Named {
+        fn call(&self, _: &str, _: &str, _: serde_json::Value) -> Result<serde_json::Value> {
+            Ok(serde_json::Value::Null)
+        }
+        fn describe(&self) -> String {
+            self.0.to_string()
+        }
+        fn put_artifact(&self, _: &str, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn target(tracking: &Tracking) -> Option<String> {
+        tracking.backend().map(|b| b.describe())
+    }
+
+    #[test]
+    fn connect_moves_runs_and_disconnect_brings_them_back() {
+        // Without a connection, runs go to $FERROLAB_TRACKING_URI when it is set.
+        let fallback = match std::env::var("FERROLAB_TRACKING_URI") {
+            Ok(uri) if !uri.trim().is_empty() => uri.trim_end_matches('/').to_string(),
+            _ => "local".to_string(),
+        };
+        let tracking = Tracking::new(Some(Arc::new(Named("local"))));
+        assert_eq!(target(&tracking), Some(fallback.clone()));
+        tracking.connect(Some(Arc::new(Named("server"))));
+        assert_eq!(target(&tracking), Some("server".to_string()));
+        // Two kernels (two handles) do not share a connection.
+        let other = Tracking::new(None);
+        assert_ne!(target(&other), Some("server".to_string()));
+        tracking.connect(None);
+        assert_eq!(target(&tracking), Some(fallback));
     }
 }

@@ -6,6 +6,7 @@ use crate::report::{self, Comparison};
 use crate::run::{self, RunOptions, RunResult};
 use crate::runs;
 use anyhow::{bail, Context, Result};
+use ferrolab_llm::track::Tracking;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -87,14 +88,16 @@ pub struct Outcome {
     pub passed: bool,
 }
 
-/// Runs a parsed suite with the shared options, keeps the run, writes reports.
-/// `cell` is the notebook cell that runs it, if one does (its run is tagged with it).
+/// Runs a parsed suite with the shared options, keeps the run (reported through
+/// `tracking`), writes reports. `cell` is the notebook cell that runs it, if one does
+/// (its run is tagged with it).
 pub fn execute(
     suite: &Suite,
     suite_text: Option<&str>,
     args: &RunArgs,
     progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     interrupted: &(dyn Fn() -> bool + Sync),
+    tracking: &Tracking,
     cell: Option<&str>,
 ) -> Result<Outcome> {
     if args.repeat == Some(0) {
@@ -139,7 +142,7 @@ pub fn execute(
         &run,
         suite_text,
         &folder,
-        &mut *ferrolab_llm::track::from_env("prompt-tests", cell),
+        &mut *tracking.tracker("prompt-tests", cell),
     )?;
     for out in &args.outputs {
         let text = if out.extension().and_then(|e| e.to_str()) == Some("html") {
@@ -174,7 +177,11 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// The command; returns the process exit code (0, or 100 under the bar).
-pub fn prompt_test(args: PromptTestArgs, interrupted: &(dyn Fn() -> bool + Sync)) -> Result<i32> {
+pub fn prompt_test(
+    args: PromptTestArgs,
+    interrupted: &(dyn Fn() -> bool + Sync),
+    tracking: &Tracking,
+) -> Result<i32> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read the suite {}", args.config.display()))?;
     let suite = config::load_on(&args.config, args.provider.as_deref())?;
@@ -191,6 +198,7 @@ pub fn prompt_test(args: PromptTestArgs, interrupted: &(dyn Fn() -> bool + Sync)
         &args.run,
         Some(&progress),
         interrupted,
+        tracking,
         None,
     )?;
     if tty {

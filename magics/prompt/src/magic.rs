@@ -5,6 +5,7 @@ use crate::cli::{execute, RunArgs};
 use crate::config;
 use crate::report;
 use clap::Parser;
+use ferrolab_llm::track::Tracking;
 use ferrolab_magics::{
     Display, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
 };
@@ -13,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn register(registry: &mut Registry) {
-    registry.register(Arc::new(PromptTest));
+/// Adds `%%prompt_test`, whose runs are reported through `tracking`.
+pub fn register(registry: &mut Registry, tracking: Arc<Tracking>) {
+    registry.register(Arc::new(PromptTest { tracking }));
 }
 
 #[derive(Parser)]
@@ -45,7 +47,9 @@ kept in runs/prompt-tests/NAME (default: a timestamp). --baseline RUN (a name, a
 `latest`) marks what regressed and what got fixed. --fail-under makes the cell fail when
 the pass rate is under RATE. Relative file:// paths resolve from the kernel's folder.";
 
-struct PromptTest;
+struct PromptTest {
+    tracking: Arc<Tracking>,
+}
 
 impl Magic for PromptTest {
     fn name(&self) -> &str {
@@ -96,6 +100,7 @@ impl Magic for PromptTest {
                     &line.args,
                     Some(&progress),
                     &interrupted,
+                    &self.tracking,
                     cell.as_deref(),
                 );
                 finished.store(true, Ordering::Release);

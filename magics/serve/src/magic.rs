@@ -4,6 +4,7 @@ use crate::cli::ServeArgs;
 use crate::store::{MinuteStats, Store};
 use crate::{export, log_path, Handle};
 use clap::Parser;
+use ferrolab_llm::track::Tracking;
 use ferrolab_magics::svg::{self, Chart, Marks, Series, XScale, XValue};
 use ferrolab_magics::{
     escape_html as escape, Display, Invocation, Magic, MagicContext, MagicError, MagicKind,
@@ -57,9 +58,11 @@ impl Servers {
     }
 }
 
-pub fn register(registry: &mut Registry) -> Arc<Servers> {
+/// Adds `%serve` (each server tracked as a deployment run through `tracking`),
+/// `%monitor` and `%feedback`.
+pub fn register(registry: &mut Registry, tracking: Arc<Tracking>) -> Arc<Servers> {
     let servers = Arc::new(Servers::default());
-    registry.register(Arc::new(Serve(servers.clone())));
+    registry.register(Arc::new(Serve(servers.clone(), tracking)));
     registry.register(Arc::new(Monitor(servers.clone())));
     registry.register(Arc::new(FeedbackMagic(servers.clone())));
     servers
@@ -89,7 +92,7 @@ request log ($FERROLAB_HOME/serve/NAME/requests.sqlite). The default address is
 answered first), `logs` shows its last N requests (default 20).
 Servers stop when the kernel shuts down.";
 
-struct Serve(Arc<Servers>);
+struct Serve(Arc<Servers>, Arc<Tracking>);
 
 impl Magic for Serve {
     fn name(&self) -> &str {
@@ -190,7 +193,7 @@ impl Serve {
             handle.models.join(", "),
             handle.log.display()
         );
-        if let Some(backend) = ferrolab_llm::track::backend() {
+        if let Some(backend) = self.1.backend() {
             let where_ = backend.describe();
             let started = Store::open(&handle.log).and_then(|log| {
                 crate::deployment::Deployment::start(

@@ -91,13 +91,6 @@ impl Backend for Local {
     }
 }
 
-/// The backend the magics use now.
-pub fn backend() -> Result<Arc<dyn Backend>> {
-    ferrolab_llm::track::backend().ok_or_else(|| {
-        anyhow!("no tracking store: set FERROLAB_TRACKING_URI or run %track connect URL")
-    })
-}
-
 /// An experiment's id by name, created when `create` and missing.
 pub fn experiment_id(api: &dyn Backend, name: &str, create: bool) -> Result<String> {
     if create {

@@ -1,7 +1,8 @@
 //! Experiment tracking, the model registry and governance from the notebook.
 //!
 //! Every magic here speaks MLflow's REST API (and ferrolab's governance API) through
-//! a [`ferrolab_llm::track::Backend`]: the collaboration server named by
+//! a [`ferrolab_llm::track::Backend`] chosen by a [`ferrolab_llm::track::Tracking`]:
+//! the collaboration server named by
 //! `$FERROLAB_TRACKING_URI` or `%track connect URL`, or, when none is named, a local
 //! store — the same SQLite store and the same request handling the server uses, in
 //! this process, under `.ferrolab/tracking/` (or `$FERROLAB_TRACKING_DIR`).
@@ -13,8 +14,8 @@ mod render;
 
 pub use client::Local;
 
-/// Makes the local store the place runs go when no server is named, for
-/// `%finetune`, `%%prompt_test`, `%serve` and the magics here.
-pub fn install_local() {
-    ferrolab_llm::track::set_local(std::sync::Arc::new(Local::from_env()));
+/// Tracking that falls back to the local store when no server is named: what the
+/// kernel and the `finetune` and `prompt-test` commands report runs through.
+pub fn local_tracking() -> std::sync::Arc<ferrolab_llm::track::Tracking> {
+    ferrolab_llm::track::Tracking::new(Some(std::sync::Arc::new(Local::from_env())))
 }

@@ -4,7 +4,7 @@ use crate::client::{self, entries, resolve_run, run_id_of, run_name_of};
 use crate::lineage;
 use crate::render::{value_text, when, Table};
 use clap::Parser;
-use ferrolab_llm::track::{Backend, Http};
+use ferrolab_llm::track::{Backend, Http, Tracking};
 use ferrolab_magics::svg::{self, Chart, Marks, Series, XScale, XValue};
 use ferrolab_magics::{
     escape_html, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
@@ -14,7 +14,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-type Run = fn(&Invocation, &mut MagicContext<'_>) -> Result<Option<MimeBundle>, MagicError>;
+type Run =
+    fn(&Session, &Invocation, &mut MagicContext<'_>) -> Result<Option<MimeBundle>, MagicError>;
+
+/// What the tracking magics of one kernel share: where runs go (`%track connect`
+/// changes it for every family) and the run `%track start` opened.
+struct Session {
+    tracking: Arc<Tracking>,
+    active: Mutex<Option<Active>>,
+}
+
+impl Session {
+    /// The backend runs go to now.
+    fn api(&self) -> Result<Arc<dyn Backend>, MagicError> {
+        self.tracking.backend().ok_or_else(|| {
+            MagicError::new(
+                "TrackingError",
+                "no tracking store: set FERROLAB_TRACKING_URI or run %track connect URL",
+            )
+        })
+    }
+
+    /// The active run: its id, name and the backend it was started on.
+    fn active(&self) -> Result<(String, String, Arc<dyn Backend>), MagicError> {
+        let guard = ferrolab_magics::lock(&self.active);
+        guard
+            .as_ref()
+            .map(|a| (a.run_id.clone(), a.name.clone(), a.backend.clone()))
+            .ok_or_else(|| MagicError::usage("no run is active: start one with %track start NAME"))
+    }
+}
 
 struct TrackMagic {
     name: &'static str,
@@ -22,6 +51,7 @@ struct TrackMagic {
     usage: &'static str,
     run: Run,
     kinds: &'static [MagicKind],
+    session: Arc<Session>,
 }
 
 impl Magic for TrackMagic {
@@ -42,13 +72,17 @@ impl Magic for TrackMagic {
         invocation: &Invocation,
         cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
-        (self.run)(invocation, cx)
+        (self.run)(&self.session, invocation, cx)
     }
 }
 
-/// Adds the magics and makes the local store the default place runs go.
-pub fn register(registry: &mut Registry) {
-    crate::install_local();
+/// Adds the magics; runs go where `tracking` says (the same handle the other
+/// families report through, so `%track connect` moves them all).
+pub fn register(registry: &mut Registry, tracking: Arc<Tracking>) {
+    let session = Arc::new(Session {
+        tracking,
+        active: Mutex::new(None),
+    });
     let magics = [
         TrackMagic {
             name: "track",
@@ -56,6 +90,7 @@ pub fn register(registry: &mut Registry) {
             usage: TRACK_USAGE,
             run: track,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "runs",
@@ -63,6 +98,7 @@ pub fn register(registry: &mut Registry) {
             usage: RUNS_USAGE,
             run: runs,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "compare",
@@ -70,6 +106,7 @@ pub fn register(registry: &mut Registry) {
             usage: COMPARE_USAGE,
             run: compare,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "register",
@@ -77,6 +114,7 @@ pub fn register(registry: &mut Registry) {
             usage: REGISTER_USAGE,
             run: register_version,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "link_eval",
@@ -84,6 +122,7 @@ pub fn register(registry: &mut Registry) {
             usage: LINK_USAGE,
             run: link_eval,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "evaluate",
@@ -91,6 +130,7 @@ pub fn register(registry: &mut Registry) {
             usage: EVALUATE_USAGE,
             run: evaluate,
             kinds: &[MagicKind::Cell],
+            session: session.clone(),
         },
         TrackMagic {
             name: "review",
@@ -98,6 +138,7 @@ pub fn register(registry: &mut Registry) {
             usage: REVIEW_USAGE,
             run: review,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "promote",
@@ -105,6 +146,7 @@ pub fn register(registry: &mut Registry) {
             usage: PROMOTE_USAGE,
             run: promote,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "policy",
@@ -112,6 +154,7 @@ pub fn register(registry: &mut Registry) {
             usage: POLICY_USAGE,
             run: policy,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
         TrackMagic {
             name: "audit",
@@ -119,6 +162,7 @@ pub fn register(registry: &mut Registry) {
             usage: AUDIT_USAGE,
             run: audit,
             kinds: &[MagicKind::Line],
+            session: session.clone(),
         },
     ];
     for m in magics {
@@ -128,10 +172,6 @@ pub fn register(registry: &mut Registry) {
 
 fn parse<T: Parser>(invocation: &Invocation, usage: &str) -> Result<T, MagicError> {
     ferrolab_magics::parse_args(&invocation.args, usage)
-}
-
-fn api() -> Result<Arc<dyn Backend>, MagicError> {
-    client::backend().map_err(|e| MagicError::new("TrackingError", format!("{e:#}")))
 }
 
 fn failed(e: anyhow::Error) -> MagicError {
@@ -208,8 +248,6 @@ struct Active {
     backend: Arc<dyn Backend>,
 }
 
-static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
-
 fn split_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, MagicError> {
     pairs
         .iter()
@@ -224,18 +262,10 @@ fn split_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, MagicError> {
         .collect()
 }
 
-fn active() -> Result<(String, String, Arc<dyn Backend>), MagicError> {
-    let guard = ferrolab_magics::lock(&ACTIVE);
-    guard
-        .as_ref()
-        .map(|a| (a.run_id.clone(), a.name.clone(), a.backend.clone()))
-        .ok_or_else(|| MagicError::usage("no run is active: start one with %track start NAME"))
-}
-
 /// Logs KEY=VALUE pairs to the active run as its `section` ("params" or "tags");
 /// returns how many and the run's name.
-fn log_pairs(pairs: &[String], section: &str) -> Result<(usize, String), MagicError> {
-    let (run_id, name, api) = active()?;
+fn log_pairs(s: &Session, pairs: &[String], section: &str) -> Result<(usize, String), MagicError> {
+    let (run_id, name, api) = s.active()?;
     let entries: Vec<Value> = split_pairs(pairs)?
         .into_iter()
         .map(|(k, v)| json!({"key": k, "value": v}))
@@ -259,6 +289,7 @@ fn whoami(api: &dyn Backend) -> anyhow::Result<(String, String)> {
 }
 
 fn track(
+    s: &Session,
     invocation: &Invocation,
     cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
@@ -270,12 +301,12 @@ fn track(
             experiment,
             tags,
         } => {
-            if let Ok((id, running, _)) = active() {
+            if let Ok((id, running, _)) = s.active() {
                 return Err(MagicError::usage(format!(
                     "run '{running}' ({id}) is still active: end it with %track end first"
                 )));
             }
-            let api = api()?;
+            let api = s.api()?;
             let exp = client::experiment_id(&*api, &experiment, true).map_err(failed)?;
             let mut tag_list: Vec<Value> = split_pairs(&tags)?
                 .into_iter()
@@ -294,7 +325,7 @@ fn track(
                 "run '{name}' ({run_id}) started in experiment '{experiment}' at {}",
                 api.describe()
             );
-            *ferrolab_magics::lock(&ACTIVE) = Some(Active {
+            *ferrolab_magics::lock(&s.active) = Some(Active {
                 run_id,
                 name,
                 backend: api,
@@ -302,7 +333,7 @@ fn track(
             Ok(Some(MimeBundle::text(text)))
         }
         TrackLine::Log { pairs, step } => {
-            let (run_id, name, api) = active()?;
+            let (run_id, name, api) = s.active()?;
             let mut metrics = Vec::new();
             let mut params = Vec::new();
             for (k, v) in split_pairs(&pairs)? {
@@ -325,13 +356,13 @@ fn track(
             ))))
         }
         TrackLine::Params { pairs } => {
-            let (n, name) = log_pairs(&pairs, "params")?;
+            let (n, name) = log_pairs(s, &pairs, "params")?;
             Ok(Some(MimeBundle::text(format!(
                 "logged {n} param(s) to '{name}'"
             ))))
         }
         TrackLine::Tag { pairs } => {
-            let (n, name) = log_pairs(&pairs, "tags")?;
+            let (n, name) = log_pairs(s, &pairs, "tags")?;
             Ok(Some(MimeBundle::text(format!(
                 "tagged '{name}' with {n} tag(s)"
             ))))
@@ -343,14 +374,14 @@ fn track(
                     "--status is FINISHED, FAILED or KILLED, not '{status}'"
                 )));
             }
-            let (run_id, name, api) = active()?;
+            let (run_id, name, api) = s.active()?;
             api.call(
                 "POST",
                 "runs/update",
                 json!({"run_id": run_id, "status": status, "end_time": now}),
             )
             .map_err(failed)?;
-            *ferrolab_magics::lock(&ACTIVE) = None;
+            *ferrolab_magics::lock(&s.active) = None;
             Ok(Some(MimeBundle::text(format!(
                 "run '{name}' ({run_id}) ended: {status}"
             ))))
@@ -374,25 +405,26 @@ fn track(
             }
             let http: Arc<dyn Backend> = Arc::new(Http::new(&url, token));
             let (name, role) = whoami(&*http).map_err(failed)?;
-            ferrolab_llm::track::connect(Some(http));
+            s.tracking.connect(Some(http));
             Ok(Some(MimeBundle::text(format!(
                 "tracking to {url} as {name} ({role})"
             ))))
         }
         TrackLine::Disconnect => {
-            ferrolab_llm::track::connect(None);
-            let api = api()?;
+            s.tracking.connect(None);
+            let api = s.api()?;
             Ok(Some(MimeBundle::text(format!(
                 "tracking to {}",
                 api.describe()
             ))))
         }
         TrackLine::Status => {
-            let api = api()?;
+            let api = s.api()?;
             let who = whoami(&*api)
                 .map(|(n, r)| format!("{n} ({r})"))
                 .unwrap_or_else(|e| format!("unknown: {e:#}"));
-            let run = active()
+            let run = s
+                .active()
                 .map(|(id, name, _)| format!("'{name}' ({id})"))
                 .unwrap_or_else(|_| "none".to_string());
             Ok(Some(MimeBundle::text(format!(
@@ -425,11 +457,12 @@ struct RunsLine {
 }
 
 fn runs(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let line: RunsLine = parse(invocation, RUNS_USAGE)?;
-    let api = api()?;
+    let api = s.api()?;
     let all = client::experiments(&*api).map_err(failed)?;
     let names: BTreeMap<String, String> = all.iter().cloned().collect();
     let ids: Vec<String> = match &line.experiment {
@@ -541,11 +574,12 @@ struct CompareLine {
 }
 
 fn compare(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let line: CompareLine = parse(invocation, COMPARE_USAGE)?;
-    let api = api()?;
+    let api = s.api()?;
     let runs: Vec<Value> = line
         .runs
         .iter()
@@ -730,11 +764,12 @@ fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Valu
 }
 
 fn register_version(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let line: RegisterLine = parse(invocation, REGISTER_USAGE)?;
-    let api = api()?;
+    let api = s.api()?;
     let lineage = lineage::of_adapter(&line.adapter)
         .map_err(|e| MagicError::new("RegisterError", format!("{e:#}")))?;
     let training = match &line.run {
@@ -825,11 +860,12 @@ struct LinkLine {
 }
 
 fn link_eval(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let mut line: LinkLine = parse(invocation, LINK_USAGE)?;
-    let api = api()?;
+    let api = s.api()?;
     line.version = version_of(&*api, &line.name, &line.version)?;
     let run = resolve_run(&*api, &line.run).map_err(failed)?;
     let linked = api
@@ -887,6 +923,7 @@ struct EvaluateLine {
 }
 
 fn evaluate(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
@@ -896,7 +933,7 @@ fn evaluate(
             "write the prompt-test suite under the %%evaluate line\n\n{EVALUATE_USAGE}"
         )));
     }
-    let api = api()?;
+    let api = s.api()?;
     if !api.is_remote() {
         return Err(MagicError::new(
             "TrackingError",
@@ -958,6 +995,7 @@ struct ReviewLine {
 }
 
 fn review(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
@@ -967,7 +1005,7 @@ fn review(
             "say --approve or --reject\n\n{REVIEW_USAGE}"
         )));
     }
-    let api = api()?;
+    let api = s.api()?;
     let version = version_of(&*api, &line.name, &line.version)?;
     let line = ReviewLine { version, ..line };
     let decision = if line.approve { "approve" } else { "reject" };
@@ -1006,11 +1044,12 @@ struct PromoteLine {
 }
 
 fn promote(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let mut line: PromoteLine = parse(invocation, PROMOTE_USAGE)?;
-    let api = api()?;
+    let api = s.api()?;
     line.version = version_of(&*api, &line.name, &line.version)?;
     api.call(
         "POST",
@@ -1076,11 +1115,12 @@ fn change(entry: &Value) -> String {
 }
 
 fn audit(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let line: AuditLine = parse(invocation, AUDIT_USAGE)?;
-    let api = api()?;
+    let api = s.api()?;
     api.call("GET", "registered-models/get", json!({"name": line.name}))
         .map_err(failed)?;
     let log = api
@@ -1169,10 +1209,11 @@ fn policy_text(policy: &Value) -> String {
 }
 
 fn policy(
+    s: &Session,
     invocation: &Invocation,
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
-    let api = api()?;
+    let api = s.api()?;
     let current = api
         .call("POST", "ferrolab/policy/get", json!({}))
         .map_err(failed)?["policy"]
