@@ -24,6 +24,7 @@ pub mod access;
 pub mod api;
 pub mod artifacts;
 mod audit;
+mod endpoint;
 mod error;
 pub mod registry;
 pub mod request;

@@ -7,7 +7,7 @@
 //! `"Infinity"`, `run_uuid` beside or instead of `run_id`, a model version as a number
 //! or a string, a list as one string, and `null` for an empty list.
 
-use crate::api::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::registry::Policy;
 use crate::store::{now_ms, Point, TrackingError};
 use serde::de::{self, DeserializeOwned, Deserializer};
