@@ -162,7 +162,9 @@ notebook-build:
 	fi
 
 # Starts the collaboration server in the background (once) on its embedded
-# storage, and keeps an owner token for this checkout in .ferrolab/owner-token.
+# storage, and keeps an owner token for this checkout in .ferrolab/owner-token. It
+# keeps notebooks/ and its notebooks in step (--watch), so the workspace and
+# JupyterLab open the same files.
 collab-up: build-server web bubblewrap
 	@mkdir -p .ferrolab
 	@if [ ! -s .ferrolab/owner-token ]; then \
@@ -175,6 +177,7 @@ collab-up: build-server web bubblewrap
 		echo "collab server already running (pid $$(cat .ferrolab/collab.pid))"; \
 	else \
 		nohup $(BIN) collab serve --data $(COLLAB_DATA) --bind 127.0.0.1:$(COLLAB_PORT) --web $(WEB)/dist \
+			--watch notebooks \
 			>> .ferrolab/collab.log 2>&1 & echo $$! > .ferrolab/collab.pid; \
 		for i in $$(seq 1 100); do \
 			if curl -fs -o /dev/null -H "Authorization: Bearer $$(cat .ferrolab/owner-token)" \

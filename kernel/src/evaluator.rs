@@ -499,6 +499,16 @@ fn bundle(outputs: EvalOutputs) -> Option<MimeBundle> {
     if outputs.content_by_mime_type.is_empty() {
         return None;
     }
+    // A cell whose value is `()` has no result to show (as IPython shows nothing
+    // for `None`), not `Out[1]: ()`.
+    if outputs.content_by_mime_type.len() == 1
+        && outputs
+            .content_by_mime_type
+            .get("text/plain")
+            .is_some_and(|text| text.trim() == "()")
+    {
+        return None;
+    }
     let mut bundle = MimeBundle::default();
     for (mime, content) in outputs.content_by_mime_type {
         let value = if mime.ends_with("json") {

@@ -479,7 +479,10 @@ impl Kernel {
             implementation_version: env!("CARGO_PKG_VERSION").into(),
             language_info: LanguageInfo {
                 name: "rust".into(),
-                version: self.rust_version.get().cloned().unwrap_or_default(),
+                // Waits for `rustc --version` (started with the kernel, a few ms):
+                // front ends store language_info in the notebook, and a reply
+                // without the version would change it from one start to the next.
+                version: self.rust_version.wait().clone(),
                 mimetype: Some("text/rust".into()),
                 file_extension: Some(".rs".into()),
                 pygments_lexer: Some("rust".into()),

@@ -47,7 +47,10 @@ def test_progress_is_live_and_the_summary_names_the_adapter(setup):
     assert progress["step"] == 30 and progress["total_steps"] == 30
     assert "<svg" in final["text/html"] and "step 30/30" in final["text/plain"]
     result = of_type(messages, "execute_result")[0]["content"]["data"]
-    report = result["application/json"]
+    # The report sits under ferrolab's own type: JupyterLab would show an
+    # application/json tree instead of the HTML table.
+    assert "application/json" not in result and "<table" in result["text/html"]
+    report = result["application/vnd.ferrolab.finetune-report+json"]
     assert report["status"] == "finished" and report["steps_done"] == 30
     assert (folder / "live" / "adapter" / "adapter_model.safetensors").exists()
     assert "adapter (PEFT)" in result["text/plain"]
@@ -60,7 +63,7 @@ def test_training_from_a_loaded_table(setup):
     assert content["status"] == "ok", content
     content, messages = run(kc, f"%%finetune {flags(folder, 'table', 5)}\ntable = 'pairs'\nr = 4", timeout=600)
     assert content["status"] == "ok", content
-    assert of_type(messages, "execute_result")[0]["content"]["data"]["application/json"]["steps_done"] == 5
+    assert of_type(messages, "execute_result")[0]["content"]["data"]["application/vnd.ferrolab.finetune-report+json"]["steps_done"] == 5
 
 
 def test_interrupt_checkpoints_and_resume_finishes(setup):
@@ -87,7 +90,7 @@ def test_interrupt_checkpoints_and_resume_finishes(setup):
     assert done >= 1
     content, messages = run(kc, f"%finetune --data {folder / 'train.jsonl'} {flags(folder, 'stopped', done + 3)} --resume", timeout=600)
     assert content["status"] == "ok", content
-    report = of_type(messages, "execute_result")[0]["content"]["data"]["application/json"]
+    report = of_type(messages, "execute_result")[0]["content"]["data"]["application/vnd.ferrolab.finetune-report+json"]
     assert report["steps_done"] == done + 3
 
 

@@ -249,6 +249,18 @@ def test_value_display_follows_fmt_and_types(kernel):
     assert result_text(kc, "Some(3)") == "Some(3)"
 
 
+def test_a_unit_value_shows_nothing(kernel):
+    # As IPython shows nothing for None: `Out[n]: ()` is noise.
+    km, kc = kernel
+    content, messages = run(kc, 'println!("side effect")')
+    assert content["status"] == "ok", content
+    assert of_type(messages, "execute_result") == []
+    assert "side effect" in stream_text(messages)
+    content, messages = run(kc, "let unit = (); unit")
+    assert of_type(messages, "execute_result") == []
+    assert result_text(kc, "(1, 2)") == "(1, 2)"
+
+
 def test_kernel_exits_when_its_front_end_is_killed():
     import os
     import subprocess

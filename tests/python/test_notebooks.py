@@ -141,6 +141,7 @@ def tracking(path, tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_and_shows_the_right_outputs(path: Path, tracking):
     nb = nbformat.read(path, as_version=4)
+    stored_language = dict(nb.metadata.language_info)
     client = NotebookClient(
         nb,
         kernel_name="ferrolab",
@@ -154,6 +155,19 @@ def test_notebook_runs_and_shows_the_right_outputs(path: Path, tracking):
     executed = ROOT / "tests" / "artifacts" / "executed"
     executed.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, executed / path.name)
+    # The notebook keeps what the kernel says of its language, so a front end that
+    # stores kernel_info's language_info (JupyterLab) does not mark it modified on
+    # opening; only the Rust version depends on the machine.
+    reported = dict(nb.metadata.language_info)
+    assert reported.pop("version") and stored_language.pop("version")
+    assert reported == stored_language
+    # JupyterLab ranks application/json above text/html: no table or chart may come
+    # with it, or a JSON tree is shown in its place (ferrolab's machine-readable
+    # results use application/vnd.ferrolab.*+json).
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            assert not ("text/html" in data and "application/json" in data), (cell.get("id"), list(data))
     cells = {cell.get("id"): cell for cell in nb.cells}
     for cell_id, needles in EXPECTED[path.name].items():
         shown = text_of(cells[cell_id])

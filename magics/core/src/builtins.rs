@@ -80,10 +80,27 @@ impl Magic for LsMagic {
                 .iter()
                 .map(|k| format!("`{}{}`", k.prefix(), magic.name()))
                 .collect();
-            markdown.push_str(&format!("| {} | {} |\n", forms.join(" "), magic.summary()));
+            markdown.push_str(&format!(
+                "| {} | {} |\n",
+                forms.join(" "),
+                markdown_text(magic.summary())
+            ));
         }
         Ok(Some(MimeBundle::text(text).with("text/markdown", markdown)))
     }
+}
+
+/// `text` as literal Markdown table text: front ends typeset `$…$` as math
+/// (JupyterLab did, in `%%latex`'s row) and `|` would end the cell.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '$' | '|' | '\\' | '*' | '_' | '`' | '<') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 struct Help;
@@ -457,6 +474,17 @@ mod tests {
         for name in ["%lsmagic", "%time", "%%time", "%env", "%%html", "%%latex"] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
+        // Summaries are literal text in the Markdown table: `%%latex`'s `$…$` must
+        // not be typeset as math.
+        let markdown = bundle.get("text/markdown").unwrap();
+        let latex = markdown
+            .lines()
+            .find(|l| l.contains("`%%latex`"))
+            .expect("a %%latex row");
+        assert!(
+            latex.contains("\\$…\\$") && !latex.contains(" $"),
+            "{latex}"
+        );
     }
 
     #[test]

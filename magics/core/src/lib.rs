@@ -25,7 +25,8 @@ mod registry;
 pub mod svg;
 
 pub use output::{
-    new_display_id, Display, MimeBundle, Output, RecordedDisplay, RecordingOutput, Stream,
+    data_mime, new_display_id, Display, MimeBundle, Output, RecordedDisplay, RecordingOutput,
+    Stream,
 };
 pub use parse::{parse, split_args, Invocation, MagicKind, ParseError};
 pub use registry::{

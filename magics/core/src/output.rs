@@ -26,6 +26,14 @@ impl MimeBundle {
         self
     }
 
+    /// Adds a magic's machine-readable result under ferrolab's vendor type for
+    /// `kind` ([`data_mime`]), never under `application/json`: JupyterLab ranks
+    /// `application/json` above `text/html` and would show a JSON tree where the
+    /// table belongs.
+    pub fn with_data(self, kind: &str, data: impl Into<Value>) -> Self {
+        self.with(&data_mime(kind), data)
+    }
+
     pub fn get(&self, mime: &str) -> Option<&str> {
         self.data.get(mime).and_then(Value::as_str)
     }
@@ -33,6 +41,13 @@ impl MimeBundle {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+}
+
+/// The MIME type of a magic's machine-readable result:
+/// `application/vnd.ferrolab.KIND+json` (`finetune`, `prompt-test`, `serve`, ...).
+/// Front ends that do not know it show the bundle's HTML or text instead.
+pub fn data_mime(kind: &str) -> String {
+    format!("application/vnd.ferrolab.{kind}+json")
 }
 
 /// Which standard stream a piece of text belongs to.

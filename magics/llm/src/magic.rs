@@ -62,8 +62,8 @@ impl Magic for Gpu {
             )));
         }
         let report = crate::gpu::report();
-        Ok(Some(MimeBundle::text(report.text()).with(
-            "application/json",
+        Ok(Some(MimeBundle::text(report.text()).with_data(
+            "gpu",
             serde_json::to_value(&report).unwrap_or(Value::Null),
         )))
     }
@@ -176,7 +176,7 @@ impl Magic for Generate {
             "finish_reason": generation.finish_reason,
         });
         Ok(Some(
-            MimeBundle::text(format!("{:?}", generation.text)).with("application/json", json),
+            MimeBundle::text(format!("{:?}", generation.text)).with_data("generation", json),
         ))
     }
 }
@@ -372,10 +372,12 @@ fn run_with_display(
             .map(|(k, v)| format!("<tr><th style=\"text-align:left\">{}</th><td style=\"text-align:left\">{}</td></tr>", escape(k), escape(v)))
             .collect::<String>()
     );
-    Ok(Some(MimeBundle::text(text).with("text/html", html).with(
-        "application/json",
-        serde_json::to_value(&report).unwrap_or(Value::Null),
-    )))
+    Ok(Some(
+        MimeBundle::text(text).with("text/html", html).with_data(
+            "finetune-report",
+            serde_json::to_value(&report).unwrap_or(Value::Null),
+        ),
+    ))
 }
 
 /// A `%finetune` invocation to a config: the TOML body first, then the flags.
@@ -534,7 +536,7 @@ impl Progress {
         });
         MimeBundle::text(text)
             .with("text/html", html)
-            .with("application/vnd.ferrolab.finetune+json", json)
+            .with_data("finetune", json)
     }
 }
 

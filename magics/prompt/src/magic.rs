@@ -141,8 +141,8 @@ impl Magic for PromptTest {
                 "text/html",
                 report::html(&outcome.run, outcome.comparison.as_ref()),
             )
-            .with(
-                "application/json",
+            .with_data(
+                "prompt-test",
                 serde_json::json!({
                     "runId": outcome.run.run_id,
                     "folder": outcome.folder.display().to_string(),

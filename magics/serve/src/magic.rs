@@ -232,7 +232,7 @@ impl Serve {
         Ok(Some(
             MimeBundle::text(text)
                 .with("text/html", html)
-                .with("application/json", data),
+                .with_data("serve", data),
         ))
     }
 
@@ -577,8 +577,8 @@ pub fn dashboard(name: &str, minutes: i64, stats: &[MinuteStats]) -> MimeBundle 
     ))
     .with("text/html", html)
     .with("application/vnd.vegalite.v5+json", vega)
-    .with(
-        "application/json",
+    .with_data(
+        "monitor",
         json!({"summary": summary, "minutes": json_stats}),
     )
 }
@@ -666,8 +666,8 @@ impl Magic for FeedbackMagic {
             done.chat_rows,
             done.rows - done.chat_rows
         );
-        Ok(Some(MimeBundle::text(text).with(
-            "application/json",
+        Ok(Some(MimeBundle::text(text).with_data(
+            "feedback-export",
             json!({"rows": done.rows, "chat_rows": done.chat_rows, "path": out}),
         )))
     }
