@@ -218,7 +218,7 @@ test-collab: build node-deps bubblewrap
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		node --test --test-concurrency=1
 
-test-browser: build web node-deps browser-deps chromium bubblewrap
+test-browser: build web lab-deps node-deps browser-deps chromium bubblewrap
 	cd tests/browser && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		FERROLAB_CHROMIUM="$(CHROMIUM)" FERROLAB_WEB_DIR="$(abspath $(WEB)/dist)" \
 		node --test --test-concurrency=1
