@@ -153,13 +153,11 @@ kernelspec: build lab-deps
 
 # The full binary and the kernelspec, built in the background while the workspace and
 # JupyterLab already run (JupyterLab lists the kernel once its kernelspec is there).
+# Always started: build-server may just have replaced the binary, and cargo's lock
+# makes a second build wait for a running one and then put the full binary back.
 notebook-build:
 	@mkdir -p .ferrolab
-	@if [ -f .ferrolab/build.pid ] && kill -0 "$$(cat .ferrolab/build.pid)" 2>/dev/null; then \
-		echo "the full build is already running (pid $$(cat .ferrolab/build.pid)); see .ferrolab/build.log"; \
-	else \
-		nohup $(MAKE) --no-print-directory kernelspec > .ferrolab/build.log 2>&1 & echo $$! > .ferrolab/build.pid; \
-	fi
+	@nohup $(MAKE) --no-print-directory kernelspec >> .ferrolab/build.log 2>&1 & echo $$! > .ferrolab/build.pid
 
 # Starts the collaboration server in the background (once) on its embedded
 # storage, and keeps an owner token for this checkout in .ferrolab/owner-token. It
