@@ -23,7 +23,7 @@ pub struct App {
     /// Signed-in browsers' session cookies.
     pub(crate) sessions: Sessions,
     /// Experiments, runs, metric series, the registry and governance (MLflow's API).
-    pub(crate) tracking: Arc<ferrolab_tracking::Store>,
+    pub(crate) tracking: Arc<dyn ferrolab_tracking::Store>,
     /// Runs whose live documents follow the tracking store.
     pub(crate) live_runs: Arc<LiveRuns>,
     /// One shared kernel and execution queue per notebook that someone runs.

@@ -14,8 +14,8 @@
 
 use crate::sandbox::{apply_limits, Limits, Sandbox};
 use ferrolab_tracking::api::require;
-use ferrolab_tracking::registry::{Actor, EvaluationOutcome, EvaluationTarget};
-use ferrolab_tracking::store::Point;
+use ferrolab_tracking::model::Metric;
+use ferrolab_tracking::store::{Actor, EvaluationOutcome, EvaluationTarget};
 use ferrolab_tracking::{Identity, Role, Store, TrackingError};
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -72,7 +72,7 @@ impl Evaluations {
     /// evidence. Returns the run and what it measured.
     pub async fn evaluate(
         &self,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         who: &Identity,
         name: &str,
         version: &str,
@@ -117,7 +117,8 @@ impl Evaluations {
             let (store, who, target, suite) =
                 (store, who.clone(), target.clone(), suite.to_string());
             let base_model = base_model.clone();
-            blocking(move || record(&store, &who, &target, &suite, &base_model, &results)).await?
+            blocking(move || record(store.as_ref(), &who, &target, &suite, &base_model, &results))
+                .await?
         };
         Ok(outcome)
     }
@@ -241,7 +242,7 @@ fn materialise(target: &EvaluationTarget, work: &Path) -> Result<String> {
 /// Keeps the evaluation as a finished run in the `evaluations` experiment and as
 /// the version's evidence.
 fn record(
-    store: &Store,
+    store: &dyn Store,
     who: &Identity,
     target: &EvaluationTarget,
     suite: &str,
@@ -256,18 +257,13 @@ fn record(
     let (passed, failed, errors) = (count("successes"), count("failures"), count("errors"));
     let tests = (passed + failed + errors) as i64;
     let experiment = match store.get_experiment_by_name(EXPERIMENT) {
-        Ok(found) => found["experiment_id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| internal("the evaluations experiment", "it has no id"))?,
+        Ok(found) => found.experiment_id,
         Err(TrackingError::NotFound(_)) => match store.create_experiment(EXPERIMENT, None, &[]) {
             Ok(id) => id,
             // Made at the same moment by another call.
-            Err(TrackingError::AlreadyExists(_)) => store.get_experiment_by_name(EXPERIMENT)?
-                ["experiment_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            Err(TrackingError::AlreadyExists(_)) => {
+                store.get_experiment_by_name(EXPERIMENT)?.experiment_id
+            }
             Err(e) => return Err(e),
         },
         Err(e) => return Err(e),
@@ -295,12 +291,9 @@ fn record(
         None,
         &tags,
     )?;
-    let run_id = run["info"]["run_id"]
-        .as_str()
-        .ok_or_else(|| internal("the evaluation run", "it has no id"))?
-        .to_string();
+    let run_id = run.info.run_id;
     let now = ferrolab_tracking::store::now_ms();
-    let metric = |key: &str, value: f64| Point {
+    let metric = |key: &str, value: f64| Metric {
         key: key.to_string(),
         value,
         timestamp: now,

@@ -30,7 +30,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// document handle. Holds the repository and the tracking store it follows.
 pub struct LiveRuns {
     repo: Repo,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     dirty: Mutex<HashSet<String>>,
     handles: Mutex<HashMap<String, DocHandle>>,
     rights: Arc<crate::rights::DocRights>,
@@ -38,7 +38,11 @@ pub struct LiveRuns {
 
 impl LiveRuns {
     /// The runs' notes documents become editable by writers.
-    pub fn new(repo: Repo, store: Arc<Store>, rights: Arc<crate::rights::DocRights>) -> LiveRuns {
+    pub fn new(
+        repo: Repo,
+        store: Arc<dyn Store>,
+        rights: Arc<crate::rights::DocRights>,
+    ) -> LiveRuns {
         match store.run_notes_docs() {
             Ok(urls) => urls.iter().for_each(|url| rights.allow_edits(url)),
             Err(e) => log::error!("cannot list the runs' notes documents: {}", e.message()),
@@ -149,7 +153,7 @@ impl LiveRuns {
         let id = run_id.to_string();
         let (run, known) =
             tokio::task::spawn_blocking(move || (store.get_run(&id), store.run_doc(&id))).await?;
-        let run = match run {
+        let run = match run.and_then(|run| ferrolab_tracking::model::to_json(&run)) {
             Ok(run) => run,
             // Gone (a deleted experiment's run); nothing to follow.
             Err(TrackingError::NotFound(_)) => return Ok(()),

@@ -86,7 +86,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         Arc::new(Workspace::open(repo.clone(), storage, &options.data, rights.clone()).await?);
     let tracking_path = options.data.join("tracking.sqlite");
     let tracking = Arc::new(
-        ferrolab_tracking::Store::open(&tracking_path).with_context(|| {
+        ferrolab_tracking::SqliteStore::open(&tracking_path).with_context(|| {
             format!("cannot open the tracking store {}", tracking_path.display())
         })?,
     );

@@ -140,7 +140,7 @@ async fn serve(
         if let Err(e) = require(&who, endpoint.required_role()) {
             return error_response(e);
         }
-        return match blocking(move || search_runs_raw(&store, &request)).await {
+        return match blocking(move || search_runs_raw(store.as_ref(), &request)).await {
             Ok(body) => (
                 [(axum::http::header::CONTENT_TYPE, "application/json")],
                 body,
@@ -149,7 +149,7 @@ async fn serve(
             Err(e) => error_response(e),
         };
     }
-    match blocking(move || dispatch(&store, &who, endpoint, &request)).await {
+    match blocking(move || dispatch(store.as_ref(), &who, endpoint, &request)).await {
         Ok(answer) => {
             if let Some(run_id) = answer.changed_run {
                 app.live_runs.mark(&run_id);
@@ -256,10 +256,10 @@ pub async fn artifact(
 const UPLOAD_QUEUE: usize = 8;
 
 async fn upload(
-    store: Arc<ferrolab_tracking::Store>,
+    store: Arc<dyn ferrolab_tracking::Store>,
     path: String,
     body: axum::body::Body,
-) -> Result<Value, TrackingError> {
+) -> Result<ferrolab_tracking::model::StoredArtifact, TrackingError> {
     use futures::StreamExt;
     // `Some(bytes)` is data, `None` the end of the body: a queue closed without it
     // is an upload cut off, which stores nothing.
@@ -299,7 +299,7 @@ async fn upload(
 }
 
 async fn download(
-    store: Arc<ferrolab_tracking::Store>,
+    store: Arc<dyn ferrolab_tracking::Store>,
     path: String,
 ) -> Result<Response, TrackingError> {
     let (file, size) = blocking(move || store.artifact_file(&path)).await?;

@@ -6,10 +6,11 @@
 
 use crate::access::{Identity, Role};
 pub use crate::endpoint::{Endpoint, FERROLAB_PREFIX, PREFIX};
-use crate::registry::Actor;
+use crate::model::{self, to_json, ViewType};
 use crate::request::{self, pairs, Decision, Page, Request, RunEffect, RunsSearch};
 use crate::search;
-use crate::store::{metric_json, Store, TrackingError};
+use crate::store::{Actor, Store, TrackingError};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// Refuses `who` unless their role is at least `role` (for the artifact proxy,
@@ -27,18 +28,24 @@ pub fn require(who: &Identity, role: Role) -> Result<(), TrackingError> {
     }
 }
 
-fn page(items: Vec<Value>, next: Option<String>, key: &str) -> Value {
-    let mut out = json!({ key: items });
-    if let Some(token) = next {
+/// A page of results under `key`, with MLflow's `next_page_token` when there is more.
+fn page<T: Serialize>(page: model::Page<T>, key: &str) -> Result<Value, TrackingError> {
+    let mut out = json!({ key: to_json(&page.items)? });
+    if let Some(token) = page.next_page_token {
         out["next_page_token"] = json!(token);
     }
-    out
+    Ok(out)
+}
+
+/// `entity` under `key`, as MLflow's replies wrap what they return.
+fn one<T: Serialize>(key: &str, entity: &T) -> Result<Value, TrackingError> {
+    Ok(json!({ key: to_json(entity)? }))
 }
 
 /// Answers one call of MLflow's API (or ferrolab's governance endpoints) at
 /// `path` on `store` for `who`; `body` is the request's JSON object.
 pub fn call(
-    store: &Store,
+    store: &dyn Store,
     who: &Identity,
     path: &str,
     body: &Value,
@@ -56,7 +63,7 @@ pub struct Answer {
 /// Answers one call of `endpoint` on `store` for `who`: checks that `who` may make
 /// it, then reads the request ([`Request::parse`]) and runs it.
 pub fn dispatch(
-    store: &Store,
+    store: &dyn Store,
     who: &Identity,
     endpoint: Endpoint,
     body: &Value,
@@ -72,7 +79,7 @@ pub fn dispatch(
     Ok(Answer { reply, changed_run })
 }
 
-fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, TrackingError> {
+fn answer(store: &dyn Store, who: &Identity, request: &Request) -> Result<Value, TrackingError> {
     use Request::*;
     let actor = &Actor {
         name: &who.name,
@@ -87,19 +94,20 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
             )?;
             json!({"experiment_id": id})
         }
-        ExperimentsGet(r) => json!({"experiment": store.get_experiment(r.experiment_id.as_str())?}),
-        ExperimentsGetByName(r) => json!({
-            "experiment": store.get_experiment_by_name(r.experiment_name.as_str())?
-        }),
-        ExperimentsSearch(r, page) => {
-            let (experiments, next) = store.search_experiments(
-                r.view_type.as_deref().unwrap_or("ACTIVE_ONLY"),
+        ExperimentsGet(r) => one("experiment", &store.get_experiment(r.experiment_id.as_str())?)?,
+        ExperimentsGetByName(r) => one(
+            "experiment",
+            &store.get_experiment_by_name(r.experiment_name.as_str())?,
+        )?,
+        ExperimentsSearch(r, page) => self::page(
+            store.search_experiments(
+                ViewType::parse(r.view_type.as_deref().unwrap_or_default()),
                 r.filter.as_deref().unwrap_or_default(),
                 page.limit(1000)?,
                 page.offset()?,
-            )?;
-            self::page(experiments, next, "experiments")
-        }
+            )?,
+            "experiments",
+        )?,
         RunsCreate(r) => {
             let experiment = r.experiment_id.as_deref().filter(|s| !s.is_empty()).unwrap_or("0");
             let user = r.user_id.as_deref().filter(|s| !s.is_empty()).unwrap_or(&who.name);
@@ -111,9 +119,9 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
                 r.start_time,
                 &pairs(&r.tags),
             )?;
-            json!({"run": run})
+            one("run", &run)?
         }
-        RunsGet(run) => json!({"run": store.get_run(run.as_str())?}),
+        RunsGet(run) => one("run", &store.get_run(run.as_str())?)?,
         RunsUpdate(run, r) => {
             let info = store.update_run(
                 run.as_str(),
@@ -121,7 +129,7 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
                 r.end_time,
                 r.run_name.as_deref(),
             )?;
-            json!({"run_info": info})
+            one("run_info", &info)?
         }
         RunsDelete(run) => {
             store.delete_run(run.as_str())?;
@@ -136,21 +144,16 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
             json!({})
         }
         RunsLogMetric(run, metric) => {
-            store.log_metric(run.as_str(), &metric.point())?;
+            store.log_metric(run.as_str(), &metric.metric())?;
             json!({})
         }
         RunsLogBatch(run, r) => {
-            let metrics: Vec<_> = r.metrics.iter().map(|m| m.point()).collect();
+            let metrics: Vec<_> = r.metrics.iter().map(|m| m.metric()).collect();
             store.log_batch(run.as_str(), &metrics, &pairs(&r.params), &pairs(&r.tags))?;
             json!({})
         }
         MetricsGetHistory(run, r) => {
-            let points = store.metric_history(run.as_str(), r.metric_key.as_str())?;
-            let metrics: Vec<Value> = points
-                .iter()
-                .map(|p| json!({"key": p.key, "value": metric_json(p.value), "timestamp": p.timestamp, "step": p.step}))
-                .collect();
-            json!({"metrics": metrics})
+            one("metrics", &store.metric_history(run.as_str(), r.metric_key.as_str())?)?
         }
         RunsSearch(r, page) => {
             let body = search_runs_page(store, r, page)?;
@@ -161,26 +164,23 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
         // MLflow 3's logged models (`mlflow.<flavor>.log_model`) are not kept here;
         // the client looks for them when listing a run's artifacts.
         LoggedModelsSearch => json!({"models": []}),
-        RegisteredModelsCreate(r) => json!({"registered_model": store.create_registered_model(
-            actor,
-            r.name.as_str(),
-            &r.description,
-            &pairs(&r.tags),
-        )?}),
-        RegisteredModelsGet(r) => json!({"registered_model": store.get_registered_model(r.name.as_str())?}),
-        RegisteredModelsSearch(r, page) => {
-            let (models, next) = store.search_registered_models(
+        RegisteredModelsCreate(r) => one(
+            "registered_model",
+            &store.create_registered_model(actor, r.name.as_str(), &r.description, &pairs(&r.tags))?,
+        )?,
+        RegisteredModelsGet(r) => one("registered_model", &store.get_registered_model(r.name.as_str())?)?,
+        RegisteredModelsSearch(r, page) => self::page(
+            store.search_registered_models(
                 r.filter.as_deref().unwrap_or_default(),
                 page.limit(100)?,
                 page.offset()?,
-            )?;
-            self::page(models, next, "registered_models")
-        }
-        RegisteredModelsUpdate(r) => json!({"registered_model": store.update_registered_model(
-            actor,
-            r.name.as_str(),
-            &r.description,
-        )?}),
+            )?,
+            "registered_models",
+        )?,
+        RegisteredModelsUpdate(r) => one(
+            "registered_model",
+            &store.update_registered_model(actor, r.name.as_str(), &r.description)?,
+        )?,
         RegisteredModelsDelete(r) => {
             store.delete_registered_model(actor, r.name.as_str())?;
             json!({})
@@ -192,7 +192,7 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
         }
         RegisteredModelsGetLatestVersions(r) => {
             let model = store.get_registered_model(r.name.as_str())?;
-            json!({"model_versions": model.get("latest_versions").cloned().unwrap_or(json!([]))})
+            one("model_versions", &model.latest_versions)?
         }
         RegisteredModelsSetTag(r) => {
             store.set_registered_model_tag(actor, r.name.as_str(), r.key.as_str(), Some(&r.value))?;
@@ -210,9 +210,13 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
             store.delete_alias(actor, r.name.as_str(), r.alias.as_str())?;
             json!({})
         }
-        RegisteredModelsGetAlias(r) => json!({"model_version": store.version_by_alias(r.name.as_str(), r.alias.as_str())?}),
-        ModelVersionsCreate(r) | FerrolabModelVersionsCreate(r) => {
-            json!({"model_version": store.create_model_version(
+        RegisteredModelsGetAlias(r) => one(
+            "model_version",
+            &store.version_by_alias(r.name.as_str(), r.alias.as_str())?,
+        )?,
+        ModelVersionsCreate(r) | FerrolabModelVersionsCreate(r) => one(
+            "model_version",
+            &store.create_model_version(
                 actor,
                 r.name.as_str(),
                 r.source.as_str(),
@@ -221,23 +225,24 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
                 &pairs(&r.tags),
                 r.lineage.as_ref().unwrap_or(&json!({})),
                 &r.evaluation_runs,
-            )?})
-        }
-        ModelVersionsGet(r) => json!({"model_version": store.get_model_version(r.name.as_str(), r.version.as_str())?}),
-        ModelVersionsSearch(r, page) => {
-            let (versions, next) = store.search_model_versions(
+            )?,
+        )?,
+        ModelVersionsGet(r) => one(
+            "model_version",
+            &store.get_model_version(r.name.as_str(), r.version.as_str())?,
+        )?,
+        ModelVersionsSearch(r, page) => self::page(
+            store.search_model_versions(
                 r.filter.as_deref().unwrap_or_default(),
                 page.limit(10_000)?,
                 page.offset()?,
-            )?;
-            self::page(versions, next, "model_versions")
-        }
-        ModelVersionsUpdate(r) => json!({"model_version": store.update_model_version(
-            actor,
-            r.name.as_str(),
-            r.version.as_str(),
-            &r.description,
-        )?}),
+            )?,
+            "model_versions",
+        )?,
+        ModelVersionsUpdate(r) => one(
+            "model_version",
+            &store.update_model_version(actor, r.name.as_str(), r.version.as_str(), &r.description)?,
+        )?,
         ModelVersionsDelete(r) => {
             store.delete_model_version(actor, r.name.as_str(), r.version.as_str())?;
             json!({})
@@ -252,7 +257,7 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
         }
         ModelVersionsGetDownloadUri(r) => {
             let v = store.get_model_version(r.name.as_str(), r.version.as_str())?;
-            json!({"artifact_uri": v["source"]})
+            json!({"artifact_uri": v.source})
         }
         ModelVersionsTransitionStage => {
             return Err(TrackingError::invalid(
@@ -260,25 +265,35 @@ fn answer(store: &Store, who: &Identity, request: &Request) -> Result<Value, Tra
             ))
         }
         WhoAmI => json!({"name": who.name, "role": who.role.as_str()}),
-        ModelVersionDetails(r) => json!({"model_version": store.model_version_details(r.name.as_str(), r.version.as_str())?}),
-        LinkEvaluation(r) => store.link_evaluation(actor, r.name.as_str(), r.version.as_str(), r.run_id.as_str())?,
+        ModelVersionDetails(r) => one(
+            "model_version",
+            &store.model_version_details(r.name.as_str(), r.version.as_str())?,
+        )?,
+        LinkEvaluation(r) => one(
+            "evaluation_runs",
+            &store.link_evaluation(actor, r.name.as_str(), r.version.as_str(), r.run_id.as_str())?,
+        )?,
         ReviewsCreate(r) => {
             let approve = r.decision == Decision::Approve;
-            json!({"review": store.review(actor, r.name.as_str(), r.version.as_str(), approve, &r.comment)?})
+            one("review", &store.review(actor, r.name.as_str(), r.version.as_str(), approve, &r.comment)?)?
         }
-        PolicyGet => json!({"policy": store.policy()?}),
-        PolicySet(r) => json!({"policy": store.set_policy(actor, &r.policy)?}),
-        AuditGet(r) => store.audit(r.name.as_deref().filter(|n| !n.is_empty()))?,
+        PolicyGet => one("policy", &store.policy()?)?,
+        PolicySet(r) => one("policy", &store.set_policy(actor, &r.policy)?)?,
+        AuditGet(r) => to_json(&store.audit(r.name.as_deref().filter(|n| !n.is_empty()))?)?,
     })
 }
 
 /// `runs/search` as MLflow's JSON, written straight from the cached runs' JSON (the
 /// HTTP layer sends it as it is; see [`search_runs_page`]).
-pub fn search_runs_raw(store: &Store, body: &Value) -> Result<String, TrackingError> {
+pub fn search_runs_raw(store: &dyn Store, body: &Value) -> Result<String, TrackingError> {
     search_runs_page(store, &request::read(body)?, &request::read(body)?)
 }
 
-fn search_runs_page(store: &Store, r: &RunsSearch, page: &Page) -> Result<String, TrackingError> {
+fn search_runs_page(
+    store: &dyn Store,
+    r: &RunsSearch,
+    page: &Page,
+) -> Result<String, TrackingError> {
     if r.experiment_ids.is_empty() {
         return Err(TrackingError::invalid(
             "runs/search needs at least one of 'experiment_ids'",
@@ -296,7 +311,7 @@ fn search_runs_page(store: &Store, r: &RunsSearch, page: &Page) -> Result<String
     let start = page.offset()?;
     let mut runs = store.runs_of(
         &r.experiment_ids,
-        r.run_view_type.as_deref().unwrap_or("ACTIVE_ONLY"),
+        ViewType::parse(r.run_view_type.as_deref().unwrap_or_default()),
     )?;
     runs.retain(|r| search::matches(&r.record, &clauses));
     search::sort(&mut runs, |r| &r.record, &orders);
@@ -323,7 +338,7 @@ mod tests {
     use super::*;
     use crate::access::{Identity, Role};
 
-    fn call(store: &Store, endpoint: &str, body: Value) -> Result<Value, TrackingError> {
+    fn call(store: &dyn Store, endpoint: &str, body: Value) -> Result<Value, TrackingError> {
         let who = Identity {
             token_id: "t".into(),
             name: "tester".into(),
@@ -335,7 +350,7 @@ mod tests {
     #[test]
     fn search_sees_every_write_after_the_runs_are_cached() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&dir.path().join("t.sqlite")).expect("open");
+        let store = crate::SqliteStore::open(&dir.path().join("t.sqlite")).expect("open");
         let mut ids = Vec::new();
         for i in 0..3 {
             let run = call(&store, "runs/create", json!({"experiment_id": "0"})).expect("create");
@@ -451,7 +466,7 @@ mod tests {
     fn a_viewer_can_change_nothing_through_any_endpoint() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("t.sqlite");
-        let store = Store::open(&path).expect("open");
+        let store = crate::SqliteStore::open(&path).expect("open");
         let owner = Identity {
             token_id: "o".into(),
             name: "olga".into(),

@@ -2,18 +2,24 @@
 //! the model registry (registered models, versions, aliases, tags); governance
 //! (reviews, evaluation links, the promotion policy, the audit log); and artifacts.
 //!
-//! [`Store`] keeps it all in SQLite. [`api::call`] answers MLflow's REST API
-//! (and ferrolab's governance endpoints) on a store for a caller, so the
-//! collaboration server serves it over HTTP and the kernel's local tracking calls
-//! it in process, both with the same rules. This crate knows nothing of HTTP,
-//! automerge or Jupyter.
+//! The layers, each importing only those below it:
+//! - [`api`]: MLflow's REST API as one typed [`request::Request`] per call
+//!   ([`endpoint`] says who may make it), answered on any [`Store`];
+//! - [`store`]: the [`Store`] trait (runs, registry, artifacts) and the rules every
+//!   store applies; [`model`]: the entities it takes and gives, serialized as
+//!   MLflow writes them; [`search`]: MLflow's filter language;
+//! - [`sqlite`]: [`SqliteStore`], the store in one SQLite file.
+//!
+//! The collaboration server serves the API over HTTP and the kernel's local
+//! tracking calls it in process, both with the same rules. This crate knows nothing
+//! of HTTP, automerge or Jupyter.
 //!
 //! ```
-//! use ferrolab_tracking::{api, Identity, Role, Store};
+//! use ferrolab_tracking::{api, Identity, Role, SqliteStore};
 //! use serde_json::json;
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = Store::open(&dir.path().join("tracking.sqlite")).unwrap();
+//! let store = SqliteStore::open(&dir.path().join("tracking.sqlite")).unwrap();
 //! let me = Identity { token_id: "local".into(), name: "ada".into(), role: Role::Editor };
 //! let request = json!({"name": "prompts"});
 //! let reply = api::call(&store, &me, "experiments/create", &request).unwrap();
@@ -22,18 +28,19 @@
 
 pub mod access;
 pub mod api;
-pub mod artifacts;
-mod audit;
-mod endpoint;
+pub mod endpoint;
 mod error;
-pub mod registry;
+pub mod model;
 pub mod request;
-mod schema;
 pub mod search;
+pub mod sqlite;
 pub mod store;
+pub mod upload;
 
 pub use access::{Identity, Role};
-pub use store::{Store, TrackingError};
+pub use error::{Result, TrackingError};
+pub use sqlite::SqliteStore;
+pub use store::{ArtifactStore, RegistryStore, RunStore, Store};
 
 /// `bytes` as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {

@@ -8,8 +8,8 @@
 //! or a string, a list as one string, and `null` for an empty list.
 
 use crate::endpoint::Endpoint;
-use crate::registry::Policy;
-use crate::store::{now_ms, Point, TrackingError};
+use crate::model::{self, Policy};
+use crate::store::{now_ms, TrackingError};
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
 use serde_json::Value;
@@ -180,7 +180,7 @@ pub fn pairs(items: &[KeyValue]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One metric point.
+/// One metric point as a request carries it.
 #[derive(Debug, Deserialize)]
 pub struct Metric {
     pub key: Required,
@@ -194,8 +194,8 @@ pub struct Metric {
 
 impl Metric {
     /// The point to store; a missing timestamp is now, a missing step 0.
-    pub fn point(&self) -> Point {
-        Point {
+    pub fn metric(&self) -> model::Metric {
+        model::Metric {
             key: self.key.0.clone(),
             value: self.value,
             timestamp: self.timestamp.unwrap_or_else(now_ms),
@@ -681,7 +681,7 @@ mod tests {
             panic!("log-metric reads")
         };
         assert_eq!(run.as_str(), "r1");
-        let point = metric.point();
+        let point = metric.metric();
         assert!(point.value.is_nan() && point.timestamp == 17 && point.step == 3);
         let both: RunId = read(&json!({"run_id": "a", "run_uuid": "b"})).expect("reads");
         assert_eq!(both.as_str(), "a");

@@ -4,7 +4,7 @@
 //! `metrics.acc DESC`. Errors name the position where parsing stopped.
 
 use crate::error::TrackingError;
-use serde_json::Value;
+use crate::model::{KeyValue, Run};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -573,14 +573,13 @@ fn bad_filter(filter: &str, clause: &str) -> TrackingError {
 }
 
 /// A model's name, or one of its tags ('' when missing), for a filter key.
-pub(crate) fn field(key: &str, name: &str, tags: &[Value]) -> String {
+pub(crate) fn field(key: &str, name: &str, tags: &[KeyValue]) -> String {
     match key.strip_prefix("tag:") {
         Some(tag) => tags
             .iter()
-            .find(|t| t["key"] == tag)
-            .and_then(|t| t["value"].as_str())
-            .unwrap_or_default()
-            .to_string(),
+            .find(|t| t.key == tag)
+            .map(|t| t.value.clone())
+            .unwrap_or_default(),
         None => name.to_string(),
     }
 }
@@ -609,57 +608,41 @@ pub enum AttrValue {
 }
 
 impl RunRecord {
-    /// The record of a run from its MLflow JSON (`runs/get`'s `run`).
-    pub fn from_json(run: &Value) -> RunRecord {
-        let info = &run["info"];
-        let text = |k: &str| AttrValue::Text(info[k].as_str().unwrap_or_default().to_string());
-        let number = |k: &str| {
-            info[k]
-                .as_i64()
-                .map_or(AttrValue::Null, |n| AttrValue::Number(n as f64))
-        };
-        let pairs = |section: &str| -> BTreeMap<String, String> {
-            run["data"][section]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| {
-                    Some((
-                        e["key"].as_str()?.to_string(),
-                        e["value"].as_str()?.to_string(),
-                    ))
-                })
+    /// The record of a run, as filters and orders read it.
+    pub fn from_run(run: &Run) -> RunRecord {
+        let info = &run.info;
+        let text = |v: &str| AttrValue::Text(v.to_string());
+        let pairs = |list: &[KeyValue]| -> BTreeMap<String, String> {
+            list.iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
                 .collect()
         };
-        let metrics = run["data"]["metrics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| {
-                let value = match &m["value"] {
-                    Value::Number(n) => n.as_f64()?,
-                    Value::String(s) if s == "NaN" => f64::NAN,
-                    Value::String(s) if s == "Infinity" => f64::INFINITY,
-                    Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
-                    _ => return None,
-                };
-                Some((m["key"].as_str()?.to_string(), value))
-            })
-            .collect();
         RunRecord {
-            run_id: info["run_id"].as_str().unwrap_or_default().to_string(),
+            run_id: info.run_id.clone(),
             attributes: BTreeMap::from([
-                ("run_id".to_string(), text("run_id")),
-                ("run_name".to_string(), text("run_name")),
-                ("user_id".to_string(), text("user_id")),
-                ("status".to_string(), text("status")),
-                ("start_time".to_string(), number("start_time")),
-                ("end_time".to_string(), number("end_time")),
-                ("lifecycle_stage".to_string(), text("lifecycle_stage")),
+                ("run_id".to_string(), text(&info.run_id)),
+                ("run_name".to_string(), text(&info.run_name)),
+                ("user_id".to_string(), text(&info.user_id)),
+                ("status".to_string(), text(&info.status)),
+                (
+                    "start_time".to_string(),
+                    AttrValue::Number(info.start_time as f64),
+                ),
+                (
+                    "end_time".to_string(),
+                    info.end_time
+                        .map_or(AttrValue::Null, |t| AttrValue::Number(t as f64)),
+                ),
+                ("lifecycle_stage".to_string(), text(&info.lifecycle_stage)),
             ]),
-            metrics,
-            params: pairs("params"),
-            tags: pairs("tags"),
+            metrics: run
+                .data
+                .metrics
+                .iter()
+                .map(|m| (m.key.clone(), m.value))
+                .collect(),
+            params: pairs(&run.data.params),
+            tags: pairs(&run.data.tags),
         }
     }
 }

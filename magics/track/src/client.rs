@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferrolab_llm::track::Backend;
-use ferrolab_tracking::{Identity, Role, Store};
+use ferrolab_tracking::{ArtifactStore, Identity, Role, SqliteStore};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 pub struct Local {
     dir: PathBuf,
     user: String,
-    store: Mutex<Option<Arc<Store>>>,
+    store: Mutex<Option<Arc<SqliteStore>>>,
 }
 
 impl Local {
@@ -38,7 +38,7 @@ impl Local {
         Local::new(dir, user)
     }
 
-    fn store(&self) -> Result<Arc<Store>> {
+    fn store(&self) -> Result<Arc<SqliteStore>> {
         let mut slot = ferrolab_magics::lock(&self.store);
         if let Some(store) = slot.as_ref() {
             return Ok(store.clone());
@@ -51,7 +51,7 @@ impl Local {
         })?;
         let path = self.dir.join("tracking.sqlite");
         let store =
-            Arc::new(Store::open(&path).with_context(|| {
+            Arc::new(SqliteStore::open(&path).with_context(|| {
                 format!("cannot open the local tracking store {}", path.display())
             })?);
         *slot = Some(store.clone());
@@ -86,7 +86,7 @@ impl Backend for Local {
             name: self.user.clone(),
             role: Role::Owner,
         };
-        ferrolab_tracking::api::call(&store, &who, endpoint, &body)
+        ferrolab_tracking::api::call(store.as_ref(), &who, endpoint, &body)
             .map_err(|e| anyhow!("{} {}: {}", self.describe(), e.code(), e.message()))
     }
 }

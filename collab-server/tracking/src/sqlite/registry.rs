@@ -7,74 +7,17 @@
 //! DELETE (SQLite triggers) and each entry carries the SHA-256 of the one before, so
 //! an edit made to the file by other means shows when the chain is verified.
 
+use super::audit::AuditEntry;
+use super::SqliteStore;
 use crate::access::person_key;
-use crate::audit::AuditEntry;
+use crate::model::*;
 use crate::search::{field, filter_matches, registry_filter};
-use crate::store::{now_ms, Result, Store, TrackingError};
+use crate::store::{
+    check_alias, check_name, now_ms, parse_version, Actor, EvaluationOutcome, EvaluationTarget,
+    RegistryStore, Result, TrackingError,
+};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
-
-/// Who does a registry action: the token's name, and whether it is an owner's.
-/// Rules about people (no self-approval, one vote each) compare
-/// [`person_key`]s of names, never the raw strings.
-pub struct Actor<'a> {
-    pub name: &'a str,
-    pub owner: bool,
-}
-
-impl Actor<'_> {
-    fn is(&self, name: &str) -> bool {
-        person_key(self.name) == person_key(name)
-    }
-}
-
-/// A version the server is about to evaluate; see [`Store::evaluation_target`].
-#[derive(Debug, Clone)]
-pub struct EvaluationTarget {
-    pub name: String,
-    pub version: i64,
-    pub uid: String,
-    pub adapter_digest: String,
-    /// The training run whose uploaded adapter is evaluated.
-    pub run_id: String,
-    /// Each adapter file: its path inside the adapter folder and its stored bytes.
-    pub files: Vec<(String, std::path::PathBuf)>,
-}
-
-/// What the server's evaluation measured, kept as the policy's evidence.
-#[derive(Debug, Clone)]
-pub struct EvaluationOutcome {
-    /// The run the server recorded the evaluation as.
-    pub run_id: String,
-    pub pass_rate: f64,
-    pub tests: i64,
-    /// SHA-256 of the suite's text, so the audit log says what was run.
-    pub suite_sha256: String,
-}
-
-/// The promotion policy. Aliases in `protected_aliases` are set only for a version
-/// with `min_approvals` approvals from people other than its author (and no
-/// standing rejection) and, when `require_evaluation`, a linked prompt-test run
-/// whose `pass_rate` metric is at least `min_pass_rate`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    pub protected_aliases: Vec<String>,
-    pub min_approvals: u32,
-    pub require_evaluation: bool,
-    pub min_pass_rate: f64,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            protected_aliases: vec!["production".into()],
-            min_approvals: 1,
-            require_evaluation: true,
-            min_pass_rate: 0.9,
-        }
-    }
-}
 
 fn denied(message: String) -> TrackingError {
     TrackingError::PermissionDenied(message)
@@ -84,42 +27,7 @@ fn alias_missing(alias: &str) -> TrackingError {
     TrackingError::missing(format!("Registered model alias {alias} not found."))
 }
 
-fn check_name(kind: &str, name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(TrackingError::invalid(format!(
-            "a {kind} name must not be empty"
-        )));
-    }
-    if name.len() > 256 || name.contains('/') || name.contains(':') {
-        return Err(TrackingError::invalid(format!(
-            "invalid {kind} name '{name}': at most 256 characters, without '/' or ':'"
-        )));
-    }
-    Ok(())
-}
-
-pub fn parse_version(version: &str) -> Result<i64> {
-    version
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| {
-            TrackingError::invalid(format!(
-                "model version must be a positive whole number, got '{version}'"
-            ))
-        })
-}
-
-fn tags_of(tx: &Transaction<'_>, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Value>> {
-    let mut stmt = tx.prepare_cached(sql)?;
-    let rows = stmt.query_map(args, |r| {
-        Ok(json!({"key": r.get::<_, String>(0)?, "value": r.get::<_, String>(1)?}))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-impl Store {
+impl SqliteStore {
     /// Appends an audit entry for an action in `tx` (see [`crate::audit`]).
     #[allow(clippy::too_many_arguments)]
     fn record(
@@ -150,7 +58,7 @@ impl Store {
         })
     }
 
-    fn version_json(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Value> {
+    fn version_entity(tx: &Transaction<'_>, name: &str, version: i64) -> Result<ModelVersion> {
         let mut v = tx
             .query_row(
                 "SELECT author, source, run_id, description, creation_timestamp, last_updated_timestamp,
@@ -158,20 +66,22 @@ impl Store {
                  FROM model_versions WHERE name = ?1 AND version = ?2",
                 params![name, version],
                 |r| {
-                    Ok(json!({
-                        "name": name,
-                        "version": version.to_string(),
-                        "user_id": r.get::<_, String>(0)?,
-                        "source": r.get::<_, String>(1)?,
-                        "run_id": r.get::<_, String>(2)?,
-                        "description": r.get::<_, String>(3)?,
-                        "creation_timestamp": r.get::<_, i64>(4)?,
-                        "last_updated_timestamp": r.get::<_, i64>(5)?,
-                        "current_stage": "None",
-                        "status": "READY",
-                        "ferrolab_uid": r.get::<_, String>(6)?,
-                        "adapter_digest": r.get::<_, String>(7)?,
-                    }))
+                    Ok(ModelVersion {
+                        name: name.to_string(),
+                        version: version.to_string(),
+                        user_id: r.get(0)?,
+                        source: r.get(1)?,
+                        run_id: r.get(2)?,
+                        description: r.get(3)?,
+                        creation_timestamp: r.get(4)?,
+                        last_updated_timestamp: r.get(5)?,
+                        current_stage: "None",
+                        status: "READY",
+                        ferrolab_uid: r.get(6)?,
+                        adapter_digest: r.get(7)?,
+                        tags: Vec::new(),
+                        aliases: Vec::new(),
+                    })
                 },
             )
             .optional()?
@@ -180,60 +90,64 @@ impl Store {
                     "Model Version (name={name}, version={version}) not found"
                 ))
             })?;
-        v["tags"] = json!(tags_of(
+        v.tags = Self::pairs(
             tx,
             "SELECT key, value FROM model_version_tags WHERE name = ?1 AND version = ?2 ORDER BY key",
-            &[&name, &version]
-        )?);
+            &[&name, &version],
+        )?;
         let mut stmt = tx.prepare_cached(
             "SELECT alias FROM model_aliases WHERE name = ?1 AND version = ?2 ORDER BY alias",
         )?;
-        let aliases: Vec<String> = stmt
+        v.aliases = stmt
             .query_map(params![name, version], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        v["aliases"] = json!(aliases);
         Ok(v)
     }
 
-    fn model_json(tx: &Transaction<'_>, name: &str) -> Result<Value> {
+    fn model_entity(tx: &Transaction<'_>, name: &str) -> Result<RegisteredModel> {
         let mut m = tx
             .query_row(
                 "SELECT description, creation_timestamp, last_updated_timestamp FROM registered_models WHERE name = ?1",
                 [name],
                 |r| {
-                    Ok(json!({
-                        "name": name,
-                        "description": r.get::<_, String>(0)?,
-                        "creation_timestamp": r.get::<_, i64>(1)?,
-                        "last_updated_timestamp": r.get::<_, i64>(2)?,
-                    }))
+                    Ok(RegisteredModel {
+                        name: name.to_string(),
+                        description: r.get(0)?,
+                        creation_timestamp: r.get(1)?,
+                        last_updated_timestamp: r.get(2)?,
+                        tags: Vec::new(),
+                        aliases: Vec::new(),
+                        latest_versions: Vec::new(),
+                    })
                 },
             )
             .optional()?
             .ok_or_else(|| {
                 TrackingError::missing(format!("Registered Model with name={name} not found"))
             })?;
-        m["tags"] = json!(tags_of(
+        m.tags = Self::pairs(
             tx,
             "SELECT key, value FROM registered_model_tags WHERE name = ?1 ORDER BY key",
-            &[&name]
-        )?);
+            &[&name],
+        )?;
         let mut stmt = tx.prepare_cached(
             "SELECT alias, version FROM model_aliases WHERE name = ?1 ORDER BY alias",
         )?;
-        let aliases: Vec<Value> = stmt
+        m.aliases = stmt
             .query_map([name], |r| {
-                Ok(json!({"alias": r.get::<_, String>(0)?, "version": r.get::<_, i64>(1)?.to_string()}))
+                Ok(Alias {
+                    alias: r.get(0)?,
+                    version: r.get::<_, i64>(1)?.to_string(),
+                })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        m["aliases"] = json!(aliases);
         let latest: Option<i64> = tx.query_row(
             "SELECT MAX(version) FROM model_versions WHERE name = ?1",
             [name],
             |r| r.get(0),
         )?;
         if let Some(v) = latest {
-            m["latest_versions"] = json!([Self::version_json(tx, name, v)?]);
+            m.latest_versions = vec![Self::version_entity(tx, name, v)?];
         }
         Ok(m)
     }
@@ -266,222 +180,6 @@ impl Store {
         })
     }
 
-    // ------------------------------------------------------------ registered models
-
-    pub fn create_registered_model(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        description: &str,
-        tags: &[(String, String)],
-    ) -> Result<Value> {
-        check_name("registered model", name)?;
-        self.with(|tx| {
-            if Self::model_exists(tx, name).is_ok() {
-                return Err(TrackingError::exists(format!(
-                    "Registered Model (name={name}) already exists."
-                )));
-            }
-            let now = now_ms();
-            tx.execute(
-                "INSERT INTO registered_models (name, description, created_by, creation_timestamp, last_updated_timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![name, description, who.name, now],
-            )?;
-            for (k, v) in tags {
-                tx.execute(
-                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
-                    params![name, k, v],
-                )?;
-            }
-            let after = Self::model_json(tx, name)?;
-            self.record(tx, who.name, "registered_model.create", name, "", &Value::Null, &after)?;
-            Ok(after)
-        })
-    }
-
-    pub fn get_registered_model(&self, name: &str) -> Result<Value> {
-        self.with(|tx| Self::model_json(tx, name))
-    }
-
-    pub fn search_registered_models(
-        &self,
-        filter: &str,
-        max: usize,
-        offset: usize,
-    ) -> Result<(Vec<Value>, Option<String>)> {
-        let clauses = registry_filter(filter, &["name", "tags"])?;
-        self.with(|tx| {
-            let mut stmt = tx.prepare("SELECT name FROM registered_models ORDER BY name")?;
-            let names: Vec<String> = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut hits: Vec<&String> = Vec::new();
-            for n in &names {
-                let tags = tags_of(
-                    tx,
-                    "SELECT key, value FROM registered_model_tags WHERE name = ?1",
-                    &[n],
-                )?;
-                if filter_matches(&clauses, |key| field(key, n, &tags)) {
-                    hits.push(n);
-                }
-            }
-            let page = hits
-                .iter()
-                .skip(offset)
-                .take(max)
-                .map(|n| Self::model_json(tx, n))
-                .collect::<Result<Vec<_>>>()?;
-            let next = (offset + max < hits.len()).then(|| (offset + max).to_string());
-            Ok((page, next))
-        })
-    }
-
-    pub fn update_registered_model(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        description: &str,
-    ) -> Result<Value> {
-        self.with(|tx| {
-            let before = Self::model_json(tx, name)?;
-            tx.execute(
-                "UPDATE registered_models SET description = ?2, last_updated_timestamp = ?3 WHERE name = ?1",
-                params![name, description, now_ms()],
-            )?;
-            let after = Self::model_json(tx, name)?;
-            self.record(tx, who.name, "registered_model.update", name, "", &before, &after)?;
-            Ok(after)
-        })
-    }
-
-    pub fn delete_registered_model(&self, who: &Actor<'_>, name: &str) -> Result<()> {
-        self.with(|tx| {
-            let before = Self::model_json(tx, name)?;
-            let policy = Self::policy_in(tx)?;
-            Self::refuse_if_protected(tx, &policy, name, None)?;
-            tx.execute("DELETE FROM registered_models WHERE name = ?1", [name])?;
-            self.record(
-                tx,
-                who.name,
-                "registered_model.delete",
-                name,
-                "",
-                &before,
-                &Value::Null,
-            )
-        })
-    }
-
-    pub fn set_registered_model_tag(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        key: &str,
-        value: Option<&str>,
-    ) -> Result<()> {
-        self.with(|tx| {
-            let before = Self::model_json(tx, name)?;
-            match value {
-                Some(v) => tx.execute(
-                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
-                    params![name, key, v],
-                )?,
-                None => tx.execute(
-                    "DELETE FROM registered_model_tags WHERE name = ?1 AND key = ?2",
-                    params![name, key],
-                )?,
-            };
-            let after = Self::model_json(tx, name)?;
-            let action = if value.is_some() { "registered_model.set_tag" } else { "registered_model.delete_tag" };
-            self.record(tx, who.name, action, name, "", &before, &after)
-        })
-    }
-
-    // ------------------------------------------------------------ model versions
-
-    /// A new version of `name` (its author is `who`), with its lineage, evaluation
-    /// runs and, as its description when none is given, a model card.
-    #[allow(clippy::too_many_arguments)]
-    pub fn create_model_version(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        source: &str,
-        run_id: &str,
-        description: &str,
-        tags: &[(String, String)],
-        lineage: &Value,
-        evaluations: &[String],
-    ) -> Result<Value> {
-        if source.trim().is_empty() {
-            return Err(TrackingError::invalid(
-                "Missing value for required parameter 'source'",
-            ));
-        }
-        self.with(|tx| {
-            Self::model_exists(tx, name)?;
-            if !run_id.is_empty() {
-                Self::run_exists(tx, run_id)?;
-            }
-            for run in evaluations {
-                Self::run_exists(tx, run)?;
-            }
-            // Numbers are never reused, even after the model is deleted and made
-            // again: a review of "version 3" must never count for another version 3.
-            let version: i64 = tx.query_row(
-                "SELECT MAX(COALESCE((SELECT last FROM model_version_numbers WHERE name = ?1), 0),
-                            COALESCE((SELECT MAX(version) FROM model_versions WHERE name = ?1), 0)) + 1",
-                [name],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "INSERT OR REPLACE INTO model_version_numbers (name, last) VALUES (?1, ?2)",
-                params![name, version],
-            )?;
-            let uid = uuid::Uuid::new_v4().simple().to_string();
-            let digest = lineage["adapter"]["hash"].as_str().unwrap_or_default();
-            let now = now_ms();
-            tx.execute(
-                "INSERT INTO model_versions (name, version, author, source, run_id, description, lineage,
-                     creation_timestamp, last_updated_timestamp, uid, adapter_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
-                params![name, version, who.name, source, run_id, description, lineage.to_string(), now, uid, digest],
-            )?;
-            for (k, v) in tags {
-                tx.execute(
-                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![name, version, k, v],
-                )?;
-            }
-            for run in evaluations {
-                tx.execute(
-                    "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
-                    params![name, version, run],
-                )?;
-            }
-            tx.execute(
-                "UPDATE registered_models SET last_updated_timestamp = ?2 WHERE name = ?1",
-                params![name, now],
-            )?;
-            let after = Self::version_json(tx, name, version)?;
-            let mut recorded = after.clone();
-            recorded["lineage"] = lineage.clone();
-            recorded["evaluation_runs"] = json!(evaluations);
-            self.record(
-                tx,
-                who.name,
-                "model_version.create",
-                name,
-                &version.to_string(),
-                &Value::Null,
-                &recorded,
-            )?;
-            Ok(after)
-        })
-    }
-
     fn run_exists(tx: &Transaction<'_>, run_id: &str) -> Result<()> {
         let found: Option<String> = tx
             .query_row("SELECT run_id FROM runs WHERE run_id = ?1", [run_id], |r| {
@@ -493,364 +191,43 @@ impl Store {
             .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
 
-    pub fn get_model_version(&self, name: &str, version: &str) -> Result<Value> {
-        let version = parse_version(version)?;
-        self.with(|tx| {
-            Self::model_exists(tx, name)?;
-            Self::version_json(tx, name, version)
-        })
-    }
-
-    pub fn search_model_versions(
-        &self,
-        filter: &str,
-        max: usize,
-        offset: usize,
-    ) -> Result<(Vec<Value>, Option<String>)> {
-        let clauses =
-            registry_filter(filter, &["name", "run_id", "source", "source_path", "tags"])?;
-        self.with(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT name, version, run_id, source FROM model_versions ORDER BY name, version DESC",
-            )?;
-            let rows: Vec<(String, i64, String, String)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut hits: Vec<&(String, i64, String, String)> = Vec::new();
-            for row in &rows {
-                let (n, v, run, source) = row;
-                let tags = tags_of(
-                    tx,
-                    "SELECT key, value FROM model_version_tags WHERE name = ?1 AND version = ?2",
-                    &[n, v],
-                )?;
-                let matched = filter_matches(&clauses, |key| match key {
-                    "run_id" => run.clone(),
-                    "source" | "source_path" => source.clone(),
-                    _ => field(key, n, &tags),
-                });
-                if matched {
-                    hits.push(row);
-                }
-            }
-            let page = hits
-                .iter()
-                .skip(offset)
-                .take(max)
-                .map(|(n, v, _, _)| Self::version_json(tx, n, *v))
-                .collect::<Result<Vec<_>>>()?;
-            let next = (offset + max < hits.len()).then(|| (offset + max).to_string());
-            Ok((page, next))
-        })
-    }
-
-    pub fn update_model_version(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        version: &str,
-        description: &str,
-    ) -> Result<Value> {
-        let version = parse_version(version)?;
-        self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            let before = Self::version_json(tx, name, version)?;
-            tx.execute(
-                "UPDATE model_versions SET description = ?3, last_updated_timestamp = ?4 WHERE name = ?1 AND version = ?2",
-                params![name, version, description, now_ms()],
-            )?;
-            let after = Self::version_json(tx, name, version)?;
-            self.record(tx, who.name, "model_version.update", name, &version.to_string(), &before, &after)?;
-            Ok(after)
-        })
-    }
-
-    pub fn delete_model_version(&self, who: &Actor<'_>, name: &str, version: &str) -> Result<()> {
-        let version = parse_version(version)?;
-        self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            let before = Self::version_json(tx, name, version)?;
-            let policy = Self::policy_in(tx)?;
-            Self::refuse_if_protected(tx, &policy, name, Some(version))?;
-            tx.execute(
-                "DELETE FROM model_aliases WHERE name = ?1 AND version = ?2",
-                params![name, version],
-            )?;
-            tx.execute(
-                "DELETE FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
-            )?;
-            self.record(
-                tx,
-                who.name,
-                "model_version.delete",
-                name,
-                &version.to_string(),
-                &before,
-                &Value::Null,
-            )
-        })
-    }
-
-    pub fn set_model_version_tag(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        version: &str,
-        key: &str,
-        value: Option<&str>,
-    ) -> Result<()> {
-        let version = parse_version(version)?;
-        self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            let before = Self::version_json(tx, name, version)?;
-            match value {
-                Some(v) => tx.execute(
-                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![name, version, key, v],
-                )?,
-                None => tx.execute(
-                    "DELETE FROM model_version_tags WHERE name = ?1 AND version = ?2 AND key = ?3",
-                    params![name, version, key],
-                )?,
-            };
-            let after = Self::version_json(tx, name, version)?;
-            let action = if value.is_some() { "model_version.set_tag" } else { "model_version.delete_tag" };
-            self.record(tx, who.name, action, name, &version.to_string(), &before, &after)
-        })
-    }
-
-    /// A version's lineage, evaluation runs (with their pass rates) and reviews.
-    pub fn model_version_details(&self, name: &str, version: &str) -> Result<Value> {
-        let version = parse_version(version)?;
-        self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            let mut v = Self::version_json(tx, name, version)?;
-            let lineage: String = tx.query_row(
-                "SELECT lineage FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
-                |r| r.get(0),
-            )?;
-            v["lineage"] = serde_json::from_str(&lineage).unwrap_or(Value::Null);
-            v["evaluation_runs"] = json!(Self::evaluations(tx, name, version)?
-                .into_iter()
-                .map(|(run, rate)| json!({"run_id": run, "pass_rate": rate}))
-                .collect::<Vec<_>>());
-            v["server_evaluations"] = json!(Self::server_evaluations(tx, name, version)?);
-            let mut stmt = tx.prepare_cached(
-                "SELECT reviewer, decision, comment, timestamp FROM model_reviews
-                 WHERE version_uid = (SELECT uid FROM model_versions WHERE name = ?1 AND version = ?2)
-                 ORDER BY id",
-            )?;
-            let reviews: Vec<Value> = stmt
-                .query_map(params![name, version], |r| {
-                    Ok(json!({
-                        "reviewer": r.get::<_, String>(0)?,
-                        "decision": r.get::<_, String>(1)?,
-                        "comment": r.get::<_, String>(2)?,
-                        "timestamp": r.get::<_, i64>(3)?,
-                    }))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            v["reviews"] = json!(reviews);
-            Ok(v)
-        })
-    }
-
-    fn evaluations(
-        tx: &Transaction<'_>,
-        name: &str,
-        version: i64,
-    ) -> Result<Vec<(String, Option<f64>)>> {
+    fn evaluations(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Vec<EvaluationRun>> {
         let mut stmt = tx.prepare_cached(
             "SELECT e.run_id, m.value FROM model_evaluations e
              LEFT JOIN latest_metrics m ON m.run_id = e.run_id AND m.key = 'pass_rate' AND m.is_nan = 0
              WHERE e.name = ?1 AND e.version = ?2 ORDER BY e.run_id",
         )?;
-        let rows = stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![name, version], |r| {
+            Ok(EvaluationRun {
+                run_id: r.get(0)?,
+                pass_rate: r.get(1)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Links a prompt-test run to a version as its evaluation.
-    pub fn link_evaluation(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        version: &str,
-        run_id: &str,
-    ) -> Result<Value> {
-        let version = parse_version(version)?;
-        self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            Self::run_exists(tx, run_id)?;
-            let before = json!(Self::evaluations(tx, name, version)?.into_iter().map(|(r, _)| r).collect::<Vec<_>>());
-            tx.execute(
-                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
-                params![name, version, run_id],
-            )?;
-            let runs = Self::evaluations(tx, name, version)?;
-            let after = json!(runs.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
-            self.record(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
-            Ok(json!({"evaluation_runs": runs.into_iter().map(|(run, rate)| json!({"run_id": run, "pass_rate": rate})).collect::<Vec<_>>()}))
-        })
     }
 
     /// The evaluations the server ran on exactly this version (its uid and adapter
     /// digest), oldest first.
-    fn server_evaluations(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Vec<Value>> {
+    fn server_evaluations(
+        tx: &Transaction<'_>,
+        name: &str,
+        version: i64,
+    ) -> Result<Vec<ServerEvaluation>> {
         let (uid, digest) = Self::version_identity(tx, name, version)?;
         let mut stmt = tx.prepare_cached(
             "SELECT run_id, pass_rate, tests, requested_by, timestamp FROM server_evaluations
              WHERE version_uid = ?1 AND adapter_digest = ?2 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![uid, digest], |r| {
-            Ok(json!({
-                "run_id": r.get::<_, String>(0)?,
-                "pass_rate": r.get::<_, f64>(1)?,
-                "tests": r.get::<_, i64>(2)?,
-                "requested_by": r.get::<_, String>(3)?,
-                "timestamp": r.get::<_, i64>(4)?,
-            }))
+            Ok(ServerEvaluation {
+                run_id: r.get(0)?,
+                pass_rate: r.get(1)?,
+                tests: r.get(2)?,
+                requested_by: r.get(3)?,
+                timestamp: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// What the server evaluates for `name` `version`: the version's identity and the
-    /// adapter files its training run uploaded (path inside the adapter folder, the
-    /// stored bytes). A version with no run, or whose run uploaded no adapter, cannot
-    /// be evaluated by the server, and the error says how to register one that can.
-    pub fn evaluation_target(&self, name: &str, version: &str) -> Result<EvaluationTarget> {
-        let version = parse_version(version)?;
-        let (uid, adapter_digest, run_id, rows) = self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            let (uid, digest) = Self::version_identity(tx, name, version)?;
-            let run_id: String = tx.query_row(
-                "SELECT run_id FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
-                |r| r.get(0),
-            )?;
-            if run_id.is_empty() {
-                return Err(TrackingError::invalid(format!(
-                    "version {version} of {name} names no training run, so the server has no adapter to evaluate: register the adapter/ of a %finetune run reported to this server (%register {name} --adapter runs/RUN/adapter)"
-                )));
-            }
-            let experiment: i64 = tx
-                .query_row("SELECT experiment_id FROM runs WHERE run_id = ?1", [&run_id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))?;
-            let prefix = format!("{experiment}/{run_id}/artifacts/adapter/");
-            let mut stmt = tx.prepare_cached(
-                "SELECT path, sha256 FROM artifacts WHERE run_id = ?1 AND substr(path, 1, length(?2)) = ?2 ORDER BY path",
-            )?;
-            let rows: Vec<(String, String)> = stmt
-                .query_map(params![run_id, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let rows = rows
-                .into_iter()
-                .map(|(path, hash)| (path[prefix.len()..].to_string(), hash))
-                .collect::<Vec<_>>();
-            Ok((uid, digest, run_id, rows))
-        })?;
-        if rows.is_empty() {
-            return Err(TrackingError::invalid(format!(
-                "the training run {run_id} of version {version} uploaded no adapter/ folder, so the server has nothing to evaluate: train with this server as the tracking server (FERROLAB_TRACKING_URI), which uploads the adapter, then register that run's adapter"
-            )));
-        }
-        let files = rows
-            .into_iter()
-            .map(|(path, hash)| (path, self.blob_path(&hash)))
-            .collect();
-        Ok(EvaluationTarget {
-            name: name.to_string(),
-            version,
-            uid,
-            adapter_digest,
-            run_id,
-            files,
-        })
-    }
-
-    /// Keeps the outcome of an evaluation the server ran on `target` as evidence for
-    /// the policy, links its run to the version, and writes the audit entry. Refused
-    /// when the version changed identity while the evaluation ran.
-    pub fn record_server_evaluation(
-        &self,
-        who: &Actor<'_>,
-        target: &EvaluationTarget,
-        outcome: &EvaluationOutcome,
-    ) -> Result<Value> {
-        let (name, version) = (target.name.as_str(), target.version);
-        self.with(|tx| {
-            Self::version_author(tx, name, version)?;
-            let identity = Self::version_identity(tx, name, version)?;
-            if identity != (target.uid.clone(), target.adapter_digest.clone()) {
-                return Err(TrackingError::invalid(format!(
-                    "version {version} of {name} was replaced while it was evaluated; evaluate the new version"
-                )));
-            }
-            let now = now_ms();
-            tx.execute(
-                "INSERT INTO server_evaluations (name, version, version_uid, adapter_digest, run_id,
-                     requested_by, pass_rate, tests, suite_sha256, timestamp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![name, version, target.uid, target.adapter_digest, outcome.run_id, who.name,
-                        outcome.pass_rate, outcome.tests, outcome.suite_sha256, now],
-            )?;
-            tx.execute(
-                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
-                params![name, version, outcome.run_id],
-            )?;
-            let after = json!({
-                "run_id": outcome.run_id, "pass_rate": outcome.pass_rate, "tests": outcome.tests,
-                "suite_sha256": outcome.suite_sha256, "ferrolab_uid": target.uid,
-                "adapter_digest": target.adapter_digest, "recorded_by": "server",
-            });
-            self.record(tx, who.name, "model_version.evaluate", name, &version.to_string(), &Value::Null, &after)?;
-            Ok(after)
-        })
-    }
-
-    // ------------------------------------------------------------ reviews and aliases
-
-    /// Records `who`'s review of a version. Nobody approves their own version.
-    pub fn review(
-        &self,
-        who: &Actor<'_>,
-        name: &str,
-        version: &str,
-        approve: bool,
-        comment: &str,
-    ) -> Result<Value> {
-        let version = parse_version(version)?;
-        if comment.trim().is_empty() {
-            return Err(TrackingError::invalid(
-                "a review needs a comment saying what was checked",
-            ));
-        }
-        self.with(|tx| {
-            let author = Self::version_author(tx, name, version)?;
-            if approve && who.is(&author) {
-                return Err(denied(format!(
-                    "self-approval refused: '{}' created version {version} of '{name}'; an approval must come from someone else",
-                    who.name
-                )));
-            }
-            let decision = if approve { "approve" } else { "reject" };
-            let (uid, digest) = Self::version_identity(tx, name, version)?;
-            let review = json!({
-                "name": name, "version": version.to_string(), "reviewer": who.name,
-                "decision": decision, "comment": comment, "timestamp": now_ms(),
-                "ferrolab_uid": uid, "adapter_digest": digest,
-            });
-            tx.execute(
-                "INSERT INTO model_reviews (name, version, reviewer, decision, comment, timestamp,
-                     version_uid, adapter_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![name, version, who.name, decision, comment, review["timestamp"].as_i64(), uid, digest],
-            )?;
-            self.record(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &review)?;
-            Ok(review)
-        })
     }
 
     /// Why the policy forbids giving `alias` to this version: every failed rule.
@@ -947,23 +324,596 @@ impl Store {
         Ok(())
     }
 
-    /// Points `alias` at a version; a protected alias only when the policy allows.
-    pub fn set_alias(
+    /// The version `alias` points at, if it is set.
+    fn alias_version(tx: &Transaction<'_>, name: &str, alias: &str) -> Result<Option<i64>> {
+        Ok(tx
+            .query_row(
+                "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
+                params![name, alias],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    // ------------------------------------------------------------ policy and audit
+
+    fn policy_in(tx: &Transaction<'_>) -> Result<Policy> {
+        let text: Option<String> = tx
+            .query_row(
+                "SELECT value FROM governance_policy WHERE key = 'policy'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match text {
+            None => Ok(Policy::default()),
+            Some(t) => serde_json::from_str(&t).map_err(|e| {
+                TrackingError::Internal(format!(
+                    "the stored governance policy is damaged ({e}); an owner can set it again"
+                ))
+            }),
+        }
+    }
+}
+
+impl RegistryStore for SqliteStore {
+    // ------------------------------------------------------------ registered models
+
+    fn create_registered_model(
         &self,
         who: &Actor<'_>,
         name: &str,
-        alias: &str,
-        version: &str,
-    ) -> Result<Value> {
+        description: &str,
+        tags: &[(String, String)],
+    ) -> Result<RegisteredModel> {
+        check_name("registered model", name)?;
+        self.with(|tx| {
+            if Self::model_exists(tx, name).is_ok() {
+                return Err(TrackingError::exists(format!(
+                    "Registered Model (name={name}) already exists."
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO registered_models (name, description, created_by, creation_timestamp, last_updated_timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![name, description, who.name, now],
+            )?;
+            for (k, v) in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
+                    params![name, k, v],
+                )?;
+            }
+            let after = Self::model_entity(tx, name)?;
+            self.record(tx, who.name, "registered_model.create", name, "", &Value::Null, &to_json(&after)?)?;
+            Ok(after)
+        })
+    }
+
+    fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
+        self.with(|tx| Self::model_entity(tx, name))
+    }
+
+    fn search_registered_models(
+        &self,
+        filter: &str,
+        max: usize,
+        offset: usize,
+    ) -> Result<Page<RegisteredModel>> {
+        let clauses = registry_filter(filter, &["name", "tags"])?;
+        self.with(|tx| {
+            let mut stmt = tx.prepare("SELECT name FROM registered_models ORDER BY name")?;
+            let names: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut hits: Vec<&String> = Vec::new();
+            for n in &names {
+                let tags = Self::pairs(
+                    tx,
+                    "SELECT key, value FROM registered_model_tags WHERE name = ?1",
+                    &[n],
+                )?;
+                if filter_matches(&clauses, |key| field(key, n, &tags)) {
+                    hits.push(n);
+                }
+            }
+            let items = hits
+                .iter()
+                .skip(offset)
+                .take(max)
+                .map(|n| Self::model_entity(tx, n))
+                .collect::<Result<Vec<_>>>()?;
+            let next_page_token = (offset + max < hits.len()).then(|| (offset + max).to_string());
+            Ok(Page {
+                items,
+                next_page_token,
+            })
+        })
+    }
+
+    fn update_registered_model(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        description: &str,
+    ) -> Result<RegisteredModel> {
+        self.with(|tx| {
+            let before = Self::model_entity(tx, name)?;
+            tx.execute(
+                "UPDATE registered_models SET description = ?2, last_updated_timestamp = ?3 WHERE name = ?1",
+                params![name, description, now_ms()],
+            )?;
+            let after = Self::model_entity(tx, name)?;
+            self.record(tx, who.name, "registered_model.update", name, "", &to_json(&before)?, &to_json(&after)?)?;
+            Ok(after)
+        })
+    }
+
+    fn delete_registered_model(&self, who: &Actor<'_>, name: &str) -> Result<()> {
+        self.with(|tx| {
+            let before = Self::model_entity(tx, name)?;
+            let policy = Self::policy_in(tx)?;
+            Self::refuse_if_protected(tx, &policy, name, None)?;
+            tx.execute("DELETE FROM registered_models WHERE name = ?1", [name])?;
+            self.record(
+                tx,
+                who.name,
+                "registered_model.delete",
+                name,
+                "",
+                &to_json(&before)?,
+                &Value::Null,
+            )
+        })
+    }
+
+    fn set_registered_model_tag(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        self.with(|tx| {
+            let before = Self::model_entity(tx, name)?;
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
+                    params![name, key, v],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM registered_model_tags WHERE name = ?1 AND key = ?2",
+                    params![name, key],
+                )?,
+            };
+            let after = Self::model_entity(tx, name)?;
+            let action = if value.is_some() { "registered_model.set_tag" } else { "registered_model.delete_tag" };
+            self.record(tx, who.name, action, name, "", &to_json(&before)?, &to_json(&after)?)
+        })
+    }
+
+    // ------------------------------------------------------------ model versions
+
+    /// A new version of `name` (its author is `who`), with its lineage, evaluation
+    /// runs and, as its description when none is given, a model card.
+    #[allow(clippy::too_many_arguments)]
+    fn create_model_version(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        source: &str,
+        run_id: &str,
+        description: &str,
+        tags: &[(String, String)],
+        lineage: &Value,
+        evaluations: &[String],
+    ) -> Result<ModelVersion> {
+        if source.trim().is_empty() {
+            return Err(TrackingError::invalid(
+                "Missing value for required parameter 'source'",
+            ));
+        }
+        self.with(|tx| {
+            Self::model_exists(tx, name)?;
+            if !run_id.is_empty() {
+                Self::run_exists(tx, run_id)?;
+            }
+            for run in evaluations {
+                Self::run_exists(tx, run)?;
+            }
+            // Numbers are never reused, even after the model is deleted and made
+            // again: a review of "version 3" must never count for another version 3.
+            let version: i64 = tx.query_row(
+                "SELECT MAX(COALESCE((SELECT last FROM model_version_numbers WHERE name = ?1), 0),
+                            COALESCE((SELECT MAX(version) FROM model_versions WHERE name = ?1), 0)) + 1",
+                [name],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO model_version_numbers (name, last) VALUES (?1, ?2)",
+                params![name, version],
+            )?;
+            let uid = uuid::Uuid::new_v4().simple().to_string();
+            let digest = lineage["adapter"]["hash"].as_str().unwrap_or_default();
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO model_versions (name, version, author, source, run_id, description, lineage,
+                     creation_timestamp, last_updated_timestamp, uid, adapter_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+                params![name, version, who.name, source, run_id, description, lineage.to_string(), now, uid, digest],
+            )?;
+            for (k, v) in tags {
+                tx.execute(
+                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, version, k, v],
+                )?;
+            }
+            for run in evaluations {
+                tx.execute(
+                    "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
+                    params![name, version, run],
+                )?;
+            }
+            tx.execute(
+                "UPDATE registered_models SET last_updated_timestamp = ?2 WHERE name = ?1",
+                params![name, now],
+            )?;
+            let after = Self::version_entity(tx, name, version)?;
+            let mut recorded = to_json(&after)?;
+            recorded["lineage"] = lineage.clone();
+            recorded["evaluation_runs"] = json!(evaluations);
+            self.record(
+                tx,
+                who.name,
+                "model_version.create",
+                name,
+                &version.to_string(),
+                &Value::Null,
+                &recorded,
+            )?;
+            Ok(after)
+        })
+    }
+
+    fn get_model_version(&self, name: &str, version: &str) -> Result<ModelVersion> {
         let version = parse_version(version)?;
-        check_name("alias", alias)?;
-        if alias.eq_ignore_ascii_case("latest")
-            || (alias.starts_with('v') && alias[1..].parse::<u64>().is_ok())
-        {
+        self.with(|tx| {
+            Self::model_exists(tx, name)?;
+            Self::version_entity(tx, name, version)
+        })
+    }
+
+    fn search_model_versions(
+        &self,
+        filter: &str,
+        max: usize,
+        offset: usize,
+    ) -> Result<Page<ModelVersion>> {
+        let clauses =
+            registry_filter(filter, &["name", "run_id", "source", "source_path", "tags"])?;
+        self.with(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT name, version, run_id, source FROM model_versions ORDER BY name, version DESC",
+            )?;
+            let rows: Vec<(String, i64, String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut hits: Vec<&(String, i64, String, String)> = Vec::new();
+            for row in &rows {
+                let (n, v, run, source) = row;
+                let tags = Self::pairs(
+                    tx,
+                    "SELECT key, value FROM model_version_tags WHERE name = ?1 AND version = ?2",
+                    &[n, v],
+                )?;
+                let matched = filter_matches(&clauses, |key| match key {
+                    "run_id" => run.clone(),
+                    "source" | "source_path" => source.clone(),
+                    _ => field(key, n, &tags),
+                });
+                if matched {
+                    hits.push(row);
+                }
+            }
+            let items = hits
+                .iter()
+                .skip(offset)
+                .take(max)
+                .map(|(n, v, _, _)| Self::version_entity(tx, n, *v))
+                .collect::<Result<Vec<_>>>()?;
+            let next_page_token = (offset + max < hits.len()).then(|| (offset + max).to_string());
+            Ok(Page { items, next_page_token })
+        })
+    }
+
+    fn update_model_version(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        description: &str,
+    ) -> Result<ModelVersion> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let before = Self::version_entity(tx, name, version)?;
+            tx.execute(
+                "UPDATE model_versions SET description = ?3, last_updated_timestamp = ?4 WHERE name = ?1 AND version = ?2",
+                params![name, version, description, now_ms()],
+            )?;
+            let after = Self::version_entity(tx, name, version)?;
+            self.record(tx, who.name, "model_version.update", name, &version.to_string(), &to_json(&before)?, &to_json(&after)?)?;
+            Ok(after)
+        })
+    }
+
+    fn delete_model_version(&self, who: &Actor<'_>, name: &str, version: &str) -> Result<()> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let before = Self::version_entity(tx, name, version)?;
+            let policy = Self::policy_in(tx)?;
+            Self::refuse_if_protected(tx, &policy, name, Some(version))?;
+            tx.execute(
+                "DELETE FROM model_aliases WHERE name = ?1 AND version = ?2",
+                params![name, version],
+            )?;
+            tx.execute(
+                "DELETE FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+            )?;
+            self.record(
+                tx,
+                who.name,
+                "model_version.delete",
+                name,
+                &version.to_string(),
+                &to_json(&before)?,
+                &Value::Null,
+            )
+        })
+    }
+
+    fn set_model_version_tag(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let before = Self::version_entity(tx, name, version)?;
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, version, key, v],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM model_version_tags WHERE name = ?1 AND version = ?2 AND key = ?3",
+                    params![name, version, key],
+                )?,
+            };
+            let after = Self::version_entity(tx, name, version)?;
+            let action = if value.is_some() { "model_version.set_tag" } else { "model_version.delete_tag" };
+            self.record(tx, who.name, action, name, &version.to_string(), &to_json(&before)?, &to_json(&after)?)
+        })
+    }
+
+    /// A version's lineage, evaluation runs (with their pass rates) and reviews.
+    fn model_version_details(&self, name: &str, version: &str) -> Result<ModelVersionDetails> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let entity = Self::version_entity(tx, name, version)?;
+            let lineage: String = tx.query_row(
+                "SELECT lineage FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            )?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT reviewer, decision, comment, timestamp FROM model_reviews
+                 WHERE version_uid = (SELECT uid FROM model_versions WHERE name = ?1 AND version = ?2)
+                 ORDER BY id",
+            )?;
+            let reviews = stmt
+                .query_map(params![name, version], |r| {
+                    Ok(ReviewEntry {
+                        reviewer: r.get(0)?,
+                        decision: r.get(1)?,
+                        comment: r.get(2)?,
+                        timestamp: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ModelVersionDetails {
+                version: entity,
+                lineage: serde_json::from_str(&lineage).unwrap_or(Value::Null),
+                evaluation_runs: Self::evaluations(tx, name, version)?,
+                server_evaluations: Self::server_evaluations(tx, name, version)?,
+                reviews,
+            })
+        })
+    }
+
+    /// Links a prompt-test run to a version as its evaluation.
+    fn link_evaluation(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        run_id: &str,
+    ) -> Result<Vec<EvaluationRun>> {
+        let version = parse_version(version)?;
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            Self::run_exists(tx, run_id)?;
+            let before = json!(Self::evaluations(tx, name, version)?.into_iter().map(|e| e.run_id).collect::<Vec<_>>());
+            tx.execute(
+                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
+                params![name, version, run_id],
+            )?;
+            let runs = Self::evaluations(tx, name, version)?;
+            let after = json!(runs.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>());
+            self.record(tx, who.name, "model_version.link_evaluation", name, &version.to_string(), &before, &after)?;
+            Ok(runs)
+        })
+    }
+
+    /// What the server evaluates for `name` `version`: the version's identity and the
+    /// adapter files its training run uploaded (path inside the adapter folder, the
+    /// stored bytes). A version with no run, or whose run uploaded no adapter, cannot
+    /// be evaluated by the server, and the error says how to register one that can.
+    fn evaluation_target(&self, name: &str, version: &str) -> Result<EvaluationTarget> {
+        let version = parse_version(version)?;
+        let (uid, adapter_digest, run_id, rows) = self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let (uid, digest) = Self::version_identity(tx, name, version)?;
+            let run_id: String = tx.query_row(
+                "SELECT run_id FROM model_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            )?;
+            if run_id.is_empty() {
+                return Err(TrackingError::invalid(format!(
+                    "version {version} of {name} names no training run, so the server has no adapter to evaluate: register the adapter/ of a %finetune run reported to this server (%register {name} --adapter runs/RUN/adapter)"
+                )));
+            }
+            let experiment: i64 = tx
+                .query_row("SELECT experiment_id FROM runs WHERE run_id = ?1", [&run_id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))?;
+            let prefix = format!("{experiment}/{run_id}/artifacts/adapter/");
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, sha256 FROM artifacts WHERE run_id = ?1 AND substr(path, 1, length(?2)) = ?2 ORDER BY path",
+            )?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map(params![run_id, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let rows = rows
+                .into_iter()
+                .map(|(path, hash)| (path[prefix.len()..].to_string(), hash))
+                .collect::<Vec<_>>();
+            Ok((uid, digest, run_id, rows))
+        })?;
+        if rows.is_empty() {
             return Err(TrackingError::invalid(format!(
-                "'{alias}' is reserved (latest and vN name versions); pick another alias"
+                "the training run {run_id} of version {version} uploaded no adapter/ folder, so the server has nothing to evaluate: train with this server as the tracking server (FERROLAB_TRACKING_URI), which uploads the adapter, then register that run's adapter"
             )));
         }
+        let files = rows
+            .into_iter()
+            .map(|(path, hash)| (path, self.blob_path(&hash)))
+            .collect();
+        Ok(EvaluationTarget {
+            name: name.to_string(),
+            version,
+            uid,
+            adapter_digest,
+            run_id,
+            files,
+        })
+    }
+
+    /// Keeps the outcome of an evaluation the server ran on `target` as evidence for
+    /// the policy, links its run to the version, and writes the audit entry. Refused
+    /// when the version changed identity while the evaluation ran.
+    fn record_server_evaluation(
+        &self,
+        who: &Actor<'_>,
+        target: &EvaluationTarget,
+        outcome: &EvaluationOutcome,
+    ) -> Result<RecordedEvaluation> {
+        let (name, version) = (target.name.as_str(), target.version);
+        self.with(|tx| {
+            Self::version_author(tx, name, version)?;
+            let identity = Self::version_identity(tx, name, version)?;
+            if identity != (target.uid.clone(), target.adapter_digest.clone()) {
+                return Err(TrackingError::invalid(format!(
+                    "version {version} of {name} was replaced while it was evaluated; evaluate the new version"
+                )));
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO server_evaluations (name, version, version_uid, adapter_digest, run_id,
+                     requested_by, pass_rate, tests, suite_sha256, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![name, version, target.uid, target.adapter_digest, outcome.run_id, who.name,
+                        outcome.pass_rate, outcome.tests, outcome.suite_sha256, now],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
+                params![name, version, outcome.run_id],
+            )?;
+            let after = RecordedEvaluation {
+                run_id: outcome.run_id.clone(),
+                pass_rate: outcome.pass_rate,
+                tests: outcome.tests,
+                suite_sha256: outcome.suite_sha256.clone(),
+                ferrolab_uid: target.uid.clone(),
+                adapter_digest: target.adapter_digest.clone(),
+                recorded_by: "server",
+            };
+            self.record(tx, who.name, "model_version.evaluate", name, &version.to_string(), &Value::Null, &to_json(&after)?)?;
+            Ok(after)
+        })
+    }
+
+    // ------------------------------------------------------------ reviews and aliases
+
+    /// Records `who`'s review of a version. Nobody approves their own version.
+    fn review(
+        &self,
+        who: &Actor<'_>,
+        name: &str,
+        version: &str,
+        approve: bool,
+        comment: &str,
+    ) -> Result<Review> {
+        let version = parse_version(version)?;
+        if comment.trim().is_empty() {
+            return Err(TrackingError::invalid(
+                "a review needs a comment saying what was checked",
+            ));
+        }
+        self.with(|tx| {
+            let author = Self::version_author(tx, name, version)?;
+            if approve && who.is(&author) {
+                return Err(denied(format!(
+                    "self-approval refused: '{}' created version {version} of '{name}'; an approval must come from someone else",
+                    who.name
+                )));
+            }
+            let decision = if approve { "approve" } else { "reject" };
+            let (uid, digest) = Self::version_identity(tx, name, version)?;
+            let review = Review {
+                name: name.to_string(),
+                version: version.to_string(),
+                reviewer: who.name.to_string(),
+                decision: decision.to_string(),
+                comment: comment.to_string(),
+                timestamp: now_ms(),
+                ferrolab_uid: uid,
+                adapter_digest: digest,
+            };
+            tx.execute(
+                "INSERT INTO model_reviews (name, version, reviewer, decision, comment, timestamp,
+                     version_uid, adapter_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![name, version, who.name, decision, comment, review.timestamp, review.ferrolab_uid, review.adapter_digest],
+            )?;
+            self.record(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &to_json(&review)?)?;
+            Ok(review)
+        })
+    }
+
+    /// Points `alias` at a version; a protected alias only when the policy allows.
+    fn set_alias(&self, who: &Actor<'_>, name: &str, alias: &str, version: &str) -> Result<Alias> {
+        let version = parse_version(version)?;
+        check_alias(alias)?;
         self.with(|tx| {
             let author = Self::version_author(tx, name, version)?;
             let policy = Self::policy_in(tx)?;
@@ -981,28 +931,24 @@ impl Store {
                 "INSERT OR REPLACE INTO model_aliases (name, alias, version) VALUES (?1, ?2, ?3)",
                 params![name, alias, version],
             )?;
-            let before = before.map_or(Value::Null, |v| json!({"alias": alias, "version": v.to_string()}));
-            let after = json!({"alias": alias, "version": version.to_string()});
-            self.record(tx, who.name, "alias.set", name, &version.to_string(), &before, &after)?;
+            let alias_of = |version: i64| Alias {
+                alias: alias.to_string(),
+                version: version.to_string(),
+            };
+            let before = match before {
+                Some(v) => to_json(&alias_of(v))?,
+                None => Value::Null,
+            };
+            let after = alias_of(version);
+            self.record(tx, who.name, "alias.set", name, &version.to_string(), &before, &to_json(&after)?)?;
             Ok(after)
         })
-    }
-
-    /// The version `alias` points at, if it is set.
-    fn alias_version(tx: &Transaction<'_>, name: &str, alias: &str) -> Result<Option<i64>> {
-        Ok(tx
-            .query_row(
-                "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
-                |r| r.get(0),
-            )
-            .optional()?)
     }
 
     /// Removes `alias`; a protected alias only by an owner (taking a model out of
     /// production is a policy decision too, and it is what made deleting and
     /// re-creating a reviewed model possible).
-    pub fn delete_alias(&self, who: &Actor<'_>, name: &str, alias: &str) -> Result<()> {
+    fn delete_alias(&self, who: &Actor<'_>, name: &str, alias: &str) -> Result<()> {
         self.with(|tx| {
             Self::model_exists(tx, name)?;
             let before =
@@ -1030,41 +976,21 @@ impl Store {
         })
     }
 
-    pub fn version_by_alias(&self, name: &str, alias: &str) -> Result<Value> {
+    fn version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
         self.with(|tx| {
             Self::model_exists(tx, name)?;
             let version =
                 Self::alias_version(tx, name, alias)?.ok_or_else(|| alias_missing(alias))?;
-            Self::version_json(tx, name, version)
+            Self::version_entity(tx, name, version)
         })
     }
 
-    // ------------------------------------------------------------ policy and audit
-
-    fn policy_in(tx: &Transaction<'_>) -> Result<Policy> {
-        let text: Option<String> = tx
-            .query_row(
-                "SELECT value FROM governance_policy WHERE key = 'policy'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match text {
-            None => Ok(Policy::default()),
-            Some(t) => serde_json::from_str(&t).map_err(|e| {
-                TrackingError::Internal(format!(
-                    "the stored governance policy is damaged ({e}); an owner can set it again"
-                ))
-            }),
-        }
-    }
-
-    pub fn policy(&self) -> Result<Policy> {
+    fn policy(&self) -> Result<Policy> {
         self.with(Self::policy_in)
     }
 
     /// Replaces the policy (owners only), recording the change.
-    pub fn set_policy(&self, who: &Actor<'_>, policy: &Policy) -> Result<Policy> {
+    fn set_policy(&self, who: &Actor<'_>, policy: &Policy) -> Result<Policy> {
         if !who.owner {
             return Err(denied(format!(
                 "only an owner changes the governance policy; '{}' is not one",
@@ -1098,7 +1024,7 @@ impl Store {
 
     /// The audit log (of one model, or all when `model` is None), oldest first, and
     /// whether the whole hash chain verifies.
-    pub fn audit(&self, model: Option<&str>) -> Result<Value> {
+    fn audit(&self, model: Option<&str>) -> Result<AuditLog> {
         self.with(|tx| {
             let mut stmt = tx.prepare(
                 "SELECT seq, timestamp, actor, action, model, version, before, after, prev_hash, hash
@@ -1121,31 +1047,27 @@ impl Store {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let verdict = self.audit.verify(&entries);
-            let shown: Vec<Value> = entries
-                .iter()
+            let shown = entries
+                .into_iter()
                 .filter(|e| model.is_none_or(|m| e.model == m || e.model == "*"))
-                .map(|e| {
-                    json!({
-                        "seq": e.seq,
-                        "timestamp": e.timestamp,
-                        "actor": e.actor,
-                        "action": e.action,
-                        "model": e.model,
-                        "version": e.version,
-                        "before": serde_json::from_str::<Value>(&e.before).unwrap_or(Value::Null),
-                        "after": serde_json::from_str::<Value>(&e.after).unwrap_or(Value::Null),
-                        "hash": e.hash,
-                    })
+                .map(|e| AuditRecord {
+                    before: serde_json::from_str(&e.before).unwrap_or(Value::Null),
+                    after: serde_json::from_str(&e.after).unwrap_or(Value::Null),
+                    seq: e.seq,
+                    timestamp: e.timestamp,
+                    actor: e.actor,
+                    action: e.action,
+                    model: e.model,
+                    version: e.version,
+                    hash: e.hash,
                 })
                 .collect();
-            let mut out = json!({"entries": shown, "chain_verified": verdict.problem.is_none()});
-            if let Some(seq) = verdict.broken_at {
-                out["chain_broken_at"] = json!(seq);
-            }
-            if let Some(problem) = verdict.problem {
-                out["chain_problem"] = json!(problem);
-            }
-            Ok(out)
+            Ok(AuditLog {
+                entries: shown,
+                chain_verified: verdict.problem.is_none(),
+                chain_broken_at: verdict.broken_at,
+                chain_problem: verdict.problem,
+            })
         })
     }
 }
@@ -1154,10 +1076,11 @@ impl Store {
 mod tests {
     use super::*;
     use crate::digest_hex;
+    use crate::store::{ArtifactStore, RunStore};
 
-    fn store() -> (tempfile::TempDir, Store) {
+    fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("t.sqlite")).expect("open");
+        let store = SqliteStore::open(&dir.path().join("t.sqlite")).expect("open");
         (dir, store)
     }
 
@@ -1178,7 +1101,7 @@ mod tests {
         let run = s
             .create_run("0", "alice", "alice", Some("eval"), None, &[])
             .expect("run");
-        let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
+        let run_id = run.info.run_id;
         s.create_model_version(&ALICE, "m", "file:///a", "", "", &[], &json!({}), &[])
             .expect("version");
         let refused = s
@@ -1227,12 +1150,7 @@ mod tests {
         // An unprotected alias needs nothing.
         s.set_alias(&ALICE, "m", "staging", "1").expect("staging");
         let audit = s.audit(Some("m")).expect("audit");
-        let actions: Vec<&str> = audit["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .filter_map(|e| e["action"].as_str())
-            .collect();
+        let actions: Vec<&str> = audit.entries.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(
             actions,
             [
@@ -1246,11 +1164,11 @@ mod tests {
                 "alias.set"
             ]
         );
-        assert_eq!(audit["chain_verified"], json!(true));
+        assert!(audit.chain_verified);
         // A refused promotion wrote nothing.
         assert_eq!(
-            s.get_model_version("m", "1").expect("v")["aliases"],
-            json!(["production", "staging"])
+            s.get_model_version("m", "1").expect("v").aliases,
+            ["production", "staging"]
         );
     }
 
@@ -1271,8 +1189,8 @@ mod tests {
         conn.execute_batch("DROP TRIGGER audit_log_no_update; UPDATE audit_log SET actor = 'mallory' WHERE seq = 1;")
             .expect("tamper");
         let audit = s.audit(None).expect("audit");
-        assert_eq!(audit["chain_verified"], json!(false));
-        assert_eq!(audit["chain_broken_at"], json!(1));
+        assert!(!audit.chain_verified);
+        assert_eq!(audit.chain_broken_at, Some(1));
     }
 
     const OWNER: Actor<'static> = Actor {
@@ -1281,10 +1199,10 @@ mod tests {
     };
 
     /// Logs `pass_rate` = `value` at `step`, as a client's prompt-test run would.
-    fn log_pass_rate(s: &Store, run_id: &str, value: f64, step: i64) {
+    fn log_pass_rate(s: &SqliteStore, run_id: &str, value: f64, step: i64) {
         s.log_metric(
             run_id,
-            &crate::store::Point {
+            &crate::model::Metric {
                 key: "pass_rate".into(),
                 value,
                 timestamp: step + 1,
@@ -1294,24 +1212,24 @@ mod tests {
         .expect("metric");
     }
 
-    fn passing_run(s: &Store) -> String {
+    fn passing_run(s: &SqliteStore) -> String {
         let run = s
             .create_run("0", "alice", "alice", Some("eval"), None, &[])
             .expect("run");
-        let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
+        let run_id = run.info.run_id;
         log_pass_rate(s, &run_id, 1.0, 0);
         run_id
     }
 
     /// Records an evaluation as the server does after running a suite on the
     /// version's adapter.
-    fn server_evaluated(s: &Store, name: &str, version: &str, pass_rate: f64) {
+    fn server_evaluated(s: &SqliteStore, name: &str, version: &str, pass_rate: f64) {
         let v = s.get_model_version(name, version).expect("version");
         let target = EvaluationTarget {
             name: name.into(),
             version: version.parse().expect("number"),
-            uid: v["ferrolab_uid"].as_str().expect("uid").into(),
-            adapter_digest: v["adapter_digest"].as_str().expect("digest").into(),
+            uid: v.ferrolab_uid,
+            adapter_digest: v.adapter_digest,
             run_id: String::new(),
             files: Vec::new(),
         };
@@ -1343,7 +1261,7 @@ mod tests {
         let run = s
             .create_run("0", "alice", "alice", Some("train"), None, &[])
             .expect("run");
-        let run_id = run["info"]["run_id"].as_str().expect("id").to_string();
+        let run_id = run.info.run_id;
         let lineage = json!({"adapter": {"hash": "blake3:abc"}});
         s.create_model_version(&ALICE, "m", "file:///a", &run_id, "", &[], &lineage, &[])
             .expect("version");
@@ -1423,8 +1341,8 @@ mod tests {
         let again = s
             .create_model_version(&ALICE, "m", "file:///evil", "", "", &[], &lineage, &[])
             .expect("version");
-        assert_eq!(again["version"], json!("2"), "numbers are never reused");
-        assert_ne!(again["ferrolab_uid"], v1["ferrolab_uid"]);
+        assert_eq!(again.version, "2", "numbers are never reused");
+        assert_ne!(again.ferrolab_uid, v1.ferrolab_uid);
         assert!(s.get_model_version("m", "1").is_err());
         s.link_evaluation(&ALICE, "m", "2", &passing_run(&s))
             .expect("link");
@@ -1444,7 +1362,7 @@ mod tests {
             refused.message()
         );
         let details = s.model_version_details("m", "2").expect("details");
-        assert_eq!(details["reviews"], json!([]));
+        assert!(details.reviews.is_empty());
     }
 
     /// A person is their name without case or spacing: a second token called
@@ -1502,7 +1420,7 @@ mod tests {
             s.create_registered_model(&ALICE, name, "", &[])
                 .expect("model");
         }
-        assert_eq!(s.audit(None).expect("audit")["chain_verified"], json!(true));
+        assert!(s.audit(None).expect("audit").chain_verified);
         let conn = rusqlite::Connection::open(dir.path().join("t.sqlite")).expect("open");
         // Cutting off the last entry: every remaining link verifies, the anchor does not.
         conn.execute_batch(
@@ -1510,13 +1428,14 @@ mod tests {
         )
         .expect("truncate");
         let audit = s.audit(None).expect("audit");
-        assert_eq!(audit["chain_verified"], json!(false));
+        assert!(!audit.chain_verified);
         assert!(
-            audit["chain_problem"]
-                .as_str()
+            audit
+                .chain_problem
+                .as_deref()
                 .unwrap_or_default()
                 .contains("cut short"),
-            "{audit}"
+            "{audit:?}"
         );
         // Re-adding it with an unkeyed hash (what the old chain used) is seen too.
         let (prev, timestamp): (String, i64) = conn
@@ -1544,7 +1463,7 @@ mod tests {
         )
         .expect("forge");
         let audit = s.audit(None).expect("audit");
-        assert_eq!(audit["chain_broken_at"], json!(3), "{audit}");
+        assert_eq!(audit.chain_broken_at, Some(3), "{audit:?}");
         // The key is the store's own file, readable by its user only.
         let key = dir.path().join("t.audit-key");
         #[cfg(unix)]

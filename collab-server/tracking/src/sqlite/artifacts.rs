@@ -8,72 +8,15 @@
 //! A blob is on disk (fsynced) before the path that names it is recorded: a crash
 //! can leave an unnamed blob, never a name without its bytes.
 
-use crate::store::{now_ms, Result, Store, TrackingError};
+use super::SqliteStore;
+use crate::model::{ArtifactEntry, StoredArtifact};
+use crate::store::{now_ms, ArtifactStore, Result, TrackingError};
+use crate::upload::{invalid_path, segments, Upload};
 use rusqlite::{params, OptionalExtension};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
-/// The largest artifact one request may upload.
-pub const MAX_ARTIFACT_BYTES: usize = 1 << 30;
-
-fn invalid_path(path: &str, why: &str) -> TrackingError {
-    TrackingError::invalid(format!("invalid artifact path '{path}': {why}"))
-}
-
-/// The path's segments, refusing anything that could leave its folder.
-fn segments(path: &str) -> Result<Vec<&str>> {
-    let trimmed = path.trim_matches('/');
-    if trimmed.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parts: Vec<&str> = trimmed.split('/').collect();
-    for part in &parts {
-        if part.is_empty()
-            || *part == "."
-            || *part == ".."
-            || part.contains('\\')
-            || part.contains('\0')
-        {
-            return Err(invalid_path(
-                path,
-                "no empty, '.' or '..' parts, backslashes or NULs",
-            ));
-        }
-    }
-    Ok(parts)
-}
-
-/// An artifact upload in progress; see [`Store::start_upload`]. Dropped unfinished,
-/// its temporary file is removed.
-pub struct Upload {
-    path: String,
-    file: std::fs::File,
-    temp: tempfile::TempPath,
-    hasher: ring::digest::Context,
-    size: u64,
-}
-
-impl Upload {
-    /// Appends `chunk`; refused past [`MAX_ARTIFACT_BYTES`].
-    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        self.size += chunk.len() as u64;
-        if self.size > MAX_ARTIFACT_BYTES as u64 {
-            return Err(TrackingError::invalid(format!(
-                "the artifact '{}' is over the {} MiB one upload may hold",
-                self.path,
-                MAX_ARTIFACT_BYTES >> 20
-            )));
-        }
-        self.hasher.update(chunk);
-        self.file
-            .write_all(chunk)
-            .map_err(|e| TrackingError::Internal(format!("cannot store the artifact's bytes: {e}")))
-    }
-}
-
-impl Store {
+impl SqliteStore {
     pub(crate) fn blob_path(&self, hash: &str) -> PathBuf {
         self.artifacts_dir()
             .join("sha256")
@@ -117,43 +60,17 @@ impl Store {
             }
         })
     }
+}
 
-    /// Stores `bytes` as the artifact at `path` (replacing what was there).
-    pub fn put_artifact(&self, path: &str, bytes: &[u8]) -> Result<Value> {
-        let mut upload = self.start_upload(path)?;
-        upload.write(bytes)?;
-        self.finish_upload(upload)
-    }
-
-    /// Begins storing the artifact at `path`, refused before any byte is sent when
-    /// the path or its run cannot take it. The bytes go to a temporary file beside
-    /// the blobs as they arrive ([`Upload::write`]), so an upload is never held in
-    /// memory; [`Store::finish_upload`] names it.
-    pub fn start_upload(&self, path: &str) -> Result<Upload> {
+impl ArtifactStore for SqliteStore {
+    /// The bytes go to a temporary file beside the blobs as they arrive
+    /// ([`Upload::write`]); [`ArtifactStore::finish_upload`] names it.
+    fn start_upload(&self, path: &str) -> Result<Upload> {
         self.artifact_run(path, true)?;
-        let staging = self.artifacts_dir().join("sha256");
-        std::fs::create_dir_all(&staging).map_err(|e| {
-            TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
-        })?;
-        let (file, temp) = tempfile::Builder::new()
-            .prefix(".upload-")
-            .tempfile_in(&staging)
-            .map_err(|e| {
-                TrackingError::Internal(format!("cannot store the artifact's bytes: {e}"))
-            })?
-            .into_parts();
-        Ok(Upload {
-            path: path.to_string(),
-            file,
-            temp,
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
-            size: 0,
-        })
+        Upload::begin(&self.artifacts_dir().join("sha256"), path)
     }
 
-    /// Names the uploaded bytes: the blob is fsynced and in place (kept once by
-    /// content) before the path is recorded.
-    pub fn finish_upload(&self, upload: Upload) -> Result<Value> {
+    fn finish_upload(&self, upload: Upload) -> Result<StoredArtifact> {
         let Upload {
             path,
             file,
@@ -188,23 +105,15 @@ impl Store {
             )?;
             Ok(())
         })?;
-        Ok(json!({"path": path, "sha256": hash, "size": size}))
-    }
-
-    /// The bytes of the artifact at `path`.
-    pub fn get_artifact(&self, path: &str) -> Result<Vec<u8>> {
-        let (file, _) = self.artifact_file(path)?;
-        std::fs::read(&file).map_err(|e| {
-            TrackingError::Internal(format!(
-                "the bytes of artifact '{path}' ({}) cannot be read: {e}",
-                file.display()
-            ))
+        Ok(StoredArtifact {
+            path,
+            sha256: hash,
+            size,
         })
     }
 
-    /// Where the bytes of the artifact at `path` are, and how many there are (to
-    /// send them without reading them whole).
-    pub fn artifact_file(&self, path: &str) -> Result<(PathBuf, u64)> {
+    /// The bytes of the artifact at `path`.
+    fn artifact_file(&self, path: &str) -> Result<(PathBuf, u64)> {
         let path = segments(path)?.join("/");
         let (hash, size): (String, i64) = self
             .with(|tx| {
@@ -221,7 +130,7 @@ impl Store {
     }
 
     /// The files and folders directly in `dir`, as MLflow lists them (names only).
-    pub fn list_artifacts(&self, dir: &str) -> Result<Vec<Value>> {
+    fn list_artifacts(&self, dir: &str) -> Result<Vec<ArtifactEntry>> {
         let dir = segments(dir)?.join("/");
         let prefix = if dir.is_empty() {
             String::new()
@@ -249,15 +158,16 @@ impl Store {
         }
         Ok(entries
             .into_iter()
-            .map(|(name, size)| match size {
-                Some(size) => json!({"path": name, "is_dir": false, "file_size": size}),
-                None => json!({"path": name, "is_dir": true}),
+            .map(|(path, file_size)| ArtifactEntry {
+                path,
+                is_dir: file_size.is_none(),
+                file_size,
             })
             .collect())
     }
 
     /// Forgets the artifact at `path` (its bytes stay while another path names them).
-    pub fn delete_artifact(&self, path: &str) -> Result<()> {
+    fn delete_artifact(&self, path: &str) -> Result<()> {
         self.artifact_run(path, true)?;
         let path = segments(path)?.join("/");
         let removed = self.with(|tx| {
@@ -273,20 +183,20 @@ impl Store {
     }
 }
 
-/// Writes a content-addressed blob: into a temporary file beside it, synced, then
-/// renamed into place, so a crash never leaves a partial blob under its digest.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStore;
+    use serde_json::json;
 
     #[test]
     fn artifacts_are_stored_once_by_content_and_listed_like_mlflow() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&dir.path().join("t.sqlite")).expect("open");
+        let store = SqliteStore::open(&dir.path().join("t.sqlite")).expect("open");
         let run = store
             .create_run("0", "a", "a", None, None, &[])
             .expect("run");
-        let id = run["info"]["run_id"].as_str().expect("id").to_string();
+        let id = run.info.run_id;
         let base = format!("0/{id}/artifacts");
         let put = store
             .put_artifact(&format!("{base}/model/weights.bin"), b"same")
@@ -303,7 +213,7 @@ mod tests {
             2,
             "two distinct contents, two blobs: {blobs:?}"
         );
-        assert_eq!(put["sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(put.sha256.len(), 64);
         assert_eq!(
             store
                 .get_artifact(&format!("{base}/model/weights.bin"))
@@ -312,12 +222,12 @@ mod tests {
         );
         let listed = store.list_artifacts(&base).expect("list");
         assert_eq!(
-            listed,
-            vec![
-                json!({"path": "copy.bin", "is_dir": false, "file_size": 4}),
-                json!({"path": "model", "is_dir": true}),
-                json!({"path": "notes.txt", "is_dir": false, "file_size": 5}),
-            ]
+            crate::model::to_json(&listed).expect("json"),
+            json!([
+                {"path": "copy.bin", "is_dir": false, "file_size": 4},
+                {"path": "model", "is_dir": true},
+                {"path": "notes.txt", "is_dir": false, "file_size": 5},
+            ])
         );
         assert_eq!(
             store
