@@ -20,6 +20,7 @@ pub mod load;
 pub mod lora;
 pub mod loss;
 pub mod magic;
+pub mod matmul;
 pub mod model;
 pub mod ops;
 pub mod q4;

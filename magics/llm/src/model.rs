@@ -4,59 +4,16 @@
 //!
 //! One forward pass serves generation (with a KV cache, using candle's fused kernels)
 //! and training (differentiable ops, dropout). Base weights are frozen: they are
-//! plain tensors multiplied through [`FrozenMatmul`], whose backward pass computes
+//! plain tensors multiplied through [`frozen_matmul`], whose backward pass computes
 //! the gradient for the activations only, so a LoRA step never pays for (or stores)
 //! gradients of the 135M base parameters.
 
 use crate::config::Config;
 use crate::lora::{LoraConfig, LoraLayer, Target};
+use crate::matmul::{frozen_matmul, matmul};
 use anyhow::{bail, Context, Result};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, DType, Device, Layout, Shape, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
-
-/// `x @ w_t` where `w_t` is frozen: the backward pass yields no gradient for it.
-struct FrozenMatmul;
-
-impl candle_core::CustomOp2 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (_, n) = l2.shape().dims2()?;
-        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, Shape::from((m, n))))
-    }
-
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        s2: &CudaStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (_, n) = l2.shape().dims2()?;
-        Ok((s1.matmul(s2, (1, m, n, k), l1, l2)?, Shape::from((m, n))))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        w_t: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&w_t.t()?)?), None))
-    }
-}
 
 /// How a forward pass runs.
 pub enum Mode<'a> {
@@ -196,7 +153,7 @@ impl Linear {
                 let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 Tensor::from_vec(q.matmul(&data, n), (n, q.rows()), x.device())?
             }
-            None => x.apply_op2(&self.weight_t, FrozenMatmul)?,
+            None => frozen_matmul(x, &self.weight_t)?,
         };
         self.finish(x, y, mode)
     }
@@ -602,10 +559,10 @@ impl Model {
         let d = c.head_dim();
         let q = q.reshape((1, c.num_key_value_heads, groups, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = (matmul(&q, &k.t()?)? * scale)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
             .to_dtype(self.dtype)?;
-        Ok(probs.matmul(v)?)
+        Ok(matmul(&probs, v)?)
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm).
@@ -734,10 +691,10 @@ impl Model {
         let scale = 1.0 / (head_dim as f64).sqrt();
         if fused {
             // The mask is the causal one (`causal_mask`), which the fused op applies.
-            let probs = crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
+            let probs = crate::ops::causal_softmax(&matmul(&q, &k.t()?)?, scale)?;
             return self.attention_output(block, &probs, &v, (b, t, h), mode);
         }
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        let mut scores = (matmul(&q, &k.t()?)? * scale)?;
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
@@ -760,8 +717,7 @@ impl Model {
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let c = &self.config;
-        let out = probs
-            .matmul(v)?
+        let out = matmul(probs, v)?
             .transpose(1, 2)?
             .reshape((b * t, c.num_attention_heads * c.head_dim()))?;
         Ok(block.attention.o.forward(&out, mode)?.reshape((b, t, h))?)

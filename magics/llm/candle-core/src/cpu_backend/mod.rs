@@ -1478,14 +1478,7 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        // ferrolab: with `read_dst` false, gemm writes every element of `dst` (k > 0), so
-        // it is not zeroed first; the published code zeroed every product's output.
-        let len = b * m * n;
-        let mut dst: Vec<T> = if k == 0 {
-            vec![T::zero(); len]
-        } else {
-            Vec::with_capacity(len)
-        };
+        let mut dst = vec![T::zero(); b * m * n];
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1506,23 +1499,16 @@ impl Map2 for MatMul {
             // over itself, so a stride-zero batch on lhs goes through the loop below.
             (b, m, n, k)
         };
-        // ferrolab: many small products (attention's, one per batch and head) run side by
-        // side, one gemm each on one thread, instead of one after another each split
-        // across all threads.
-        let side_by_side = b > 1 && num_threads > 1 && m * n * k <= (1 << 22);
-        let dst_addr = dst.as_mut_ptr() as usize;
-        let product = |step: usize, parallelism: Parallelism| {
+        for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            // SAFETY: step * c_skip + m * n <= len, the capacity of dst; each step
-            // writes its own m * n elements.
-            let dst_p = unsafe { (dst_addr as *mut T).add(step * c_skip) };
+            let dst_p = &mut dst[step * c_skip..];
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p,
+                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1540,18 +1526,7 @@ impl Map2 for MatMul {
                     parallelism,
                 )
             }
-        };
-        if side_by_side {
-            (0..b)
-                .into_par_iter()
-                .for_each(|step| product(step, Parallelism::None));
-        } else {
-            for step in 0..b {
-                product(step, parallelism);
-            }
         }
-        // SAFETY: the products above wrote all `len` elements (or dst was zeroed).
-        unsafe { dst.set_len(len) };
         Ok(dst)
     }
 
