@@ -36,8 +36,10 @@ fn main() -> anyhow::Result<()> {
         Command::Model { command } => ferrolab_llm::cli::run(command),
         // Ctrl-C ends the process here; `--resume` continues from the last checkpoint.
         // Runs go to $FERROLAB_TRACKING_URI when set, else only to the run folder.
-        Command::Finetune(args) => {
-            ferrolab_llm::cli::finetune(args, &|| false, &ferrolab_llm::track::Tracking::new(None))
-        }
+        Command::Finetune(args) => ferrolab_llm::cli::finetune(
+            args,
+            &|| false,
+            &ferrolab_llm::tracker::Tracking::new(None),
+        ),
     }
 }

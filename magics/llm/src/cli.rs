@@ -2,7 +2,7 @@
 
 use crate::generate::Sampling;
 use crate::tokenizer::Message;
-use crate::track::{RunStatus, Tracking};
+use crate::tracker::{RunStatus, Tracking};
 use crate::train::{self, Event, TrainConfig};
 use crate::{device, load, Engine};
 use anyhow::{Context, Result};

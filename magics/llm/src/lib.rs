@@ -27,7 +27,7 @@ pub mod q4;
 pub mod q8;
 pub mod tiny;
 pub mod tokenizer;
-pub mod track;
+pub mod tracker;
 pub mod train;
 
 use anyhow::{bail, Context, Result};

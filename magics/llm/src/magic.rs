@@ -4,7 +4,7 @@
 use crate::data::{self, Example};
 use crate::generate::Sampling;
 use crate::tokenizer::Message;
-use crate::track::{RunStatus, Tracking};
+use crate::tracker::{RunStatus, Tracking};
 use crate::train::{self, Event, StepMetrics, TrainConfig};
 use crate::Engine;
 use ferrolab_magics::Stream;

@@ -10,8 +10,8 @@
 use crate::data::{self, Example, Tokenized};
 use crate::lora::{LoraConfig, SeededRng, Target};
 use crate::model::{KvCache, Mode};
-pub use crate::track::StepMetrics;
-use crate::track::{RunStatus, Tracker};
+pub use crate::tracker::StepMetrics;
+use crate::tracker::{RunStatus, Tracker};
 use crate::{device, write_atomically, Engine};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};

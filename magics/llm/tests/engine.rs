@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use ferrolab_llm::generate::Sampling;
 use ferrolab_llm::lora::LoraConfig;
 use ferrolab_llm::model::{KvCache, Mode};
-use ferrolab_llm::track::{LocalOnly, RunStatus};
+use ferrolab_llm::tracker::{LocalOnly, RunStatus};
 use ferrolab_llm::train::{self, TrainConfig};
 use ferrolab_llm::{tiny, Engine};
 use std::path::Path;

@@ -6,7 +6,7 @@ use crate::report::{self, Comparison};
 use crate::run::{self, RunOptions, RunResult};
 use crate::runs;
 use anyhow::{bail, Context, Result};
-use ferrolab_llm::track::Tracking;
+use ferrolab_llm::tracker::Tracking;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@ use crate::cli::{execute, RunArgs};
 use crate::config;
 use crate::report;
 use clap::Parser;
-use ferrolab_llm::track::Tracking;
+use ferrolab_llm::tracker::Tracking;
 use ferrolab_magics::{
     Display, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
 };

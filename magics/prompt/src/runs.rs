@@ -4,7 +4,7 @@
 
 use crate::run::RunResult;
 use anyhow::{anyhow, bail, Context, Result};
-use ferrolab_llm::track::{RunStatus, Tracker};
+use ferrolab_llm::tracker::{RunStatus, Tracker};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! `ferrolab serve` and `ferrolab feedback export`.
 
-use crate::{default_model_name, export, log_path, store::Store, ServeConfig};
+use crate::{dataset, default_model_name, log_path, store::Store, ServeConfig};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -135,7 +135,7 @@ pub fn feedback(command: FeedbackCommand) -> Result<()> {
                 );
             }
             let store = Store::open(&path)?;
-            let done = export::export(&store, min_score, &out)?;
+            let done = dataset::export(&store, min_score, &out)?;
             println!(
                 "{} completions with mean score >= {min_score} written to {} ({} chats)",
                 done.rows,

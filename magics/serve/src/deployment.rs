@@ -6,7 +6,7 @@
 
 use crate::store::{MinuteStats, Store};
 use crate::ServeConfig;
-use ferrolab_llm::track::Backend;
+use ferrolab_llm::tracker::Backend;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,13 +32,13 @@ impl Deployment {
         log: Store,
         cell: Option<&str>,
     ) -> anyhow::Result<Deployment> {
-        let experiment = ferrolab_llm::track::experiment_id(&*backend, "deployments")?;
+        let experiment = ferrolab_llm::tracker::experiment_id(&*backend, "deployments")?;
         let mut tags = vec![
             json!({"key": "ferrolab.url", "value": format!("{url}/v1")}),
             json!({"key": "ferrolab.models", "value": models.join(", ")}),
             json!({"key": "ferrolab.request_log", "value": log.path().display().to_string()}),
         ];
-        tags.extend(ferrolab_llm::track::source_tags(cell));
+        tags.extend(ferrolab_llm::tracker::source_tags(cell));
         let started = chrono::Utc::now().timestamp_millis();
         let created = backend.call(
             "POST",

@@ -6,8 +6,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod dataset;
 pub mod deployment;
-pub mod export;
 pub mod magic;
 pub mod metrics;
 pub mod openapi;

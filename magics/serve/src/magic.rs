@@ -2,9 +2,9 @@
 
 use crate::cli::ServeArgs;
 use crate::store::{MinuteStats, Store};
-use crate::{export, log_path, Handle};
+use crate::{dataset, log_path, Handle};
 use clap::Parser;
-use ferrolab_llm::track::Tracking;
+use ferrolab_llm::tracker::Tracking;
 use ferrolab_magics::svg::{self, Chart, Marks, Series, XScale, XValue};
 use ferrolab_magics::{
     escape_html as escape, Display, Invocation, Magic, MagicContext, MagicError, MagicKind,
@@ -657,7 +657,7 @@ impl Magic for FeedbackMagic {
         let out =
             out.ok_or_else(|| MagicError::usage("%feedback export needs --out FILE.jsonl"))?;
         let store = self.0.open_log(&name)?;
-        let done = export::export(&store, min_score, &out)
+        let done = dataset::export(&store, min_score, &out)
             .map_err(|e| MagicError::new("ExportError", format!("{e:#}")))?;
         let text = format!(
             "{} completions with mean score >= {min_score} written to {} ({} chats, {} prompt/completion pairs)",

@@ -1,7 +1,7 @@
 //! The local store as a tracking backend, and the calls the magics share.
 
 use anyhow::{anyhow, bail, Context, Result};
-use ferrolab_llm::track::Backend;
+use ferrolab_llm::tracker::Backend;
 use ferrolab_tracking::{ArtifactStore, Identity, Role, SqliteStore};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -94,9 +94,9 @@ impl Backend for Local {
 /// An experiment's id by name, created when `create` and missing.
 pub fn experiment_id(api: &dyn Backend, name: &str, create: bool) -> Result<String> {
     if create {
-        return ferrolab_llm::track::experiment_id(api, name);
+        return ferrolab_llm::tracker::experiment_id(api, name);
     }
-    ferrolab_llm::track::find_experiment(api, name)?.ok_or_else(|| {
+    ferrolab_llm::tracker::find_experiment(api, name)?.ok_or_else(|| {
         anyhow!("no experiment named '{name}'; %runs without a name lists every experiment's runs")
     })
 }

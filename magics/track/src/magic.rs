@@ -4,7 +4,7 @@ use crate::client::{self, entries, resolve_run, run_id_of, run_name_of};
 use crate::lineage;
 use crate::render::{value_text, when, Table};
 use clap::Parser;
-use ferrolab_llm::track::{Backend, Http, Tracking};
+use ferrolab_llm::tracker::{Backend, Http, Tracking};
 use ferrolab_magics::svg::{self, Chart, Marks, Series, XScale, XValue};
 use ferrolab_magics::{
     escape_html, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
@@ -312,7 +312,7 @@ fn track(
                 .into_iter()
                 .map(|(k, v)| json!({"key": k, "value": v}))
                 .collect();
-            tag_list.extend(ferrolab_llm::track::source_tags(cx.host.current_cell()));
+            tag_list.extend(ferrolab_llm::tracker::source_tags(cx.host.current_cell()));
             let created = api
                 .call(
                     "POST",
@@ -396,7 +396,7 @@ fn track(
                 Some(var) => Some(std::env::var(var).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
                     MagicError::usage(format!("--token-env {var}: the variable is not set in the kernel's environment"))
                 })?),
-                None => ferrolab_llm::track::env_token(),
+                None => ferrolab_llm::tracker::env_token(),
             };
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(MagicError::usage(format!(
@@ -750,7 +750,7 @@ struct RegisterLine {
 fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Value> {
     let target = std::fs::canonicalize(run_dir).ok()?;
     // Fine-tuning runs are filed under `finetune` (see `%finetune`).
-    let finetune = ferrolab_llm::track::find_experiment(api, "finetune").ok()??;
+    let finetune = ferrolab_llm::tracker::find_experiment(api, "finetune").ok()??;
     let runs = client::search_runs(api, &[finetune], "", &[], 50_000).ok()?;
     runs.into_iter().find(|r| {
         entries(r, "tags").iter().any(|(k, v)| {
