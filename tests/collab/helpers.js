@@ -20,8 +20,18 @@ for (const [name, file] of [["FERROLAB_BIN", BIN], ["FERROLAB_SPLICE_PEER", SPLI
   }
 }
 
+// Every temporary folder a test file made goes when its process ends (set
+// FERROLAB_KEEP_TEMP to keep them for a look after a failure).
+const made = [];
+process.once("exit", () => {
+  if (process.env.FERROLAB_KEEP_TEMP) return;
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir() {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "ferrolab-collab-"));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ferrolab-collab-"));
+  made.push(dir);
+  return dir;
 }
 
 export function freePort() {

@@ -72,5 +72,6 @@ test("the built workspace is served at / and app routes fall back to index.html"
     }
   } finally {
     await server.stop();
+    fs.rmSync(data + "-secret.txt", { force: true });
   }
 });
