@@ -3,13 +3,16 @@
 //! ids as text, metric values that JSON cannot hold as `"NaN"` or `"Infinity"`), so
 //! the API layer wraps them in its reply and adds nothing; ferrolab's own additions
 //! (`ferrolab_uid`, `adapter_digest`, reviews, the audit log) sit beside MLflow's
-//! fields where the `mlflow` client ignores them.
+//! fields where the `mlflow` client ignores them. They read back from the same JSON
+//! (the kernel's client reads the server's replies into them), leniently: a field a
+//! server leaves out (MLflow's own leaves out ferrolab's) takes its default.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// A run's tag or param, an experiment's, model's or version's tag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct KeyValue {
     pub key: String,
     pub value: String,
@@ -25,10 +28,14 @@ impl KeyValue {
 }
 
 /// One point of a metric series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Metric {
     pub key: String,
-    #[serde(serialize_with = "metric_value")]
+    #[serde(
+        serialize_with = "metric_value",
+        deserialize_with = "read_metric_value"
+    )]
     pub value: f64,
     pub timestamp: i64,
     pub step: i64,
@@ -45,6 +52,26 @@ fn metric_value<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("Infinity")
     } else {
         s.serialize_str("-Infinity")
+    }
+}
+
+/// A metric value as MLflow's JSON writes it (a number, or one of the words), or
+/// as text holding a number.
+pub(crate) fn read_metric_value<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| D::Error::custom("has no usable value")),
+        Value::String(s) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" | "inf" => Ok(f64::INFINITY),
+            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
+            other => other
+                .parse()
+                .map_err(|_| D::Error::custom(format!("must be a number, got '{other}'"))),
+        },
+        other => Err(D::Error::custom(format!("must be a number, got {other}"))),
     }
 }
 
@@ -83,7 +110,8 @@ impl ViewType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Experiment {
     pub experiment_id: String,
     pub name: String,
@@ -94,7 +122,8 @@ pub struct Experiment {
     pub tags: Vec<KeyValue>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct RunInfo {
     pub run_id: String,
     /// MLflow's older name for `run_id`, still read by its clients.
@@ -111,7 +140,8 @@ pub struct RunInfo {
 }
 
 /// A run's latest metric values, params and tags.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct RunData {
     pub metrics: Vec<Metric>,
     pub params: Vec<KeyValue>,
@@ -129,10 +159,11 @@ impl RunData {
 
 /// Dataset inputs: not tracked by ferrolab; always empty, as MLflow writes a run
 /// without them.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RunInputs {}
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Run {
     pub info: RunInfo,
     pub data: RunData,
@@ -146,13 +177,15 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Alias {
     pub alias: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct RegisteredModel {
     pub name: String,
     pub description: String,
@@ -165,7 +198,8 @@ pub struct RegisteredModel {
     pub latest_versions: Vec<ModelVersion>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ModelVersion {
     pub name: String,
     pub version: String,
@@ -177,8 +211,8 @@ pub struct ModelVersion {
     pub creation_timestamp: i64,
     pub last_updated_timestamp: i64,
     /// MLflow's deprecated stages are not used: aliases and the policy replace them.
-    pub current_stage: &'static str,
-    pub status: &'static str,
+    pub current_stage: String,
+    pub status: String,
     /// Never reused, even when a model is deleted and made again.
     pub ferrolab_uid: String,
     pub adapter_digest: String,
@@ -187,14 +221,16 @@ pub struct ModelVersion {
 }
 
 /// A run linked to a version as its evaluation, with the `pass_rate` it logged.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct EvaluationRun {
     pub run_id: String,
     pub pass_rate: Option<f64>,
 }
 
 /// An evaluation the server ran itself on a version's adapter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ServerEvaluation {
     pub run_id: String,
     pub pass_rate: f64,
@@ -204,7 +240,8 @@ pub struct ServerEvaluation {
 }
 
 /// What the audit log keeps of a server evaluation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct RecordedEvaluation {
     pub run_id: String,
     pub pass_rate: f64,
@@ -212,11 +249,12 @@ pub struct RecordedEvaluation {
     pub suite_sha256: String,
     pub ferrolab_uid: String,
     pub adapter_digest: String,
-    pub recorded_by: &'static str,
+    pub recorded_by: String,
 }
 
 /// One review as a version's details list it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ReviewEntry {
     pub reviewer: String,
     pub decision: String,
@@ -225,7 +263,8 @@ pub struct ReviewEntry {
 }
 
 /// A review as recorded: of exactly one version (its uid and adapter digest).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Review {
     pub name: String,
     pub version: String,
@@ -238,7 +277,8 @@ pub struct Review {
 }
 
 /// A version with its lineage, evaluations and reviews.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ModelVersionDetails {
     #[serde(flatten)]
     pub version: ModelVersion,
@@ -275,7 +315,8 @@ impl Default for Policy {
 }
 
 /// One audit entry as shown: the documents before and after the action.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct AuditRecord {
     pub seq: i64,
     pub timestamp: i64,
@@ -289,7 +330,8 @@ pub struct AuditRecord {
 }
 
 /// The audit log (or one model's part of it) and whether the whole chain verifies.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct AuditLog {
     pub entries: Vec<AuditRecord>,
     pub chain_verified: bool,
@@ -300,7 +342,8 @@ pub struct AuditLog {
 }
 
 /// An artifact as stored: its path, content hash and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct StoredArtifact {
     pub path: String,
     pub sha256: String,
@@ -308,7 +351,8 @@ pub struct StoredArtifact {
 }
 
 /// One entry of an artifact folder's listing, as MLflow's artifact proxy lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ArtifactEntry {
     pub path: String,
     pub is_dir: bool,
@@ -321,4 +365,64 @@ pub struct ArtifactEntry {
 pub fn to_json<T: Serialize>(entity: &T) -> crate::Result<Value> {
     serde_json::to_value(entity)
         .map_err(|e| crate::TrackingError::Internal(format!("cannot write a reply: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entities_read_back_what_they_write() {
+        let run = Run {
+            info: RunInfo {
+                run_id: "r".into(),
+                run_uuid: "r".into(),
+                experiment_id: "0".into(),
+                run_name: "a".into(),
+                status: "FINISHED".into(),
+                start_time: 5,
+                end_time: Some(9),
+                lifecycle_stage: "active".into(),
+                ..RunInfo::default()
+            },
+            data: RunData {
+                metrics: vec![Metric {
+                    key: "loss".into(),
+                    value: f64::INFINITY,
+                    timestamp: 1,
+                    step: 2,
+                }],
+                params: vec![KeyValue::new("lr", "0.1")],
+                tags: vec![],
+            },
+            inputs: RunInputs {},
+        };
+        let written = to_json(&run).expect("json");
+        assert_eq!(written["data"]["metrics"][0]["value"], json!("Infinity"));
+        let read: Run = serde_json::from_value(written).expect("reads");
+        assert_eq!(read, run);
+    }
+
+    #[test]
+    fn what_mlflows_own_server_writes_reads_with_defaults() {
+        // MLflow's server writes no ferrolab fields and, for a version, its stage.
+        let version: ModelVersion = serde_json::from_value(json!({
+            "name": "m", "version": "3", "creation_timestamp": 1, "current_stage": "None",
+            "status": "READY", "run_id": "", "source": "s3://b/m"
+        }))
+        .expect("reads");
+        assert_eq!(version.version, "3");
+        assert_eq!(version.ferrolab_uid, "");
+        let run: Run = serde_json::from_value(json!({
+            "info": {"run_id": "r", "experiment_id": "1", "status": "RUNNING", "start_time": 2},
+            "data": {"metrics": [{"key": "acc", "value": "NaN", "timestamp": 3, "step": 0}]},
+            "inputs": {"dataset_inputs": []}
+        }))
+        .expect("reads");
+        assert!(run.data.metrics[0].value.is_nan());
+        assert_eq!(run.info.end_time, None);
+        let bad = serde_json::from_value::<Metric>(json!({"key": "k", "value": "lots"}));
+        assert!(bad.is_err(), "a metric value that is no number is refused");
+    }
 }

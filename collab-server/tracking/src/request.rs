@@ -115,19 +115,8 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 /// words for them), or a number written as text.
 fn metric_value<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     match Value::deserialize(d)? {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| de::Error::custom("has no usable value")),
-        Value::String(s) => match s.as_str() {
-            "NaN" => Ok(f64::NAN),
-            "Infinity" | "inf" => Ok(f64::INFINITY),
-            "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-            other => other
-                .parse()
-                .map_err(|_| de::Error::custom(format!("must be a number, got '{other}'"))),
-        },
         Value::Null => Err(de::Error::custom(EMPTY)),
-        other => Err(de::Error::custom(format!("must be a number, got {other}"))),
+        other => model::read_metric_value(other).map_err(de::Error::custom),
     }
 }
 

@@ -2,8 +2,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferrolab_llm::tracker::Backend;
+use ferrolab_tracking::model::{Experiment, KeyValue, Metric, Run};
 use ferrolab_tracking::{ArtifactStore, Identity, Role, SqliteStore};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -101,22 +104,17 @@ pub fn experiment_id(api: &dyn Backend, name: &str, create: bool) -> Result<Stri
     })
 }
 
-/// Every active experiment: (id, name).
-pub fn experiments(api: &dyn Backend) -> Result<Vec<(String, String)>> {
+/// `key` of a tracking reply, read into its typed entity (the store's own types, so
+/// the local store and a server are read alike).
+pub fn read<T: DeserializeOwned>(reply: &Value, key: &str) -> Result<T> {
+    serde_json::from_value(reply[key].clone())
+        .with_context(|| format!("the tracking reply's '{key}' is not what was expected"))
+}
+
+/// Every active experiment.
+pub fn experiments(api: &dyn Backend) -> Result<Vec<Experiment>> {
     let found = api.call("GET", "experiments/search", json!({"max_results": 50000}))?;
-    Ok(found["experiments"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|e| {
-                    (
-                        e["experiment_id"].as_str().unwrap_or("0").to_string(),
-                        e["name"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default())
+    read(&found, "experiments")
 }
 
 /// Runs of these experiments matching an MLflow filter, in `order_by` order.
@@ -126,8 +124,8 @@ pub fn search_runs(
     filter: &str,
     order_by: &[String],
     max: usize,
-) -> Result<Vec<Value>> {
-    let mut runs = Vec::new();
+) -> Result<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let mut body = json!({
@@ -140,7 +138,9 @@ pub fn search_runs(
             body["page_token"] = json!(t);
         }
         let page = api.call("POST", "runs/search", body)?;
-        runs.extend(page["runs"].as_array().cloned().unwrap_or_default());
+        if !page["runs"].is_null() {
+            runs.extend(read::<Vec<Run>>(&page, "runs")?);
+        }
         token = page["next_page_token"].as_str().map(str::to_string);
         if token.is_none() || runs.len() >= max {
             break;
@@ -150,21 +150,32 @@ pub fn search_runs(
     Ok(runs)
 }
 
+/// A run by its id.
+pub fn get_run(api: &dyn Backend, run_id: &str) -> Result<Run> {
+    read(
+        &api.call("GET", "runs/get", json!({"run_id": run_id}))?,
+        "run",
+    )
+}
+
 /// A run by its id, an id's first 6+ characters, or its name (the newest of that
 /// name when several share it).
-pub fn resolve_run(api: &dyn Backend, what: &str) -> Result<Value> {
+pub fn resolve_run(api: &dyn Backend, what: &str) -> Result<Run> {
     let what = what.trim();
     if what.len() == 32 && what.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Ok(api.call("GET", "runs/get", json!({"run_id": what}))?["run"].clone());
+        return get_run(api, what);
     }
-    let ids: Vec<String> = experiments(api)?.into_iter().map(|(id, _)| id).collect();
+    let ids: Vec<String> = experiments(api)?
+        .into_iter()
+        .map(|e| e.experiment_id)
+        .collect();
     if ids.is_empty() {
         bail!("no run '{what}': there are no experiments yet");
     }
     let runs = search_runs(api, &ids, "", &[], 50_000)?;
-    let by_id: Vec<&Value> = runs
+    let by_id: Vec<&Run> = runs
         .iter()
-        .filter(|r| what.len() >= 6 && run_id_of(r).starts_with(what))
+        .filter(|r| what.len() >= 6 && r.info.run_id.starts_with(what))
         .collect();
     if by_id.len() == 1 {
         return Ok(by_id[0].clone());
@@ -176,49 +187,34 @@ pub fn resolve_run(api: &dyn Backend, what: &str) -> Result<Value> {
         );
     }
     // search_runs answers newest first.
-    runs.iter()
-        .find(|r| r["info"]["run_name"].as_str() == Some(what))
-        .cloned()
+    runs.into_iter()
+        .find(|r| r.info.run_name == what)
         .ok_or_else(|| anyhow!("no run with the id or name '{what}' (%runs lists them)"))
 }
 
-pub fn run_id_of(run: &Value) -> &str {
-    run["info"]["run_id"].as_str().unwrap_or_default()
+/// A run's params or tags by key, as text.
+pub fn pairs(list: &[KeyValue]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect()
 }
 
-pub fn run_name_of(run: &Value) -> &str {
-    run["info"]["run_name"].as_str().unwrap_or_default()
+/// A run's latest metric values by key.
+pub fn latest_metrics(run: &Run) -> BTreeMap<String, f64> {
+    run.data
+        .metrics
+        .iter()
+        .map(|m| (m.key.clone(), m.value))
+        .collect()
 }
 
-/// A run's params, metrics or tags (`section`) as (key, value) pairs.
-pub fn entries(run: &Value, section: &str) -> Vec<(String, Value)> {
-    run["data"][section]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|e| {
-                    (
-                        e["key"].as_str().unwrap_or_default().to_string(),
-                        e["value"].clone(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
+/// A metric's history: (step, value) in step order.
 pub fn metric_history(api: &dyn Backend, run_id: &str, key: &str) -> Result<Vec<(i64, f64)>> {
     let found = api.call(
         "GET",
         "metrics/get-history",
         json!({"run_id": run_id, "metric_key": key}),
     )?;
-    Ok(found["metrics"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|m| Some((m["step"].as_i64().unwrap_or(0), m["value"].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default())
+    let points: Vec<Metric> = read(&found, "metrics")?;
+    Ok(points.into_iter().map(|m| (m.step, m.value)).collect())
 }

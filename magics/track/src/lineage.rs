@@ -3,6 +3,7 @@
 //! content hashes (BLAKE3), and the model card written from them.
 
 use anyhow::{Context, Result};
+use ferrolab_tracking::model::Run;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -97,11 +98,13 @@ fn short(hash: &Value) -> String {
         .unwrap_or_else(|| "not hashed".to_string())
 }
 
-fn metric(run: &Value, key: &str) -> Option<f64> {
-    crate::client::entries(run, "metrics")
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.as_f64())
+fn metric(run: &Run, key: &str) -> Option<f64> {
+    run.data
+        .metrics
+        .iter()
+        .find(|m| m.key == key)
+        .map(|m| m.value)
+        .filter(|v| v.is_finite())
 }
 
 /// A model card in Markdown, from the lineage, the training run and the evaluation
@@ -110,8 +113,8 @@ pub fn model_card(
     name: &str,
     author: &str,
     lineage: &Value,
-    training: Option<&Value>,
-    evaluations: &[Value],
+    training: Option<&Run>,
+    evaluations: &[Run],
 ) -> String {
     let mut card = format!(
         "# {name}\n\nA LoRA adapter registered by {author} on {}.\n\n## Model\n\n",
@@ -169,9 +172,11 @@ pub fn model_card(
         Some(run) => {
             card.push_str(&format!(
                 "- Run: `{}` ({}), status {}",
-                crate::client::run_name_of(run),
-                crate::client::run_id_of(run),
-                run["info"]["status"].as_str().unwrap_or("unknown")
+                run.info.run_name,
+                run.info.run_id,
+                Some(run.info.status.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("unknown")
             ));
             if let Some(loss) = metric(run, "loss") {
                 card.push_str(&format!(", final loss {loss:.4}"));
@@ -193,8 +198,7 @@ pub fn model_card(
             .unwrap_or_else(|| "no pass_rate".to_string());
         card.push_str(&format!(
             "- `{}` ({}): {rate}\n",
-            crate::client::run_name_of(run),
-            crate::client::run_id_of(run)
+            run.info.run_name, run.info.run_id
         ));
     }
     card.push_str(

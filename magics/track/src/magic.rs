@@ -1,6 +1,6 @@
 //! The tracking, registry and governance magics.
 
-use crate::client::{self, entries, resolve_run, run_id_of, run_name_of};
+use crate::client::{self, latest_metrics, pairs, resolve_run};
 use crate::lineage;
 use crate::render::{value_text, when, Table};
 use clap::Parser;
@@ -9,12 +9,16 @@ use ferrolab_magics::svg::{self, Chart, Marks, Series, XScale, XValue};
 use ferrolab_magics::{
     escape_html, Invocation, Magic, MagicContext, MagicError, MagicKind, MimeBundle, Registry,
 };
+use ferrolab_tracking::model::{
+    metric_json, AuditLog, AuditRecord, EvaluationRun, ModelVersion, Policy, RegisteredModel,
+    Review, Run,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-type Run =
+type Handler =
     fn(&Session, &Invocation, &mut MagicContext<'_>) -> Result<Option<MimeBundle>, MagicError>;
 
 /// What the tracking magics of one kernel share: where runs go (`%track connect`
@@ -49,7 +53,7 @@ struct TrackMagic {
     name: &'static str,
     summary: &'static str,
     usage: &'static str,
-    run: Run,
+    run: Handler,
     kinds: &'static [MagicKind],
     session: Arc<Session>,
 }
@@ -320,7 +324,10 @@ fn track(
                     json!({"experiment_id": exp, "run_name": name, "start_time": now, "tags": tag_list}),
                 )
                 .map_err(failed)?;
-            let run_id = run_id_of(&created["run"]).to_string();
+            let run_id = client::read::<Run>(&created, "run")
+                .map_err(failed)?
+                .info
+                .run_id;
             let text = format!(
                 "run '{name}' ({run_id}) started in experiment '{experiment}' at {}",
                 api.describe()
@@ -464,10 +471,13 @@ fn runs(
     let line: RunsLine = parse(invocation, RUNS_USAGE)?;
     let api = s.api()?;
     let all = client::experiments(&*api).map_err(failed)?;
-    let names: BTreeMap<String, String> = all.iter().cloned().collect();
+    let names: BTreeMap<String, String> = all
+        .iter()
+        .map(|e| (e.experiment_id.clone(), e.name.clone()))
+        .collect();
     let ids: Vec<String> = match &line.experiment {
         Some(name) => vec![client::experiment_id(&*api, name, false).map_err(failed)?],
-        None => all.iter().map(|(id, _)| id.clone()).collect(),
+        None => all.iter().map(|e| e.experiment_id.clone()).collect(),
     };
     let found =
         client::search_runs(&*api, &ids, &line.filter, &line.order_by, line.max).map_err(failed)?;
@@ -487,16 +497,16 @@ fn runs(
     let mut param_values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut metric_keys = BTreeSet::new();
     for r in &found {
-        for (k, v) in entries(r, "params") {
-            param_values.entry(k).or_default().insert(value_text(&v));
+        for (k, v) in pairs(&r.data.params) {
+            param_values.entry(k).or_default().insert(v);
         }
-        metric_keys.extend(entries(r, "metrics").into_iter().map(|(k, _)| k));
+        metric_keys.extend(r.data.metrics.iter().map(|m| m.key.clone()));
     }
     let varies = |k: &String| {
         param_values[k].len() > 1
             || found
                 .iter()
-                .any(|r| !entries(r, "params").iter().any(|(p, _)| p == k))
+                .any(|r| !r.data.params.iter().any(|p| &p.key == k))
     };
     let all_keys: Vec<String> = param_values.keys().cloned().collect();
     let mut param_keys: Vec<String> = all_keys.iter().filter(|k| varies(k)).cloned().collect();
@@ -517,34 +527,31 @@ fn runs(
     headers.extend(metric_keys.iter().map(|k| format!("metrics.{k}")));
     let mut table = Table::new(headers);
     for r in &found {
-        let info = &r["info"];
-        let params: BTreeMap<String, Value> = entries(r, "params").into_iter().collect();
-        let metrics: BTreeMap<String, Value> = entries(r, "metrics").into_iter().collect();
-        let tags: BTreeMap<String, Value> = entries(r, "tags").into_iter().collect();
+        let info = &r.info;
+        let params = pairs(&r.data.params);
+        let metrics = latest_metrics(r);
         let mut row = vec![
-            run_name_of(r).to_string(),
-            run_id_of(r).chars().take(8).collect(),
-            names
-                .get(info["experiment_id"].as_str().unwrap_or_default())
-                .cloned()
-                .unwrap_or_default(),
-            info["status"].as_str().unwrap_or_default().to_string(),
-            when(info["start_time"].as_i64()),
-            tags.get("ferrolab.author")
-                .map(value_text)
-                .unwrap_or_else(|| info["user_id"].as_str().unwrap_or_default().to_string()),
+            info.run_name.clone(),
+            info.run_id.chars().take(8).collect(),
+            names.get(&info.experiment_id).cloned().unwrap_or_default(),
+            info.status.clone(),
+            when(Some(info.start_time)),
+            r.data
+                .tag("ferrolab.author")
+                .map_or_else(|| info.user_id.clone(), str::to_string),
         ];
         row.extend(
             param_keys
                 .iter()
-                .map(|k| params.get(k).map(value_text).unwrap_or_default()),
+                .map(|k| params.get(k).cloned().unwrap_or_default()),
         );
-        row.extend(
-            metric_keys
-                .iter()
-                .map(|k| metrics.get(k).map(value_text).unwrap_or_default()),
-        );
-        table.push(row, info["status"].as_str() == Some("FAILED"));
+        row.extend(metric_keys.iter().map(|k| {
+            metrics
+                .get(k)
+                .map(|v| value_text(&metric_json(*v)))
+                .unwrap_or_default()
+        }));
+        table.push(row, info.status == "FAILED");
     }
     let mut title = format!("{} run(s) at {}", found.len(), api.describe());
     if hidden > 0 {
@@ -580,7 +587,7 @@ fn compare(
 ) -> Result<Option<MimeBundle>, MagicError> {
     let line: CompareLine = parse(invocation, COMPARE_USAGE)?;
     let api = s.api()?;
-    let runs: Vec<Value> = line
+    let runs: Vec<Run> = line
         .runs
         .iter()
         .map(|r| resolve_run(&*api, r))
@@ -591,18 +598,21 @@ fn compare(
         .map(|r| {
             format!(
                 "{} ({})",
-                run_name_of(r),
-                &run_id_of(r)[..run_id_of(r).len().min(8)]
+                r.info.run_name,
+                &r.info.run_id[..r.info.run_id.len().min(8)]
             )
         })
         .collect();
-    let params: Vec<BTreeMap<String, Value>> = runs
-        .iter()
-        .map(|r| entries(r, "params").into_iter().collect())
-        .collect();
+    let params: Vec<BTreeMap<String, String>> =
+        runs.iter().map(|r| pairs(&r.data.params)).collect();
     let metrics: Vec<BTreeMap<String, Value>> = runs
         .iter()
-        .map(|r| entries(r, "metrics").into_iter().collect())
+        .map(|r| {
+            latest_metrics(r)
+                .into_iter()
+                .map(|(k, v)| (k, metric_json(v)))
+                .collect()
+        })
         .collect();
     let keys: BTreeSet<&String> = params.iter().flat_map(|p| p.keys()).collect();
     let mut headers = vec!["param".to_string()];
@@ -612,7 +622,7 @@ fn compare(
     for key in keys {
         let values: Vec<String> = params
             .iter()
-            .map(|p| p.get(key).map(value_text).unwrap_or_else(|| "—".into()))
+            .map(|p| p.get(key).cloned().unwrap_or_else(|| "—".into()))
             .collect();
         let differs = values.iter().any(|v| v != &values[0]);
         let mut row = vec![key.clone()];
@@ -649,7 +659,7 @@ fn compare(
     for key in &charted {
         let mut series = Vec::new();
         for (run, label) in runs.iter().zip(&labels) {
-            let history = client::metric_history(&*api, run_id_of(run), key).map_err(failed)?;
+            let history = client::metric_history(&*api, &run.info.run_id, key).map_err(failed)?;
             if history.is_empty() {
                 continue;
             }
@@ -707,12 +717,14 @@ fn version_of(api: &dyn Backend, name: &str, version: &str) -> Result<String, Ma
     if !version.eq_ignore_ascii_case("latest") {
         return Ok(version.to_string());
     }
-    let model = api
+    let model: RegisteredModel = api
         .call("GET", "registered-models/get", json!({"name": name}))
+        .and_then(|reply| client::read(&reply, "registered_model"))
         .map_err(failed)?;
-    model["registered_model"]["latest_versions"][0]["version"]
-        .as_str()
-        .map(str::to_string)
+    model
+        .latest_versions
+        .first()
+        .map(|v| v.version.clone())
         .ok_or_else(|| {
             MagicError::new(
                 "TrackingError",
@@ -747,19 +759,17 @@ struct RegisterLine {
 
 /// The fine-tuning run that wrote `run_dir`, found by its `ferrolab.run_dir` tag
 /// among the `finetune` experiment's runs.
-fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Value> {
+fn training_run_for(api: &dyn Backend, run_dir: &std::path::Path) -> Option<Run> {
     let target = std::fs::canonicalize(run_dir).ok()?;
     // Fine-tuning runs are filed under `finetune` (see `%finetune`).
     let finetune = ferrolab_llm::tracker::find_experiment(api, "finetune").ok()??;
     let runs = client::search_runs(api, &[finetune], "", &[], 50_000).ok()?;
     runs.into_iter().find(|r| {
-        entries(r, "tags").iter().any(|(k, v)| {
-            k == "ferrolab.run_dir"
-                && v.as_str()
-                    .and_then(|p| std::fs::canonicalize(p).ok())
-                    .as_deref()
-                    == Some(target.as_path())
-        })
+        r.data
+            .tag("ferrolab.run_dir")
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .as_deref()
+            == Some(target.as_path())
     })
 }
 
@@ -778,7 +788,7 @@ fn register_version(
             .as_str()
             .and_then(|d| training_run_for(&*api, std::path::Path::new(d))),
     };
-    let evaluations: Vec<Value> = line
+    let evaluations: Vec<Run> = line
         .evals
         .iter()
         .map(|r| resolve_run(&*api, r))
@@ -818,18 +828,17 @@ fn register_version(
             json!({
                 "name": line.name,
                 "source": format!("file://{}", lineage["adapter"]["path"].as_str().unwrap_or_default()),
-                "run_id": training.as_ref().map(run_id_of).unwrap_or_default(),
+                "run_id": training.as_ref().map(|r| r.info.run_id.as_str()).unwrap_or_default(),
                 "description": line.description.clone().unwrap_or_else(|| card.clone()),
                 "tags": tags,
                 "lineage": lineage,
-                "evaluation_runs": evaluations.iter().map(run_id_of).collect::<Vec<_>>(),
+                "evaluation_runs": evaluations.iter().map(|r| r.info.run_id.as_str()).collect::<Vec<_>>(),
             }),
         )
         .map_err(failed)?;
-    let version = created["model_version"]["version"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string();
+    let version = client::read::<ModelVersion>(&created, "model_version")
+        .map_err(failed)?
+        .version;
     let head = format!(
         "registered '{}' version {version} (author {author}){}",
         line.name,
@@ -872,27 +881,17 @@ fn link_eval(
         .call(
             "POST",
             "ferrolab/model-versions/link-evaluation",
-            json!({"name": line.name, "version": line.version, "run_id": run_id_of(&run)}),
+            json!({"name": line.name, "version": line.version, "run_id": run.info.run_id}),
         )
         .map_err(failed)?;
-    let rates: Vec<String> = linked["evaluation_runs"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .map(|e| match e["pass_rate"].as_f64() {
-                    Some(r) => format!(
-                        "{} ({:.1}%)",
-                        e["run_id"].as_str().unwrap_or_default(),
-                        r * 100.0
-                    ),
-                    None => format!(
-                        "{} (no pass_rate)",
-                        e["run_id"].as_str().unwrap_or_default()
-                    ),
-                })
-                .collect()
+    let linked: Vec<EvaluationRun> = client::read(&linked, "evaluation_runs").map_err(failed)?;
+    let rates: Vec<String> = linked
+        .iter()
+        .map(|e| match e.pass_rate {
+            Some(r) => format!("{} ({:.1}%)", e.run_id, r * 100.0),
+            None => format!("{} (no pass_rate)", e.run_id),
         })
-        .unwrap_or_default();
+        .collect();
     Ok(Some(MimeBundle::text(format!(
         "'{}' version {} is evaluated by: {}",
         line.name,
@@ -1016,14 +1015,14 @@ fn review(
             json!({"name": line.name, "version": line.version, "decision": decision, "comment": line.comment.join(" ")}),
         )
         .map_err(failed)?;
-    let r = &done["review"];
+    let r: Review = client::read(&done, "review").map_err(failed)?;
     Ok(Some(MimeBundle::text(format!(
         "{} {} '{}' version {}: {}",
-        r["reviewer"].as_str().unwrap_or_default(),
+        r.reviewer,
         if line.approve { "approved" } else { "rejected" },
         line.name,
         line.version,
-        r["comment"].as_str().unwrap_or_default()
+        r.comment
     ))))
 }
 
@@ -1075,14 +1074,14 @@ struct AuditLine {
     name: String,
 }
 
-fn change(entry: &Value) -> String {
-    let after = &entry["after"];
-    match entry["action"].as_str().unwrap_or_default() {
+fn change(entry: &AuditRecord) -> String {
+    let after = &entry.after;
+    match entry.action.as_str() {
         a if a.starts_with("review.") => {
             format!("\"{}\"", after["comment"].as_str().unwrap_or_default())
         }
         "alias.set" => {
-            let before = entry["before"]["version"]
+            let before = entry.before["version"]
                 .as_str()
                 .map(|v| format!(" (was version {v})"))
                 .unwrap_or_default();
@@ -1094,7 +1093,7 @@ fn change(entry: &Value) -> String {
         }
         "alias.delete" => format!(
             "{} removed",
-            entry["before"]["alias"].as_str().unwrap_or_default()
+            entry.before["alias"].as_str().unwrap_or_default()
         ),
         "model_version.create" => format!(
             "source {}, adapter {}",
@@ -1123,35 +1122,35 @@ fn audit(
     let api = s.api()?;
     api.call("GET", "registered-models/get", json!({"name": line.name}))
         .map_err(failed)?;
-    let log = api
+    let log: AuditLog = api
         .call("POST", "ferrolab/audit/get", json!({"name": line.name}))
+        .and_then(|reply| serde_json::from_value(reply).map_err(anyhow::Error::from))
         .map_err(failed)?;
     let mut table = Table::new(
         ["#", "when", "who", "action", "version", "change"]
             .map(String::from)
             .to_vec(),
     );
-    for e in log["entries"].as_array().into_iter().flatten() {
+    for e in &log.entries {
         table.push(
             vec![
-                e["seq"].to_string(),
-                when(e["timestamp"].as_i64()),
-                e["actor"].as_str().unwrap_or_default().to_string(),
-                e["action"].as_str().unwrap_or_default().to_string(),
-                e["version"].as_str().unwrap_or_default().to_string(),
+                e.seq.to_string(),
+                when(Some(e.timestamp)),
+                e.actor.clone(),
+                e.action.clone(),
+                e.version.clone(),
                 change(e),
             ],
-            e["action"]
-                .as_str()
-                .is_some_and(|a| a == "alias.set" || a.starts_with("review.")),
+            e.action == "alias.set" || e.action.starts_with("review."),
         );
     }
-    let verdict = if log["chain_verified"] == json!(true) {
+    let verdict = if log.chain_verified {
         "hash chain verified: no entry was changed or removed".to_string()
     } else {
         format!(
             "HASH CHAIN BROKEN at entry {}: the log was changed outside ferrolab",
-            log["chain_broken_at"]
+            log.chain_broken_at
+                .map_or_else(|| "?".to_string(), |seq| seq.to_string())
         )
     };
     let title = format!("audit log of '{}': {} entries", line.name, table.rows.len());
@@ -1191,17 +1190,14 @@ enum PolicyLine {
     },
 }
 
-fn policy_text(policy: &Value) -> String {
+fn policy_text(policy: &Policy) -> String {
     format!(
         "protected aliases: {}\napprovals needed (from people other than the author): {}\nlinked prompt-test run needed: {}{}",
-        policy["protected_aliases"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
-        policy["min_approvals"],
-        if policy["require_evaluation"] == json!(true) { "yes" } else { "no" },
-        if policy["require_evaluation"] == json!(true) {
-            format!(", with a pass rate of at least {:.1}%", policy["min_pass_rate"].as_f64().unwrap_or(0.0) * 100.0)
+        policy.protected_aliases.join(", "),
+        policy.min_approvals,
+        if policy.require_evaluation { "yes" } else { "no" },
+        if policy.require_evaluation {
+            format!(", with a pass rate of at least {:.1}%", policy.min_pass_rate * 100.0)
         } else {
             String::new()
         }
@@ -1214,10 +1210,10 @@ fn policy(
     _cx: &mut MagicContext<'_>,
 ) -> Result<Option<MimeBundle>, MagicError> {
     let api = s.api()?;
-    let current = api
+    let current: Policy = api
         .call("POST", "ferrolab/policy/get", json!({}))
-        .map_err(failed)?["policy"]
-        .clone();
+        .and_then(|reply| client::read(&reply, "policy"))
+        .map_err(failed)?;
     if invocation.args.is_empty() {
         return Ok(Some(MimeBundle::text(policy_text(&current))));
     }
@@ -1229,22 +1225,23 @@ fn policy(
     } = parse(invocation, POLICY_USAGE)?;
     let mut next = current;
     if !protect.is_empty() {
-        next["protected_aliases"] = json!(protect);
+        next.protected_aliases = protect;
     }
     if let Some(n) = min_approvals {
-        next["min_approvals"] = json!(n);
+        next.min_approvals = n;
     }
     if let Some(b) = require_evaluation {
-        next["require_evaluation"] = json!(b);
+        next.require_evaluation = b;
     }
     if let Some(r) = min_pass_rate {
-        next["min_pass_rate"] = json!(r);
+        next.min_pass_rate = r;
     }
-    let set = api
+    let set: Policy = api
         .call("POST", "ferrolab/policy/set", json!({"policy": next}))
+        .and_then(|reply| client::read(&reply, "policy"))
         .map_err(failed)?;
     Ok(Some(MimeBundle::text(format!(
         "policy changed:\n{}",
-        policy_text(&set["policy"])
+        policy_text(&set)
     ))))
 }

@@ -75,8 +75,8 @@ impl SqliteStore {
                         description: r.get(3)?,
                         creation_timestamp: r.get(4)?,
                         last_updated_timestamp: r.get(5)?,
-                        current_stage: "None",
-                        status: "READY",
+                        current_stage: "None".into(),
+                        status: "READY".into(),
                         ferrolab_uid: r.get(6)?,
                         adapter_digest: r.get(7)?,
                         tags: Vec::new(),
@@ -855,7 +855,7 @@ impl RegistryStore for SqliteStore {
                 suite_sha256: outcome.suite_sha256.clone(),
                 ferrolab_uid: target.uid.clone(),
                 adapter_digest: target.adapter_digest.clone(),
-                recorded_by: "server",
+                recorded_by: "server".into(),
             };
             self.record(tx, who.name, "model_version.evaluate", name, &version.to_string(), &Value::Null, &to_json(&after)?)?;
             Ok(after)
