@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -97,6 +97,26 @@ $(REF_VENV)/.installed: tests/reference/requirements.txt
 	touch $@
 
 lab-deps: $(VENV)/.lab-deps
+
+# ferrolab's JupyterLab extension (collab-server/jupyterlab): its labextension built
+# with JupyterLab's builder from npm, then the wheel that carries it and the server
+# half, installed into .venv.
+LAB_EXT := collab-server/jupyterlab
+LAB_EXT_SOURCES := $(wildcard $(LAB_EXT)/src/*.ts $(LAB_EXT)/ferrolab_jupyterlab/*.py $(LAB_EXT)/style/*.css) \
+	$(LAB_EXT)/package.json $(LAB_EXT)/tsconfig.json $(LAB_EXT)/pyproject.toml $(LAB_EXT)/install.json \
+	$(LAB_EXT)/jupyter-config/server-config/ferrolab_jupyterlab.json
+
+$(LAB_EXT)/node_modules/.installed: $(LAB_EXT)/package.json $(LAB_EXT)/package-lock.json
+	cd $(LAB_EXT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(VENV)/.lab-extension: $(VENV)/.lab-deps $(LAB_EXT)/node_modules/.installed $(LAB_EXT_SOURCES)
+	cd $(LAB_EXT) && rm -rf lib tsconfig.tsbuildinfo ferrolab_jupyterlab/labextension && \
+		npx tsc && "$(abspath $(VENV))/bin/jupyter-builder" build .
+	$(PY) -m pip install --quiet --no-deps --force-reinstall ./$(LAB_EXT)
+	touch $@
+
+lab-extension: $(VENV)/.lab-extension
 
 # `npm install` keeps what is already there, so a fresh clone only checks it.
 # promptfoo 0.120 looks for its database migrations in drizzle/, but ships them in
@@ -186,7 +206,7 @@ collab-up: build-server web bubblewrap
 		done; \
 	fi
 
-up: lab-deps collab-up model notebook-build
+up: lab-extension collab-up model notebook-build
 	@echo
 	@echo "ferrolab is ready."
 	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV) once the full build is done"
@@ -197,10 +217,13 @@ up: lab-deps collab-up model notebook-build
 	@echo "                 owner token in .ferrolab/owner-token (a second person's: .ferrolab/reviewer-token);"
 	@echo "                 data in $(COLLAB_DATA); log in .ferrolab/collab.log"
 	@echo "  Tracking:      MLflow API at http://127.0.0.1:$(COLLAB_PORT) (MLFLOW_TRACKING_URI; token as MLFLOW_TRACKING_TOKEN)"
-	@echo "  JupyterLab:    starting on http://127.0.0.1:$(LAB_PORT)/lab (URL with token below)"
+	@echo "  JupyterLab:    starting on http://127.0.0.1:$(LAB_PORT)/lab (URL with token below);"
+	@echo "                 its Shared notebooks panel opens the collaboration server's notebooks (read-only)"
 	@echo
 	FERROLAB_TRACKING_URI=http://127.0.0.1:$(COLLAB_PORT) \
 	FERROLAB_TRACKING_TOKEN="$$(cat .ferrolab/owner-token)" \
+	FERROLAB_COLLAB_URL=http://127.0.0.1:$(COLLAB_PORT) \
+	FERROLAB_TOKEN="$$(cat .ferrolab/owner-token)" \
 	FERROLAB_REVIEWER_TOKEN="$$(cat .ferrolab/reviewer-token)" \
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAG) \
 		--ServerApp.root_dir="$(abspath notebooks)"
@@ -208,7 +231,7 @@ up: lab-deps collab-up model notebook-build
 test-rust: model
 	cargo test --locked --workspace
 
-test-python: build venv model reference-venv promptfoo bubblewrap
+test-python: build venv lab-extension model reference-venv promptfoo bubblewrap
 	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" \
 		$(PY) -m pytest tests/python -q -p no:cacheprovider
 
@@ -216,7 +239,7 @@ test-collab: build node-deps bubblewrap
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		node --test --test-concurrency=1
 
-test-browser: build web lab-deps node-deps browser-deps chromium bubblewrap
+test-browser: build web lab-extension node-deps browser-deps chromium bubblewrap
 	cd tests/browser && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		FERROLAB_CHROMIUM="$(CHROMIUM)" FERROLAB_WEB_DIR="$(abspath $(WEB)/dist)" \
 		node --test --test-concurrency=1

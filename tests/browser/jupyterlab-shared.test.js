@@ -1,0 +1,113 @@
+// ferrolab's JupyterLab extension in real JupyterLab (from .venv, with the
+// ferrolab-jupyterlab wheel installed) in front of a real collaboration server: the
+// "Shared notebooks" panel lists the server's notebooks and opens one, read-only,
+// with the person's token held by the Jupyter server and never in the page.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { codeCell, createNotebook, createToken, freePort, startServer, tempDir, waitFor } from "../collab/helpers.js";
+import { launch, screenshot } from "./browser.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(here, "../..");
+const JUPYTER = process.env.FERROLAB_JUPYTER || path.join(ROOT, ".venv/bin/jupyter");
+
+let collab;
+let lab;
+let browser;
+let token;
+let entry;
+
+before(async () => {
+  const data = tempDir();
+  token = createToken(data, "editor", "ada");
+  collab = await startServer(data);
+  entry = await createNotebook(collab, token, [
+    { id: "intro", cell_type: "markdown", metadata: {}, source: "# Sales review" },
+    codeCell("sum", "let total = 40 + 2;\ntotal"),
+  ]);
+  const rename = await fetch(`${collab.base}/api/notebooks/${entry.id}`, {
+    method: "PATCH",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ title: "Sales review" }),
+  });
+  assert.equal(rename.status, 200);
+  const dir = tempDir();
+  const port = await freePort();
+  const settings = path.join(dir, "settings/@jupyterlab/apputils-extension");
+  fs.mkdirSync(settings, { recursive: true });
+  fs.writeFileSync(path.join(settings, "notification.jupyterlab-settings"), JSON.stringify({ fetchNews: "false", checkForUpdates: false }));
+  fs.mkdirSync(path.join(dir, "root"));
+  const log = fs.openSync(path.join(dir, "lab.log"), "a");
+  const proc = spawn(JUPYTER, [
+    "lab", "--no-browser", "--ip=127.0.0.1", `--port=${port}`, "--allow-root",
+    "--ServerApp.token=lab-token", `--ServerApp.root_dir=${path.join(dir, "root")}`,
+    `--LabApp.user_settings_dir=${path.join(dir, "settings")}`,
+    "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+  ], {
+    env: {
+      ...process.env,
+      JUPYTER_CONFIG_DIR: path.join(dir, "config"),
+      JUPYTER_RUNTIME_DIR: path.join(dir, "runtime"),
+      FERROLAB_COLLAB_URL: collab.base,
+      FERROLAB_TOKEN: token,
+    },
+    stdio: ["ignore", log, log],
+  });
+  lab = { proc, base: `http://127.0.0.1:${port}`, dir };
+  await waitFor(async () => {
+    if (proc.exitCode !== null) throw new Error(`JupyterLab exited; see ${dir}/lab.log`);
+    try {
+      return (await fetch(`${lab.base}/api/status?token=lab-token`)).ok;
+    } catch {
+      return false;
+    }
+  }, "JupyterLab to answer", 60000);
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  if (lab) {
+    lab.proc.kill("SIGTERM");
+    await new Promise((resolve) => (lab.proc.exitCode !== null ? resolve() : lab.proc.once("exit", resolve)));
+  }
+  await collab?.stop();
+});
+
+test("the Shared notebooks panel lists the server's notebooks and opens one read-only", async () => {
+  const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const requested = [];
+  page.on("request", (r) => requested.push(r.url()));
+  try {
+    await page.goto(`${lab.base}/lab?reset&token=lab-token`);
+    // The panel's tab in the left sidebar.
+    const tab = page.locator('.lm-TabBar-tab[data-id="ferrolab-shared-notebooks"]');
+    await tab.waitFor({ timeout: 60000 });
+    await tab.click();
+    const item = page.locator('#ferrolab-shared-notebooks .jp-DirListing-item', { hasText: "Sales review.ipynb" });
+    await item.waitFor({ timeout: 30000 });
+    await item.dblclick();
+    await page.waitForSelector(".jp-NotebookPanel .jp-MarkdownOutput h1", { timeout: 30000 });
+    assert.equal((await page.locator(".jp-NotebookPanel .jp-MarkdownOutput h1").first().innerText()).trim(), "Sales review");
+    const code = await page.locator(".jp-NotebookPanel .jp-CodeCell .cm-content").first().innerText();
+    assert.equal(code, "let total = 40 + 2;\ntotal");
+    // Read-only: JupyterLab's own indicator, since the drive says the file is not writable.
+    await page.waitForSelector('.jp-NotebookPanel [data-jp-item-name="read-only-indicator"]', { timeout: 10000 });
+    // The person's token never reaches the page: not in a URL, not in the DOM.
+    assert.ok(!requested.some((url) => url.includes(token)), "no request carries the collaboration token");
+    assert.ok(!(await page.content()).includes(token), "the page does not hold the collaboration token");
+    assert.deepEqual(errors, [], `no page errors: ${errors.join("\n")}`);
+  } catch (e) {
+    await screenshot(page, "jupyterlab-shared-notebooks");
+    throw e;
+  } finally {
+    await context.close();
+  }
+});
