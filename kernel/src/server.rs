@@ -216,12 +216,16 @@ impl Kernel {
             };
             self.iopub.status(true, &message);
             let failed_and_stop = self.handle_shell(&mut socket, &mut comms, &message).await;
-            self.iopub.status(false, &message);
-            if failed_and_stop {
-                // stop_on_error: abort the execute requests already queued.
+            if let Some(reply) = failed_and_stop {
+                // stop_on_error: the execute requests that were queued when the cell
+                // failed are aborted, not those sent after its reply. So the queue
+                // is read before the reply goes out: a client that waits for the
+                // reply and then runs another cell gets it run.
                 while let Ok(next) = queue.try_recv() {
                     pending.push_back(next);
                 }
+                send(&mut socket, reply).await;
+                self.iopub.status(false, &message);
                 let mut kept = VecDeque::new();
                 for queued in pending.drain(..) {
                     match queued {
@@ -237,18 +241,21 @@ impl Kernel {
                     }
                 }
                 pending = kept;
+            } else {
+                self.iopub.status(false, &message);
             }
         }
     }
 
-    /// Handles one shell message; true when it was an execute request that failed
-    /// with `stop_on_error`.
+    /// Handles one shell message and sends its reply, except for an execute request
+    /// that failed with `stop_on_error`: its reply is returned, for the caller to
+    /// send once it has set aside the requests queued behind it.
     async fn handle_shell(
         &self,
         socket: &mut RouterSendConnection,
         comms: &mut Comms,
         message: &JupyterMessage,
-    ) -> bool {
+    ) -> Option<JupyterMessage> {
         match &message.content {
             JupyterMessageContent::KernelInfoRequest(_) => {
                 send(socket, self.kernel_info().as_child_of(message)).await;
@@ -269,8 +276,12 @@ impl Kernel {
                     ),
                 };
                 let failed = reply.status == ReplyStatus::Error;
-                send(socket, reply.as_child_of(message)).await;
-                return failed && stop_on_error;
+                let reply = reply.as_child_of(message);
+                if failed && stop_on_error {
+                    return Some(reply);
+                }
+                send(socket, reply).await;
+                return None;
             }
             JupyterMessageContent::IsCompleteRequest(request) => {
                 let reply = match syntax::is_complete(&request.code) {
@@ -337,7 +348,7 @@ impl Kernel {
                 log::warn!("shell: no handler for `{}`; ignored", other.message_type());
             }
         }
-        false
+        None
     }
 
     async fn serve_control(self, mut control: KernelControlConnection) {

@@ -232,6 +232,17 @@ def test_sigint_interrupts_the_cell_instead_of_killing_the_kernel(kernel):
     assert run(kc, "%lsmagic")[0]["status"] == "ok"
 
 
+def test_a_cell_sent_after_a_failed_cells_reply_runs(kernel):
+    # stop_on_error aborts what was queued behind the failed cell, never what the
+    # client sent once it had the failure's reply (as a person running the next cell).
+    km, kc = kernel
+    for _ in range(30):
+        content, _ = run(kc, "%load /no/such/file.csv --name t")
+        assert content["status"] == "error", content
+        content, _ = run(kc, "%lsmagic")
+        assert content["status"] == "ok", content
+
+
 def result_text(kc, code):
     content, messages = run(kc, code)
     assert content["status"] == "ok", content

@@ -1,7 +1,9 @@
 //! The tracking interface a run reports through. The run folder is always written;
 //! a [`Tracker`] forwards the same facts elsewhere (the shared tracking server).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+pub use ferrolab_tracking::model::{Experiment, KeyValue, Metric, Run};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -292,6 +294,13 @@ pub fn env_token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// `key` of a tracking reply, read into the tracking store's own entity, so that
+/// what a server answers is read by the same types that wrote it.
+pub fn read<T: DeserializeOwned>(reply: &serde_json::Value, key: &str) -> Result<T> {
+    serde_json::from_value(reply[key].clone())
+        .with_context(|| format!("the tracking reply's '{key}' is not what was expected"))
+}
+
 /// The id of the experiment `name`, or `None` when there is none.
 pub fn find_experiment(backend: &dyn Backend, name: &str) -> Result<Option<String>> {
     match backend.call(
@@ -300,10 +309,7 @@ pub fn find_experiment(backend: &dyn Backend, name: &str) -> Result<Option<Strin
         serde_json::json!({"experiment_name": name}),
     ) {
         Ok(found) => Ok(Some(
-            found["experiment"]["experiment_id"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string(),
+            read::<Experiment>(&found, "experiment")?.experiment_id,
         )),
         Err(e) if e.to_string().contains("RESOURCE_DOES_NOT_EXIST") => Ok(None),
         Err(e) => Err(e),
@@ -368,12 +374,17 @@ impl Remote {
 
     fn metrics(step: usize, values: &[(&str, f64)]) -> serde_json::Value {
         let now = chrono::Utc::now().timestamp_millis();
-        let metrics: Vec<serde_json::Value> = values
+        let metrics: Vec<Metric> = values
             .iter()
             .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| serde_json::json!({"key": k, "value": v, "timestamp": now, "step": step}))
+            .map(|(k, v)| Metric {
+                key: k.to_string(),
+                value: *v,
+                timestamp: now,
+                step: step as i64,
+            })
             .collect();
-        serde_json::json!({"metrics": metrics})
+        serde_json::json!({ "metrics": metrics })
     }
 }
 
@@ -427,15 +438,15 @@ fn upload(backend: &dyn Backend, base: &str, name: &str, path: &Path) -> Result<
 /// Where a run comes from, as MLflow's tags: the notebook (Jupyter servers name it
 /// in `$JPY_SESSION_NAME`) and the cell that started it (the magic's
 /// [`ferrolab_magics::Host::current_cell`]), when known.
-pub fn source_tags(cell: Option<&str>) -> Vec<serde_json::Value> {
+pub fn source_tags(cell: Option<&str>) -> Vec<KeyValue> {
     let mut tags = Vec::new();
     if let Ok(notebook) = std::env::var("JPY_SESSION_NAME") {
         if !notebook.is_empty() {
-            tags.push(serde_json::json!({"key": "mlflow.source.name", "value": notebook}));
+            tags.push(KeyValue::new("mlflow.source.name", notebook));
         }
     }
     if let Some(cell) = cell {
-        tags.push(serde_json::json!({"key": "ferrolab.source.cell", "value": cell}));
+        tags.push(KeyValue::new("ferrolab.source.cell", cell));
     }
     tags
 }
@@ -467,8 +478,8 @@ impl Tracker for Remote {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "run".to_string());
         let mut tags = vec![
-            serde_json::json!({"key": "ferrolab.run_dir", "value": run_dir.display().to_string()}),
-            serde_json::json!({"key": "mlflow.source.type", "value": "NOTEBOOK"}),
+            KeyValue::new("ferrolab.run_dir", run_dir.display().to_string()),
+            KeyValue::new("mlflow.source.type", "NOTEBOOK"),
         ];
         tags.extend(source_tags(self.cell.as_deref()));
         let created = self.backend.call(
@@ -481,21 +492,21 @@ impl Tracker for Remote {
                 "tags": tags,
             }),
         )?;
-        self.run_id = created["run"]["info"]["run_id"]
-            .as_str()
-            .map(str::to_string);
-        self.artifact_base = created["run"]["info"]["artifact_uri"]
-            .as_str()
-            .and_then(|u| u.strip_prefix("mlflow-artifacts:/"))
+        let run: Run = read(&created, "run")?;
+        self.artifact_base = run
+            .info
+            .artifact_uri
+            .strip_prefix("mlflow-artifacts:/")
             .map(|u| u.trim_matches('/').to_string());
+        self.run_id = Some(run.info.run_id).filter(|id| !id.is_empty());
         let mut pairs = Vec::new();
         flatten("", params, &mut pairs);
         for chunk in pairs.chunks(100) {
-            let params: Vec<serde_json::Value> = chunk
+            let params: Vec<KeyValue> = chunk
                 .iter()
-                .map(|(k, v)| serde_json::json!({"key": k, "value": v.chars().take(6000).collect::<String>()}))
+                .map(|(k, v)| KeyValue::new(k.as_str(), v.chars().take(6000).collect::<String>()))
                 .collect();
-            self.batch(serde_json::json!({"params": params}));
+            self.batch(serde_json::json!({ "params": params }));
         }
         Ok(())
     }
@@ -531,7 +542,11 @@ impl Tracker for Remote {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        self.batch(serde_json::json!({"tags": [{"key": format!("ferrolab.artifact.{name}"), "value": path.display().to_string()}]}));
+        let tag = KeyValue::new(
+            format!("ferrolab.artifact.{name}"),
+            path.display().to_string(),
+        );
+        self.batch(serde_json::json!({ "tags": [tag] }));
         if let Some(base) = &self.artifact_base {
             if let Err(e) = upload(&*self.backend, base, &name, path) {
                 log::warn!(

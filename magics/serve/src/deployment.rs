@@ -6,7 +6,7 @@
 
 use crate::store::{MinuteStats, Store};
 use crate::ServeConfig;
-use ferrolab_llm::tracker::Backend;
+use ferrolab_llm::tracker::{Backend, KeyValue, Run};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,9 +34,9 @@ impl Deployment {
     ) -> anyhow::Result<Deployment> {
         let experiment = ferrolab_llm::tracker::experiment_id(&*backend, "deployments")?;
         let mut tags = vec![
-            json!({"key": "ferrolab.url", "value": format!("{url}/v1")}),
-            json!({"key": "ferrolab.models", "value": models.join(", ")}),
-            json!({"key": "ferrolab.request_log", "value": log.path().display().to_string()}),
+            KeyValue::new("ferrolab.url", format!("{url}/v1")),
+            KeyValue::new("ferrolab.models", models.join(", ")),
+            KeyValue::new("ferrolab.request_log", log.path().display().to_string()),
         ];
         tags.extend(ferrolab_llm::tracker::source_tags(cell));
         let started = chrono::Utc::now().timestamp_millis();
@@ -45,10 +45,9 @@ impl Deployment {
             "runs/create",
             json!({"experiment_id": experiment, "run_name": config.name, "start_time": started, "tags": tags}),
         )?;
-        let run_id = created["run"]["info"]["run_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let run_id = ferrolab_llm::tracker::read::<Run>(&created, "run")?
+            .info
+            .run_id;
         let mut params = vec![
             json!({"key": "model", "value": config.model}),
             json!({"key": "bind", "value": config.bind}),

@@ -4,7 +4,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use ferrolab_llm::tracker::Backend;
 use ferrolab_tracking::model::{Experiment, KeyValue, Metric, Run};
 use ferrolab_tracking::{ArtifactStore, Identity, Role, SqliteStore};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,12 +103,7 @@ pub fn experiment_id(api: &dyn Backend, name: &str, create: bool) -> Result<Stri
     })
 }
 
-/// `key` of a tracking reply, read into its typed entity (the store's own types, so
-/// the local store and a server are read alike).
-pub fn read<T: DeserializeOwned>(reply: &Value, key: &str) -> Result<T> {
-    serde_json::from_value(reply[key].clone())
-        .with_context(|| format!("the tracking reply's '{key}' is not what was expected"))
-}
+pub use ferrolab_llm::tracker::read;
 
 /// Every active experiment.
 pub fn experiments(api: &dyn Backend) -> Result<Vec<Experiment>> {

@@ -316,7 +316,11 @@ fn track(
                 .into_iter()
                 .map(|(k, v)| json!({"key": k, "value": v}))
                 .collect();
-            tag_list.extend(ferrolab_llm::tracker::source_tags(cx.host.current_cell()));
+            tag_list.extend(
+                ferrolab_llm::tracker::source_tags(cx.host.current_cell())
+                    .iter()
+                    .map(|t| json!(t)),
+            );
             let created = api
                 .call(
                     "POST",
