@@ -5,10 +5,23 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { codeCell, createNotebook, createToken, freePort, startServer, tempDir, waitFor } from "../collab/helpers.js";
+import {
+  cellSource,
+  codeCell,
+  createNotebook,
+  createToken,
+  freePort,
+  jsClient,
+  spliceSource,
+  startServer,
+  tempDir,
+  waitFor,
+  within,
+} from "../collab/helpers.js";
 import { launch, screenshot } from "./browser.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -57,7 +70,7 @@ before(async () => {
     },
     stdio: ["ignore", log, log],
   });
-  lab = { proc, base: `http://127.0.0.1:${port}`, dir };
+  lab = { proc, port, base: `http://127.0.0.1:${port}`, dir };
   await waitFor(async () => {
     if (proc.exitCode !== null) throw new Error(`JupyterLab exited; see ${dir}/lab.log`);
     try {
@@ -110,4 +123,53 @@ test("the Shared notebooks panel lists the server's notebooks and opens one read
   } finally {
     await context.close();
   }
+});
+
+/** The status a websocket upgrade of `url` is answered with (101 when accepted). */
+function upgradeStatus(url) {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, {
+      headers: {
+        connection: "Upgrade",
+        upgrade: "websocket",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      },
+    });
+    request.on("upgrade", (response, socket) => {
+      socket.destroy();
+      resolve(response.statusCode);
+    });
+    request.on("response", (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    });
+    request.on("error", reject);
+    request.end();
+  });
+}
+
+test("the sync socket relays a stock automerge-repo client both ways, for a signed-in Jupyter user only", async () => {
+  // The Jupyter server's own token signs the client in to JupyterLab; the
+  // collaboration token stays in the Jupyter server.
+  const viaLab = { ws: `ws://127.0.0.1:${lab.port}/ferrolab/sync` };
+  const repo = jsClient(viaLab, "lab-token");
+  try {
+    const handle = await within(repo.find(entry.notebook), 30000, "the notebook through the proxy");
+    assert.equal(cellSource(handle, "sum"), "let total = 40 + 2;\ntotal");
+    spliceSource(handle, "sum", 0, "// via JupyterLab\n");
+    await waitFor(async () => {
+      const reply = await fetch(`${collab.base}/api/notebooks/${entry.id}/ipynb`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      const nb = await reply.json();
+      // nbformat writes a source as a list of lines.
+      const source = [nb.cells.find((c) => c.id === "sum")?.source ?? ""].flat().join("");
+      return source === "// via JupyterLab\nlet total = 40 + 2;\ntotal";
+    }, "the edit made through the proxy on the server");
+  } finally {
+    await repo.shutdown();
+  }
+  assert.equal(await upgradeStatus(`${lab.base}/ferrolab/sync`), 403, "no Jupyter sign-in, no socket");
+  assert.equal(await upgradeStatus(`${lab.base}/ferrolab/sync?token=wrong`), 403);
 });

@@ -6,6 +6,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Repo } from "@automerge/automerge-repo";
+import * as A from "@automerge/automerge";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
@@ -162,6 +163,11 @@ export async function createNotebook(server, token, cells) {
   const created = await api(server, token, "POST", "/api/notebooks", notebookWith(cells));
   if (created.status !== 201) throw new Error(`create failed: ${created.status} ${created.text}`);
   return created.json;
+}
+
+/** Inserts `text` at `index` of a cell's source (a character-level splice). */
+export function spliceSource(handle, cellId, index, text) {
+  handle.change((doc) => A.splice(doc, ["cells", cellId, "source"], index, 0, text));
 }
 
 export function cellSource(handle, cellId) {

@@ -6,13 +6,19 @@ import json
 import os
 
 import tornado
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.web import HTTPError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, websocket_connect
 
 # Automerge document ids: base58 text.
 NOTEBOOK_ID = r"[A-Za-z0-9]{1,64}"
 TIMEOUT_S = 30
+# The largest sync message relayed either way (a notebook with images loads in one).
+MAX_MESSAGE = 256 << 20
 
 
 def upstream():
@@ -93,11 +99,59 @@ class Workspace(ProxyHandler):
         return "/api/workspace"
 
 
+class SyncProxy(WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """The collaboration server's sync socket (automerge-repo's protocol), relayed
+    both ways for the signed-in Jupyter user, the token added here. The server
+    enforces the token's role on every message, as for any client."""
+
+    upstream_socket = None
+
+    @property
+    def max_message_size(self):
+        return MAX_MESSAGE
+
+    @ws_authenticated
+    async def get(self, *args, **kwargs):
+        target = upstream()
+        if target is None:
+            raise HTTPError(503, "no collaboration server is configured (FERROLAB_COLLAB_URL, FERROLAB_TOKEN)")
+        url, token = target
+        ws_url = "ws" + url[len("http"):] + "/sync" if url.startswith("http") else url + "/sync"
+        try:
+            self.upstream_socket = await websocket_connect(
+                HTTPRequest(ws_url, headers={"Authorization": f"Bearer {token}"}, request_timeout=TIMEOUT_S),
+                on_message_callback=self.from_upstream,
+                max_message_size=MAX_MESSAGE,
+            )
+        except Exception as e:  # noqa: BLE001 - any failure to connect is the same answer
+            raise HTTPError(502, f"the collaboration server at {url} cannot be reached ({e})") from e
+        return await super().get(*args, **kwargs)
+
+    def from_upstream(self, message):
+        if message is None:
+            self.close()
+            return
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:
+            pass
+
+    def on_message(self, message):
+        if self.upstream_socket is not None:
+            self.upstream_socket.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self):
+        if self.upstream_socket is not None:
+            self.upstream_socket.close()
+            self.upstream_socket = None
+
+
 def setup_handlers(web_app):
     base = url_path_join(web_app.settings["base_url"], "ferrolab", "api")
     web_app.add_handlers(
         ".*$",
         [
+            (url_path_join(web_app.settings["base_url"], "ferrolab", "sync"), SyncProxy),
             (url_path_join(base, "workspace"), Workspace),
             (url_path_join(base, "notebooks"), NotebookList),
             (url_path_join(base, "notebooks", f"({NOTEBOOK_ID})"), NotebookEntry),
