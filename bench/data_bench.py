@@ -16,9 +16,11 @@ Medians of --reps runs after one warm-up. Also the time to scan the CSV once
 (count and mean) in each. Prints a table with ratios and writes JSON.
 """
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -141,6 +143,8 @@ def kernel_runner(parquet, csv, users):
 
     # The kernelspec goes into a private prefix, so the user's Jupyter setup is untouched.
     prefix = Path(tempfile.mkdtemp(prefix="ferrolab-bench-"))
+    # Its databases, runs and kernelspec go when the bench ends, however it ends.
+    atexit.register(shutil.rmtree, prefix, ignore_errors=True)
     subprocess.run([os.environ["FERROLAB_BIN"], "kernel", "install", "--prefix", str(prefix)],
                    check=True, capture_output=True)
     os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")

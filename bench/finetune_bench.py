@@ -9,10 +9,12 @@ the whole process. Prints the ratios and writes bench/results/finetune.json.
 """
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,8 @@ def main() -> int:
     ref = os.environ.get("FERROLAB_REFERENCE_PYTHON") or str(Path.home() / ".cache/ferrolab/reference-venv/bin/python")
     model = subprocess.run([bin_, "model", "path", "smollm2"], capture_output=True, text=True, check=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="ferrolab-bench-"))
+    # Its databases, runs and kernelspec go when the bench ends, however it ends.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     data = work / "train.jsonl"
     rows = examples(4 * (args.steps + 1))
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -9,8 +9,10 @@ ferrolab / promptfoo (goal: at most 0.05).
     FERROLAB_BIN=... FERROLAB_PROMPTFOO=... python bench/prompt_bench.py [--cases 2000] [--rounds 3]
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +61,8 @@ def main():
     args = parser.parse_args()
     ferrolab, promptfoo = os.environ["FERROLAB_BIN"], os.environ["FERROLAB_PROMPTFOO"]
     work = Path(tempfile.mkdtemp(prefix="prompt-bench-"))
+    # Its databases, runs and kernelspec go when the bench ends, however it ends.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     (work / "tests.json").write_text(json.dumps(suite(args.cases)))
     (work / "promptfooconfig.yaml").write_text("prompts:\n  - '{{out}}'\nproviders:\n  - echo\ntests: file://tests.json\n")
     env = dict(os.environ, PROMPTFOO_DISABLE_TELEMETRY="1", PROMPTFOO_DISABLE_UPDATE="1",

@@ -20,8 +20,10 @@ that time is the highest ratio any server giving MLflow's answer could reach.
     FERROLAB_BIN=... MLFLOW_SERVER=.../bin/mlflow python bench/tracking_bench.py [--quick] [--only PART]
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -200,6 +202,8 @@ def main():
     if args.quick:
         sizes = {k: v // 10 for k, v in sizes.items()}
     work = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
+    # Its databases, runs and kernelspec go when the bench ends, however it ends.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     results = {}
     for name, start in [("ferrolab", start_ferrolab), ("mlflow", start_mlflow)]:
         proc, url, token = start(work)
