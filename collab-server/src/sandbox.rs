@@ -329,11 +329,15 @@ mod tests {
 
     #[test]
     fn the_data_folder_is_hidden_before_the_work_folder_is_shown() {
+        // The server's layout, relative to a data folder of the test's own.
+        let data = PathBuf::from("collab-data");
+        let work_dir = data.join("work").join("nb");
+        let connection = data.join("kernels").join("nb.json");
         let args = bubblewrap_args(
-            &[PathBuf::from("data")],
-            Path::new("data/work/nb"),
+            std::slice::from_ref(&data),
+            &work_dir,
             &Inside::Kernel {
-                connection: Path::new("data/kernels/nb.json"),
+                connection: &connection,
                 session_name: "nb.ipynb",
             },
         );
@@ -346,11 +350,12 @@ mod tests {
                 .position(|w| w == needle)
                 .unwrap_or_else(|| panic!("{needle:?} not in {text:?}"))
         };
+        let shown = |p: &Path| p.to_string_lossy().into_owned();
         let root = at(&["--ro-bind", "/", "/"]);
-        let hide = at(&["--tmpfs", "data"]);
+        let hide = at(&["--tmpfs", &shown(&data)]);
         let tmp = at(&["--tmpfs", "/tmp"]);
-        let work = at(&["--bind", "data/work/nb", INNER_WORK]);
-        let conn = at(&["--ro-bind", "data/kernels/nb.json", INNER_CONNECTION]);
+        let work = at(&["--bind", &shown(&work_dir), INNER_WORK]);
+        let conn = at(&["--ro-bind", &shown(&connection), INNER_CONNECTION]);
         assert!(
             root < tmp && tmp < hide && hide < work && hide < conn,
             "{text:?}"
@@ -366,19 +371,17 @@ mod tests {
 
     #[test]
     fn a_job_has_no_network_and_no_connection_file() {
-        let args = bubblewrap_args(
-            &[PathBuf::from("data")],
-            Path::new("data/evaluations/e1"),
-            &Inside::Job,
-        );
+        let data = PathBuf::from("collab-data");
+        let job_dir = data.join("evaluations").join("e1");
+        let args = bubblewrap_args(std::slice::from_ref(&data), &job_dir, &Inside::Job);
         let text: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(text.iter().any(|a| a == "--unshare-net"), "{text:?}");
         assert!(!text.iter().any(|a| a == INNER_CONNECTION), "{text:?}");
-        let hide = text.iter().position(|a| a == "data");
-        let work = text.iter().position(|a| a == "data/evaluations/e1");
+        let hide = text.iter().position(|a| Path::new(a) == data);
+        let work = text.iter().position(|a| Path::new(a) == job_dir);
         assert!(
             hide < work,
             "the job's folder is shown after the data folder is hidden"
