@@ -4,17 +4,14 @@
 // with the person's token held by the Jupyter server and never in the page.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   cellSource,
   codeCell,
   createNotebook,
   createToken,
-  freePort,
   jsClient,
   spliceSource,
   startServer,
@@ -22,11 +19,9 @@ import {
   waitFor,
   within,
 } from "../collab/helpers.js";
+import { startLab } from "./lab.js";
 import { launch, screenshot } from "./browser.js";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(here, "../..");
-const JUPYTER = process.env.FERROLAB_JUPYTER || path.join(ROOT, ".venv/bin/jupyter");
 
 let collab;
 let lab;
@@ -49,45 +44,18 @@ before(async () => {
   });
   assert.equal(rename.status, 200);
   const dir = tempDir();
-  const port = await freePort();
-  const settings = path.join(dir, "settings/@jupyterlab/apputils-extension");
-  fs.mkdirSync(settings, { recursive: true });
-  fs.writeFileSync(path.join(settings, "notification.jupyterlab-settings"), JSON.stringify({ fetchNews: "false", checkForUpdates: false }));
   fs.mkdirSync(path.join(dir, "root"));
-  const log = fs.openSync(path.join(dir, "lab.log"), "a");
-  const proc = spawn(JUPYTER, [
-    "lab", "--no-browser", "--ip=127.0.0.1", `--port=${port}`, "--allow-root",
-    "--ServerApp.token=lab-token", `--ServerApp.root_dir=${path.join(dir, "root")}`,
-    `--LabApp.user_settings_dir=${path.join(dir, "settings")}`,
-    "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-  ], {
-    env: {
-      ...process.env,
-      JUPYTER_CONFIG_DIR: path.join(dir, "config"),
-      JUPYTER_RUNTIME_DIR: path.join(dir, "runtime"),
-      FERROLAB_COLLAB_URL: collab.base,
-      FERROLAB_TOKEN: token,
-    },
-    stdio: ["ignore", log, log],
+  lab = await startLab({
+    dir,
+    root: path.join(dir, "root"),
+    env: { FERROLAB_COLLAB_URL: collab.base, FERROLAB_TOKEN: token },
   });
-  lab = { proc, port, base: `http://127.0.0.1:${port}`, dir };
-  await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`JupyterLab exited; see ${dir}/lab.log`);
-    try {
-      return (await fetch(`${lab.base}/api/status?token=lab-token`)).ok;
-    } catch {
-      return false;
-    }
-  }, "JupyterLab to answer", 60000);
   browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
-  if (lab) {
-    lab.proc.kill("SIGTERM");
-    await new Promise((resolve) => (lab.proc.exitCode !== null ? resolve() : lab.proc.once("exit", resolve)));
-  }
+  await lab?.stop();
   await collab?.stop();
 });
 
@@ -99,7 +67,7 @@ test("the Shared notebooks panel lists the server's notebooks and opens one read
   const requested = [];
   page.on("request", (r) => requested.push(r.url()));
   try {
-    await page.goto(`${lab.base}/lab?reset&token=lab-token`);
+    await page.goto(`${lab.base}/lab?reset&token=${lab.token}`);
     // The panel's tab in the left sidebar.
     const tab = page.locator('.lm-TabBar-tab[data-id="ferrolab-shared-notebooks"]');
     await tab.waitFor({ timeout: 60000 });
@@ -153,7 +121,7 @@ test("the sync socket relays a stock automerge-repo client both ways, for a sign
   // The Jupyter server's own token signs the client in to JupyterLab; the
   // collaboration token stays in the Jupyter server.
   const viaLab = { ws: `ws://127.0.0.1:${lab.port}/ferrolab/sync` };
-  const repo = jsClient(viaLab, "lab-token");
+  const repo = jsClient(viaLab, lab.token);
   try {
     const handle = await within(repo.find(entry.notebook), 30000, "the notebook through the proxy");
     assert.equal(cellSource(handle, "sum"), "let total = 40 + 2;\ntotal");

@@ -5,17 +5,17 @@
 // of a magic's summary, and the notebook not marked modified by opening it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BIN, freePort, tempDir, waitFor } from "../collab/helpers.js";
+import { BIN, tempDir } from "../collab/helpers.js";
+import { JUPYTER, labSetting, startLab } from "./lab.js";
 import { launch, screenshot } from "./browser.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(here, "../..");
 const EXECUTED = path.join(ROOT, "tests/artifacts/executed");
-const JUPYTER = process.env.FERROLAB_JUPYTER || path.join(ROOT, ".venv/bin/jupyter");
 
 // What each notebook must show: at least this many HTML tables and charts.
 const SHOWN = {
@@ -43,54 +43,28 @@ before(async () => {
   for (const name of Object.keys(SHOWN)) fs.copyFileSync(path.join(EXECUTED, name), path.join(folder, name));
   // The kernelspec in a prefix of its own, first on JUPYTER_PATH (as the Python tests do).
   execFileSync(BIN, ["kernel", "install", "--prefix", path.join(dir, "prefix")], { stdio: "pipe" });
-  const port = await freePort();
-  const token = "lab-test-token";
   const env = {
-    ...process.env,
     JUPYTER_PATH: path.join(dir, "prefix/share/jupyter"),
-    JUPYTER_CONFIG_DIR: path.join(dir, "config"),
-    JUPYTER_RUNTIME_DIR: path.join(dir, "runtime"),
     JUPYTER_DATA_DIR: path.join(dir, "data"),
     // The notebooks' kernels must not report to a server of the person running the tests.
     FERROLAB_TRACKING_URI: "",
     FERROLAB_HOME: process.env.FERROLAB_HOME || path.join(dir, "home"),
   };
-  // Every cell drawn (JupyterLab otherwise draws only the cells in view), and no
-  // news poll (the network is closed).
-  const settings = path.join(dir, "settings/@jupyterlab");
-  fs.mkdirSync(path.join(settings, "notebook-extension"), { recursive: true });
-  fs.writeFileSync(path.join(settings, "notebook-extension/tracker.jupyterlab-settings"), JSON.stringify({ windowingMode: "none" }));
-  fs.mkdirSync(path.join(settings, "apputils-extension"), { recursive: true });
-  fs.writeFileSync(path.join(settings, "apputils-extension/notification.jupyterlab-settings"), JSON.stringify({ fetchNews: "false", checkForUpdates: false }));
+  // Every cell drawn (JupyterLab otherwise draws only the cells in view).
+  labSetting(dir, "notebook-extension/tracker", { windowingMode: "none" });
   // Trusted, as outputs a person just produced in JupyterLab are: untrusted HTML is
   // sanitized (inline SVG charts removed), which is not what a user sees.
-  execFileSync(JUPYTER, ["trust", ...Object.keys(SHOWN).map((name) => path.join(folder, name))], { env, stdio: "pipe" });
-  const log = fs.openSync(path.join(dir, "lab.log"), "a");
-  const proc = spawn(JUPYTER, [
-    "lab", "--no-browser", "--ip=127.0.0.1", `--port=${port}`, "--allow-root",
-    `--ServerApp.token=${token}`, `--ServerApp.root_dir=${folder}`,
-    `--LabApp.user_settings_dir=${path.join(dir, "settings")}`,
-    "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-  ], { env, stdio: ["ignore", log, log] });
-  lab = { proc, base: `http://127.0.0.1:${port}`, token, dir };
-  await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`JupyterLab exited; see ${dir}/lab.log`);
-    try {
-      const r = await fetch(`${lab.base}/api/status?token=${token}`);
-      return r.ok;
-    } catch {
-      return false;
-    }
-  }, "JupyterLab to answer", 60000);
+  execFileSync(JUPYTER, ["trust", ...Object.keys(SHOWN).map((name) => path.join(folder, name))], {
+    env: { ...process.env, ...env },
+    stdio: "pipe",
+  });
+  lab = await startLab({ dir, root: folder, env });
   browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
-  if (lab) {
-    lab.proc.kill("SIGTERM");
-    await new Promise((resolve) => (lab.proc.exitCode !== null ? resolve() : lab.proc.once("exit", resolve)));
-  }
+  await lab?.stop();
 });
 
 /** Opens `name` in JupyterLab and waits until its outputs are drawn and its kernel is idle. */
