@@ -42,6 +42,13 @@ class ProxyHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
+    def unreachable(self, url, why):
+        self.fail(
+            502,
+            "UNREACHABLE",
+            f"the collaboration server at {url} cannot be reached ({why}); is `ferrolab collab serve` running?",
+        )
+
     @tornado.web.authenticated
     async def get(self, *args):
         target = upstream()
@@ -63,17 +70,9 @@ class ProxyHandler(APIHandler):
                 raise_error=False,
             )
         except (OSError, HTTPClientError) as e:
-            return self.fail(
-                502,
-                "UNREACHABLE",
-                f"the collaboration server at {url} cannot be reached ({e}); is `ferrolab collab serve` running?",
-            )
+            return self.unreachable(url, e)
         if response.code == 599:
-            return self.fail(
-                502,
-                "UNREACHABLE",
-                f"the collaboration server at {url} cannot be reached ({response.error}); is `ferrolab collab serve` running?",
-            )
+            return self.unreachable(url, response.error)
         self.set_status(response.code)
         self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
         self.finish(response.body or b"")

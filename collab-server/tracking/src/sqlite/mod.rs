@@ -15,7 +15,7 @@ use crate::store::{
     Result, RunStore, TrackingError, MAX_PARAM_VALUE, MAX_TAG_VALUE,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -175,32 +175,18 @@ impl SqliteStore {
         .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
 
-    /// A run's params or tags (`table`), by key.
-    fn key_values(
-        tx: &Transaction<'_>,
-        table: &str,
-        run_id: &str,
-    ) -> Result<BTreeMap<String, String>> {
-        let mut stmt =
-            tx.prepare_cached(&format!("SELECT key, value FROM {table} WHERE run_id = ?1"))?;
-        let rows = stmt
-            .query_map([run_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
-    }
-
     fn run_entity(tx: &Transaction<'_>, run_id: &str) -> Result<Run> {
         let info = Self::run_info(tx, run_id)?;
-        let pairs = |table: &str| -> Result<Vec<KeyValue>> {
-            Ok(Self::key_values(tx, table, run_id)?
-                .into_iter()
-                .map(|(k, v)| KeyValue::new(k, v))
-                .collect())
-        };
-        let params = pairs("params")?;
-        let tags = pairs("tags")?;
+        let params = Self::pairs(
+            tx,
+            "SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key",
+            &[&run_id],
+        )?;
+        let tags = Self::pairs(
+            tx,
+            "SELECT key, value FROM tags WHERE run_id = ?1 ORDER BY key",
+            &[&run_id],
+        )?;
         let mut stmt = tx.prepare_cached(
             "SELECT key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_id = ?1 ORDER BY key",
         )?;
