@@ -106,8 +106,10 @@ LAB_EXT_SOURCES := $(wildcard $(LAB_EXT)/src/*.ts $(LAB_EXT)/ferrolab_jupyterlab
 	$(LAB_EXT)/package.json $(LAB_EXT)/tsconfig.json $(LAB_EXT)/pyproject.toml $(LAB_EXT)/install.json \
 	$(LAB_EXT)/jupyter-config/server-config/ferrolab_jupyterlab.json
 
+# `npm install`, not `npm ci`: automerge-repo's cbor-x has platform packages the lock
+# file cannot list for every platform (as for tests/collab below).
 $(LAB_EXT)/node_modules/.installed: $(LAB_EXT)/package.json $(LAB_EXT)/package-lock.json
-	cd $(LAB_EXT) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(LAB_EXT) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 $(VENV)/.lab-extension: $(VENV)/.lab-deps $(LAB_EXT)/node_modules/.installed $(LAB_EXT_SOURCES)

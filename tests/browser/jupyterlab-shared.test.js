@@ -1,7 +1,7 @@
 // ferrolab's JupyterLab extension in real JupyterLab (from .venv, with the
 // ferrolab-jupyterlab wheel installed) in front of a real collaboration server: the
-// "Shared notebooks" panel lists the server's notebooks and opens one, read-only,
-// with the person's token held by the Jupyter server and never in the page.
+// "Shared notebooks" panel lists the server's notebooks and opens one live, with
+// the person's token held by the Jupyter server and never in the page.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -59,7 +59,7 @@ after(async () => {
   await collab?.stop();
 });
 
-test("the Shared notebooks panel lists the server's notebooks and opens one read-only", async () => {
+test("the Shared notebooks panel lists the server's notebooks and opens one live, for an editor writable", async () => {
   const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
   const page = await context.newPage();
   const errors = [];
@@ -79,8 +79,13 @@ test("the Shared notebooks panel lists the server's notebooks and opens one read
     assert.equal((await page.locator(".jp-NotebookPanel .jp-MarkdownOutput h1").first().innerText()).trim(), "Sales review");
     const code = await page.locator(".jp-NotebookPanel .jp-CodeCell .cm-content").first().innerText();
     assert.equal(code, "let total = 40 + 2;\ntotal");
-    // Read-only: JupyterLab's own indicator, since the drive says the file is not writable.
-    await page.waitForSelector('.jp-NotebookPanel [data-jp-item-name="read-only-indicator"]', { timeout: 10000 });
+    // Live: the shared kernel's item in the toolbar, no kernel of this Jupyter
+    // server started or asked for, and an editor's notebook not read-only.
+    await page.waitForSelector(".jp-NotebookPanel .ferrolab-kernel-status", { timeout: 10000 });
+    assert.equal(await page.locator(".jp-Dialog").count(), 0, "no kernel picker");
+    assert.equal(await page.locator('.jp-NotebookPanel [data-jp-item-name="read-only-indicator"]').count(), 0);
+    const sessions = await (await fetch(`${lab.base}/api/sessions?token=${lab.token}`)).json();
+    assert.deepEqual(sessions, [], "no Jupyter session (and no kernel) for a live notebook");
     // The person's token never reaches the page: not in a URL, not in the DOM.
     assert.ok(!requested.some((url) => url.includes(token)), "no request carries the collaboration token");
     assert.ok(!(await page.content()).includes(token), "the page does not hold the collaboration token");

@@ -55,8 +55,16 @@ class Jupyter:
             time.sleep(0.2)
 
     def get(self, path, auth=True):
+        return self.call("GET", path, None, auth)
+
+    def post(self, path, body=b"", auth=True):
+        return self.call("POST", path, body, auth)
+
+    def call(self, method, path, body, auth):
         headers = {"Authorization": f"token {JUPYTER_TOKEN}"} if auth else {}
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, resp.read().decode(), dict(resp.headers)
@@ -129,11 +137,30 @@ def test_only_the_extensions_own_calls_are_proxied(servers):
     for path in (
         "/ferrolab/api/notebooks/..%2F..%2Fsession",
         "/ferrolab/api/tokens",
-        f"/ferrolab/api/notebooks/{entry['id']}/kernel/execute",
+        f"/ferrolab/api/notebooks/{entry['id']}/kernel/shutdown",
         f"/ferrolab/api/notebooks/{entry['id']}/export",
     ):
         status, body, _ = jupyter.get(path)
         assert status == 404, (path, status, body)
+    # The kernel calls are POSTs only.
+    status, _, _ = jupyter.get(f"/ferrolab/api/notebooks/{entry['id']}/kernel/execute")
+    assert status == 405
+
+
+def test_kernel_calls_reach_the_server_checked_and_its_answer_comes_back(servers):
+    _, jupyter, entry = servers
+    execute = f"/ferrolab/api/notebooks/{entry['id']}/kernel/execute"
+    for bad in (b"", b"not json", b'{"cells": []}', b'{"cells": [1]}', b'{"cells": "all"}', b'{"all": "yes"}'):
+        status, body, _ = jupyter.post(execute, bad)
+        assert status == 400, (bad, status, body)
+        assert "cells" in json.loads(body)["error"]["message"], body
+    # The server's own refusal of a cell it does not have, passed back as it is.
+    status, body, _ = jupyter.post(execute, json.dumps({"cells": ["no-such-cell"]}).encode())
+    assert 400 <= status < 500 and status != 403, (status, body)
+    assert "no-such-cell" in body, body
+    # Without the Jupyter sign-in, nothing is sent.
+    status, _, _ = jupyter.post(execute, json.dumps({"all": True}).encode(), auth=False)
+    assert status == 403
 
 
 def test_a_missing_notebook_gets_the_servers_own_error(servers):
@@ -159,6 +186,12 @@ def test_a_viewer_token_reads_and_its_role_shows(servers):
             assert (user["name"], user["role"]) == ("vera", "viewer")
             status, body, _ = jupyter.get(f"/ferrolab/api/notebooks/{entry['id']}/ipynb")
             assert status == 200, body
+            # The collaboration server refuses a viewer's kernel calls; the refusal comes back.
+            for action in ("execute", "interrupt", "restart"):
+                status, body, _ = jupyter.post(
+                    f"/ferrolab/api/notebooks/{entry['id']}/kernel/{action}", json.dumps({"all": True}).encode()
+                )
+                assert status == 403, (action, status, body)
         finally:
             jupyter.stop()
 

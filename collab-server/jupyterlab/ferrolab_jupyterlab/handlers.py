@@ -51,6 +51,9 @@ class ProxyHandler(APIHandler):
 
     @tornado.web.authenticated
     async def get(self, *args):
+        await self.relay("GET", args)
+
+    async def relay(self, method, args, body=None):
         target = upstream()
         if target is None:
             return self.fail(
@@ -62,10 +65,15 @@ class ProxyHandler(APIHandler):
             )
         url, token = target
         client = AsyncHTTPClient()
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = await client.fetch(
                 url + self.upstream_path(*args),
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                method=method,
+                headers=headers,
+                body=body,
                 request_timeout=TIMEOUT_S,
                 raise_error=False,
             )
@@ -91,6 +99,35 @@ class NotebookEntry(ProxyHandler):
 class NotebookFile(ProxyHandler):
     def upstream_path(self, notebook):
         return f"/api/notebooks/{notebook}/ipynb"
+
+
+class NotebookKernel(ProxyHandler):
+    """Runs cells on, interrupts or restarts a notebook's shared kernel: a POST
+    whose JSON body (for `execute`, the cells to run) is checked here and sent on."""
+
+    def upstream_path(self, notebook, action):
+        return f"/api/notebooks/{notebook}/kernel/{action}"
+
+    @tornado.web.authenticated
+    async def post(self, notebook, action):
+        body = None
+        if action == "execute":
+            try:
+                request = json.loads(self.request.body or b"{}")
+            except ValueError:
+                request = None
+            cells = request.get("cells") if isinstance(request, dict) else None
+            run_all = isinstance(request, dict) and request.get("all") is True
+            if not run_all and not (
+                isinstance(cells, list) and cells and all(isinstance(c, str) and len(c) <= 256 for c in cells)
+            ):
+                return self.fail(
+                    400,
+                    "BAD_REQUEST",
+                    'send {"cells": ["CELL_ID", ...]} (the ids of the cells to run) or {"all": true}',
+                )
+            body = json.dumps({"all": True} if run_all else {"cells": cells})
+        await self.relay("POST", (notebook, action), body if body is not None else "")
 
 
 class Workspace(ProxyHandler):
@@ -155,5 +192,9 @@ def setup_handlers(web_app):
             (url_path_join(base, "notebooks"), NotebookList),
             (url_path_join(base, "notebooks", f"({NOTEBOOK_ID})"), NotebookEntry),
             (url_path_join(base, "notebooks", f"({NOTEBOOK_ID})", "ipynb"), NotebookFile),
+            (
+                url_path_join(base, "notebooks", f"({NOTEBOOK_ID})", "kernel", "(execute|interrupt|restart)"),
+                NotebookKernel,
+            ),
         ],
     )

@@ -2,26 +2,17 @@
  * The collaboration server's notebooks as a JupyterLab drive (`ferrolab:`).
  *
  * Everything goes through this Jupyter server's `ferrolab` extension, which holds
- * the person's token and adds it to each call, so the browser never sees it. This
- * first slice opens a notebook as it is on the server, read-only; editing it live
- * with the workspace is the next slice (docs/jupyterlab-live.md).
+ * the person's token and adds it to each call, so the browser never sees it. A
+ * notebook opened from here is live: its model is bound to the notebook's
+ * automerge documents (`LiveSession`), so there is nothing to load or save as a
+ * file; the server keeps every change.
  */
-import { URLExt } from '@jupyterlab/coreutils';
 import { Contents, ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
+import { fetchJSON, INotebookEntry, LiveSession } from './live';
 
-/** An entry of the server's notebook index (`GET /api/notebooks`). */
-export interface INotebookEntry {
-  id: string;
-  title: string;
-  created: string;
-  updated: string;
-}
-
-/** What the server extension answers when something went wrong. */
-interface IErrorReply {
-  error?: { code?: string; message?: string };
-}
+/** What a live notebook's "hash" is: it never differs from what is open. */
+const LIVE_HASH = 'live';
 
 /** A notebook's id from its path in the drive: `TITLE--ID.ipynb`. */
 export function idOf(path: string): string {
@@ -43,11 +34,20 @@ export function pathOf(entry: INotebookEntry): string {
 export class FerrolabDrive implements Contents.IDrive {
   readonly name = 'ferrolab';
   readonly serverSettings: ServerConnection.ISettings;
+  readonly live: LiveSession;
+  /** Notebooks open here are live models of the server's documents. */
+  readonly sharedModelFactory: Contents.ISharedFactory;
   private _fileChanged = new Signal<Contents.IDrive, Contents.IChangedArgs>(this);
   private _isDisposed = false;
 
-  constructor(settings?: ServerConnection.ISettings) {
-    this.serverSettings = settings ?? ServerConnection.makeSettings();
+  constructor(live: LiveSession) {
+    this.live = live;
+    this.serverSettings = live.settings;
+    this.sharedModelFactory = {
+      collaborative: true,
+      createNew: options =>
+        options.contentType === 'notebook' ? this.live.openNotebook(idOf(options.path)) : undefined
+    };
   }
 
   get fileChanged(): ISignal<Contents.IDrive, Contents.IChangedArgs> {
@@ -66,35 +66,16 @@ export class FerrolabDrive implements Contents.IDrive {
     Signal.clearData(this);
   }
 
-  private url(...parts: string[]): string {
-    return URLExt.join(this.serverSettings.baseUrl, 'ferrolab', 'api', ...parts);
-  }
-
-  /** GETs a JSON answer from the server extension, or throws what went wrong. */
-  private async fetchJSON<T>(url: string): Promise<T> {
-    const response = await ServerConnection.makeRequest(url, {}, this.serverSettings);
-    const text = await response.text();
-    let body: unknown = null;
-    try {
-      body = text ? JSON.parse(text) : null;
-    } catch {
-      body = null;
-    }
-    if (!response.ok) {
-      const message =
-        (body as IErrorReply | null)?.error?.message ??
-        `the collaboration server answered ${response.status}`;
-      throw new Error(message);
-    }
-    return body as T;
+  private fetchJSON<T>(url: string): Promise<T> {
+    return fetchJSON<T>(this.serverSettings, url);
   }
 
   async get(localPath: string, options?: Contents.IFetchOptions): Promise<Contents.IModel> {
     if (localPath === '' || localPath === '/') {
       const { notebooks } = await this.fetchJSON<{ notebooks: INotebookEntry[] }>(
-        this.url('notebooks')
+        this.live.url('notebooks')
       );
-      const content = notebooks.map(entry => this.fileModel(entry, null));
+      const content = notebooks.map(entry => this.fileModel(entry, null, false));
       return {
         name: '',
         path: '',
@@ -108,38 +89,63 @@ export class FerrolabDrive implements Contents.IDrive {
       };
     }
     const id = idOf(localPath);
-    const entry = await this.fetchJSON<INotebookEntry>(this.url('notebooks', id));
+    const [entry, user] = await Promise.all([
+      this.fetchJSON<INotebookEntry>(this.live.url('notebooks', id)),
+      this.live.user()
+    ]);
+    const writable = user.role !== 'viewer';
+    const binding = this.live.binding(id);
+    if (binding) {
+      // Opened live: the model fills itself from the documents (the binding);
+      // there is no file content to load over it.
+      await binding;
+      return { ...this.fileModel(entry, null, writable), path: localPath };
+    }
     const content =
       options?.content === false
         ? null
-        : await this.fetchJSON<unknown>(this.url('notebooks', id, 'ipynb'));
-    return { ...this.fileModel(entry, content), path: localPath };
+        : await this.fetchJSON<unknown>(this.live.url('notebooks', id, 'ipynb'));
+    return { ...this.fileModel(entry, content, writable), path: localPath };
   }
 
-  private fileModel(entry: INotebookEntry, content: unknown): Contents.IModel {
+  private fileModel(entry: INotebookEntry, content: unknown, writable: boolean): Contents.IModel {
     return {
       name: `${entry.title}.ipynb`,
       path: pathOf(entry),
       type: 'notebook',
-      // Live editing is not built yet: what opens is the server's notebook as it
-      // is, and saving here would only diverge from it.
-      writable: false,
+      writable,
       created: entry.created,
       last_modified: entry.updated,
       mimetype: 'application/x-ipynb+json',
       content,
-      format: content === null ? null : 'json'
+      format: content === null ? null : 'json',
+      hash: LIVE_HASH,
+      hash_algorithm: 'ferrolab'
     };
   }
 
   async getDownloadUrl(localPath: string): Promise<string> {
-    return this.url('notebooks', idOf(localPath), 'ipynb');
+    return this.live.url('notebooks', idOf(localPath), 'ipynb');
+  }
+
+  /** Saving a live notebook is a no-op that succeeds: the server already keeps
+   * every change it acknowledged. */
+  async save(localPath: string): Promise<Contents.IModel> {
+    const id = idOf(localPath);
+    if (!this.live.binding(id)) {
+      return this.refuse('Saving a notebook that is not open live');
+    }
+    const [entry, user] = await Promise.all([
+      this.fetchJSON<INotebookEntry>(this.live.url('notebooks', id)),
+      this.live.user()
+    ]);
+    return { ...this.fileModel(entry, null, user.role !== 'viewer'), path: localPath };
   }
 
   private refuse(what: string): Promise<never> {
     return Promise.reject(
       new Error(
-        `${what} is not possible in JupyterLab yet: the collaboration server's notebooks open read-only here; change them in the workspace`
+        `${what} is not possible from JupyterLab yet; do it in the ferrolab workspace`
       )
     );
   }
@@ -154,10 +160,6 @@ export class FerrolabDrive implements Contents.IDrive {
 
   rename(): Promise<Contents.IModel> {
     return this.refuse('Renaming a notebook');
-  }
-
-  save(): Promise<Contents.IModel> {
-    return this.refuse('Saving a notebook');
   }
 
   copy(): Promise<Contents.IModel> {

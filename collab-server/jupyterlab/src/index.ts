@@ -1,20 +1,41 @@
 /**
- * ferrolab's JupyterLab extension: a "Shared notebooks" panel in the left sidebar
- * listing the collaboration server's notebooks, through this Jupyter server's
- * `ferrolab_jupyterlab` extension.
+ * ferrolab's JupyterLab extension: a "Shared notebooks" panel listing the
+ * collaboration server's notebooks; a notebook opened from it is edited live with
+ * everyone else on it and runs on its shared kernel on the server.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { showErrorMessage } from '@jupyterlab/apputils';
+import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import {
+  INotebookCellExecutor,
+  INotebookModel,
+  NotebookPanel,
+  runCell
+} from '@jupyterlab/notebook';
 import { notebookIcon } from '@jupyterlab/ui-components';
+import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { FerrolabDrive } from './drive';
+import { LiveSession } from './live';
+import { KernelBar } from './toolbar';
 
-const plugin: JupyterFrontEndPlugin<void> = {
+/** The page's one live session, shared by the plugins below. */
+let session: LiveSession | null = null;
+function live(app: JupyterFrontEnd): LiveSession {
+  session ??= new LiveSession(app.serviceManager.serverSettings);
+  return session;
+}
+
+/** Whether a document path is one of the collaboration server's notebooks. */
+const isLive = (path: string) => path.startsWith('ferrolab:');
+
+const panel: JupyterFrontEndPlugin<void> = {
   id: '@ferrolab/jupyterlab:shared-notebooks',
-  description: "The collaboration server's notebooks in a panel of their own",
+  description: "The collaboration server's notebooks in a panel of their own, opened live",
   autoStart: true,
   requires: [IFileBrowserFactory],
   activate: (app: JupyterFrontEnd, factory: IFileBrowserFactory) => {
-    const drive = new FerrolabDrive(app.serviceManager.serverSettings);
+    const drive = new FerrolabDrive(live(app));
     app.serviceManager.contents.addDrive(drive);
     const browser = factory.createFileBrowser('ferrolab-shared-notebooks', {
       driveName: drive.name
@@ -23,7 +44,67 @@ const plugin: JupyterFrontEndPlugin<void> = {
     browser.title.icon = notebookIcon;
     browser.title.caption = 'Shared notebooks (ferrolab collaboration server)';
     app.shell.add(browser, 'left', { rank: 150 });
+
+    // A live notebook runs on the server's shared kernel: no kernel of this
+    // Jupyter server is started for it, and its toolbar shows the shared one.
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew(
+        widget: NotebookPanel,
+        context: DocumentRegistry.IContext<INotebookModel>
+      ): IDisposable {
+        if (!isLive(context.path)) {
+          return new DisposableDelegate(() => undefined);
+        }
+        context.sessionContext.kernelPreference = {
+          shouldStart: false,
+          canStart: false,
+          autoStartDefault: false
+        };
+        widget.addClass('ferrolab-live');
+        const bar = new KernelBar(live(app), context);
+        widget.toolbar.addItem('ferrolab-kernel', bar);
+        return new DisposableDelegate(() => bar.dispose());
+      }
+    });
   }
 };
 
-export default plugin;
+/**
+ * Runs a live notebook's code cells on its shared kernel on the server (and any
+ * other notebook's as JupyterLab does). JupyterLab's own executor is disabled in
+ * package.json so that this one is used.
+ */
+const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
+  id: '@ferrolab/jupyterlab:cell-executor',
+  description: "Runs live notebooks' cells on their shared kernel on the server",
+  autoStart: true,
+  provides: INotebookCellExecutor,
+  activate: (app: JupyterFrontEnd): INotebookCellExecutor => ({
+    async runCell(options: INotebookCellExecutor.IRunCellOptions): Promise<boolean> {
+      const binding = live(app).bound(options.notebook.sharedModel);
+      const { cell } = options;
+      if (!binding || cell.model.type !== 'code') {
+        return runCell(options);
+      }
+      if (!binding.canEdit) {
+        void showErrorMessage(
+          'Read only',
+          "You can read this notebook but not run it: this Jupyter server's ferrolab token is a viewer's."
+        );
+        return false;
+      }
+      options.onCellExecutionScheduled({ cell });
+      try {
+        await live(app).kernel(binding, 'execute', [cell.model.id]);
+        options.onCellExecuted({ cell, success: true });
+        return true;
+      } catch (error) {
+        void showErrorMessage('The cell could not be run', (error as Error).message);
+        options.onCellExecuted({ cell, success: false });
+        return false;
+      }
+    }
+  })
+};
+
+export default [panel, executor];
