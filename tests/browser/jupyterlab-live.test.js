@@ -59,7 +59,7 @@ async function openInLab(server, title) {
   const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
   const page = await context.newPage();
   page.errors = [];
-  page.on("pageerror", (e) => page.errors.push(String(e)));
+  page.on("pageerror", (e) => page.errors.push(String(e.stack ?? e)));
   page.on("console", (m) => {
     if (m.type() === "error") page.errors.push(m.text());
   });
@@ -75,14 +75,51 @@ async function openInLab(server, title) {
   return page;
 }
 
-/** What JupyterLab shows: each cell's type and editor text, in order. */
+/** What JupyterLab shows: each cell's type and text (a rendered Markdown cell's
+ * rendered text), in order. */
 function labCells(page) {
   return page.evaluate(() =>
-    Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Notebook .jp-Cell"), (cell) => ({
-      type: cell.classList.contains("jp-MarkdownCell") ? "markdown" : cell.classList.contains("jp-RawCell") ? "raw" : "code",
-      source: Array.from(cell.querySelectorAll(".cm-content .cm-line"), (line) => line.textContent).join("\n"),
-    })),
+    Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Notebook .jp-Cell"), (cell) => {
+      const type = cell.classList.contains("jp-MarkdownCell") ? "markdown" : cell.classList.contains("jp-RawCell") ? "raw" : "code";
+      const rendered = type === "markdown" && cell.classList.contains("jp-mod-rendered");
+      return {
+        type,
+        source: rendered
+          ? (cell.querySelector(".jp-MarkdownOutput")?.textContent ?? "").trim()
+          : Array.from(cell.querySelectorAll(".cm-content .cm-line"), (line) => line.textContent).join("\n"),
+      };
+    }),
   );
+}
+
+/** What a workspace page shows: each cell's type and text, in order. */
+async function webCells(page) {
+  const ids = await shownCells(page);
+  return Promise.all(ids.map(async (id) => {
+    const type = await page.evaluate((cellId) => {
+      const el = document.querySelector(`.cell[data-id="${cellId}"]`);
+      return el.classList.contains("markdown") ? "markdown" : el.classList.contains("raw") ? "raw" : "code";
+    }, id);
+    return { type, source: await editorText(page, id) };
+  }));
+}
+
+/** Selects the JupyterLab cell showing `text` (command mode). */
+async function labSelect(page, text) {
+  await page.locator(".jp-NotebookPanel .jp-Cell", { hasText: text }).first().locator(".jp-InputPrompt").click();
+}
+
+/** Opens notebook `cells` under `title` in two JupyterLab pages and a workspace page. */
+async function threePages(title, cells) {
+  const entry = await createNotebook(collab, editor, cells);
+  await api(collab, editor, "PATCH", `/api/notebooks/${entry.id}`, { title });
+  const pages = [];
+  pages.push(await openInLab(lab, title));
+  pages.push(await openInLab(lab, title));
+  const web = await signedIn(browser, collab, editor, `/notebooks/${entry.id}`);
+  pages.push(web);
+  await web.waitForSelector(".cell .cm-content");
+  return { entry, pages };
 }
 
 /** Types `count` markers at the end of line `line` (1-based) of JupyterLab cell `index`. */
@@ -153,6 +190,66 @@ test("two JupyterLab pages and a workspace page type into one cell at once: the 
     for (const page of pages) assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
   } catch (e) {
     for (const [i, page] of pages.entries()) await screenshot(page, `jupyterlab-live-typing-${i}`);
+    throw e;
+  } finally {
+    for (const page of pages) await page.context().close();
+  }
+});
+
+test("cells added, moved, deleted and retyped at once from JupyterLab and the workspace: none lost or doubled, one order everywhere", async () => {
+  const { entry, pages } = await threePages("Structure together", [
+    codeCell("a", "let a = 1;"),
+    codeCell("b", "let b = 2;"),
+    codeCell("c", "let c = 3;"),
+    codeCell("d", "let d = 4;"),
+    codeCell("e", "let e = 5;"),
+  ]);
+  const [one, two, web] = pages;
+  try {
+    await Promise.all([
+      (async () => {
+        // JupyterLab: a cell added below a, c moved up, d made Markdown.
+        await labSelect(one, "let a = 1;");
+        await one.keyboard.press("b");
+        await one.keyboard.press("Enter");
+        await one.keyboard.type("// from lab");
+        await one.keyboard.press("Escape");
+        await labSelect(one, "let c = 3;");
+        await one.keyboard.press("Control+Shift+ArrowUp");
+        await labSelect(one, "let d = 4;");
+        await one.keyboard.press("m");
+      })(),
+      (async () => {
+        // The workspace: b deleted, a cell added below e, a moved down.
+        await web.click('.cell[data-id="b"] .prompt');
+        await web.keyboard.press("d");
+        await web.keyboard.press("d");
+        await web.click('.cell[data-id="e"] .prompt');
+        await web.keyboard.press("b");
+        await web.keyboard.type("// from web");
+        await web.keyboard.press("Escape");
+        await web.click('.cell[data-id="a"] .prompt');
+        await web.click('.toolbar [data-action="down"]');
+      })(),
+    ]);
+    let seen;
+    await waitFor(async () => {
+      const server = (await serverCells(entry.id)).map(({ type, source }) => ({ type, source }));
+      seen = [server, await labCells(one), await labCells(two), await webCells(web)];
+      const texts = server.map((c) => c.source);
+      const settled =
+        texts.includes("// from lab") && texts.includes("// from web") && !texts.includes("let b = 2;") &&
+        server.find((c) => c.source === "let d = 4;")?.type === "markdown";
+      return settled && seen.every((cells) => JSON.stringify(cells) === JSON.stringify(server));
+    }, "every page and the server to show the same cells").catch((error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(seen)}`);
+    });
+    const texts = seen[0].map((c) => c.source).sort();
+    assert.deepEqual(texts, ["// from lab", "// from web", "let a = 1;", "let c = 3;", "let d = 4;", "let e = 5;"],
+      "each cell once: none lost, none doubled");
+    for (const page of pages) assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
+  } catch (e) {
+    for (const [i, page] of pages.entries()) await screenshot(page, `jupyterlab-live-structure-${i}`);
     throw e;
   } finally {
     for (const page of pages) await page.context().close();

@@ -214,8 +214,25 @@ export class NotebookBinding {
     return json;
   }
 
-  private indexOf(id: string): number {
-    return this.model.cells.findIndex(c => c.id === id);
+  // The model's `cells` list follows its Yjs array only when a transaction ends:
+  // inside one, cells are found in the Yjs array itself.
+
+  private ids(): string[] {
+    return this.ycells.toArray().map(m => str(m.get('id')));
+  }
+
+  private ycell(id: string): Y.Map<unknown> | undefined {
+    return this.ycells.toArray().find(m => m.get('id') === id);
+  }
+
+  /** Inserts a cell made from the documents at `index` of the Yjs array. */
+  private insertFromDoc(doc: NotebookDoc, index: number, id: string): void {
+    const cell = this.model.insertCell(index, this.cellJSON(doc, id) as never);
+    if (cell.cell_type === 'code') {
+      (cell as unknown as { executionState: string }).executionState = executionState(
+        this.runtime?.doc()?.cells?.[id]
+      );
+    }
   }
 
   // ------------------------------------------------------------ automerge → JupyterLab
@@ -228,18 +245,8 @@ export class NotebookBinding {
     }
     this.remote(() => {
       this.model.setMetadata((plain(doc.metadata ?? {}) as JsonObject) ?? {});
-      this.model.deleteCellRange(0, this.model.cells.length);
-      this.model.insertCells(
-        0,
-        cellOrder(doc).map(id => this.cellJSON(doc, id)) as never
-      );
-      for (const cell of this.model.cells) {
-        if (cell.cell_type === 'code') {
-          const state = this.runtime?.doc()?.cells?.[cell.id];
-          (cell as unknown as { executionState: string }).executionState =
-            executionState(state);
-        }
-      }
+      this.ycells.delete(0, this.ycells.length);
+      cellOrder(doc).forEach((id, i) => this.insertFromDoc(doc, i, id));
     });
   }
 
@@ -264,29 +271,26 @@ export class NotebookBinding {
       }
     }
     this.remote(() => {
-      // Cells added now are made from the document as it is, text included.
-      const created = structure ? this.reconcile(doc) : new Set<string>();
+      // Cells (re)made now are made from the document as it is, text included.
+      const made = structure ? this.reconcile(doc) : new Set<string>();
       for (const patch of texts) {
         const id = String(patch.path[1]);
-        if (created.has(id)) {
-          continue;
-        }
-        const cell = this.model.cells[this.indexOf(id)];
-        if (cell) {
-          applyText(cell.ysource, patch, str(doc.cells[id]?.source));
+        const ycell = made.has(id) ? undefined : this.ycell(id);
+        if (ycell) {
+          applyText(ycell.get('source') as Y.Text, patch, str(doc.cells[id]?.source));
         }
       }
       for (const key of metadata) {
         const [id, name] = key.split('\u0000');
-        const cell = this.model.cells[this.indexOf(id)];
-        const value = doc.cells[id]?.metadata?.[name];
-        if (!cell || created.has(id)) {
+        const ymetadata = made.has(id) ? undefined : (this.ycell(id)?.get('metadata') as Y.Map<unknown> | undefined);
+        if (!ymetadata) {
           continue;
         }
+        const value = doc.cells[id]?.metadata?.[name];
         if (value === undefined) {
-          cell.deleteMetadata(name);
-        } else if (!same(cell.getMetadata(name), plain(value))) {
-          cell.setMetadata(name, plain(value) as never);
+          ymetadata.delete(name);
+        } else if (!same(ymetadata.get(name), plain(value))) {
+          ymetadata.set(name, plain(value));
         }
       }
       for (const name of notebookMetadata) {
@@ -302,43 +306,34 @@ export class NotebookBinding {
 
   /**
    * Brings the model's cells to the document's: removes cells gone or retyped,
-   * adds new ones, and moves the fewest cells that put them in order. Returns the
-   * ids of the cells made anew (which already hold the document's text).
+   * adds new ones, and re-makes the fewest cells that put them in order (Yjs has
+   * no move; JupyterLab moves the same way). Returns the ids of the cells made
+   * anew, which already hold the document's text.
    */
   private reconcile(doc: NotebookDoc): Set<string> {
     const target = cellOrder(doc);
-    const created = new Set<string>();
-    for (let i = this.model.cells.length - 1; i >= 0; i--) {
-      const cell = this.model.cells[i];
-      const wanted = doc.cells[cell.id];
-      if (!wanted || (str(wanted.cell_type) || 'code') !== cell.cell_type) {
-        this.model.deleteCell(i);
+    const made = new Set<string>();
+    const ycells = this.ycells.toArray();
+    for (let i = ycells.length - 1; i >= 0; i--) {
+      const wanted = doc.cells[str(ycells[i].get('id'))];
+      if (!wanted || (str(wanted.cell_type) || 'code') !== str(ycells[i].get('cell_type'))) {
+        this.ycells.delete(i, 1);
       }
     }
-    const keep = stayPut(
-      this.model.cells.map(c => c.id),
-      target
-    );
+    const keep = stayPut(this.ids(), target);
     target.forEach((id, k) => {
       if (keep.has(id)) {
         return;
       }
-      const after = k > 0 ? this.indexOf(target[k - 1]) : -1;
-      const at = this.indexOf(id);
-      if (at < 0) {
-        this.model.insertCell(after + 1, this.cellJSON(doc, id) as never);
-        created.add(id);
-        const cell = this.model.cells[after + 1];
-        if (cell.cell_type === 'code') {
-          (cell as unknown as { executionState: string }).executionState = executionState(
-            this.runtime?.doc()?.cells?.[id]
-          );
-        }
-      } else {
-        this.model.moveCell(at, at > after ? after + 1 : after);
+      const at = this.ids().indexOf(id);
+      if (at >= 0) {
+        this.ycells.delete(at, 1);
       }
+      const after = k > 0 ? this.ids().indexOf(target[k - 1]) : -1;
+      this.insertFromDoc(doc, after + 1, id);
+      made.add(id);
     });
-    return created;
+    return made;
   }
 
   private onRuntime = ({ doc, patches }: { doc: RuntimeDoc; patches: Patch[] }): void => {
@@ -473,7 +468,8 @@ export class NotebookBinding {
   /** The model's cell list into the document: matched by id, positions only for
    * the cells out of order, a re-created cell's text by the smallest edit. */
   private sendStructure(doc: NotebookDoc): void {
-    const ids = this.model.cells.map(c => c.id);
+    const ycells = this.ycells.toArray();
+    const ids = this.ids();
     const present = new Set(ids);
     for (const id of Object.keys(doc.cells)) {
       if (!present.has(id)) {
@@ -492,8 +488,11 @@ export class NotebookBinding {
       }
     }
     let previous: string | null = null;
-    this.model.cells.forEach((ycell, i) => {
-      const id = ycell.id;
+    ycells.forEach((ycell, i) => {
+      const id = ids[i];
+      const type = str(ycell.get('cell_type')) || 'code';
+      const source = String(ycell.get('source') ?? '');
+      const metadata = plain(ycell.get('metadata') ?? {}) as JsonObject;
       const existing = doc.cells[id];
       if (existing && keep.has(id)) {
         previous = str(existing.position);
@@ -505,25 +504,24 @@ export class NotebookBinding {
         } else {
           doc.cells[id] = {
             id: new A.ImmutableString(id),
-            cell_type: new A.ImmutableString(ycell.cell_type),
+            cell_type: new A.ImmutableString(type),
             position: new A.ImmutableString(position),
-            source: ycell.getSource(),
-            metadata: stored(plain(ycell.getMetadata())) as Record<string, unknown>
+            source,
+            metadata: stored(metadata) as Record<string, unknown>
           };
           return;
         }
       }
       // A cell JupyterLab made anew with an old id (moved, retyped): its type, text
       // and metadata, each changed only where they differ.
-      if (!this.known.has(ycell.ymodel as Y.Map<unknown>)) {
+      if (!this.known.has(ycell)) {
         const cell = doc.cells[id];
-        if (str(cell.cell_type) !== ycell.cell_type) {
-          cell.cell_type = new A.ImmutableString(ycell.cell_type);
+        if (str(cell.cell_type) !== type) {
+          cell.cell_type = new A.ImmutableString(type);
         }
-        if (str(cell.source) !== ycell.getSource()) {
-          A.updateText(doc as never, ['cells', id, 'source'], ycell.getSource());
+        if (str(cell.source) !== source) {
+          A.updateText(doc as never, ['cells', id, 'source'], source);
         }
-        const metadata = plain(ycell.getMetadata()) as JsonObject;
         if (!same(plain(cell.metadata ?? {}), metadata)) {
           cell.metadata = stored(metadata) as Record<string, unknown>;
         }
