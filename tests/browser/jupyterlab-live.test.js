@@ -255,3 +255,67 @@ test("cells added, moved, deleted and retyped at once from JupyterLab and the wo
     for (const page of pages) await page.context().close();
   }
 });
+
+/** The text of a JupyterLab cell's outputs, for the cell showing `text`. */
+function labOutput(page, text) {
+  return page.evaluate((wanted) => {
+    const cell = Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Cell"))
+      .find((c) => c.querySelector(".cm-content")?.textContent.includes(wanted));
+    return cell?.querySelector(".jp-OutputArea")?.textContent ?? "";
+  }, text);
+}
+
+/** The execution count JupyterLab shows for the cell showing `text`. */
+function labPrompt(page, text) {
+  return page.evaluate((wanted) => {
+    const cell = Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Cell"))
+      .find((c) => c.querySelector(".cm-content")?.textContent.includes(wanted));
+    return cell?.querySelector(".jp-InputPrompt")?.textContent.trim() ?? "";
+  }, text);
+}
+
+test("a cell run from JupyterLab streams into the workspace and the other JupyterLab page, and the other way round, on one shared kernel", async () => {
+  const { entry, pages } = await threePages("Running together", [
+    codeCell("warm", 'let greeting = "hi";'),
+    codeCell("tick", 'for i in 0..3 {\n    println!("tick {i}");\n    std::thread::sleep(std::time::Duration::from_millis(1500));\n}\ngreeting'),
+    codeCell("back", 'format!("{greeting} back")'),
+  ]);
+  const [one, two, web] = pages;
+  try {
+    // JupyterLab runs the first two cells (Shift-Enter twice, as a user would).
+    await labSelect(one, "let greeting");
+    await one.keyboard.press("Shift+Enter");
+    await one.keyboard.press("Shift+Enter");
+    await one.waitForSelector('.ferrolab-kernel-status[data-status="busy"], .ferrolab-kernel-status[data-status="starting"]');
+    const webOutput = () => web.evaluate(() => document.querySelector('.cell[data-id="tick"] .outputs')?.textContent ?? "");
+    let partial = false;
+    await waitFor(async () => {
+      const [inWeb, inTwo] = [await webOutput(), await labOutput(two, "tick {i}")];
+      if (inWeb.includes("tick 0") && !inWeb.includes("tick 2")) partial = true;
+      return inWeb.includes("tick 2") && inWeb.includes('"hi"') && inTwo.includes("tick 2") && inTwo.includes('"hi"');
+    }, "the workspace and the other JupyterLab page to see the cell's output", 240000);
+    assert.ok(partial, "the output streamed into the workspace while the cell ran");
+    await waitFor(async () => (await labPrompt(two, "tick {i}")) === "[2]:", "the other JupyterLab page's execution count");
+    assert.equal(await web.textContent('.cell[data-id="tick"] .prompt'), "[2]:");
+
+    // The workspace runs the third cell on the same kernel: JupyterLab sees it.
+    await web.click('.cell[data-id="back"] .prompt');
+    await web.click('.toolbar [data-action="run"]');
+    await waitFor(async () => (await labOutput(one, "back")).includes('"hi back"') && (await labOutput(two, "back")).includes('"hi back"'),
+      "both JupyterLab pages to see the workspace's run", 120000);
+    await waitFor(async () => (await labPrompt(one, "back")) === "[3]:", "the run's execution count in JupyterLab");
+    await one.waitForSelector('.ferrolab-kernel-status[data-status="idle"]');
+    // Outputs are the kernel's: none of them is written back from a JupyterLab page.
+    const server = await api(collab, editor, "GET", `/api/notebooks/${entry.id}/ipynb`);
+    const tick = server.json.cells.find((c) => c.id === "tick");
+    assert.equal(tick.execution_count, 2);
+    assert.equal(tick.outputs.filter((o) => o.output_type === "stream").map((o) => [].concat(o.text).join("")).join(""), "tick 0\ntick 1\ntick 2\n");
+    await screenshot(one, "jupyterlab-live-run");
+    for (const page of pages) assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
+  } catch (e) {
+    for (const [i, page] of pages.entries()) await screenshot(page, `jupyterlab-live-run-${i}`);
+    throw e;
+  } finally {
+    for (const page of pages) await page.context().close();
+  }
+});

@@ -358,13 +358,8 @@ export class NotebookBinding {
         const code = cell as unknown as {
           executionState: string;
           execution_count: number | null;
-          getOutputs(): unknown[];
-          setOutputs(outputs: unknown[]): void;
         };
-        const outputs = (plain(state?.outputs ?? []) as Json[]) ?? [];
-        if (!same(code.getOutputs(), outputs)) {
-          code.setOutputs(outputs);
-        }
+        updateOutputs(code as never, (plain(state?.outputs ?? []) as JsonObject[]) ?? []);
         const count = plain(state?.execution_count);
         code.execution_count = typeof count === 'number' ? count : null;
         code.executionState = executionState(state);
@@ -561,6 +556,48 @@ export class NotebookBinding {
       }
     });
   };
+}
+
+interface IOutputCell {
+  getOutputs(): JsonObject[];
+  updateOutputs(start: number, end: number, outputs: JsonObject[], origin?: unknown): void;
+  appendStreamOutput(index: number, text: string, origin?: unknown): void;
+}
+
+/**
+ * A code cell's outputs brought to `wanted` the way a kernel's messages would
+ * change them: the outputs both share are left alone, a stream that grew gets
+ * only its new text, and the rest is replaced. JupyterLab renders a cell's
+ * outputs from these steps, so replacing them all on every stream message would
+ * redraw everything and, for streams, lose text.
+ */
+function updateOutputs(cell: IOutputCell, wanted: JsonObject[]): void {
+  const shown = cell.getOutputs();
+  let common = 0;
+  while (common < shown.length && common < wanted.length && same(shown[common], wanted[common])) {
+    common++;
+  }
+  if (common === shown.length && common === wanted.length) {
+    return;
+  }
+  const before = shown[common];
+  const after = wanted[common];
+  if (
+    common === shown.length - 1 &&
+    before?.output_type === 'stream' &&
+    after?.output_type === 'stream' &&
+    before.name === after.name
+  ) {
+    const had = [before.text ?? ''].flat().join('');
+    const has = [after.text ?? ''].flat().join('');
+    if (has.startsWith(had) && has.length > had.length) {
+      cell.appendStreamOutput(common, has.slice(had.length));
+      common++;
+    }
+  }
+  if (common < shown.length || common < wanted.length) {
+    cell.updateOutputs(common, shown.length, wanted.slice(common));
+  }
 }
 
 /** One automerge patch of a cell's text applied to its Yjs text. */
