@@ -8,6 +8,8 @@ import path from "node:path";
 import {
   api,
   codeCell,
+  jsClient,
+  spliceSource,
   createNotebook,
   createToken,
   sleep,
@@ -314,6 +316,118 @@ test("a cell run from JupyterLab streams into the workspace and the other Jupyte
     for (const page of pages) assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
   } catch (e) {
     for (const [i, page] of pages.entries()) await screenshot(page, `jupyterlab-live-run-${i}`);
+    throw e;
+  } finally {
+    for (const page of pages) await page.context().close();
+  }
+});
+
+test("a viewer's JupyterLab opens the notebook read-only and can change nothing, the server refusing what gets through", async () => {
+  const viewer = createToken(data, "viewer", "vic");
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, "root"));
+  const viewerLab = await startLab({
+    dir,
+    root: path.join(dir, "root"),
+    env: { FERROLAB_COLLAB_URL: collab.base, FERROLAB_TOKEN: viewer },
+  });
+  const entry = await createNotebook(collab, editor, [
+    { id: "notes", cell_type: "markdown", metadata: {}, source: "Only editors write here" },
+    codeCell("a", "let secret = 1;"),
+  ]);
+  await api(collab, editor, "PATCH", `/api/notebooks/${entry.id}`, { title: "Look only" });
+  const before = await serverCells(entry.id);
+  let page;
+  try {
+    page = await openInLab(viewerLab, "Look only");
+    await page.waitForSelector('.jp-NotebookPanel [data-jp-item-name="read-only-indicator"]', { timeout: 10000 });
+    await page.waitForSelector(".jp-NotebookPanel.ferrolab-viewer");
+    // Typing, adding, deleting and retyping cells, and running one.
+    await page.locator(".jp-NotebookPanel .jp-CodeCell .cm-content").click();
+    await page.keyboard.type("HACK");
+    await page.keyboard.press("Escape");
+    await labSelect(page, "let secret");
+    await page.keyboard.press("b");
+    await page.keyboard.press("m");
+    await labSelect(page, "let secret");
+    await page.keyboard.press("d");
+    await page.keyboard.press("d");
+    await sleep(500);
+    await waitFor(async () => JSON.stringify(await labCells(page)) === JSON.stringify([
+      { type: "markdown", source: "Only editors write here" },
+      { type: "code", source: "let secret = 1;" },
+    ]), "the viewer's page to show the notebook as it is");
+    await labSelect(page, "let secret");
+    await page.keyboard.press("Shift+Enter");
+    await page.waitForSelector('.jp-Dialog :text("Read only")');
+    await page.keyboard.press("Escape");
+    assert.ok(await page.locator(".ferrolab-interrupt").isDisabled());
+    assert.ok(await page.locator(".ferrolab-restart").isDisabled());
+
+    // What a viewer's page would send if it were changed: a stock automerge-repo
+    // client through the viewer's Jupyter server. The server drops it.
+    const repo = jsClient({ ws: `ws://127.0.0.1:${viewerLab.port}/ferrolab/sync` }, viewerLab.token);
+    try {
+      const handle = await repo.find(entry.notebook);
+      spliceSource(handle, "a", 0, "// forged\n");
+      await sleep(1500);
+    } finally {
+      await repo.shutdown();
+    }
+    assert.deepEqual(await serverCells(entry.id), before, "the server's notebook is unchanged");
+    const ipynb = await api(collab, editor, "GET", `/api/notebooks/${entry.id}/ipynb`);
+    assert.deepEqual(ipynb.json.cells.find((c) => c.id === "a").outputs, [], "nothing ran");
+    assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
+  } catch (e) {
+    if (page) await screenshot(page, "jupyterlab-live-viewer");
+    throw e;
+  } finally {
+    await page?.context().close();
+    await viewerLab.stop();
+  }
+});
+
+// Last: it restarts the collaboration server the other tests share.
+test("a JupyterLab page that loses the server keeps editing, and its edits merge with the workspace's when the server is back", async () => {
+  const entry = await createNotebook(collab, editor, [codeCell("a", "start"), codeCell("b", "")]);
+  await api(collab, editor, "PATCH", `/api/notebooks/${entry.id}`, { title: "Offline edits" });
+  const pages = [];
+  try {
+    const one = await openInLab(lab, "Offline edits");
+    pages.push(one);
+    const web = await signedIn(browser, collab, editor, `/notebooks/${entry.id}`);
+    pages.push(web);
+    await web.waitForSelector('.cell[data-id="a"] .cm-content');
+    const [online] = await typeInLab(one, 0, 1, "on", 1).then((t) => [t.join("")]);
+    await waitFor(async () => (await editorText(web, "a")) === `start${online}`, "the online edit to arrive");
+
+    const port = collab.port;
+    await collab.stop();
+    // Offline: JupyterLab types into a and adds a cell; the workspace types into b.
+    const [offLab, offWeb] = await Promise.all([typeInLab(one, 0, 1, "lab", 3), typeInWorkspace(web, "b", "web", 3)]);
+    await labSelect(one, "start");
+    await one.keyboard.press("b");
+    await one.keyboard.press("Enter");
+    await one.keyboard.type("// written offline");
+    await one.keyboard.press("Escape");
+    assert.equal((await labCells(one))[0].source, `start${online}${offLab.join("")}`, "typing works offline");
+    collab = await startServer(data, { port, args: ["--web", WEB_DIR] });
+
+    const want = [
+      { type: "code", source: `start${online}${offLab.join("")}` },
+      { type: "code", source: "// written offline" },
+      { type: "code", source: offWeb.join("") },
+    ];
+    let seen;
+    await waitFor(async () => {
+      const server = (await serverCells(entry.id)).map(({ type, source }) => ({ type, source }));
+      seen = [server, await labCells(one), await webCells(web)];
+      return seen.every((cells) => JSON.stringify(cells) === JSON.stringify(want));
+    }, "JupyterLab, the workspace and the server to hold every offline edit once", 60000).catch((error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(seen)}`);
+    });
+  } catch (e) {
+    for (const [i, page] of pages.entries()) await screenshot(page, `jupyterlab-live-offline-${i}`);
     throw e;
   } finally {
     for (const page of pages) await page.context().close();

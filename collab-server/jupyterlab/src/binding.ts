@@ -336,6 +336,41 @@ export class NotebookBinding {
     return made;
   }
 
+  /** The model made the document's again: its cells, texts and metadata. */
+  private restore(): void {
+    const doc = this.notebook.doc();
+    if (!doc) {
+      return;
+    }
+    this.remote(() => {
+      const made = this.reconcile(doc);
+      for (const ycell of this.ycells.toArray()) {
+        const id = str(ycell.get('id'));
+        const cell = doc.cells[id];
+        if (!cell || made.has(id)) {
+          continue;
+        }
+        const text = ycell.get('source') as Y.Text;
+        if (text.toString() !== str(cell.source)) {
+          text.delete(0, text.length);
+          text.insert(0, str(cell.source));
+        }
+        const ymetadata = ycell.get('metadata') as Y.Map<unknown>;
+        const wanted = (plain(cell.metadata ?? {}) as JsonObject) ?? {};
+        for (const key of [...ymetadata.keys()]) {
+          if (!(key in wanted)) {
+            ymetadata.delete(key);
+          }
+        }
+        for (const [key, value] of Object.entries(wanted)) {
+          if (!same(ymetadata.get(key), value)) {
+            ymetadata.set(key, value);
+          }
+        }
+      }
+    });
+  }
+
   private onRuntime = ({ doc, patches }: { doc: RuntimeDoc; patches: Patch[] }): void => {
     if (this.disposed) {
       return;
@@ -383,6 +418,11 @@ export class NotebookBinding {
 
   private onCells = (events: Y.YEvent<any>[], transaction: Y.Transaction): void => {
     if (transaction.origin === REMOTE || this.disposed) {
+      return;
+    }
+    if (!this.canEdit) {
+      // A viewer's page shows the document, whatever was tried here.
+      this.restore();
       return;
     }
     let structure = false;

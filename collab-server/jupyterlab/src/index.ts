@@ -15,7 +15,7 @@ import {
 } from '@jupyterlab/notebook';
 import { notebookIcon } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
-import { FerrolabDrive } from './drive';
+import { FerrolabDrive, idOf } from './drive';
 import { LiveSession } from './live';
 import { KernelBar } from './toolbar';
 
@@ -63,6 +63,23 @@ const panel: JupyterFrontEndPlugin<void> = {
         widget.addClass('ferrolab-live');
         const bar = new KernelBar(live(app), context);
         widget.toolbar.addItem('ferrolab-kernel', bar);
+        // A viewer's cells cannot be edited here (the server would refuse the
+        // change anyway); marked so without writing `editable` into the notebook.
+        const lock = () => {
+          for (const cell of widget.content.widgets) {
+            cell.syncEditable = false;
+            cell.readOnly = true;
+          }
+        };
+        void live(app)
+          .binding(idOf(context.path))
+          ?.then(binding => {
+            if (!binding.canEdit && !widget.isDisposed) {
+              widget.addClass('ferrolab-viewer');
+              lock();
+              context.model.cells.changed.connect(lock);
+            }
+          }, () => undefined);
         return new DisposableDelegate(() => bar.dispose());
       }
     });
