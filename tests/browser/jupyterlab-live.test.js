@@ -24,11 +24,13 @@ let collab;
 let lab;
 let browser;
 let editor;
+let other;
 let data;
 
 before(async () => {
   data = tempDir();
   editor = createToken(data, "editor", "ada");
+  other = createToken(data, "editor", "bea");
   collab = await startServer(data, { args: ["--web", WEB_DIR] });
   const dir = tempDir();
   fs.mkdirSync(path.join(dir, "root"));
@@ -88,7 +90,12 @@ function labCells(page) {
         type,
         source: rendered
           ? (cell.querySelector(".jp-MarkdownOutput")?.textContent ?? "").trim()
-          : Array.from(cell.querySelectorAll(".cm-content .cm-line"), (line) => line.textContent).join("\n"),
+          : Array.from(cell.querySelectorAll(".cm-content .cm-line"), (line) => {
+            // Without collaborators' name labels, which are widgets inside the line.
+            const copy = line.cloneNode(true);
+            for (const label of copy.querySelectorAll(".ferrolab-remote-caret")) label.remove();
+            return copy.textContent;
+          }).join("\n"),
       };
     }),
   );
@@ -166,7 +173,7 @@ test("two JupyterLab pages and a workspace page type into one cell at once: the 
     pages.push(one);
     const two = await openInLab(lab, "Typing together");
     pages.push(two);
-    const web = await signedIn(browser, collab, editor, `/notebooks/${entry.id}`);
+    const web = await signedIn(browser, collab, other, `/notebooks/${entry.id}`);
     pages.push(web);
     await web.waitForSelector('.cell[data-id="a"] .cm-content');
     const shown = await labCells(one);
@@ -188,6 +195,31 @@ test("two JupyterLab pages and a workspace page type into one cell at once: the 
     });
     await waitFor(async () => (await serverCells(entry.id)).find((c) => c.id === "a")?.source === want,
       "the server to hold the same text");
+    // Everyone's cursor shows on the others' pages: bea's (the workspace) and the
+    // other JupyterLab page's in JupyterLab, the JupyterLab users' in the workspace.
+    const labels = (page, selector) => page.evaluate((sel) => Array.from(document.querySelectorAll(sel), (e) => e.textContent).sort(), selector);
+    await waitFor(async () => JSON.stringify(await labels(one, ".jp-NotebookPanel .jp-CodeCell .ferrolab-remote-name")) === JSON.stringify(["ada", "bea"]),
+      "JupyterLab to show the workspace user's and the other JupyterLab page's cursors");
+    await waitFor(async () => JSON.stringify(await labels(web, '.cell[data-id="a"] .remote-name')) === JSON.stringify(["ada", "ada"]),
+      "the workspace to show both JupyterLab pages' cursors");
+    // Where: each person's caret at the end of the line they typed on.
+    const carets = (page) => page.evaluate(() => Object.fromEntries(
+      Array.from(document.querySelectorAll(".jp-NotebookPanel .ferrolab-remote-caret"), (caret) => {
+        const line = caret.closest(".cm-line").cloneNode(true);
+        const name = caret.textContent;
+        for (const other of line.querySelectorAll(".ferrolab-remote-caret")) {
+          if (other.textContent === name) other.replaceWith("|");
+          else other.remove();
+        }
+        return [name, line.textContent];
+      })));
+    const lines = want.split("\n");
+    await waitFor(async () => JSON.stringify(await carets(one)) === JSON.stringify({ ada: `${lines[1]}|`, bea: `${lines[2]}|` }),
+      "JupyterLab to draw each collaborator's cursor where it is");
+    await waitFor(async () => JSON.stringify(await labels(one, ".ferrolab-person")) === JSON.stringify(["ada (you)", "bea"]),
+      "JupyterLab's toolbar to list who is on the notebook");
+    await waitFor(async () => (await labels(web, ".people .person")).join(",") === "ada,bea (you)",
+      "the workspace to list the JupyterLab user");
     await screenshot(one, "jupyterlab-live");
     for (const page of pages) assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
   } catch (e) {

@@ -6,6 +6,7 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { showErrorMessage } from '@jupyterlab/apputils';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
+import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/codemirror';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import {
   INotebookCellExecutor,
@@ -17,6 +18,7 @@ import { notebookIcon } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { FerrolabDrive, idOf } from './drive';
 import { LiveSession } from './live';
+import { cellPresence, PeopleBar } from './presence';
 import { KernelBar } from './toolbar';
 
 /** The page's one live session, shared by the plugins below. */
@@ -61,8 +63,14 @@ const panel: JupyterFrontEndPlugin<void> = {
           autoStartDefault: false
         };
         widget.addClass('ferrolab-live');
+        const id = idOf(context.path);
         const bar = new KernelBar(live(app), context);
         widget.toolbar.addItem('ferrolab-kernel', bar);
+        const people = new PeopleBar(live(app).presence(), () => id);
+        widget.toolbar.addItem('ferrolab-people', people);
+        void live(app)
+          .presence()
+          .then(p => p.update({ notebook: id, cell: null }), () => undefined);
         // A viewer's cells cannot be edited here (the server would refuse the
         // change anyway); marked so without writing `editable` into the notebook.
         const lock = () => {
@@ -80,7 +88,17 @@ const panel: JupyterFrontEndPlugin<void> = {
               context.model.cells.changed.connect(lock);
             }
           }, () => undefined);
-        return new DisposableDelegate(() => bar.dispose());
+        return new DisposableDelegate(() => {
+          bar.dispose();
+          people.dispose();
+          void live(app)
+            .presence()
+            .then(p => {
+              if (p.me.notebook === id) {
+                p.update({ notebook: null, cell: null });
+              }
+            }, () => undefined);
+        });
       }
     });
   }
@@ -91,6 +109,34 @@ const panel: JupyterFrontEndPlugin<void> = {
  * other notebook's as JupyterLab does). JupyterLab's own executor is disabled in
  * package.json so that this one is used.
  */
+/** Collaborators' cursors in a live notebook's cell editors, and this page's
+ * cursor sent to them. */
+const cursors: JupyterFrontEndPlugin<void> = {
+  id: '@ferrolab/jupyterlab:cursors',
+  description: "Collaborators' cursors in live notebooks' cells",
+  autoStart: true,
+  requires: [IEditorExtensionRegistry],
+  activate: (app: JupyterFrontEnd, registry: IEditorExtensionRegistry) => {
+    registry.addExtension({
+      name: 'ferrolab:presence',
+      factory: options => {
+        // A notebook cell's text lives in its notebook's Yjs document.
+        const cell = options.model.sharedModel as unknown as { id?: string; ymodel?: { doc?: object | null } };
+        const notebook = cell.ymodel?.doc;
+        if (!notebook || typeof cell.id !== 'string') {
+          return null;
+        }
+        return EditorExtensionRegistry.createImmutableExtension(
+          cellPresence(() => live(app).presence(), {
+            notebook: () => live(app).bound(notebook)?.id ?? null,
+            cell: () => (typeof cell.id === 'string' ? cell.id : null)
+          })
+        );
+      }
+    });
+  }
+};
+
 const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   id: '@ferrolab/jupyterlab:cell-executor',
   description: "Runs live notebooks' cells on their shared kernel on the server",
@@ -98,7 +144,7 @@ const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   provides: INotebookCellExecutor,
   activate: (app: JupyterFrontEnd): INotebookCellExecutor => ({
     async runCell(options: INotebookCellExecutor.IRunCellOptions): Promise<boolean> {
-      const binding = live(app).bound(options.notebook.sharedModel);
+      const binding = live(app).bound((options.notebook.sharedModel as unknown as { ydoc: object }).ydoc);
       const { cell } = options;
       if (!binding || cell.model.type !== 'code') {
         return runCell(options);
@@ -124,4 +170,4 @@ const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   })
 };
 
-export default [panel, executor];
+export default [panel, cursors, executor];

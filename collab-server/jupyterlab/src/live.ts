@@ -11,6 +11,7 @@ import { YNotebook } from '@jupyter/ydoc';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { NotebookBinding, NotebookDoc, RuntimeDoc } from './binding';
+import { PresenceChannel } from './presence';
 
 /** Who this Jupyter server acts as on the collaboration server. */
 export interface IUser {
@@ -60,7 +61,8 @@ export async function fetchJSON<T>(
 export class LiveSession {
   readonly settings: ServerConnection.ISettings;
   private _repo: Repo | null = null;
-  private _user: Promise<IUser> | null = null;
+  private _workspace: Promise<{ index: string; user: IUser }> | null = null;
+  private _presence: Promise<PresenceChannel> | null = null;
   private bindings = new Map<string, Promise<NotebookBinding>>();
   private byModel = new WeakMap<object, NotebookBinding>();
   /** Kernel calls per notebook, sent one after another so that cells queue in
@@ -76,15 +78,31 @@ export class LiveSession {
     return URLExt.join(this.settings.baseUrl, 'ferrolab', 'api', ...parts);
   }
 
-  /** Who this Jupyter server acts as (asked once). */
-  user(): Promise<IUser> {
-    if (!this._user) {
-      this._user = fetchJSON<{ user: IUser }>(this.settings, this.url('workspace')).then(
-        reply => reply.user
-      );
-      this._user.catch(() => (this._user = null));
+  /** The workspace this Jupyter server's token opens: its index document and
+   * who the token is (asked once). */
+  private workspace(): Promise<{ index: string; user: IUser }> {
+    if (!this._workspace) {
+      this._workspace = fetchJSON<{ index: string; user: IUser }>(this.settings, this.url('workspace'));
+      this._workspace.catch(() => (this._workspace = null));
     }
-    return this._user;
+    return this._workspace;
+  }
+
+  /** Who this Jupyter server acts as. */
+  async user(): Promise<IUser> {
+    return (await this.workspace()).user;
+  }
+
+  /** This page's presence, shared with the workspace's pages. */
+  presence(): Promise<PresenceChannel> {
+    if (!this._presence) {
+      this._presence = this.workspace().then(async ({ index, user }) => {
+        const handle = (await this.repo.find(index as never)) as unknown as DocHandle<unknown>;
+        return new PresenceChannel(handle, user);
+      });
+      this._presence.catch(() => (this._presence = null));
+    }
+    return this._presence;
   }
 
   get repo(): Repo {
@@ -106,9 +124,10 @@ export class LiveSession {
     return this.bindings.get(id);
   }
 
-  /** The binding of a notebook model open here, if it is a live one. */
-  bound(model: object): NotebookBinding | undefined {
-    return this.byModel.get(model);
+  /** The binding of a notebook open here, by its model's Yjs document, if it is
+   * a live one. */
+  bound(ydoc: object | null | undefined): NotebookBinding | undefined {
+    return ydoc ? this.byModel.get(ydoc) : undefined;
   }
 
   /** Runs cells on notebook `id`'s shared kernel, or interrupts or restarts it,
@@ -166,7 +185,7 @@ export class LiveSession {
       runtime,
       canEdit: user.role !== 'viewer'
     });
-    this.byModel.set(model, binding);
+    this.byModel.set(model.ydoc, binding);
     return binding;
   }
 }
