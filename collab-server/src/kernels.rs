@@ -5,7 +5,8 @@
 //! anyone who opens it later — sees the same outputs stream in.
 //!
 //! Runtime document fields written here (besides each cell's `execution_count`
-//! and `outputs`): `cells.<id>.state` (`queued`, `running`, `idle`) and
+//! and `outputs`): `cells.<id>.state` (`queued`, `running`, `idle`),
+//! `cells.<id>.ran_by` (the name on the token that last asked to run it) and
 //! `kernel` = `{ status, message }` where status is `starting`, `idle`, `busy`,
 //! `dead` or `stopped`.
 
@@ -33,8 +34,12 @@ const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// What the queue of one notebook is asked to do.
 #[derive(Debug)]
 pub enum Command {
-    /// Run these cells (id, source as it was when asked), in order, after the queue.
-    Execute(Vec<(String, String)>),
+    /// Run these cells (id, source as it was when asked), in order, after the
+    /// queue, for the person named `by`.
+    Execute {
+        cells: Vec<(String, String)>,
+        by: String,
+    },
     Interrupt,
     Restart,
 }
@@ -131,7 +136,7 @@ impl Kernels {
         if !safe_id(notebook) {
             return Err(KernelRefusal::BadId(notebook.to_string()));
         }
-        if matches!(&command, Command::Execute(cells) if !cells.is_empty()) {
+        if matches!(&command, Command::Execute { cells, .. } if !cells.is_empty()) {
             self.reserve(notebook, starter)?;
         }
         let Ok(mut queues) = self.queues.lock() else {
@@ -320,7 +325,7 @@ impl Queue {
 
     fn handle_idle(&mut self, command: Command) {
         match command {
-            Command::Execute(cells) => self.enqueue(cells),
+            Command::Execute { cells, by } => self.enqueue(cells, &by),
             Command::Interrupt => {}
             Command::Restart => {
                 self.stop_kernel();
@@ -329,9 +334,14 @@ impl Queue {
         }
     }
 
-    fn enqueue(&mut self, cells: Vec<(String, String)>) {
+    /// Queues cells, each recording who asked to run it (`cells.<id>.ran_by`).
+    fn enqueue(&mut self, cells: Vec<(String, String)>, by: &str) {
         for (cell, code) in cells {
-            self.set_cell_state(&cell, "queued");
+            self.edit(|tx, cells| {
+                let obj = cell_obj(tx, cells, &cell)?;
+                tx.put(&obj, "state", "queued")?;
+                tx.put(&obj, "ran_by", by)
+            });
             self.pending.push_back((cell, code));
         }
     }
@@ -579,7 +589,7 @@ impl Queue {
                     }
                 }
                 command = rx.recv() => match command {
-                    Some(Command::Execute(cells)) => self.enqueue(cells),
+                    Some(Command::Execute { cells, by }) => self.enqueue(cells, &by),
                     Some(Command::Interrupt) => {
                         let interrupt = JupyterMessage::new(InterruptRequest {}, None);
                         if let Err(error) = kernel.control.send(interrupt).await {

@@ -118,14 +118,15 @@ async function labSelect(page, text) {
   await page.locator(".jp-NotebookPanel .jp-Cell", { hasText: text }).first().locator(".jp-InputPrompt").click();
 }
 
-/** Opens notebook `cells` under `title` in two JupyterLab pages and a workspace page. */
+/** Opens notebook `cells` under `title` in two JupyterLab pages (ada) and a
+ * workspace page (bea). */
 async function threePages(title, cells) {
   const entry = await createNotebook(collab, editor, cells);
   await api(collab, editor, "PATCH", `/api/notebooks/${entry.id}`, { title });
   const pages = [];
   pages.push(await openInLab(lab, title));
   pages.push(await openInLab(lab, title));
-  const web = await signedIn(browser, collab, editor, `/notebooks/${entry.id}`);
+  const web = await signedIn(browser, collab, other, `/notebooks/${entry.id}`);
   pages.push(web);
   await web.waitForSelector(".cell .cm-content");
   return { entry, pages };
@@ -339,6 +340,16 @@ test("a cell run from JupyterLab streams into the workspace and the other Jupyte
       "both JupyterLab pages to see the workspace's run", 120000);
     await waitFor(async () => (await labPrompt(one, "back")) === "[3]:", "the run's execution count in JupyterLab");
     await one.waitForSelector('.ferrolab-kernel-status[data-status="idle"]');
+    // Each cell records who ran it, shown on its prompt everywhere.
+    const labRunner = (page, text) => page.evaluate((wanted) => {
+      const cell = Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Cell"))
+        .find((c) => c.querySelector(".cm-content")?.textContent.includes(wanted));
+      return cell?.querySelector(".jp-InputPrompt")?.title ?? "";
+    }, text);
+    await waitFor(async () => (await labRunner(two, "tick {i}")) === "Run by ada" && (await labRunner(two, "back")) === "Run by bea",
+      "JupyterLab to show who ran each cell");
+    assert.equal(await web.getAttribute('.cell[data-id="tick"] .prompt', "title"), "Run by ada");
+    assert.equal(await web.getAttribute('.cell[data-id="back"] .prompt', "title"), "Run by bea");
     // Outputs are the kernel's: none of them is written back from a JupyterLab page.
     const server = await api(collab, editor, "GET", `/api/notebooks/${entry.id}/ipynb`);
     const tick = server.json.cells.find((c) => c.id === "tick");

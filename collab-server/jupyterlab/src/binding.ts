@@ -40,6 +40,8 @@ export interface CellRuntime {
   execution_count?: unknown;
   outputs?: unknown;
   state?: unknown;
+  /** The name on the token that last asked to run the cell. */
+  ran_by?: unknown;
 }
 
 export interface RuntimeDoc {

@@ -82,6 +82,21 @@ const panel: JupyterFrontEndPlugin<void> = {
         void live(app)
           .binding(idOf(context.path))
           ?.then(binding => {
+            // Who ran each cell, on its prompt (the runtime document records it).
+            const runners = () => {
+              const cells = binding.runtime?.doc()?.cells ?? {};
+              for (const cell of widget.content.widgets) {
+                const prompt = cell.inputArea?.promptNode;
+                const by = cells[cell.model.id]?.ran_by;
+                if (prompt) {
+                  prompt.title = by ? `Run by ${String(by)}` : '';
+                }
+              }
+            };
+            binding.runtime?.on('change', runners);
+            context.model.cells.changed.connect(runners);
+            widget.disposed.connect(() => binding.runtime?.off('change', runners));
+            runners();
             if (!binding.canEdit && !widget.isDisposed) {
               widget.addClass('ferrolab-viewer');
               lock();

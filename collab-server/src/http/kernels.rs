@@ -30,7 +30,15 @@ pub async fn action(
             let cells = Workspace::code_cells(&notebook, wanted.as_deref())?;
             let queued: Vec<String> = cells.iter().map(|(id, _)| id.clone()).collect();
             app.kernels
-                .send(&id, &runtime, Command::Execute(cells), &caller.0.token_id)
+                .send(
+                    &id,
+                    &runtime,
+                    Command::Execute {
+                        cells,
+                        by: caller.0.name.clone(),
+                    },
+                    &caller.0.token_id,
+                )
                 .map_err(refused)?;
             return Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response());
         }

@@ -30,7 +30,7 @@ interface NotebookDoc {
   metadata?: Record<string, unknown>;
 }
 interface RuntimeDoc {
-  cells?: Record<string, { execution_count?: number | null; outputs?: Json[]; state?: unknown }>;
+  cells?: Record<string, { execution_count?: number | null; outputs?: Json[]; state?: unknown; ran_by?: unknown }>;
   kernel?: { status?: unknown; message?: unknown };
 }
 
@@ -373,9 +373,11 @@ export async function showNotebook(session: Session, id: string) {
       const count = state?.execution_count ?? null;
       const running = str(state?.state);
       const list = (state?.outputs ?? []) as Json[];
-      const key = JSON.stringify([count, running, list]);
+      const by = str(state?.ran_by);
+      const key = JSON.stringify([count, running, list, by]);
       if (key === v.outputsKey) continue;
       v.outputsKey = key;
+      v.prompt.title = by ? `Run by ${by}` : "";
       const busy = running === "running" || running === "queued";
       v.el.dataset.state = running || "idle";
       v.prompt.textContent = v.type === "code" ? `[${busy ? "*" : count ?? " "}]:` : "";
