@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -104,6 +104,7 @@ lab-deps: $(VENV)/.lab-deps
 LAB_EXT := collab-server/jupyterlab
 LAB_EXT_SOURCES := $(wildcard $(LAB_EXT)/src/*.ts $(LAB_EXT)/ferrolab_jupyterlab/*.py $(LAB_EXT)/style/*.css) \
 	$(LAB_EXT)/package.json $(LAB_EXT)/tsconfig.json $(LAB_EXT)/pyproject.toml $(LAB_EXT)/install.json \
+	$(LAB_EXT)/rspack.config.js $(LAB_EXT)/sync-rate-loader.js \
 	$(LAB_EXT)/jupyter-config/server-config/ferrolab_jupyterlab.json
 
 # `npm install`, not `npm ci`: automerge-repo's cbor-x has platform packages the lock
@@ -303,6 +304,13 @@ bench-workspace: build web chromium bench/workspace/node_modules/.installed $(LA
 	mkdir -p bench/results
 	cd bench/workspace && node bench.mjs --bin "$(BIN)" --web "$(abspath $(WEB)/dist)" \
 		--jupyter "$(LAB_RTC_VENV)/bin/jupyter" --chromium "$(CHROMIUM)" --out ../results/workspace.json
+
+# JupyterLab in ferrolab's live sessions against JupyterLab + jupyter-collaboration 5:
+# opening a 300-cell notebook and keystrokes between two JupyterLab pages.
+bench-lab: build lab-extension chromium bench/workspace/node_modules/.installed $(LAB_RTC_VENV)/.installed
+	mkdir -p bench/results
+	cd bench/workspace && node lab.mjs --bin "$(BIN)" --lab "$(abspath $(VENV))/bin/jupyter" \
+		--rtc "$(LAB_RTC_VENV)/bin/jupyter" --chromium "$(CHROMIUM)" --out ../results/lab.json
 
 bench-tracking: build venv $(MLFLOW_VENV)/.installed
 	FERROLAB_BIN="$(BIN)" MLFLOW_SERVER="$(MLFLOW_VENV)/bin/mlflow" $(PY) bench/tracking_bench.py

@@ -38,6 +38,10 @@ const panel: JupyterFrontEndPlugin<void> = {
   requires: [IFileBrowserFactory],
   activate: (app: JupyterFrontEnd, factory: IFileBrowserFactory) => {
     const drive = new FerrolabDrive(live(app));
+    // Connected from the start, so that opening a notebook waits for no handshake.
+    void live(app)
+      .presence()
+      .catch(() => undefined);
     app.serviceManager.contents.addDrive(drive);
     const browser = factory.createFileBrowser('ferrolab-shared-notebooks', {
       driveName: drive.name

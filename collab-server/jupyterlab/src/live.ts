@@ -171,10 +171,11 @@ export class LiveSession {
     if (!entry.notebook) {
       throw new Error(`the collaboration server gave no document for notebook ${id}`);
     }
-    const notebook = (await this.repo.find(entry.notebook as never)) as unknown as DocHandle<NotebookDoc>;
-    const runtime = entry.runtime
-      ? ((await this.repo.find(entry.runtime as never)) as unknown as DocHandle<RuntimeDoc>)
-      : null;
+    // Both documents at once: each is a round trip to the server.
+    const [notebook, runtime] = (await Promise.all([
+      this.repo.find(entry.notebook as never),
+      entry.runtime ? this.repo.find(entry.runtime as never) : null
+    ])) as unknown as [DocHandle<NotebookDoc>, DocHandle<RuntimeDoc> | null];
     if (model.isDisposed) {
       throw new Error('the notebook was closed while it opened');
     }
