@@ -430,6 +430,26 @@ test("a viewer's JupyterLab opens the notebook read-only and can change nothing,
   }
 });
 
+test("a notebook deleted while open in JupyterLab closes there, saying so", async () => {
+  const owner = createToken(data, "owner", "olga");
+  const entry = await createNotebook(collab, editor, [codeCell("a", "let kept = 1;")]);
+  await api(collab, editor, "PATCH", `/api/notebooks/${entry.id}`, { title: "Soon gone" });
+  const page = await openInLab(lab, "Soon gone");
+  try {
+    await page.waitForSelector(".jp-NotebookPanel .ferrolab-kernel-status");
+    const deleted = await api(collab, owner, "DELETE", `/api/notebooks/${entry.id}`);
+    assert.ok(deleted.status < 300, deleted.text);
+    await page.waitForSelector('.jp-Dialog :text("Notebook deleted")', { timeout: 20000 });
+    assert.match(await page.locator(".jp-Dialog").innerText(), /takes no more changes/);
+    await waitFor(async () => (await page.locator(".jp-NotebookPanel").count()) === 0, "the notebook's tab to close");
+  } catch (e) {
+    await screenshot(page, "jupyterlab-live-deleted");
+    throw e;
+  } finally {
+    await page.context().close();
+  }
+});
+
 // Last: it restarts the collaboration server the other tests share.
 test("a JupyterLab page that loses the server keeps editing, and its edits merge with the workspace's when the server is back", async () => {
   const entry = await createNotebook(collab, editor, [codeCell("a", "start"), codeCell("b", "")]);

@@ -18,7 +18,7 @@ import { notebookIcon } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { FerrolabDrive, idOf } from './drive';
 import { LiveSession } from './live';
-import { cellPresence, PeopleBar } from './presence';
+import { CursorLayer, PeopleBar } from './presence';
 import { KernelBar } from './toolbar';
 
 /** The page's one live session, shared by the plugins below. */
@@ -107,7 +107,18 @@ const panel: JupyterFrontEndPlugin<void> = {
               context.model.cells.changed.connect(lock);
             }
           }, () => undefined);
+        // Deleted by someone while open here: the server takes no more changes,
+        // so the tab closes, saying so, rather than let typing go nowhere.
+        const unwatch = live(app).watchDeletion(id, () => {
+          void showErrorMessage(
+            'Notebook deleted',
+            `"${context.localPath}" was deleted from the collaboration server while it was open here. ` +
+              'The server takes no more changes to it, so its tab is closed.'
+          );
+          widget.dispose();
+        });
         return new DisposableDelegate(() => {
+          unwatch();
           bar.dispose();
           people.dispose();
           void live(app)
@@ -130,12 +141,13 @@ const panel: JupyterFrontEndPlugin<void> = {
  */
 /** Collaborators' cursors in a live notebook's cell editors, and this page's
  * cursor sent to them. */
-const cursors: JupyterFrontEndPlugin<void> = {
+const cursorsPlugin: JupyterFrontEndPlugin<void> = {
   id: '@ferrolab/jupyterlab:cursors',
   description: "Collaborators' cursors in live notebooks' cells",
   autoStart: true,
   requires: [IEditorExtensionRegistry],
   activate: (app: JupyterFrontEnd, registry: IEditorExtensionRegistry) => {
+    const cursors = new CursorLayer(() => live(app).presence());
     registry.addExtension({
       name: 'ferrolab:presence',
       factory: options => {
@@ -146,7 +158,7 @@ const cursors: JupyterFrontEndPlugin<void> = {
           return null;
         }
         return EditorExtensionRegistry.createImmutableExtension(
-          cellPresence(() => live(app).presence(), {
+          cursors.extension({
             notebook: () => live(app).bound(notebook)?.id ?? null,
             cell: () => (typeof cell.id === 'string' ? cell.id : null)
           })
@@ -189,4 +201,4 @@ const executor: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   })
 };
 
-export default [panel, cursors, executor];
+export default [panel, cursorsPlugin, executor];

@@ -30,6 +30,11 @@ export interface INotebookEntry {
   runtime?: string;
 }
 
+/** The workspace's index document: its notebooks by id. */
+interface IIndexDoc {
+  notebooks?: Record<string, unknown>;
+}
+
 /** What the server extension answers when something went wrong. */
 interface IErrorReply {
   error?: { code?: string; message?: string };
@@ -62,6 +67,7 @@ export class LiveSession {
   readonly settings: ServerConnection.ISettings;
   private _repo: Repo | null = null;
   private _workspace: Promise<{ index: string; user: IUser }> | null = null;
+  private _index: Promise<DocHandle<IIndexDoc>> | null = null;
   private _presence: Promise<PresenceChannel> | null = null;
   private bindings = new Map<string, Promise<NotebookBinding>>();
   private byModel = new WeakMap<object, NotebookBinding>();
@@ -93,16 +99,55 @@ export class LiveSession {
     return (await this.workspace()).user;
   }
 
+  /** The workspace's index document (the notebooks there are). */
+  private index(): Promise<DocHandle<IIndexDoc>> {
+    if (!this._index) {
+      this._index = this.workspace().then(
+        async ({ index }) => (await this.repo.find(index as never)) as unknown as DocHandle<IIndexDoc>
+      );
+      this._index.catch(() => (this._index = null));
+    }
+    return this._index;
+  }
+
   /** This page's presence, shared with the workspace's pages. */
   presence(): Promise<PresenceChannel> {
     if (!this._presence) {
-      this._presence = this.workspace().then(async ({ index, user }) => {
-        const handle = (await this.repo.find(index as never)) as unknown as DocHandle<unknown>;
-        return new PresenceChannel(handle, user);
-      });
+      this._presence = Promise.all([this.index(), this.user()]).then(
+        ([handle, user]) => new PresenceChannel(handle as DocHandle<unknown>, user)
+      );
       this._presence.catch(() => (this._presence = null));
     }
     return this._presence;
+  }
+
+  /** Calls `deleted` once notebook `id` leaves the workspace's index (someone
+   * deleted it: the server takes no more changes to it). Returns the unwatch. */
+  watchDeletion(id: string, deleted: () => void): () => void {
+    let stop = () => undefined as void;
+    let stopped = false;
+    this.index().then(
+      handle => {
+        if (stopped) {
+          return;
+        }
+        const check = () => {
+          const notebooks = handle.doc()?.notebooks;
+          if (notebooks && !(id in notebooks)) {
+            stop();
+            deleted();
+          }
+        };
+        handle.on('change', check);
+        stop = () => handle.off('change', check);
+        check();
+      },
+      () => undefined
+    );
+    return () => {
+      stopped = true;
+      stop();
+    };
   }
 
   get repo(): Repo {

@@ -208,87 +208,109 @@ export interface ICellPlace {
 }
 
 /**
- * A cell editor's presence: its selection goes out while it has the focus, and
- * the others' cursors in this cell are drawn in it.
+ * Draws the others' cursors into every live cell editor of the page: one
+ * subscription to the presence channel and one pass over the editors per update,
+ * whatever the number of cells (a presence message comes with every keystroke of
+ * every collaborator).
  */
-export function cellPresence(channel: () => Promise<PresenceChannel>, place: ICellPlace): Extension {
-  const plugin = ViewPlugin.fromClass(
-    class {
-      private unsubscribe: (() => void) | null = null;
-      private shown = '';
-      private queued = false;
-      private closed = false;
+export class CursorLayer {
+  private editors = new Map<EditorView, { place: ICellPlace; shown: string }>();
+  private subscribed = false;
+  private queued = false;
 
-      constructor(private view: EditorView) {
-        channel().then(
-          presence => {
-            if (this.closed) {
-              return;
-            }
-            this.unsubscribe = presence.subscribe(() => this.queue(presence));
-            this.queue(presence);
-          },
-          () => undefined
-        );
-      }
+  constructor(private channel: () => Promise<PresenceChannel>) {}
 
-      update(update: ViewUpdate): void {
-        // A collaborator's edit moves this cursor too (the selection is mapped
-        // through it): they are told where it is now.
-        if (!update.view.hasFocus || !(update.selectionSet || update.focusChanged || update.docChanged)) {
-          return;
+  /** A cell editor's presence: its selection goes out while it has the focus,
+   * and the others' cursors in its cell are drawn in it. */
+  extension(place: ICellPlace): Extension {
+    const layer = this;
+    const plugin = ViewPlugin.fromClass(
+      class {
+        constructor(private view: EditorView) {
+          layer.add(view, place);
         }
-        const notebook = place.notebook();
-        const cell = place.cell();
-        if (!notebook || !cell) {
-          return;
-        }
-        const { anchor, head } = update.state.selection.main;
-        void channel().then(presence => presence.update({ notebook, cell, anchor, head }));
-      }
 
-      /** Drawn outside whatever editor update is running. */
-      private queue(presence: PresenceChannel): void {
-        if (this.queued) {
-          return;
-        }
-        this.queued = true;
-        setTimeout(() => {
-          this.queued = false;
-          if (!this.closed) {
-            this.draw(presence);
+        update(update: ViewUpdate): void {
+          // A collaborator's edit moves this cursor too (the selection is mapped
+          // through it): they are told where it is now.
+          if (!update.view.hasFocus || !(update.selectionSet || update.focusChanged || update.docChanged)) {
+            return;
           }
-        }, 0);
-      }
-
-      private draw(presence: PresenceChannel): void {
-        const notebook = place.notebook();
-        const cell = place.cell();
-        const here = presence
-          .others()
-          .filter(p => notebook !== null && p.notebook === notebook && p.cell === cell)
-          .map(p => ({
-            from: Math.min(p.anchor, p.head),
-            to: Math.max(p.anchor, p.head),
-            head: p.head,
-            color: p.color,
-            name: p.name
-          }));
-        const key = JSON.stringify(here);
-        if (key === this.shown) {
-          return;
+          const notebook = place.notebook();
+          const cell = place.cell();
+          if (!notebook || !cell) {
+            return;
+          }
+          const { anchor, head } = update.state.selection.main;
+          void layer.channel().then(presence => presence.update({ notebook, cell, anchor, head }));
         }
-        this.shown = key;
-        this.view.dispatch({ effects: setRemote.of(here) });
-      }
 
-      destroy(): void {
-        this.closed = true;
-        this.unsubscribe?.();
+        destroy(): void {
+          layer.editors.delete(this.view);
+        }
       }
+    );
+    return [remoteCursors, plugin];
+  }
+
+  private add(view: EditorView, place: ICellPlace): void {
+    this.editors.set(view, { place, shown: '' });
+    if (this.subscribed) {
+      this.queue();
+      return;
     }
-  );
-  return [remoteCursors, plugin];
+    this.subscribed = true;
+    this.channel().then(
+      presence => {
+        presence.subscribe(() => this.queue());
+        this.queue();
+      },
+      () => {
+        this.subscribed = false;
+      }
+    );
+  }
+
+  /** Drawn outside whatever editor update is running. */
+  private queue(): void {
+    if (this.queued) {
+      return;
+    }
+    this.queued = true;
+    setTimeout(() => {
+      this.queued = false;
+      void this.channel().then(presence => this.draw(presence), () => undefined);
+    }, 0);
+  }
+
+  private draw(presence: PresenceChannel): void {
+    const byCell = new Map<string, IRemoteCursor[]>();
+    for (const p of presence.others()) {
+      if (p.notebook === null || p.cell === null) {
+        continue;
+      }
+      const key = `${p.notebook}\u0000${p.cell}`;
+      const list = byCell.get(key) ?? [];
+      list.push({
+        from: Math.min(p.anchor, p.head),
+        to: Math.max(p.anchor, p.head),
+        head: p.head,
+        color: p.color,
+        name: p.name
+      });
+      byCell.set(key, list);
+    }
+    for (const [view, editor] of this.editors) {
+      const notebook = editor.place.notebook();
+      const list = notebook === null ? undefined : byCell.get(`${notebook}\u0000${editor.place.cell()}`);
+      const shown = list ? JSON.stringify(list) : '';
+      if (shown === editor.shown) {
+        continue;
+      }
+      editor.shown = shown;
+      view.dispatch({ effects: setRemote.of(list ?? []) });
+    }
+  }
 }
 
 /** The people on a live notebook, as chips in its toolbar (me first). */

@@ -31,7 +31,11 @@ fn graph() -> Graph {
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
         .args(["--filter-platform", &host])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // Where cargo runs the test from (a shared build cache may have built it elsewhere).
+        .current_dir(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
         .output()
         .expect("cargo metadata runs");
     assert!(
