@@ -333,8 +333,16 @@ export class PeopleBar extends Widget {
     );
   }
 
+  private shown = '';
+
   private draw(presence: PresenceChannel, notebook: string | null): void {
     const here = presence.others().filter(p => notebook !== null && p.notebook === notebook);
+    // Presence comes with every keystroke; the chips change far less often.
+    const key = JSON.stringify([presence.me, ...here].map(p => [p.name, p.color, p.role]));
+    if (key === this.shown) {
+      return;
+    }
+    this.shown = key;
     const seen = new Set<string>();
     const chips: HTMLElement[] = [];
     for (const p of [presence.me, ...here]) {
