@@ -355,6 +355,13 @@ test("a cell run from JupyterLab streams into the workspace and the other Jupyte
     const tick = server.json.cells.find((c) => c.id === "tick");
     assert.equal(tick.execution_count, 2);
     assert.equal(tick.outputs.filter((o) => o.output_type === "stream").map((o) => [].concat(o.text).join("")).join(""), "tick 0\ntick 1\ntick 2\n");
+    // JupyterLab's 0, 0 restarts the shared kernel (after asking): everyone sees it.
+    await labSelect(one, "back");
+    await one.keyboard.press("0");
+    await one.keyboard.press("0");
+    await one.locator('.jp-Dialog button:has-text("Restart")').click();
+    await web.waitForSelector('.kernel-status[data-status="stopped"]');
+    await two.waitForSelector('.ferrolab-kernel-status[data-status="stopped"]');
     await screenshot(one, "jupyterlab-live-run");
     for (const page of pages) assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
   } catch (e) {

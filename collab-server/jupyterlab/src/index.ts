@@ -28,6 +28,9 @@ function live(app: JupyterFrontEnd): LiveSession {
   return session;
 }
 
+/** The shared-kernel toolbar item of each live notebook panel. */
+const kernelBars = new WeakMap<object, KernelBar>();
+
 /** Whether a document path is one of the collaboration server's notebooks. */
 const isLive = (path: string) => path.startsWith('ferrolab:');
 
@@ -51,6 +54,27 @@ const panel: JupyterFrontEndPlugin<void> = {
     browser.title.caption = 'Shared notebooks (ferrolab collaboration server)';
     app.shell.add(browser, 'left', { rank: 150 });
 
+    // JupyterLab's I, I and 0, 0 (interrupt, restart) speak to the Jupyter
+    // server's kernel; in a live notebook they drive the shared one instead (a
+    // more specific selector wins).
+    const bar = () => {
+      const current = app.shell.currentWidget;
+      return current ? kernelBars.get(current) : undefined;
+    };
+    app.commands.addCommand('ferrolab:interrupt-kernel', {
+      label: 'Interrupt the shared kernel',
+      isEnabled: () => bar() !== undefined,
+      execute: () => bar()?.act('interrupt')
+    });
+    app.commands.addCommand('ferrolab:restart-kernel', {
+      label: 'Restart the shared kernel…',
+      isEnabled: () => bar() !== undefined,
+      execute: () => bar()?.restart()
+    });
+    const commandMode = '.ferrolab-live [data-jp-kernel-user]:not(.jp-mod-readWrite) :focus:not(:read-write)';
+    app.commands.addKeyBinding({ command: 'ferrolab:interrupt-kernel', keys: ['I', 'I'], selector: commandMode });
+    app.commands.addKeyBinding({ command: 'ferrolab:restart-kernel', keys: ['0', '0'], selector: commandMode });
+
     // A live notebook runs on the server's shared kernel: no kernel of this
     // Jupyter server is started for it, and its toolbar shows the shared one.
     app.docRegistry.addWidgetExtension('Notebook', {
@@ -70,6 +94,7 @@ const panel: JupyterFrontEndPlugin<void> = {
         const id = idOf(context.path);
         const bar = new KernelBar(live(app), context);
         widget.toolbar.addItem('ferrolab-kernel', bar);
+        kernelBars.set(widget, bar);
         const people = new PeopleBar(live(app).presence(), () => id);
         widget.toolbar.addItem('ferrolab-people', people);
         void live(app)

@@ -81,7 +81,8 @@ export class KernelBar extends Widget {
     this.status.title = doc?.kernel?.message ? String(doc.kernel.message) : 'the notebook\'s kernel on the collaboration server';
   };
 
-  private async restart(): Promise<void> {
+  /** Asks, then restarts the shared kernel for everyone. */
+  async restart(): Promise<void> {
     const answer = await showDialog({
       title: 'Restart the shared kernel?',
       body: 'Everyone on this notebook loses the kernel\'s variables.',
@@ -92,7 +93,8 @@ export class KernelBar extends Widget {
     }
   }
 
-  private async act(action: 'interrupt' | 'restart'): Promise<void> {
+  /** Interrupts or restarts the shared kernel (restart without asking). */
+  async act(action: 'interrupt' | 'restart'): Promise<void> {
     if (!this.binding) {
       return;
     }
