@@ -38,6 +38,7 @@ before(async () => {
     dir,
     root: path.join(dir, "root"),
     env: { FERROLAB_COLLAB_URL: collab.base, FERROLAB_TOKEN: editor },
+    expose: true,
   });
   browser = await launch();
 });
@@ -434,6 +435,56 @@ test("a viewer's JupyterLab opens the notebook read-only and can change nothing,
   } finally {
     await page?.context().close();
     await viewerLab.stop();
+  }
+});
+
+test("cell and notebook metadata go both ways between JupyterLab and the server, outputs never from JupyterLab", async () => {
+  const entry = await createNotebook(collab, editor, [codeCell("a", "let a = 1;"), codeCell("b", "let b = 2;")]);
+  await api(collab, editor, "PATCH", `/api/notebooks/${entry.id}`, { title: "Metadata" });
+  const page = await openInLab(lab, "Metadata");
+  const repo = jsClient(collab, other);
+  try {
+    // The models behind the page (window.jupyterapp: the test's JupyterLab exposes it).
+    const model = (what) => page.evaluate((expr) => {
+      const notebook = window.jupyterapp.shell.currentWidget.content.model;
+      const byId = (id) => Array.from(notebook.cells).find((c) => c.id === id);
+      return new Function("notebook", "byId", `return ${expr}`)(notebook, byId);
+    }, what);
+    // From another client (a stock automerge-repo one): a cell's tags, the notebook's authors.
+    const handle = await repo.find(entry.notebook);
+    handle.change((doc) => {
+      doc.cells.a.metadata.tags = ["keep"];
+      doc.metadata.authors = [{ name: "bea" }];
+    });
+    await waitFor(async () => JSON.stringify(await model('byId("a").getMetadata("tags")')) === '["keep"]',
+      "JupyterLab's model to hold the cell's new tags");
+    await waitFor(async () => JSON.stringify(await model('notebook.getMetadata("authors")')) === '[{"name":"bea"}]',
+      "JupyterLab's model to hold the notebook's new metadata").catch(async (error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(await model("[notebook.getMetadata(), notebook.sharedModel.getMetadata()]"))} ${JSON.stringify(handle.doc().metadata)}`);
+    });
+    // From JupyterLab: a cell's metadata changed and a key deleted, the notebook's too.
+    await model('(byId("b").setMetadata("review", { by: "ada", ok: true }), byId("a").deleteMetadata("tags"), notebook.setMetadata("project", "sales"), true)');
+    // Outputs set in JupyterLab stay there: the kernel's are the server's.
+    await model('(byId("b").sharedModel.setOutputs([{ output_type: "stream", name: "stdout", text: "forged\\n" }]), true)');
+    let cells;
+    await waitFor(async () => {
+      const ipynb = await api(collab, editor, "GET", `/api/notebooks/${entry.id}/ipynb`);
+      cells = ipynb.json;
+      const [a, b] = ipynb.json.cells;
+      return JSON.stringify(b.metadata.review) === '{"by":"ada","ok":true}' && a.metadata.tags === undefined &&
+        ipynb.json.metadata.project === "sales";
+    }, "the server to hold JupyterLab's metadata changes").catch((error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(cells)}`);
+    });
+    assert.deepEqual(cells.metadata.authors, [{ name: "bea" }], "the other client's notebook metadata kept");
+    assert.deepEqual(cells.cells[1].outputs, [], "no output written from JupyterLab");
+    assert.deepEqual(page.errors, [], `no page errors: ${page.errors.join("\n")}`);
+  } catch (e) {
+    await screenshot(page, "jupyterlab-live-metadata");
+    throw e;
+  } finally {
+    await repo.shutdown();
+    await page.context().close();
   }
 });
 

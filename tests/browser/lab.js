@@ -18,8 +18,9 @@ export function labSetting(dir, plugin, values) {
 }
 
 /** Starts `jupyter lab` serving `root`, with `env` added, its files in `dir`; the
- * log is `dir/lab.log`. */
-export async function startLab({ dir, root, env = {} }) {
+ * log is `dir/lab.log`. With `expose`, the page has JupyterLab's application
+ * object as `window.jupyterapp`, for a test to read the models behind the page. */
+export async function startLab({ dir, root, env = {}, expose = false }) {
   const port = await freePort();
   const token = "lab-token";
   // The network is closed: no news poll, no update check.
@@ -30,6 +31,7 @@ export async function startLab({ dir, root, env = {} }) {
     `--IdentityProvider.token=${token}`, `--ServerApp.root_dir=${root}`,
     `--LabApp.user_settings_dir=${path.join(dir, "settings")}`,
     "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ...(expose ? ["--LabApp.expose_app_in_browser=True"] : []),
   ], {
     env: {
       ...process.env,

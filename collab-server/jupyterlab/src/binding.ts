@@ -246,7 +246,13 @@ export class NotebookBinding {
       return;
     }
     this.remote(() => {
-      this.model.setMetadata((plain(doc.metadata ?? {}) as JsonObject) ?? {});
+      const metadata = (plain(doc.metadata ?? {}) as JsonObject) ?? {};
+      if (this.ymeta.get('metadata') === undefined) {
+        // A new model has no metadata map yet; JupyterLab's loader makes it.
+        this.model.fromJSON({ nbformat: 4, nbformat_minor: 5, metadata, cells: [] } as never);
+      } else {
+        this.model.setMetadata(metadata as never);
+      }
       this.ycells.delete(0, this.ycells.length);
       cellOrder(doc).forEach((id, i) => this.insertFromDoc(doc, i, id));
     });
