@@ -356,6 +356,15 @@ test("a cell run from JupyterLab streams into the workspace and the other Jupyte
     const tick = server.json.cells.find((c) => c.id === "tick");
     assert.equal(tick.execution_count, 2);
     assert.equal(tick.outputs.filter((o) => o.output_type === "stream").map((o) => [].concat(o.text).join("")).join(""), "tick 0\ntick 1\ntick 2\n");
+    // Typed and run at once from JupyterLab: the kernel runs the text as typed (the
+    // run waits until the server has the edit).
+    await two.locator(".jp-NotebookPanel .jp-Cell", { hasText: "back" }).first().locator(".cm-content").click();
+    await two.keyboard.press("Control+End");
+    await two.keyboard.type(".to_uppercase()");
+    await two.keyboard.press("Control+Enter");
+    await waitFor(async () => (await web.evaluate(() => document.querySelector('.cell[data-id="back"] .outputs')?.textContent ?? "")).includes('"HI BACK"'),
+      "the edit made just before the run to be what ran", 120000);
+
     // JupyterLab's 0, 0 restarts the shared kernel (after asking): everyone sees it.
     await labSelect(one, "back");
     await one.keyboard.press("0");

@@ -215,6 +215,8 @@ export interface ICellPlace {
  */
 export class CursorLayer {
   private editors = new Map<EditorView, { place: ICellPlace; shown: string }>();
+  /** The channel, once there is one. */
+  presence: PresenceChannel | null = null;
   private subscribed = false;
   private queued = false;
 
@@ -231,14 +233,18 @@ export class CursorLayer {
         }
 
         update(update: ViewUpdate): void {
-          // A collaborator's edit moves this cursor too (the selection is mapped
-          // through it): they are told where it is now.
-          if (!update.view.hasFocus || !(update.selectionSet || update.focusChanged || update.docChanged)) {
-            return;
-          }
           const notebook = place.notebook();
           const cell = place.cell();
-          if (!notebook || !cell) {
+          if (!notebook || !cell || !(update.selectionSet || update.focusChanged || update.docChanged)) {
+            return;
+          }
+          // Where the cursor is, while this editor has the focus; and when a
+          // collaborator's edit moves it (the selection is mapped through their
+          // change), where it is now, focused or not: the page may be in the
+          // background while others type above the cursor.
+          const me = layer.presence?.me;
+          const mine = me?.notebook === notebook && me?.cell === cell;
+          if (!update.view.hasFocus && !(mine && update.docChanged)) {
             return;
           }
           const { anchor, head } = update.state.selection.main;
@@ -262,6 +268,7 @@ export class CursorLayer {
     this.subscribed = true;
     this.channel().then(
       presence => {
+        this.presence = presence;
         presence.subscribe(() => this.queue());
         this.queue();
       },

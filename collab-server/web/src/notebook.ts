@@ -14,7 +14,7 @@ import { positionBetween } from "./positions";
 import { renderMarkdown, renderOutputs } from "./outputs";
 import { renderPeople, type Presence } from "./presence";
 import { header } from "./nav";
-import { applyPatches, guard, sendEdits, type Patch } from "./binding";
+import { applyPatches, guard, remoteEdit, sendEdits, type Patch } from "./binding";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 interface CellDoc {
@@ -341,7 +341,12 @@ export async function showNotebook(session: Session, id: string) {
               active = cellId;
               for (const other of views.values()) other.el.classList.toggle("active", other.id === cellId);
             }
-            if (update.view.hasFocus && (update.selectionSet || update.focusChanged)) {
+            // Where the cursor is while this editor has the focus; and where a
+            // collaborator's edit moved it (mapped through their change), focused
+            // or not: the page may be in the background while others type.
+            const mine = presence.me.notebook === id && presence.me.cell === cellId;
+            const moved = mine && update.transactions.some((tr) => tr.annotation(remoteEdit));
+            if ((update.view.hasFocus || moved) && (update.selectionSet || update.focusChanged)) {
               const { anchor, head } = update.state.selection.main;
               presence.update({ notebook: id, cell: cellId, anchor, head });
             }
