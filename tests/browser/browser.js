@@ -59,3 +59,16 @@ export async function screenshot(page, name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
+
+/** Types `count` markers (`${prefix}0;` …) where the page's cursor is, a little
+ * apart, as a person would; returns them. */
+export async function typeMarkers(page, prefix, count) {
+  const typed = [];
+  for (let i = 0; i < count; i++) {
+    const marker = `${prefix}${i};`;
+    await page.keyboard.type(marker);
+    typed.push(marker);
+    await new Promise((resolve) => setTimeout(resolve, 15 + ((i * 7) % 20)));
+  }
+  return typed;
+}

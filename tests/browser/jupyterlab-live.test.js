@@ -3,8 +3,6 @@
 // collaboration server, driven by Playwright with Debian's chromium.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
 import {
   api,
   codeCell,
@@ -18,7 +16,7 @@ import {
   waitFor,
 } from "../collab/helpers.js";
 import { startLab } from "./lab.js";
-import { WEB_DIR, editorText, launch, screenshot, shownCells, signedIn } from "./browser.js";
+import { WEB_DIR, editorText, launch, screenshot, shownCells, signedIn, typeMarkers } from "./browser.js";
 
 let collab;
 let lab;
@@ -32,11 +30,8 @@ before(async () => {
   editor = createToken(data, "editor", "ada");
   other = createToken(data, "editor", "bea");
   collab = await startServer(data, { args: ["--web", WEB_DIR] });
-  const dir = tempDir();
-  fs.mkdirSync(path.join(dir, "root"));
   lab = await startLab({
-    dir,
-    root: path.join(dir, "root"),
+    dir: tempDir(),
     env: { FERROLAB_COLLAB_URL: collab.base, FERROLAB_TOKEN: editor },
     expose: true,
   });
@@ -139,28 +134,14 @@ async function typeInLab(page, index, line, prefix, count) {
   await page.keyboard.press("Control+Home");
   for (let i = 1; i < line; i++) await page.keyboard.press("ArrowDown");
   await page.keyboard.press("End");
-  const typed = [];
-  for (let i = 0; i < count; i++) {
-    const marker = `${prefix}${i};`;
-    await page.keyboard.type(marker);
-    typed.push(marker);
-    await sleep(15 + ((i * 7) % 20));
-  }
-  return typed;
+  return typeMarkers(page, prefix, count);
 }
 
 /** Types `count` markers at the end of a workspace cell. */
 async function typeInWorkspace(page, cellId, prefix, count) {
   await page.locator(`.cell[data-id="${cellId}"] .cm-content`).click();
   await page.keyboard.press("Control+End");
-  const typed = [];
-  for (let i = 0; i < count; i++) {
-    const marker = `${prefix}${i};`;
-    await page.keyboard.type(marker);
-    typed.push(marker);
-    await sleep(15 + ((i * 7) % 20));
-  }
-  return typed;
+  return typeMarkers(page, prefix, count);
 }
 
 test("two JupyterLab pages and a workspace page type into one cell at once: the same text everywhere, every character kept", async () => {
@@ -292,23 +273,21 @@ test("cells added, moved, deleted and retyped at once from JupyterLab and the wo
   }
 });
 
-/** The text of a JupyterLab cell's outputs, for the cell showing `text`. */
-function labOutput(page, text) {
-  return page.evaluate((wanted) => {
+/** A property of a part of the JupyterLab cell whose editor shows `text`
+ * (`""` when there is none): its outputs' text, its prompt's text or title. */
+function labCellPart(page, text, part, property = "textContent") {
+  return page.evaluate(([wanted, selector, key]) => {
     const cell = Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Cell"))
       .find((c) => c.querySelector(".cm-content")?.textContent.includes(wanted));
-    return cell?.querySelector(".jp-OutputArea")?.textContent ?? "";
-  }, text);
+    return (cell?.querySelector(selector)?.[key] ?? "").trim();
+  }, [text, part, property]);
 }
 
+/** The text of a JupyterLab cell's outputs, for the cell showing `text`. */
+const labOutput = (page, text) => labCellPart(page, text, ".jp-OutputArea");
+
 /** The execution count JupyterLab shows for the cell showing `text`. */
-function labPrompt(page, text) {
-  return page.evaluate((wanted) => {
-    const cell = Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Cell"))
-      .find((c) => c.querySelector(".cm-content")?.textContent.includes(wanted));
-    return cell?.querySelector(".jp-InputPrompt")?.textContent.trim() ?? "";
-  }, text);
-}
+const labPrompt = (page, text) => labCellPart(page, text, ".jp-InputPrompt");
 
 test("a cell run from JupyterLab streams into the workspace and the other JupyterLab page, and the other way round, on one shared kernel", async () => {
   const { entry, pages } = await threePages("Running together", [
@@ -342,11 +321,7 @@ test("a cell run from JupyterLab streams into the workspace and the other Jupyte
     await waitFor(async () => (await labPrompt(one, "back")) === "[3]:", "the run's execution count in JupyterLab");
     await one.waitForSelector('.ferrolab-kernel-status[data-status="idle"]');
     // Each cell records who ran it, shown on its prompt everywhere.
-    const labRunner = (page, text) => page.evaluate((wanted) => {
-      const cell = Array.from(document.querySelectorAll(".jp-NotebookPanel .jp-Cell"))
-        .find((c) => c.querySelector(".cm-content")?.textContent.includes(wanted));
-      return cell?.querySelector(".jp-InputPrompt")?.title ?? "";
-    }, text);
+    const labRunner = (page, text) => labCellPart(page, text, ".jp-InputPrompt", "title");
     await waitFor(async () => (await labRunner(two, "tick {i}")) === "Run by ada" && (await labRunner(two, "back")) === "Run by bea",
       "JupyterLab to show who ran each cell");
     assert.equal(await web.getAttribute('.cell[data-id="tick"] .prompt', "title"), "Run by ada");
@@ -384,11 +359,8 @@ test("a cell run from JupyterLab streams into the workspace and the other Jupyte
 
 test("a viewer's JupyterLab opens the notebook read-only and can change nothing, the server refusing what gets through", async () => {
   const viewer = createToken(data, "viewer", "vic");
-  const dir = tempDir();
-  fs.mkdirSync(path.join(dir, "root"));
   const viewerLab = await startLab({
-    dir,
-    root: path.join(dir, "root"),
+    dir: tempDir(),
     env: { FERROLAB_COLLAB_URL: collab.base, FERROLAB_TOKEN: viewer },
   });
   const entry = await createNotebook(collab, editor, [

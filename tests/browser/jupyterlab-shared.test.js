@@ -5,8 +5,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import fs from "node:fs";
-import path from "node:path";
 import {
   cellSource,
   codeCell,
@@ -43,11 +41,8 @@ before(async () => {
     body: JSON.stringify({ title: "Sales review" }),
   });
   assert.equal(rename.status, 200);
-  const dir = tempDir();
-  fs.mkdirSync(path.join(dir, "root"));
   lab = await startLab({
-    dir,
-    root: path.join(dir, "root"),
+    dir: tempDir(),
     env: { FERROLAB_COLLAB_URL: collab.base, FERROLAB_TOKEN: token },
   });
   browser = await launch();

@@ -17,10 +17,14 @@ export function labSetting(dir, plugin, values) {
   fs.writeFileSync(file, JSON.stringify(values));
 }
 
-/** Starts `jupyter lab` serving `root`, with `env` added, its files in `dir`; the
+/** Starts `jupyter lab` serving `root` (by default an empty `dir/root`), with `env` added, its files in `dir`; the
  * log is `dir/lab.log`. With `expose`, the page has JupyterLab's application
  * object as `window.jupyterapp`, for a test to read the models behind the page. */
-export async function startLab({ dir, root, env = {}, expose = false }) {
+export async function startLab({ dir, root = null, env = {}, expose = false }) {
+  if (root === null) {
+    root = path.join(dir, "root");
+    fs.mkdirSync(root, { recursive: true });
+  }
   const port = await freePort();
   const token = "lab-token";
   // The network is closed: no news poll, no update check.

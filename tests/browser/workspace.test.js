@@ -3,9 +3,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, codeCell, createNotebook, createToken, sleep, startServer, tempDir, waitFor,
+  api, codeCell, createNotebook, createToken, startServer, tempDir, waitFor,
 } from "../collab/helpers.js";
-import { WEB_DIR, editorText, launch, screenshot, shownCells, signedIn } from "./browser.js";
+import { WEB_DIR, editorText, launch, screenshot, shownCells, signedIn, typeMarkers } from "./browser.js";
 
 const serverArgs = ["--web", WEB_DIR];
 
@@ -15,7 +15,7 @@ async function serverCells(server, token, id) {
 }
 
 /** Types `count` markers into a cell, at its end or (line = 1) at the end of its first line. */
-async function typeMarkers(page, cellId, prefix, count, line = null) {
+async function typeInCell(page, cellId, prefix, count, line = null) {
   const content = page.locator(`.cell[data-id="${cellId}"] .cm-content`);
   await content.click();
   if (line === 1) {
@@ -24,14 +24,7 @@ async function typeMarkers(page, cellId, prefix, count, line = null) {
   } else {
     await page.keyboard.press("Control+End");
   }
-  const typed = [];
-  for (let i = 0; i < count; i++) {
-    const marker = `${prefix}${i};`;
-    await page.keyboard.type(marker);
-    typed.push(marker);
-    await sleep(15 + ((i * 7) % 20));
-  }
-  return typed;
+  return typeMarkers(page, prefix, count);
 }
 
 test("two editors type into one cell at once and end with the same text as the server", async () => {
@@ -75,8 +68,8 @@ test("two editors type into one cell at once and end with the same text as the s
     // Both type into cell a at the same time, one on each line (at one spot, a
     // CRDT interleaves two people's characters, as any shared editor does).
     const [typedA, typedB] = await Promise.all([
-      typeMarkers(pageA, "a", "A", 15, 1),
-      typeMarkers(pageB, "a", "B", 15),
+      typeInCell(pageA, "a", "A", 15, 1),
+      typeInCell(pageB, "a", "B", 15),
     ]);
     const want = `let x = 1;${typedA.join("")}\nlet y = 2;${typedB.join("")}`;
     let seen;
@@ -179,7 +172,7 @@ test("a viewer sees everything live and can change nothing", async () => {
     assert.deepEqual(await shownCells(pageV), ["a", "b"]);
 
     // The editor's typing reaches the viewer; the server never took the viewer's.
-    await typeMarkers(pageE, "b", "E", 3);
+    await typeInCell(pageE, "b", "E", 3);
     await waitFor(async () => (await editorText(pageV, "b")) === "let b = 2;E0;E1;E2;", "the viewer to see the edit");
     const cells = await serverCells(server, editor, entry.id);
     assert.deepEqual(cells.map((c) => c.source), ["let a = 1;", "let b = 2;E0;E1;E2;"]);
@@ -208,12 +201,12 @@ test("after a server restart both browsers reconnect and their offline edits mer
     const pageB = await signedIn(browser, server, bob, `/notebooks/${entry.id}`);
     await pageA.waitForSelector('.cell[data-id="a"] .cm-content');
     await pageB.waitForSelector('.cell[data-id="a"] .cm-content');
-    await typeMarkers(pageA, "a", "online", 1);
+    await typeInCell(pageA, "a", "online", 1);
     await waitFor(async () => (await editorText(pageB, "a")) === "startonline0;", "the first edit to arrive");
 
     await server.stop();
     // Offline: both keep editing, in the same cell and in another.
-    const [offA] = await Promise.all([typeMarkers(pageA, "a", "offA", 3), typeMarkers(pageB, "b", "offB", 3)]);
+    const [offA] = await Promise.all([typeInCell(pageA, "a", "offA", 3), typeInCell(pageB, "b", "offB", 3)]);
     assert.ok((await editorText(pageA, "a")).endsWith(offA.join("")), "typing works offline");
     server = await startServer(data, { port, args: serverArgs });
 
