@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -173,6 +173,13 @@ bubblewrap:
 
 kernelspec: build lab-deps
 	VIRTUAL_ENV="$(abspath $(VENV))" $(BIN) kernel install --sys-prefix
+	$(BIN) kernel prepare
+
+# The crates Rust cells use without building them (the cell API, polars, serde, …),
+# built once per toolchain into $(FERROLAB_HOME)/cells and shared by every kernel
+# (docs/kernel.md); about 13 minutes on a fresh two-core machine.
+cell-crates: build
+	$(BIN) kernel prepare
 
 # The full binary and the kernelspec, built in the background while the workspace and
 # JupyterLab already run (JupyterLab lists the kernel once its kernelspec is there).
@@ -231,18 +238,18 @@ up: lab-extension collab-up model notebook-build
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_ROOT_FLAG) \
 		--ServerApp.root_dir="$(abspath notebooks)"
 
-test-rust: model
+test-rust: model cell-crates
 	cargo test --locked --workspace
 
-test-python: build venv lab-extension model reference-venv promptfoo bubblewrap
+test-python: build cell-crates venv lab-extension model reference-venv promptfoo bubblewrap
 	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" \
 		$(PY) -m pytest tests/python -q -p no:cacheprovider
 
-test-collab: build node-deps bubblewrap
+test-collab: build cell-crates node-deps bubblewrap
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		node --test --test-concurrency=1
 
-test-browser: build web lab-extension node-deps browser-deps chromium bubblewrap
+test-browser: build cell-crates web lab-extension node-deps browser-deps chromium bubblewrap
 	cd tests/browser && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		FERROLAB_CHROMIUM="$(CHROMIUM)" FERROLAB_WEB_DIR="$(abspath $(WEB)/dist)" \
 		node --test --test-concurrency=1
@@ -323,7 +330,7 @@ $(MLFLOW_VENV)/.installed:
 bench-prompt: build venv promptfoo
 	FERROLAB_BIN="$(BIN)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" $(PY) bench/prompt_bench.py
 
-bench-kernel: build venv
+bench-kernel: build cell-crates venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/kernel_bench.py
 
 bench/collab/node_modules/.installed: bench/collab/package-lock.json

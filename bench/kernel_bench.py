@@ -3,7 +3,12 @@
 Measures, through jupyter_client:
   1. startup: process start to kernel_info_reply (median of --starts runs);
   2. trivial round trip: a ferrolab magic vs ipykernel's `1+1` (p50/p99 of --rounds);
-  3. Rust cells: the first cell after start and warm cells, ferrolab vs evcxr_jupyter.
+  3. Rust cells: the first cell after start and warm cells, ferrolab vs evcxr_jupyter;
+  4. crates in cells, each in a fresh kernel after its first cell: the first cell that
+     uses polars (evcxr_jupyter: `:dep polars` with the data magics' features, built
+     from source) and the first that uses serde_json (evcxr_jupyter: `:dep
+     serde_json`). ferrolab's come from the build `ferrolab kernel prepare` made once
+     for the machine ($FERROLAB_HOME/cells), which the benchmark's kernels share.
 
 evcxr_jupyter is installed with `cargo install evcxr_jupyter --locked` into
 $FERROLAB_CACHE/anchors (once). Prints a table with ratios and writes JSON to
@@ -27,6 +32,15 @@ from jupyter_client.manager import KernelManager
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("FERROLAB_CACHE", Path.home() / ".cache" / "ferrolab"))
 ANCHORS = CACHE / "anchors"
+
+
+# The data magics' polars features (magics/data/Cargo.toml and kernel/cell/Cargo.toml).
+POLARS_FEATURES = [
+    "lazy", "sql", "csv", "parquet", "json", "ipc", "dtype-slim", "temporal", "fmt",
+    "rank", "round_series", "cum_agg", "abs", "is_in", "strings", "semi_anti_join",
+    "cross_join", "approx_unique", "unique_counts", "concat_str", "streaming",
+    "dtype-categorical",
+]
 
 
 def install_evcxr():
@@ -99,6 +113,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--warm", type=int, default=20)
     parser.add_argument("--skip-evcxr", action="store_true")
+    parser.add_argument("--skip-crates", action="store_true",
+                        help="leave out part 4 (evcxr_jupyter builds polars from source: minutes)")
     args = parser.parse_args()
 
     ferrolab = os.environ["FERROLAB_BIN"]
@@ -113,7 +129,12 @@ def main():
         write_spec(prefix, "bench-evcxr", [str(evcxr), "--control_file", "{connection_file}"], "rust")
         kernels.append("bench-evcxr")
     os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    # The crates for cells are built once per machine; the benchmark's home shares them.
+    real_cells = Path(os.environ.get("FERROLAB_HOME", CACHE)) / "cells"
     os.environ["FERROLAB_HOME"] = str(prefix / "home")
+    (prefix / "home").mkdir(parents=True, exist_ok=True)
+    if real_cells.exists():
+        (prefix / "home" / "cells").symlink_to(real_cells, target_is_directory=True)
 
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
@@ -140,11 +161,28 @@ def main():
 
     # 3. Rust cells: first after start, then warm (different code each time).
     for name in [k for k in kernels if k != "bench-ipykernel"]:
-        km, kc, _ = start(name)
+        km, kc, startup = start(name)
         results[f"rust_first_{name}"] = round_trip(kc, "1 + 1")
+        results[f"rust_start_to_first_{name}"] = startup + results[f"rust_first_{name}"]
         times = [round_trip(kc, f"let v{i} = {i} + 1; v{i} * 2") for i in range(args.warm)]
         results[f"rust_warm_p50_{name}"] = percentile(times, 50)
         stop(km, kc)
+
+    # 4. Crates in cells: the first use of each in a fresh kernel (after its first cell).
+    if not args.skip_crates:
+        polars_features = ", ".join(f'"{f}"' for f in POLARS_FEATURES)
+        uses = {
+            "polars": ("use polars::prelude::*;\nlet df = df!(\"a\" => [1, 2, 3]).unwrap();\ndf.height()",
+                       f':dep polars = {{ version = "0.55", default-features = false, features = [{polars_features}] }}'),
+            "serde_json": ('serde_json::json!({"a": [1, 2]}).to_string()', ':dep serde_json = "1"'),
+        }
+        for name in [k for k in kernels if k != "bench-ipykernel"]:
+            for crate, (code, dep) in uses.items():
+                km, kc, _ = start(name)
+                round_trip(kc, "1 + 1")
+                cell = code if name == "bench-ferrolab" else f"{dep}\n{code}"
+                results[f"crate_{crate}_{name}"] = round_trip(kc, cell, timeout=3600)
+                stop(km, kc)
 
     shutil.rmtree(prefix, ignore_errors=True)
 
@@ -157,13 +195,19 @@ def main():
         ("trivial cell p50 (magic vs 1+1)", "trivial_p50_bench-ferrolab", "trivial_p50_bench-ipykernel", "ipykernel", "≤ 1.0"),
         ("trivial cell p99 (magic vs 1+1)", "trivial_p99_bench-ferrolab", "trivial_p99_bench-ipykernel", "ipykernel", "≤ 1.0"),
         ("first Rust cell", "rust_first_bench-ferrolab", "rust_first_bench-evcxr", "evcxr_jupyter", "—"),
-        ("warm Rust cell p50", "rust_warm_p50_bench-ferrolab", "rust_warm_p50_bench-evcxr", "evcxr_jupyter", "≤ 0.7"),
+        ("start to first Rust cell done", "rust_start_to_first_bench-ferrolab", "rust_start_to_first_bench-evcxr",
+         "evcxr_jupyter", "≤ 1.0 s"),
+        ("warm Rust cell p50", "rust_warm_p50_bench-ferrolab", "rust_warm_p50_bench-evcxr", "evcxr_jupyter", "≤ 0.5"),
+        ("first cell using polars", "crate_polars_bench-ferrolab", "crate_polars_bench-evcxr", "evcxr_jupyter (:dep)",
+         "≤ 0.05"),
+        ("first cell using serde_json", "crate_serde_json_bench-ferrolab", "crate_serde_json_bench-evcxr",
+         "evcxr_jupyter (:dep)", "—"),
     ]
     print(f"\n{results['date']} — {results['machine']}\n")
     print("| measure | ferrolab | anchor | anchor value | ratio | goal |")
     print("|---|---|---|---|---|---|")
     for label, ours, theirs, anchor, goal in rows:
-        if theirs not in results:
+        if theirs not in results or ours not in results:
             continue
         print(f"| {label} | {results[ours]*1000:.1f} ms | {anchor} | {results[theirs]*1000:.1f} ms "
               f"| {ratio(ours, theirs):.3f} | {goal} |")

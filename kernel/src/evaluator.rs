@@ -9,6 +9,7 @@ use ferrolab_magics::lock;
 use ferrolab_magics::{MagicError, MimeBundle, Output, Stream};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,10 +72,21 @@ struct Ready {
     context: CommandContext,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
+    /// Said once, on the first Rust cell's stderr (why the cell API is missing).
+    notice: Option<String>,
+    /// Whether cells link the cell API (`ferrolab_cell`) and the prebuilt crates.
+    cell_api: bool,
+}
+
+/// What the warm-up thread reports.
+enum Start {
+    /// A line about building the crates for cells.
+    Progress(String),
+    Done(Result<Ready, String>),
 }
 
 enum State {
-    Starting(std::sync::mpsc::Receiver<Result<Ready, String>>),
+    Starting(std::sync::mpsc::Receiver<Start>),
     Ready(Box<Ready>),
     Failed(String),
 }
@@ -91,14 +103,20 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Starts evcxr on a background thread; the first Rust cell waits for it.
-    pub fn start(interrupt: Arc<Interrupt>) -> Evaluator {
+    /// `cell_env` is what the evaluation process needs to reach the kernel's cell
+    /// calls ([`crate::cell_calls`]).
+    pub fn start(interrupt: Arc<Interrupt>, cell_env: Vec<(String, OsString)>) -> Evaluator {
         let relay = Arc::new(Relay::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let relay_for_thread = relay.clone();
         let spawned = std::thread::Builder::new()
             .name("evcxr-warm-up".into())
             .spawn(move || {
-                let _ = tx.send(warm_up(relay_for_thread));
+                let progress = tx.clone();
+                let ready = warm_up(relay_for_thread, &cell_env, &mut |line| {
+                    let _ = progress.send(Start::Progress(line));
+                });
+                let _ = tx.send(Start::Done(ready));
             });
         let state = match spawned {
             Ok(_) => State::Starting(rx),
@@ -115,9 +133,10 @@ impl Evaluator {
 
     /// True once evcxr is ready (completions and inspection do not wait for it).
     pub fn is_ready(&mut self) -> bool {
-        if let State::Starting(rx) = &self.state {
+        while let State::Starting(rx) = &self.state {
             match rx.try_recv() {
-                Ok(result) => self.settle_start(result),
+                Ok(Start::Progress(_)) => continue, // nobody is waiting to see it
+                Ok(Start::Done(result)) => self.settle_start(result),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return false,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     self.settle_start(Err("the warm-up thread stopped".into()))
@@ -160,12 +179,25 @@ impl Evaluator {
         };
     }
 
-    fn ready(&mut self) -> Result<&mut Ready, MagicError> {
-        if let State::Starting(rx) = &self.state {
-            let result = rx
-                .recv()
-                .unwrap_or_else(|_| Err("the warm-up thread stopped".into()));
-            self.settle_start(result);
+    /// Waits for evcxr, showing in `out` how the build of the cell crates goes.
+    fn ready(&mut self, out: &KernelOutput) -> Result<&mut Ready, MagicError> {
+        let mut shown: Option<ferrolab_magics::Display> = None;
+        while let State::Starting(rx) = &self.state {
+            match rx.recv() {
+                Ok(Start::Progress(line)) => {
+                    let bundle = MimeBundle::text(line);
+                    let mut out = out.clone();
+                    match &shown {
+                        Some(display) => display.update(&mut out, bundle),
+                        None => shown = Some(ferrolab_magics::Display::show(&mut out, bundle)),
+                    }
+                }
+                Ok(Start::Done(result)) => self.settle_start(result),
+                Err(_) => self.settle_start(Err("the warm-up thread stopped".into())),
+            }
+        }
+        if shown.is_some() {
+            out.clone().clear(true);
         }
         match &mut self.state {
             State::Ready(ready) => Ok(ready),
@@ -189,7 +221,10 @@ impl Evaluator {
     ) -> Result<Option<MimeBundle>, MagicError> {
         let relay = self.relay.clone();
         let interrupt = self.interrupt.clone();
-        let ready = self.ready()?;
+        let ready = self.ready(out)?;
+        if let Some(notice) = ready.notice.take() {
+            out.clone().stream(Stream::Stderr, &notice);
+        }
         *lock(&relay.target) = Some(out.clone());
         *lock(&relay.panic) = None;
         let before = variables(&ready.context);
@@ -224,8 +259,10 @@ impl Evaluator {
             Err(evcxr::Error::CompilationErrors(errors)) => Err(compile_error(&errors, code)),
             Err(evcxr::Error::SubprocessTerminated(status)) => {
                 // evcxr has started a fresh process; give it the panic reporter again.
-                if let Err(e) = ready.context.execute(prelude::INSTALL_PANIC_HOOK) {
-                    log::warn!("could not reinstall the panic reporter: {e}");
+                if ready.cell_api {
+                    if let Err(e) = ready.context.execute(prelude::START_CELL_API) {
+                        log::warn!("could not reinstall the panic reporter: {e}");
+                    }
                 }
                 Err(process_lost_error(interrupt.requested(), &status, &before))
             }
@@ -308,8 +345,26 @@ impl Evaluator {
     }
 }
 
-fn warm_up(relay: Arc<Relay>) -> Result<Ready, String> {
-    let (mut context, outputs) = CommandContext::new().map_err(|e| e.to_string())?;
+fn warm_up(
+    relay: Arc<Relay>,
+    cell_env: &[(String, OsString)],
+    progress: &mut dyn FnMut(String),
+) -> Result<Ready, String> {
+    let crates = cell_crates(progress);
+    let mut env = cell_env.to_vec();
+    if let Ok(prebuilt) = &crates {
+        // The prebuilt shared objects find each other (and the standard library's)
+        // through the evaluation process's library path.
+        let mut path = std::env::join_paths(&prebuilt.lib_dirs).unwrap_or_default();
+        if let Some(existing) = std::env::var_os("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+            path.push(":");
+            path.push(existing);
+        }
+        env.push(("LD_LIBRARY_PATH".to_string(), path));
+    }
+    let (eval_context, outputs) =
+        evcxr::EvalContext::with_runtime_env(&env).map_err(|e| e.to_string())?;
+    let mut context = CommandContext::with_eval_context(eval_context);
     spawn_relay(relay, outputs.stdout.clone(), outputs.stderr.clone())?;
     // Fast builds of small cells matter more than fast code; `:opt 2` restores
     // evcxr's default, and the user's own config (loaded next) may set it.
@@ -317,16 +372,52 @@ fn warm_up(relay: Arc<Relay>) -> Result<Ready, String> {
     if let Err(e) = context.execute(":load_config --quiet") {
         log::warn!("could not load the evcxr config: {e}");
     }
-    context
-        .execute(prelude::SOURCE)
-        .map_err(|e| format!("the ferrolab prelude did not compile: {e}"))?;
-    context
-        .execute(prelude::INSTALL_PANIC_HOOK)
-        .map_err(|e| format!("the panic reporter did not install: {e}"))?;
+    let notice = match crates {
+        Ok(prebuilt) => {
+            context.set_prebuilt(Some(prebuilt));
+            match context.execute(prelude::START_CELL_API) {
+                Ok(_) => None,
+                Err(e) => {
+                    context.set_prebuilt(None);
+                    Some(format!("the cell API did not load: {e}"))
+                }
+            }
+        }
+        Err(why) => Some(why),
+    };
+    let notice = notice.map(|why| {
+        log::warn!("Rust cells run without the cell API: {why}");
+        format!(
+            "ferrolab: Rust cells run without the cell API (table, display, generate, …) and \
+             the prebuilt crates: {why}\nRun `ferrolab kernel prepare` in a terminal to see \
+             the build, then restart the kernel.\n"
+        )
+    });
     Ok(Ready {
         context,
         stdout: outputs.stdout,
         stderr: outputs.stderr,
+        cell_api: notice.is_none(),
+        notice,
+    })
+}
+
+/// The crates cells link: ready, or built now with progress reported (once per
+/// machine and toolchain). `FERROLAB_CELL_CRATES=off` runs cells without them.
+fn cell_crates(progress: &mut dyn FnMut(String)) -> Result<evcxr::Prebuilt, String> {
+    if std::env::var("FERROLAB_CELL_CRATES").is_ok_and(|v| v == "off") {
+        return Err("FERROLAB_CELL_CRATES is off".into());
+    }
+    let crates = crate::cell_crates::CellCrates::locate(&crate::home())?;
+    if let Some(prebuilt) = crates.ready() {
+        return Ok(prebuilt);
+    }
+    let mut last = std::time::Instant::now() - Duration::from_secs(1);
+    crates.build(&mut |step| {
+        if last.elapsed() >= Duration::from_millis(500) {
+            last = std::time::Instant::now();
+            progress(step.line());
+        }
     })
 }
 

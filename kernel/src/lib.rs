@@ -6,6 +6,8 @@
 //! nothing here depends on how a magic does its work. See `docs/architecture.md` for
 //! the map and `docs/kernel.md` for what the kernel does.
 
+pub mod cell_calls;
+pub mod cell_crates;
 pub mod comms;
 pub mod evaluator;
 pub mod history;

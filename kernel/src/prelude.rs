@@ -1,10 +1,12 @@
-//! The prelude every Rust cell can use without `use` or `:dep`, and the line
-//! protocol it speaks to the kernel.
+//! The kernel's side of what every Rust cell has in scope (the `ferrolab_cell`
+//! crate, `kernel/cell/`): the line protocol its output functions speak on stdout,
+//! `input()`'s encoding, and the value display settings.
 //!
-//! The prelude runs in evcxr's evaluation process, so it can only talk to the kernel
-//! through stdout. Each call prints one line that starts with [`MARKER`] followed by
-//! a JSON object; the kernel's output relay turns those lines into `display_data`,
-//! `update_display_data` or panic reports instead of `stream` text.
+//! The cell API runs in evcxr's evaluation process. Output that needs no answer is
+//! one line on stdout that starts with [`MARKER`] followed by a JSON object; the
+//! kernel's output relay turns those lines into `display_data`,
+//! `update_display_data` or panic reports instead of `stream` text. Calls that need
+//! an answer go over a socket ([`crate::cell_calls`]).
 
 use serde_json::Value;
 
@@ -17,204 +19,9 @@ pub const INPUT_PREFIX: &str = "\u{1}ferrolab-input~";
 /// What the input callback answers when the client does not allow stdin.
 pub const NO_STDIN: &str = "\u{1}no-stdin";
 
-/// The Rust source of the prelude, compiled once when the evaluation context starts.
-pub const SOURCE: &str = r#####"
-#[allow(dead_code)]
-fn __ferrolab_json(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-#[allow(dead_code)]
-fn __ferrolab_emit(kind: &str, id: &str, mime: &str, data: &str) {
-    use std::io::Write;
-    let line = format!(
-        "\u{1}ferrolab:{{\"kind\":{},\"id\":{},\"mime\":{},\"data\":{}}}\n",
-        __ferrolab_json(kind), __ferrolab_json(id), __ferrolab_json(mime), __ferrolab_json(data)
-    );
-    let stdout = std::io::stdout();
-    let mut lock = stdout.lock();
-    let _ = lock.write_all(line.as_bytes());
-    let _ = lock.flush();
-}
-
-/// A rich output shown while the cell runs; `update` replaces it in place.
-#[allow(dead_code)]
-pub struct Display {
-    id: String,
-}
-
-#[allow(dead_code)]
-impl Display {
-    /// Replaces this display's content (sends `update_display_data`).
-    pub fn update(&self, mime: &str, data: &str) {
-        __ferrolab_emit("update", &self.id, mime, data);
-    }
-
-    /// The Jupyter `display_id` of this display.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    // Shown as nothing when a cell ends with a Display value.
-    pub fn evcxr_display(&self) {}
-}
-
-/// Shows `data` as MIME type `mime` now, while the cell runs.
-#[allow(dead_code)]
-pub fn display(mime: &str, data: &str) -> Display {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let id = format!(
-        "ferrolab-{:x}-{:x}-{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    __ferrolab_emit("display", &id, mime, data);
-    Display { id }
-}
-
-/// Shows HTML now, while the cell runs.
-#[allow(dead_code)]
-pub fn display_html(html: &str) -> Display {
-    display("text/html", html)
-}
-
-/// Shows Markdown now, while the cell runs.
-#[allow(dead_code)]
-pub fn display_markdown(markdown: &str) -> Display {
-    display("text/markdown", markdown)
-}
-
-/// Shows a cell's final value. evcxr first tries `value.evcxr_display()` and, when
-/// that does not compile, compiles again with Debug formatting; this blanket impl
-/// makes the first try succeed for every Debug type, saving a compile per cell.
-/// Inherent `evcxr_display` methods still win. `FERROLAB_DISPLAY` follows `:fmt`
-/// and `:types`.
-#[allow(non_camel_case_types, dead_code)]
-pub trait __ferrolab_show {
-    fn evcxr_display(&self);
-}
-
-impl<T: std::fmt::Debug + ?Sized> __ferrolab_show for T {
-    fn evcxr_display(&self) {
-        use std::io::Write;
-        let mode = std::env::var("FERROLAB_DISPLAY").unwrap_or_default();
-        let mut text = if mode.contains("pretty") {
-            format!("{:#?}", self)
-        } else {
-            format!("{:?}", self)
-        };
-        if mode.contains("types") {
-            text = format!(": {} = {}", std::any::type_name::<T>(), text);
-        }
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let _ = write!(out, "EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT\n", text);
-        let _ = out.flush();
-    }
-}
-
-/// Clears this cell's outputs; with `wait`, only when the next output arrives
-/// (so an animation does not flicker).
-#[allow(dead_code)]
-pub fn clear_output(wait: bool) {
-    __ferrolab_emit("clear", "", "", if wait { "wait" } else { "" });
-}
-
-#[allow(dead_code)]
-fn __ferrolab_percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '%' | ':' => out.push_str(&format!("%{:02X}", c as u32)),
-            c if (c as u32) < 0x20 => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[allow(dead_code)]
-fn __ferrolab_unpercent(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Asks the user for a line of text (an `input_request` to the client) and returns
-/// it. Panics with a clear message when the client does not allow input.
-#[allow(dead_code)]
-pub fn input(prompt: &str) -> String {
-    use std::io::Write;
-    println!("EVCXR_INPUT_REQUEST:\u{1}ferrolab-input~{}", __ferrolab_percent(prompt));
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    let answer = line.trim_end_matches(['\n', '\r']);
-    if answer == "\u{1}no-stdin" {
-        panic!("input() is not available: this client does not accept input requests (allow_stdin is false)");
-    }
-    __ferrolab_unpercent(answer)
-}
-
-#[allow(dead_code)]
-fn __ferrolab_install_panic_hook() {
-    // Replaces the default hook: the kernel shows the panic as the cell's error, so
-    // printing it to stderr as well would show it twice.
-    std::panic::set_hook(Box::new(|info| {
-        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            s.to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            String::from("Box<dyn Any>")
-        };
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-            .unwrap_or_default();
-        // Captured only when RUST_BACKTRACE asks for it.
-        let backtrace = std::backtrace::Backtrace::capture();
-        let backtrace = match backtrace.status() {
-            std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
-            _ => String::new(),
-        };
-        __ferrolab_emit("panic", &location, &backtrace, &message);
-    }));
-}
-"#####;
+/// Run once when the evaluation process starts (and again after it is replaced):
+/// brings the cell API into every cell's scope and installs its panic reporter.
+pub const START_CELL_API: &str = "use ferrolab_cell::*;\nferrolab_cell::__ferrolab_start();";
 
 /// The environment variable the prelude's value display reads.
 pub const DISPLAY_VAR: &str = "FERROLAB_DISPLAY";
@@ -269,7 +76,6 @@ pub const WARM_UP_VARIABLE: [&str; 2] = [
 ];
 
 /// The statement that (re)installs the panic reporter in a fresh evaluation process.
-pub const INSTALL_PANIC_HOOK: &str = "__ferrolab_install_panic_hook();";
 
 /// One prelude line, decoded.
 #[derive(Debug, Clone, PartialEq)]

@@ -50,6 +50,8 @@ pub struct Session {
     interrupt: Arc<Interrupt>,
     stdin: StdinClient,
     current: Option<Current>,
+    /// Answers the cell API's calls while the kernel runs (its folder goes with it).
+    _cell_calls: Option<crate::cell_calls::CellCalls>,
 }
 
 /// The execute request being run.
@@ -73,10 +75,20 @@ impl Session {
         interrupt: Arc<Interrupt>,
         stdin: StdinClient,
     ) -> Session {
+        let registry = Arc::new(registry);
+        let cell_calls = match crate::cell_calls::CellCalls::start(registry.clone()) {
+            Ok(calls) => Some(calls),
+            Err(e) => {
+                log::warn!("Rust cells cannot call the kernel (tables, models, tracking): {e}");
+                None
+            }
+        };
+        let cell_env = cell_calls.as_ref().map(|c| c.env()).unwrap_or_default();
         Session {
-            evaluator: Evaluator::start(interrupt.clone()),
+            evaluator: Evaluator::start(interrupt.clone(), cell_env),
+            _cell_calls: cell_calls,
             iopub,
-            registry: Arc::new(registry),
+            registry,
             history,
             execution_count: 0,
             interrupt,

@@ -25,6 +25,9 @@ os.environ["JUPYTER_PATH"] = str(_PREFIX / "share" / "jupyter")
 _REAL_HOME = Path(os.environ.get("FERROLAB_HOME") or Path.home() / ".cache" / "ferrolab")
 (_PREFIX / "home").mkdir(parents=True, exist_ok=True)
 (_PREFIX / "home" / "models").symlink_to(_REAL_HOME / "models", target_is_directory=True)
+# So are the crates Rust cells use, built once per machine (`ferrolab kernel prepare`).
+(_REAL_HOME / "cells").mkdir(parents=True, exist_ok=True)
+(_PREFIX / "home" / "cells").symlink_to(_REAL_HOME / "cells", target_is_directory=True)
 os.environ["FERROLAB_HOME"] = str(_PREFIX / "home")
 # Kernels report runs to a local store in their working directory unless told
 # otherwise; tests that need a tracking server start one and say so themselves.
@@ -38,8 +41,8 @@ REFERENCE_PYTHON = os.environ.get("FERROLAB_REFERENCE_PYTHON")
 # A kernel that errors should show why in the test log.
 os.environ.setdefault("FERROLAB_LOG", "warn")
 
-# The first Rust cell of a kernel waits for evcxr to warm up (it compiles the
-# prelude); later cells are fast.
+# The first Rust cell of a kernel waits for evcxr to warm up (and, on a machine
+# where the crates for cells were never built, for that build); later cells are fast.
 WARM_UP_TIMEOUT = 600
 
 

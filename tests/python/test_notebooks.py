@@ -48,6 +48,8 @@ EXPECTED = {
         "describe": ["shape: (9, 10)", "null_count", "25%"],
         "profile": ["profile of `requests`: 20000 rows", "`feedback` has", "<svg"],
         "per-model": ["shape: (4, 5)", "smollm2-135m"],
+        "rust-share": ["shape: (4, 3)", "share", "<table"],
+        "sql-share": ["shape: (1, 2)", "1.0"],
         "daily": ["shape: (56, 3)"],
         "teams": ["shape: (4, 3)", "research"],
         "top-users": ["shape: (5, 3)", "rank"],

@@ -51,6 +51,10 @@ pub enum KernelCommand {
     Install(Where),
     /// Remove the `ferrolab` kernelspec.
     Uninstall(Where),
+    /// Build the crates Rust cells use (the cell API, polars, serde, …) once for
+    /// this toolchain, into $FERROLAB_HOME/cells; kernels otherwise build them
+    /// before their first Rust cell.
+    Prepare,
 }
 
 #[derive(Args)]
@@ -122,6 +126,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 println!("Installed kernelspec ferrolab in {}", dir.display());
                 Ok(())
             }
+            KernelCommand::Prepare => prepare_cell_crates(),
             KernelCommand::Uninstall(place) => {
                 match install::uninstall(&place.location())? {
                     Some(dir) => println!("Removed kernelspec ferrolab from {}", dir.display()),
@@ -179,4 +184,36 @@ fn run_kernel(connection_file: &PathBuf) -> anyhow::Result<()> {
     runtime.block_on(server::run(config))?;
     // Background threads (evcxr's warm-up, the relay) must not keep the process alive.
     std::process::exit(0)
+}
+
+/// `ferrolab kernel prepare`: the crates for Rust cells, with progress on stderr.
+fn prepare_cell_crates() -> anyhow::Result<()> {
+    use ferrolab_kernel::cell_crates::CellCrates;
+    use std::io::Write;
+    let crates = CellCrates::locate(&ferrolab_kernel::home()).map_err(anyhow::Error::msg)?;
+    if crates.ready().is_some() {
+        println!(
+            "The crates for Rust cells are ready in {}",
+            crates.dir().display()
+        );
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    crates
+        .build(&mut |progress| {
+            // A line every few seconds is enough for a terminal or a build log.
+            if last.elapsed() >= std::time::Duration::from_secs(5) {
+                last = std::time::Instant::now();
+                eprintln!("{}", progress.line());
+                let _ = std::io::stderr().flush();
+            }
+        })
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "Built the crates for Rust cells in {:.0} s, in {}",
+        started.elapsed().as_secs_f64(),
+        crates.dir().display()
+    );
+    Ok(())
 }

@@ -35,8 +35,15 @@ pub(crate) fn get_library_names(config: &Config) -> Result<Vec<String>> {
 }
 
 pub(crate) fn validate_dep(dep: &str, dep_config: &str, config: &Config) -> Result<()> {
+    // ferrolab: with prebuilt crates the crate folder's manifest and lock file are
+    // rust-analyzer's view of them; the dummy crate goes in a folder of its own.
+    let dir = match config.prebuilt {
+        Some(_) => config.crate_dir().join("validate"),
+        None => config.crate_dir().to_path_buf(),
+    };
+    std::fs::create_dir_all(&dir)?;
     std::fs::write(
-        config.crate_dir().join("Cargo.toml"),
+        dir.join("Cargo.toml"),
         format!(
             r#"
     [package]
@@ -53,7 +60,11 @@ pub(crate) fn validate_dep(dep: &str, dep_config: &str, config: &Config) -> Resu
         ),
     )?;
     let mut cmd = config.cargo_command("metadata");
-    let output = cmd.arg("--format-version=1").output()?;
+    let output = cmd
+        .arg("--format-version=1")
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .output()?;
     if output.status.success() {
         static NO_LIB_PATTERN: Lazy<Regex> = Lazy::new(|| {
             Regex::new("ignoring invalid dependency `(.*)` which is missing a lib target").unwrap()

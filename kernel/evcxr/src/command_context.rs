@@ -217,6 +217,11 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_opt_level(level)
     }
 
+    /// ferrolab: lets cells use crates built ahead of time (see [`crate::Prebuilt`]).
+    pub fn set_prebuilt(&mut self, prebuilt: Option<crate::Prebuilt>) {
+        self.eval_context.set_prebuilt(prebuilt);
+    }
+
     pub fn last_source(&self) -> std::io::Result<String> {
         self.eval_context.last_source()
     }

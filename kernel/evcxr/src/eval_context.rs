@@ -102,6 +102,8 @@ pub(crate) struct Config {
     pub(crate) allow_static_linking: bool,
     pub(crate) build_envs: HashMap<String, String>,
     subprocess_path: PathBuf,
+    /// ferrolab: crates built ahead of time that cells use without building them.
+    pub(crate) prebuilt: Option<crate::prebuilt::Prebuilt>,
 }
 
 fn create_initial_config(tmpdir: PathBuf, subprocess_path: PathBuf) -> Result<Config> {
@@ -148,6 +150,7 @@ impl Config {
             subprocess_path,
             codegen_backend: None,
             build_envs: Default::default(),
+            prebuilt: None,
         })
     }
 
@@ -200,8 +203,11 @@ impl Config {
             rustflags.push(format!("-Zcodegen-backend={backend}"));
         }
 
+        command.arg(command_name);
+        if self.prebuilt.is_some() && command_name != "metadata" {
+            command.arg("--manifest-path").arg(self.build_manifest_path());
+        }
         command
-            .arg(command_name)
             .current_dir(self.crate_dir())
             .env("CARGO_TARGET_DIR", "target")
             // Ignore global build.build-dir, since we rely on stuff being under "target".
@@ -225,7 +231,14 @@ impl Config {
                 .arg("--message-format=json");
         }
 
-        if self.allow_static_linking && self.cache_bytes == 0 {
+        if let Some(prebuilt) = &self.prebuilt {
+            self.add_library_path(&mut command, &prebuilt.lib_dirs);
+            // The prebuilt crates are shared objects, so everything a cell links is.
+            command.env("RUSTC_WRAPPER", &self.subprocess_path);
+            command.env(runtime::WRAP_RUSTC_ENV, "1");
+            command.env(runtime::FORCE_DYLIB_ENV, "1");
+            command.env(crate::prebuilt::PREBUILT_ENV, prebuilt.to_env());
+        } else if self.allow_static_linking && self.cache_bytes == 0 {
             if let Some(sccache) = &self.sccache {
                 command.env("RUSTC_WRAPPER", sccache);
             }
@@ -240,8 +253,46 @@ impl Config {
         command
     }
 
+    /// ferrolab: proc-macros built to link the standard library dynamically need
+    /// its shared object when rustc loads them; the real rustc, called without
+    /// rustup's proxy, has no library path for it.
+    /// The prebuilt crates' folders go there too: their proc-macros link their
+    /// own dependencies dynamically.
+    pub(crate) fn add_library_path(&self, command: &mut Command, extra: &[PathBuf]) {
+        let Some(dir) = self
+            .core_extern
+            .to_str()
+            .and_then(|e| e.strip_prefix("core="))
+            .and_then(|path| Path::new(path).parent())
+        else {
+            return;
+        };
+        let mut value = OsString::from(dir);
+        for dir in extra {
+            value.push(":");
+            value.push(dir);
+        }
+        if let Some(existing) = std::env::var_os("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+            value.push(":");
+            value.push(existing);
+        }
+        command.env("LD_LIBRARY_PATH", value);
+    }
+
     pub(crate) fn crate_dir(&self) -> &Path {
         &self.tmpdir
+    }
+
+    /// The manifest cargo builds from: the crate folder's, or with prebuilt crates
+    /// the one in its `build` folder.
+    pub(crate) fn build_manifest_path(&self) -> PathBuf {
+        match self.prebuilt {
+            Some(_) => self
+                .tmpdir
+                .join(crate::prebuilt::BUILD_DIR)
+                .join("Cargo.toml"),
+            None => self.tmpdir.join("Cargo.toml"),
+        }
     }
 
     pub(crate) fn src_dir(&self) -> PathBuf {
@@ -368,6 +419,16 @@ impl EvalContext {
 
         let current_exe = std::env::current_exe()?;
         Self::with_subprocess_command(std::process::Command::new(current_exe))
+    }
+
+    /// ferrolab: [`EvalContext::new`], with `envs` set for the evaluation process.
+    pub fn with_runtime_env(
+        envs: &[(String, OsString)],
+    ) -> Result<(EvalContext, EvalContextOutputs), Error> {
+        fix_path();
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.envs(envs.iter().map(|(k, v)| (k, v)));
+        Self::with_subprocess_command(command)
     }
 
     fn apply_platform_specific_vars(config: &Config, command: &mut std::process::Command) {
@@ -626,6 +687,12 @@ impl EvalContext {
         self.committed_state.set_opt_level(level)
     }
 
+    /// ferrolab: lets cells use crates built ahead of time (see [`crate::Prebuilt`]).
+    pub fn set_prebuilt(&mut self, prebuilt: Option<crate::prebuilt::Prebuilt>) {
+        self.initial_config.prebuilt.clone_from(&prebuilt);
+        self.committed_state.config.prebuilt = prebuilt;
+    }
+
     pub fn set_time_passes(&mut self, value: bool) {
         self.committed_state.set_time_passes(value);
     }
@@ -707,7 +774,14 @@ impl EvalContext {
     ) -> Result<EvalOutputs, Error> {
         self.write_cargo_toml(state)?;
         let analysis_code = state.analysis_code(user_code.clone());
-        if let Err(errors) = self.fix_variable_types(state, analysis_code) {
+        // ferrolab: rust-analyzer is asked only for the types of new variables; a cell
+        // that defines none compiles without it, so the first cells after a start do
+        // not wait for it to load the standard library and the prebuilt crates.
+        let defines_variables = state
+            .variable_states
+            .values()
+            .any(|v| matches!(v.move_state, VariableMoveState::New));
+        if defines_variables && let Err(errors) = self.fix_variable_types(state, analysis_code) {
             let mut check_res = self.check(user_code.clone(), state.clone(), code_info)?;
             if !check_res.is_empty() {
                 // Do one round of trying to fix errors, otherwise code like the following can end

@@ -22,6 +22,7 @@ mod eval_context;
 mod evcxr_internal_runtime;
 mod item;
 mod module;
+mod prebuilt;
 mod runtime;
 mod rust_analyzer;
 mod statement_splitter;
@@ -36,6 +37,7 @@ pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
+pub use crate::prebuilt::Prebuilt;
 pub use crate::runtime::runtime_hook;
 pub use rust_analyzer::Completions;
 

@@ -137,10 +137,29 @@ impl Module {
 
     // Writes Cargo.toml. Should be called before compile.
     pub(crate) fn write_cargo_toml(&self, state: &ContextState) -> Result<(), Error> {
+        let manifest = self.get_cargo_toml_contents(state);
+        let Some(prebuilt) = &state.config.prebuilt else {
+            return write_file(state.config.crate_dir(), "Cargo.toml", &manifest);
+        };
+        // ferrolab: cargo builds only what `:dep` added (the build manifest, one
+        // folder down); rust-analyzer reads the crate folder's manifest, which also
+        // names the prebuilt crates, with their lock file.
+        let crate_dir = state.config.crate_dir();
         write_file(
-            state.config.crate_dir(),
+            &crate_dir.join(crate::prebuilt::BUILD_DIR),
             "Cargo.toml",
-            &self.get_cargo_toml_contents(state),
+            &crate::prebuilt::build_manifest(&manifest),
+        )?;
+        if let Some(lock) = &prebuilt.lock_file
+            && !crate_dir.join("Cargo.lock").exists()
+        {
+            create_dir(crate_dir)?;
+            fs::copy(lock, crate_dir.join("Cargo.lock"))?;
+        }
+        write_file(
+            crate_dir,
+            "Cargo.toml",
+            &crate::prebuilt::analysis_manifest(&manifest, prebuilt),
         )
     }
 
@@ -198,6 +217,36 @@ impl Module {
             Err(error) => return Err(error.into()),
         }
 
+        // ferrolab: with prebuilt crates, once cargo has built the cell crate for this
+        // manifest and these settings, later cells call rustc directly (cargo's own
+        // work per build is tens of milliseconds, and more with many dependencies).
+        let direct = config.prebuilt.as_ref().and_then(|_| {
+            let key = crate::prebuilt::record_key(&command, &config.build_manifest_path());
+            crate::prebuilt::recorded_command(config.crate_dir(), &key)
+        });
+        if let Some((rustc, so_file)) = direct {
+            let output = crate::prebuilt::run(rustc)?;
+            if !output.status.success() {
+                let (errors, _) = errors_from_cargo_output(&output, code_block);
+                if errors.is_empty() {
+                    bail!(Error::Message(format!(
+                        "Compilation failed, but no parsable errors were found. STDERR:\n{}",
+                        String::from_utf8_lossy(&output.stderr)
+                    )));
+                }
+                bail!(Error::CompilationErrors(errors));
+            }
+            return self.finish_compile(config, so_file, next_build_num);
+        }
+        if config.prebuilt.is_some() {
+            let key = crate::prebuilt::record_key(&command, &config.build_manifest_path());
+            command.env(crate::prebuilt::RECORD_KEY_ENV, key);
+            command.env(
+                crate::prebuilt::RECORD_ENV,
+                crate::prebuilt::record_path(config.crate_dir()),
+            );
+        }
+
         let cargo_output = run_cargo(command, code_block)?;
         if config.time_passes {
             let output = String::from_utf8_lossy(&cargo_output.stderr);
@@ -212,6 +261,15 @@ impl Module {
             Err(error) => return Err(error.into()),
         };
 
+        self.finish_compile(config, so_file, next_build_num)
+    }
+
+    fn finish_compile(
+        &mut self,
+        config: &Config,
+        so_file: PathBuf,
+        next_build_num: i32,
+    ) -> Result<SoFile, Error> {
         let copied_so_file = so_file.with_file_name(shared_object_name_from_crate_name(&format!(
             "code_{next_build_num}"
         )));
@@ -312,6 +370,9 @@ pub(crate) fn wrap_rustc() {
 
 pub(crate) fn wrap_rustc_helper() -> Result<i32> {
     let mut command = rustc_command()?;
+    if is_ctx(&command) {
+        crate::prebuilt::record(&command)?;
+    }
 
     let cache_result = cache::access_cache(&command)?;
     if matches!(cache_result, CacheResult::Hit) {
@@ -417,6 +478,23 @@ fn rustc_command() -> Result<Command> {
     let num_crate_types = std::env::args_os()
         .filter(|arg| arg == "--crate-type")
         .count();
+    // ferrolab: a library that is also a cdylib (for C or wasm callers) would leave a
+    // cdylib, without Rust metadata, where dependents look for the Rust dylib.
+    let crate_types: Vec<OsString> = {
+        let mut all = std::env::args_os();
+        let mut types = Vec::new();
+        while let Some(arg) = all.next() {
+            if arg == "--crate-type"
+                && let Some(kind) = all.next()
+            {
+                types.push(kind);
+            }
+        }
+        types
+    };
+    let cdylib_as_dylib = crate_types.len() == 2
+        && crate_types.iter().any(|t| t == "cdylib")
+        && crate_types.iter().any(|t| t == "lib" || t == "rlib");
     let core_extern = std::env::var(CORE_EXTERN_ENV)
         .with_context(|| format!("Internal env var {CORE_EXTERN_ENV}` not set"))?;
 
@@ -466,6 +544,15 @@ fn rustc_command() -> Result<Command> {
                 command.arg("--crate-type");
                 command.arg("dylib");
             }
+        } else if arg == "--crate-type"
+            && cdylib_as_dylib
+            && let Some(crate_type) = args.next()
+        {
+            command.arg(if crate_type == "cdylib" {
+                "dylib".to_owned()
+            } else {
+                crate_type
+            });
         }
         // Make paths to our dependencies to use dylibs rather than rlibs.
         if arg == "--extern" {
@@ -474,11 +561,39 @@ fn rustc_command() -> Result<Command> {
             command.arg(so_arg);
         }
     }
-    command.arg("--extern").arg(core_extern);
+    command.arg("--extern").arg(&core_extern);
+    // ferrolab: newer compilers keep a dylib's metadata in the `.rmeta` beside it (the
+    // dylib holds only a stub), and then refuse the dylib alone for `core`.
+    if let Some(path) = core_extern.strip_prefix("core=") {
+        let rmeta = Path::new(path).with_extension("rmeta");
+        if rmeta.exists() {
+            command
+                .arg("--extern")
+                .arg(format!("core={}", rmeta.display()));
+        }
+    }
+    if is_ctx(&command) {
+        crate::prebuilt::add_to_ctx_command(&mut command)?;
+    }
     if !got_prefer_dynamic {
         command.arg("-C").arg("prefer-dynamic");
     }
     Ok(command)
+}
+
+fn is_ctx(command: &Command) -> bool {
+    let mut args = command.get_args();
+    while let Some(arg) = args.next() {
+        if arg == "--crate-name" {
+            return args.next().is_some_and(|name| name == CRATE_NAME);
+        }
+    }
+    false
+}
+
+/// The file name of the cell crate's shared object.
+pub(crate) fn ctx_shared_object_name() -> String {
+    shared_object_name_from_crate_name(CRATE_NAME)
 }
 
 fn should_force_dylibs() -> bool {

@@ -30,7 +30,8 @@ pub use output::{
 };
 pub use parse::{parse, split_args, Invocation, MagicKind, ParseError};
 pub use registry::{
-    help_bundle, panic_message, Host, Magic, MagicContext, MagicError, NoHost, Registry,
+    help_bundle, panic_message, CallContext, CellCall, Host, Magic, MagicContext, MagicError,
+    NoHost, Registry,
 };
 
 /// Locks `mutex`, taking its data even if a thread panicked while holding it. A

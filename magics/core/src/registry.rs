@@ -107,10 +107,30 @@ pub trait Magic: Send + Sync {
     ) -> Result<Option<MimeBundle>, MagicError>;
 }
 
-/// The set of magics a kernel knows, by name.
+/// What a cell call can reach besides its arguments.
+pub struct CallContext<'a> {
+    /// The folder where tables travel between the kernel and the evaluation process
+    /// as Arrow IPC files (private to this kernel; emptied when it stops).
+    pub dir: &'a std::path::Path,
+}
+
+/// One call a Rust cell makes through the cell API (`ferrolab_cell::table`,
+/// `generate`, `log_metric`, …): JSON arguments in, a JSON answer out. A family
+/// registers the calls it answers next to its magics, so the kernel routes them
+/// without knowing what they do.
+pub trait CellCall: Send + Sync {
+    fn call(
+        &self,
+        args: &serde_json::Value,
+        cx: &CallContext<'_>,
+    ) -> Result<serde_json::Value, MagicError>;
+}
+
+/// The set of magics a kernel knows, by name, and the cell calls it answers.
 #[derive(Clone, Default)]
 pub struct Registry {
     magics: BTreeMap<String, Arc<dyn Magic>>,
+    calls: BTreeMap<String, Arc<dyn CellCall>>,
 }
 
 impl Registry {
@@ -125,6 +145,36 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Magic>> {
         self.magics.get(name)
+    }
+
+    /// Adds the cell call `name`; a later registration of the same name replaces it.
+    pub fn register_call(&mut self, name: &str, call: Arc<dyn CellCall>) {
+        self.calls.insert(name.to_string(), call);
+    }
+
+    /// Names of the cell calls this kernel answers, in order.
+    pub fn call_names(&self) -> impl Iterator<Item = &str> {
+        self.calls.keys().map(String::as_str)
+    }
+
+    /// Answers one cell call, or says which calls there are.
+    pub fn call(
+        &self,
+        name: &str,
+        args: &serde_json::Value,
+        cx: &CallContext<'_>,
+    ) -> Result<serde_json::Value, MagicError> {
+        match self.calls.get(name) {
+            Some(call) => call.call(args, cx),
+            None => Err(MagicError::new(
+                "UnknownCall",
+                format!(
+                    "this kernel does not answer `{name}` (it answers: {}); the cell API and \
+                     the kernel come from different ferrolab versions — restart the kernel",
+                    self.calls.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
     }
 
     /// All magics, in name order.

@@ -8,6 +8,7 @@
 //! kernel share one [`Catalog`].
 
 pub mod cache;
+pub mod cells;
 pub mod chart;
 pub mod describe;
 pub mod profile;
@@ -252,6 +253,7 @@ pub fn register(registry: &mut Registry) -> Arc<Catalog> {
     registry.register(Arc::new(describe::Describe(catalog.clone())));
     registry.register(Arc::new(profile::Profile(catalog.clone())));
     registry.register(Arc::new(chart::Plot(catalog.clone())));
+    cells::register(registry, catalog.clone());
     catalog
 }
 

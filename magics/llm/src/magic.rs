@@ -27,8 +27,114 @@ pub trait TableRows: Send + Sync {
 /// through `tracking`), `%generate` and `%gpu`.
 pub fn register(registry: &mut Registry, tables: Arc<dyn TableRows>, tracking: Arc<Tracking>) {
     registry.register(Arc::new(Finetune { tables, tracking }));
-    registry.register(Arc::new(Generate::default()));
+    let generate = Arc::new(Generate::default());
+    registry.register(generate.clone());
     registry.register(Arc::new(Gpu));
+    // Rust cells reach the same loaded models as `%generate`.
+    registry.register_call("generate", Arc::new(CellModel::Generate(generate.clone())));
+    registry.register_call("chat", Arc::new(CellModel::Chat(generate.clone())));
+    registry.register_call("embed", Arc::new(CellModel::Embed(generate)));
+}
+
+/// The model calls of the cell API (`ferrolab_cell::generate`, `chat`, `embed`).
+enum CellModel {
+    Generate(Arc<Generate>),
+    Chat(Arc<Generate>),
+    Embed(Arc<Generate>),
+}
+
+/// Sampling as `%generate`'s flags or a cell's options give it; unset values take
+/// [`Sampling::default`]'s.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SamplingOptions {
+    max_tokens: Option<usize>,
+    temperature: Option<f64>,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Vec<String>,
+    adapter: Option<String>,
+}
+
+impl SamplingOptions {
+    fn sampling(&mut self) -> Sampling {
+        let defaults = Sampling::default();
+        Sampling {
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            seed: self.seed.unwrap_or(defaults.seed),
+            stop: std::mem::take(&mut self.stop),
+        }
+    }
+}
+
+fn cell_arg<T: serde::de::DeserializeOwned>(
+    args: &Value,
+    name: &str,
+    call: &str,
+) -> Result<T, MagicError> {
+    serde_json::from_value(args.get(name).cloned().unwrap_or(Value::Null))
+        .map_err(|e| MagicError::usage(format!("`{call}`: argument `{name}`: {e}")))
+}
+
+impl ferrolab_magics::CellCall for CellModel {
+    fn call(
+        &self,
+        args: &Value,
+        _cx: &ferrolab_magics::CallContext<'_>,
+    ) -> Result<Value, MagicError> {
+        let model_error = |e: anyhow::Error| MagicError::new("ModelError", format!("{e:#}"));
+        let (name, generate) = match self {
+            CellModel::Generate(g) => ("generate", g),
+            CellModel::Chat(g) => ("chat", g),
+            CellModel::Embed(g) => ("embed", g),
+        };
+        let model: String = cell_arg(args, "model", name)?;
+        if let CellModel::Embed(_) = self {
+            let text: String = cell_arg(args, "text", name)?;
+            let engine = generate.engine(&model, None)?;
+            let embedding = engine.embed(&text).map_err(model_error)?;
+            return Ok(serde_json::json!({ "embedding": embedding }));
+        }
+        let mut options: SamplingOptions = match args.get("options") {
+            None | Some(Value::Null) => SamplingOptions::default(),
+            Some(_) => cell_arg(args, "options", name)?,
+        };
+        let engine = generate.engine(&model, options.adapter.as_deref())?;
+        let prompt = match self {
+            CellModel::Chat(_) => {
+                let messages: Vec<Message> = cell_arg::<Vec<CellMessage>>(args, "messages", name)?
+                    .into_iter()
+                    .map(|m| Message::new(&m.role, &m.content))
+                    .collect();
+                if messages.is_empty() {
+                    return Err(MagicError::usage("`chat` needs at least one message"));
+                }
+                engine.chat_prompt(&messages).map_err(model_error)?
+            }
+            _ => cell_arg(args, "prompt", name)?,
+        };
+        let sampling = options.sampling();
+        let generation = engine
+            .generate(&prompt, &sampling, |_| {})
+            .map_err(model_error)?;
+        Ok(serde_json::json!({
+            "text": generation.text,
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens.len(),
+            "finish_reason": generation.finish_reason,
+        }))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CellMessage {
+    role: String,
+    content: String,
 }
 
 /// `%gpu`: CUDA devices, their memory and utilisation, or why there are none.
@@ -137,15 +243,16 @@ impl Magic for Generate {
         cx: &mut MagicContext<'_>,
     ) -> Result<Option<MimeBundle>, MagicError> {
         let line: GenerateLine = ferrolab_magics::parse_args(&invocation.args, GENERATE_USAGE)?;
-        let defaults = Sampling::default();
-        let sampling = Sampling {
-            max_tokens: line.max_tokens.unwrap_or(defaults.max_tokens),
-            temperature: line.temperature.unwrap_or(defaults.temperature),
-            top_k: line.top_k.unwrap_or(defaults.top_k),
-            top_p: line.top_p.unwrap_or(defaults.top_p),
-            seed: line.seed.unwrap_or(defaults.seed),
+        let sampling = SamplingOptions {
+            max_tokens: line.max_tokens,
+            temperature: line.temperature,
+            top_k: line.top_k,
+            top_p: line.top_p,
+            seed: line.seed,
             stop: line.stop,
-        };
+            adapter: None,
+        }
+        .sampling();
         let (model, adapter, chat, words) = (line.model, line.adapter, line.chat, line.prompt);
         let prompt = match invocation.kind {
             MagicKind::Cell => invocation.body.trim_end_matches('\n').to_string(),

@@ -172,6 +172,63 @@ pub fn register(registry: &mut Registry, tracking: Arc<Tracking>) {
     for m in magics {
         registry.register(Arc::new(m));
     }
+    registry.register_call("log_param", Arc::new(CellLog::Param(session.clone())));
+    registry.register_call("log_metric", Arc::new(CellLog::Metric(session)));
+}
+
+/// `ferrolab_cell::log_param` and `log_metric`: into the run `%track start` opened.
+enum CellLog {
+    Param(Arc<Session>),
+    Metric(Arc<Session>),
+}
+
+impl ferrolab_magics::CellCall for CellLog {
+    fn call(
+        &self,
+        args: &Value,
+        _cx: &ferrolab_magics::CallContext<'_>,
+    ) -> Result<Value, MagicError> {
+        let (call, session) = match self {
+            CellLog::Param(s) => ("log_param", s),
+            CellLog::Metric(s) => ("log_metric", s),
+        };
+        let key = args
+            .get("key")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| MagicError::usage(format!("`{call}` needs a non-empty text `key`")))?;
+        let (run_id, name, api) = session.active()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let (metrics, params) = match self {
+            CellLog::Param(_) => {
+                let value = args.get("value").and_then(Value::as_str).ok_or_else(|| {
+                    MagicError::usage("`log_param` needs a text `value`".to_string())
+                })?;
+                (vec![], vec![json!({"key": key, "value": value})])
+            }
+            CellLog::Metric(_) => {
+                let value = args
+                    .get("value")
+                    .and_then(Value::as_f64)
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        MagicError::usage(format!("metric `{key}` needs a finite number `value`"))
+                    })?;
+                let step = args.get("step").and_then(Value::as_i64).unwrap_or(0);
+                (
+                    vec![json!({"key": key, "value": value, "timestamp": now, "step": step})],
+                    vec![],
+                )
+            }
+        };
+        api.call(
+            "POST",
+            "runs/log-batch",
+            json!({"run_id": run_id, "metrics": metrics, "params": params}),
+        )
+        .map_err(failed)?;
+        Ok(json!({ "run_id": run_id, "run_name": name }))
+    }
 }
 
 fn parse<T: Parser>(invocation: &Invocation, usage: &str) -> Result<T, MagicError> {

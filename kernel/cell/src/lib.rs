@@ -1,0 +1,55 @@
+//! The API of Rust cells in a ferrolab notebook.
+//!
+//! Every Rust cell starts with `use ferrolab_cell::*;` in scope, so a cell reads
+//! the tables the data magics made, writes tables back for `%%sql`, `%plot` and
+//! `%describe`, calls a model the kernel has loaded, logs to the current run, and
+//! shows rich output while it runs:
+//!
+//! ```no_run
+//! use ferrolab_cell::*;
+//! use polars::prelude::*;
+//!
+//! # fn main() -> Result<(), CellError> {
+//! // `%%sql --out per_model` made this table; the kernel hands it over memory-mapped.
+//! let per_model = table("per_model")?;
+//! let best = per_model.sort(["score"], SortMultipleOptions::default().with_order_descending(true))?;
+//! save_table("best", &best)?; // `%%sql SELECT * FROM best` now sees it
+//!
+//! let answer = generate("smollm2", "The capital of France is", &Generate::default().max_tokens(8))?;
+//! log_metric("answer_chars", answer.len() as f64)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The crate is built once per toolchain into `$FERROLAB_HOME` together with the
+//! crates cells use most (polars, serde, serde_json, chrono, rand, itertools,
+//! ureq) and shared by every kernel; see the kernel's documentation
+//! (`docs/kernel.md`, "Crates ready for cells").
+//!
+//! # How it reaches the kernel
+//!
+//! A cell runs in evcxr's evaluation process, a child of the kernel. Output that
+//! needs no answer (displays, panics) goes to the kernel as one line on stdout that
+//! starts with a control character; calls that need an answer (tables, models,
+//! tracking) are one JSON line each way over the Unix socket named by
+//! `FERROLAB_CELL_SOCKET`. Tables travel as uncompressed Arrow IPC files in the
+//! folder named by `FERROLAB_CELL_DIR`, which the reader memory-maps.
+
+#![warn(missing_docs)]
+
+mod channel;
+mod model;
+mod output;
+mod tables;
+mod track;
+mod value;
+
+pub use channel::CellError;
+pub use model::{chat, embed, generate, Generate, Message};
+#[doc(hidden)]
+pub use output::{__ferrolab_emit, __ferrolab_start};
+pub use output::{clear_output, display, display_html, display_markdown, input, Display};
+pub use tables::{save_table, table};
+pub use track::{log_metric, log_metric_at, log_param};
+#[doc(hidden)]
+pub use value::ShowValue;

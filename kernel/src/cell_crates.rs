@@ -1,0 +1,505 @@
+//! The crates Rust cells use without building them: `ferrolab-cell` (the cell API)
+//! with polars, serde, serde_json, chrono, rand, itertools and ureq, built once per
+//! toolchain into `$FERROLAB_HOME/cells/<key>/` as the shared objects evcxr links,
+//! and shared by every kernel on the machine.
+//!
+//! `make up` (`ferrolab kernel prepare`) builds them; a kernel that finds them
+//! missing, or built from another version of the cell crate, builds them before its
+//! first Rust cell, showing its progress there. The folder's key is the compiler's
+//! (`rustc -vV`), so a new toolchain gets a fresh folder, while a changed cell API or
+//! crate list rebuilds only what changed.
+
+use ring::digest;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The cell API crate's manifest and sources, as built into this binary.
+const SOURCES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../cell/Cargo.toml")),
+    ("src/lib.rs", include_str!("../cell/src/lib.rs")),
+    ("src/channel.rs", include_str!("../cell/src/channel.rs")),
+    ("src/model.rs", include_str!("../cell/src/model.rs")),
+    ("src/output.rs", include_str!("../cell/src/output.rs")),
+    ("src/tables.rs", include_str!("../cell/src/tables.rs")),
+    ("src/track.rs", include_str!("../cell/src/track.rs")),
+    ("src/value.rs", include_str!("../cell/src/value.rs")),
+];
+
+/// The versions ferrolab itself is built and tested with; cargo keeps what the
+/// cell crates need of it, so cells get the polars the data magics use.
+const LOCK: &str = include_str!("../../Cargo.lock");
+
+/// Which crates cells find in scope without `:dep` (in `docs/kernel.md`).
+pub const CRATES: &[&str] = &[
+    "ferrolab_cell",
+    "polars",
+    "serde",
+    "serde_json",
+    "chrono",
+    "rand",
+    "itertools",
+    "ureq",
+];
+
+const READY_FILE: &str = "prebuilt.json";
+
+/// One step of a build, for a progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Crates built (or found built) so far.
+    pub done: usize,
+    /// About how many there are (packages in the dependency graph).
+    pub total: usize,
+    /// The crate just finished.
+    pub current: String,
+}
+
+impl Progress {
+    /// One line: `37 of about 310 crates built (polars-core)`.
+    pub fn line(&self) -> String {
+        format!(
+            "building the crates Rust cells use (once per machine): {} of about {} ({})",
+            self.done, self.total, self.current
+        )
+    }
+}
+
+/// The prepared crates' folder for the compiler on the PATH.
+pub struct CellCrates {
+    dir: PathBuf,
+}
+
+impl CellCrates {
+    /// The folder for this toolchain under `home` (`$FERROLAB_HOME`).
+    pub fn locate(home: &Path) -> Result<CellCrates, String> {
+        let version = std::process::Command::new("rustc")
+            .arg("-vV")
+            .output()
+            .map_err(|e| format!("could not run `rustc -vV` ({e}); is Rust installed?"))?;
+        if !version.status.success() {
+            return Err(format!(
+                "`rustc -vV` failed: {}",
+                String::from_utf8_lossy(&version.stderr).trim()
+            ));
+        }
+        let mut context = digest::Context::new(&digest::SHA256);
+        context.update(&version.stdout);
+        let key: String = context
+            .finish()
+            .as_ref()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(CellCrates {
+            dir: home.join("cells").join(key),
+        })
+    }
+
+    /// Where this toolchain's crates live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn crate_dir(&self) -> PathBuf {
+        self.dir.join("ferrolab-cell")
+    }
+
+    /// The prepared crates, when a build finished for this toolchain and this
+    /// version of the cell API.
+    pub fn ready(&self) -> Option<evcxr::Prebuilt> {
+        let bytes = std::fs::read(self.dir.join(READY_FILE)).ok()?;
+        let value: Value = serde_json::from_slice(&bytes).ok()?;
+        if value["sources"].as_str() != Some(&sources_digest()) {
+            return None; // built from another version of the cell API
+        }
+        let prebuilt = from_json(&value)?;
+        prebuilt
+            .externs
+            .iter()
+            .all(|(_, path)| path.exists())
+            .then_some(prebuilt)
+    }
+
+    /// Builds the crates (cargo does only what changed), reporting progress, and
+    /// records what cells need to link them.
+    pub fn build(&self, progress: &mut dyn FnMut(&Progress)) -> Result<evcxr::Prebuilt, String> {
+        let crate_dir = self.crate_dir();
+        for (path, text) in SOURCES {
+            let text = if *path == "Cargo.toml" {
+                // One shared object that holds every crate below it (which are rlibs),
+                // so that a cell links one library, not hundreds; and its own
+                // workspace, wherever $FERROLAB_HOME is.
+                format!("{text}\n[lib]\ncrate-type = [\"dylib\"]\n\n[workspace]\n")
+            } else {
+                text.to_string()
+            };
+            write_if_changed(&crate_dir.join(path), &text)?;
+        }
+        let lock = crate_dir.join("Cargo.lock");
+        if !lock.exists() {
+            write_if_changed(&lock, LOCK)?;
+        }
+        let manifest = crate_dir.join("Cargo.toml");
+        let metadata = cargo_metadata(&manifest)?;
+        let total = metadata["packages"].as_array().map_or(0, Vec::len);
+
+        let target = self.dir.join("target");
+        let host = host_triple()?;
+        let std_dir = std_library_dir()?;
+        let mut command = std::process::Command::new("cargo");
+        command
+            .args(["build", "--manifest-path"])
+            .arg(&manifest)
+            .args([
+                "--target",
+                &host,
+                "--message-format=json-render-diagnostics",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_BUILD_BUILD_DIR", &target)
+            // Everything links the standard library as a shared object, as cells do.
+            .env("RUSTFLAGS", "-Cprefer-dynamic")
+            // Proc-macros linked that way need it when rustc loads them.
+            .env("LD_LIBRARY_PATH", &std_dir)
+            // Optimised (a cell's polars at opt-level 0 would be many times slower),
+            // unwinding panics, no debug info: as evcxr builds a cell's dependencies.
+            .env("CARGO_PROFILE_DEV_OPT_LEVEL", "2")
+            .env("CARGO_PROFILE_DEV_DEBUG", "false")
+            .env("CARGO_PROFILE_DEV_DEBUG_ASSERTIONS", "false")
+            .env("CARGO_PROFILE_DEV_OVERFLOW_CHECKS", "false")
+            .env("CARGO_PROFILE_DEV_INCREMENTAL", "false");
+        let deps_dirs = vec![
+            target.join(&host).join("debug").join("deps"),
+            target.join("debug").join("deps"),
+        ];
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not run cargo: {e}"))?;
+        let stderr = child.stderr.take();
+        let stderr_thread = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut stderr) = stderr {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            text
+        });
+        let mut artifacts: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let mut link_paths: Vec<String> = Vec::new();
+        let mut done = 0;
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if message["reason"] == "build-script-executed" {
+                    for path in message["linked_paths"].as_array().into_iter().flatten() {
+                        if let Some(path) = path.as_str() {
+                            if !link_paths.iter().any(|p| p == path) {
+                                link_paths.push(path.to_string());
+                            }
+                        }
+                    }
+                }
+                if message["reason"] != "compiler-artifact" {
+                    continue;
+                }
+                let id = message["package_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let is_lib = message["target"]["kind"].as_array().is_some_and(|kinds| {
+                    kinds.iter().any(|k| {
+                        matches!(k.as_str(), Some("lib" | "rlib" | "dylib" | "proc-macro"))
+                    })
+                });
+                if is_lib {
+                    let files = message["filenames"]
+                        .as_array()
+                        .map(|f| {
+                            f.iter()
+                                .filter_map(Value::as_str)
+                                .map(PathBuf::from)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    artifacts.insert(id, files);
+                    done += 1;
+                    progress(&Progress {
+                        done,
+                        total,
+                        current: message["target"]["name"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
+                    });
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| format!("cargo did not finish: {e}"))?;
+        let stderr = stderr_thread.join().unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            return Err(format!(
+                "building the crates for Rust cells failed (in {}):\n{}",
+                self.dir.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        let mut lib_dirs = deps_dirs;
+        // The standard library's shared object, which the cell crate links.
+        lib_dirs.push(std_dir);
+        let mut prebuilt = prebuilt_from(&metadata, &artifacts, &crate_dir, lib_dirs)?;
+        prebuilt.link_paths = link_paths;
+        let json = to_json(&prebuilt);
+        let tmp = self
+            .dir
+            .join(format!("{READY_FILE}.{}", std::process::id()));
+        std::fs::write(&tmp, json.to_string())
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, self.dir.join(READY_FILE))
+            .map_err(|e| format!("writing {READY_FILE}: {e}"))?;
+        Ok(prebuilt)
+    }
+}
+
+fn host_triple() -> Result<String, String> {
+    let output = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("could not run `rustc -vV`: {e}"))?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+        .ok_or_else(|| "`rustc -vV` named no host".to_string())
+}
+
+fn std_library_dir() -> Result<PathBuf, String> {
+    let output = std::process::Command::new("rustc")
+        .args(["--print", "target-libdir"])
+        .output()
+        .map_err(|e| format!("could not run `rustc --print target-libdir`: {e}"))?;
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || dir.is_empty() {
+        return Err("`rustc --print target-libdir` named no folder".into());
+    }
+    Ok(PathBuf::from(dir))
+}
+
+fn sources_digest() -> String {
+    let mut context = digest::Context::new(&digest::SHA256);
+    for (path, text) in SOURCES {
+        context.update(path.as_bytes());
+        context.update(text.as_bytes());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn write_if_changed(path: &Path, text: &str) -> Result<(), String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(()); // keep the mtime, or cargo rebuilds the crate
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("could not create {}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("could not write {}: {e}", path.display()))
+}
+
+fn cargo_metadata(manifest: &Path) -> Result<Value, String> {
+    let output = std::process::Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(manifest)
+        .output()
+        .map_err(|e| format!("could not run `cargo metadata`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo metadata` for the cell crates failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("`cargo metadata` answered badly: {e}"))
+}
+
+/// What cells link: `ferrolab_cell` and its direct dependencies, as shared objects.
+fn prebuilt_from(
+    metadata: &Value,
+    artifacts: &BTreeMap<String, Vec<PathBuf>>,
+    crate_dir: &Path,
+    lib_dirs: Vec<PathBuf>,
+) -> Result<evcxr::Prebuilt, String> {
+    let root = metadata["resolve"]["root"]
+        .as_str()
+        .ok_or("`cargo metadata` named no root package")?;
+    let nodes = metadata["resolve"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let node = |id: &str| nodes.iter().find(|n| n["id"] == id).cloned();
+    let package = |id: &str| {
+        metadata["packages"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["id"] == id).cloned())
+    };
+    let root_node = node(root).ok_or("the cell crate is missing from `cargo metadata`")?;
+    let shared_object = |id: &str| -> Result<PathBuf, String> {
+        let files = artifacts
+            .get(id)
+            .ok_or_else(|| format!("cargo built nothing for {id}"))?;
+        for file in files {
+            // The shared object beside the crate's metadata (cargo names the copy
+            // outside `deps` for the crate itself).
+            if file
+                .extension()
+                .is_some_and(|e| e == "rmeta" || e == std::env::consts::DLL_EXTENSION)
+            {
+                let so = file.with_extension(std::env::consts::DLL_EXTENSION);
+                if so.exists() && so.parent().is_some_and(|d| d.ends_with("deps")) {
+                    return Ok(so);
+                }
+            }
+        }
+        Err(format!("no shared object was built for {id}: {files:?}"))
+    };
+    // The direct dependencies are linked into the cell crate's shared object; cells
+    // read their metadata from the rlibs (a proc-macro is its own shared object).
+    let rlib = |id: &str| -> Result<PathBuf, String> {
+        let files = artifacts
+            .get(id)
+            .ok_or_else(|| format!("cargo built nothing for {id}"))?;
+        files
+            .iter()
+            .find(|f| {
+                f.extension()
+                    .is_some_and(|e| e == "rlib" || e == std::env::consts::DLL_EXTENSION)
+            })
+            .cloned()
+            .ok_or_else(|| format!("no library was built for {id}: {files:?}"))
+    };
+    let mut externs = vec![("ferrolab_cell".to_string(), shared_object(root)?)];
+    let mut manifest_dependencies = format!(
+        "ferrolab-cell = {{ path = {:?} }}\n",
+        crate_dir.to_string_lossy()
+    );
+    for dep in root_node["deps"].as_array().cloned().unwrap_or_default() {
+        let normal = dep["dep_kinds"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k["kind"].is_null()));
+        let (Some(name), Some(id)) = (dep["name"].as_str(), dep["pkg"].as_str()) else {
+            continue;
+        };
+        if !normal {
+            continue;
+        }
+        externs.push((name.to_string(), rlib(id)?));
+        let pkg = package(id).ok_or_else(|| format!("{id} is missing from `cargo metadata`"))?;
+        let features: Vec<String> = node(id)
+            .and_then(|n| n["features"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|f| *f != "default")
+            .map(|f| format!("{f:?}"))
+            .collect();
+        manifest_dependencies.push_str(&format!(
+            "{name} = {{ package = {:?}, version = \"={}\", default-features = false, features = [{}] }}\n",
+            pkg["name"].as_str().unwrap_or(name),
+            pkg["version"].as_str().unwrap_or("*"),
+            features.join(", ")
+        ));
+    }
+    Ok(evcxr::Prebuilt {
+        externs,
+        lib_dirs,
+        link_paths: Vec::new(),
+        manifest_dependencies,
+        lock_file: Some(crate_dir.join("Cargo.lock")),
+    })
+}
+
+fn to_json(prebuilt: &evcxr::Prebuilt) -> Value {
+    serde_json::json!({
+        "sources": sources_digest(),
+        "externs": prebuilt.externs.iter().map(|(n, p)| serde_json::json!([n, p])).collect::<Vec<_>>(),
+        "lib_dirs": prebuilt.lib_dirs,
+        "link_paths": prebuilt.link_paths,
+        "manifest_dependencies": prebuilt.manifest_dependencies,
+        "lock_file": prebuilt.lock_file,
+    })
+}
+
+fn from_json(value: &Value) -> Option<evcxr::Prebuilt> {
+    let externs = value["externs"]
+        .as_array()?
+        .iter()
+        .map(|pair| {
+            Some((
+                pair[0].as_str()?.to_string(),
+                PathBuf::from(pair[1].as_str()?),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let lib_dirs = value["lib_dirs"]
+        .as_array()?
+        .iter()
+        .map(|d| d.as_str().map(PathBuf::from))
+        .collect::<Option<Vec<_>>>()?;
+    let link_paths = value["link_paths"]
+        .as_array()?
+        .iter()
+        .map(|d| d.as_str().map(str::to_string))
+        .collect::<Option<Vec<_>>>()?;
+    Some(evcxr::Prebuilt {
+        externs,
+        lib_dirs,
+        link_paths,
+        manifest_dependencies: value["manifest_dependencies"].as_str()?.to_string(),
+        lock_file: value["lock_file"].as_str().map(PathBuf::from),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_of_a_build_reads_back() {
+        let prebuilt = evcxr::Prebuilt {
+            externs: vec![("polars".into(), PathBuf::from("/x/libpolars-1.so"))],
+            lib_dirs: vec![PathBuf::from("/x")],
+            link_paths: vec!["native=/x/out".into()],
+            manifest_dependencies: "polars = { version = \"=0.55.2\" }\n".into(),
+            lock_file: Some(PathBuf::from("/x/Cargo.lock")),
+        };
+        assert_eq!(from_json(&to_json(&prebuilt)), Some(prebuilt));
+        assert_eq!(from_json(&serde_json::json!({"externs": 3})), None);
+    }
+
+    #[test]
+    fn every_source_of_the_cell_crate_is_built_in() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cell/src");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = format!("src/{}", entry.unwrap().file_name().to_string_lossy());
+            assert!(
+                SOURCES.iter().any(|(path, _)| *path == name),
+                "{name} is not in cell_crates::SOURCES"
+            );
+        }
+    }
+}

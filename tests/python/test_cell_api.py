@@ -1,0 +1,166 @@
+"""Rust cells that use the notebook's tables, models and runs (the cell API,
+`ferrolab_cell`), run by nbclient as a notebook: SQL -> Rust -> SQL and back, a
+DataFrame shown as a cell's value, `generate` on a tiny random model, and a metric
+logged from Rust that the collaboration server's tracking API (read with the
+`mlflow` client) then holds.
+
+The crates cells use come from the build `make test` prepared once for the machine
+(`ferrolab kernel prepare`): a fresh kernel's `use polars::prelude::*` cell builds
+no polars of its own (checked in what its build folder holds, not by time), and two
+kernels started one after the other leave that shared build as it was.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+from conftest import BIN, WARM_UP_TIMEOUT
+from kernel_client import run
+from test_collab_ipynb import Server
+
+
+def shared_build():
+    """Every file of the prepared crates' build, with its size and mtime."""
+    cells = Path(os.environ["FERROLAB_HOME"]) / "cells"
+    files = {}
+    for path in cells.rglob("*"):
+        if path.is_file() and "target" in path.parts:
+            stat = path.stat()
+            files[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+def built_in(folder):
+    """The compiled crates a kernel's own evcxr folder holds, by crate name."""
+    names = set()
+    for path in Path(folder).rglob("*"):
+        if path.suffix in (".rlib", ".rmeta", ".so") and path.name.startswith("lib"):
+            names.add(path.name[3:].split("-")[0].split(".")[0])
+    return names
+
+
+def outputs(cell):
+    """A cell's outputs as (kind, data-by-mime) pairs, errors as their text."""
+    out = []
+    for o in cell.get("outputs", []):
+        if o["output_type"] == "error":
+            out.append(("error", {"text/plain": o["ename"] + ": " + o["evalue"]}))
+        elif o["output_type"] == "stream":
+            out.append((o["name"], {"text/plain": o["text"]}))
+        else:
+            out.append((o["output_type"], o.get("data", {})))
+    return out
+
+
+def text(cell):
+    return "\n".join(str(v) for _, data in outputs(cell) for v in data.values())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cell-api")
+    server = Server(folder / "collab")
+    token = subprocess.run([BIN, "collab", "token", "create", "--data", str(server.data), "--name", "erin",
+                            "--role", "editor"], check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        yield folder, server, token
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+
+
+def test_sql_rust_sql_a_model_and_a_metric_in_one_notebook(server):
+    folder, collab, token = server
+    tiny = folder / "tiny"
+    subprocess.run([BIN, "model", "tiny", str(tiny), "--seed", "7"], check=True, capture_output=True)
+    (folder / "logs.csv").write_text("model,tokens\nalpha,3\nbeta,10\nalpha,4\ngamma,1\n")
+    before = shared_build()
+    assert before, "the prepared crates are missing: make test runs `ferrolab kernel prepare` first"
+
+    cells = [
+        ("load", "%load logs logs.csv"),
+        ("sql-out", "%%sql --out per_model\nSELECT model, SUM(tokens) AS total FROM logs GROUP BY model ORDER BY model"),
+        ("rust-table", "use polars::prelude::*;\n"
+                       "let per_model = table(\"per_model\")?;\n"
+                       "let doubled = per_model.lazy().with_column((col(\"total\") * lit(2)).alias(\"doubled\")).collect()?;\n"
+                       "save_table(\"doubled\", &doubled)?;\n"
+                       "println!(\"rows from SQL: {}\", doubled.height());"),
+        ("sql-back", "%%sql\nSELECT model, doubled FROM doubled WHERE doubled > 10 ORDER BY model"),
+        ("value", "doubled"),
+        ("missing", "let nothing = table(\"no_such_table\");\nprintln!(\"{}\", nothing.unwrap_err());"),
+        ("start", "%track start from-rust --experiment cell-api"),
+        ("model", f"let answer = generate({str(tiny)!r}, \"hello\", &Generate::default().max_tokens(5))?;\n"
+                  "log_param(\"source\", \"rust\")?;\n"
+                  "log_metric(\"answer_chars\", answer.chars().count() as f64)?;\n"
+                  "println!(\"generated {} chars\", answer.chars().count());"),
+        ("end", "%track end"),
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "ferrolab", "display_name": "Rust (ferrolab)", "language": "rust"}
+    for cell_id, source in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell["id"] = cell_id
+        nb.cells.append(cell)
+    evcxr_dir = folder / "evcxr-1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERROLAB_TRACKING", "MLFLOW_TRACKING"))}
+    env.update(FERROLAB_TRACKING_URI=f"http://127.0.0.1:{collab.port}", FERROLAB_TRACKING_TOKEN=token, EVCXR_TMPDIR=str(evcxr_dir))
+    evcxr_dir.mkdir()
+    client = NotebookClient(nb, timeout=WARM_UP_TIMEOUT, kernel_name="ferrolab",
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute(env=env)
+    by_id = {c["id"]: c for c in nb.cells}
+
+    assert "rows from SQL: 3" in text(by_id["rust-table"]), outputs(by_id["rust-table"])
+    back = text(by_id["sql-back"])
+    assert "alpha" in back and "14" in back and "beta" in back and "20" in back and "gamma" not in back, back
+    kinds = dict(outputs(by_id["value"]))
+    assert "execute_result" in kinds, outputs(by_id["value"])
+    html = kinds["execute_result"].get("text/html", "")
+    assert "<table" in html and "shape: (3, 3)" in html and "doubled" in html, kinds
+    assert "UnknownTable" in text(by_id["missing"]) and "per_model" in text(by_id["missing"])
+    assert "generated" in text(by_id["model"]), outputs(by_id["model"])
+
+    # The tracking server holds what the Rust cell logged, read with MLflow's client.
+    from mlflow.tracking import MlflowClient
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token
+    try:
+        mlflow = MlflowClient(tracking_uri=f"http://127.0.0.1:{collab.port}")
+        experiment = mlflow.get_experiment_by_name("cell-api")
+        runs = mlflow.search_runs([experiment.experiment_id])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+    assert len(runs) == 1
+    run_data = runs[0].data
+    chars = int(text(by_id["model"]).split("generated ")[1].split(" chars")[0])
+    assert run_data.metrics["answer_chars"] == chars
+    assert run_data.params["source"] == "rust"
+
+    # polars came from the shared build: this kernel compiled none of its own.
+    own = built_in(evcxr_dir)
+    assert not own & {"polars", "polars_core", "serde_json", "ferrolab_cell"}, own
+    assert shared_build() == before, "the kernel rebuilt the shared crates"
+
+
+def test_a_second_fresh_kernel_shares_the_same_build(tmp_path):
+    before = shared_build()
+    for n in (1, 2):
+        evcxr_dir = tmp_path / f"evcxr-{n}"
+        evcxr_dir.mkdir()
+        km, kc = start_new_kernel(kernel_name="ferrolab", startup_timeout=60,
+                                  env={**os.environ, "EVCXR_TMPDIR": str(evcxr_dir)})
+        try:
+            content, messages = run(kc, "use polars::prelude::*;\nlet df = df!(\"a\" => [1, 2, 3])?;\n"
+                                        "println!(\"{}\", df.column(\"a\")?.sum::<i64>()?);",
+                                    timeout=WARM_UP_TIMEOUT)
+            assert content["status"] == "ok", content
+            printed = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+            assert "6" in printed, messages
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+        assert not built_in(evcxr_dir) & {"polars", "polars_core"}, built_in(evcxr_dir)
+    assert shared_build() == before, "a kernel rebuilt the shared crates"
