@@ -363,14 +363,13 @@ fn prebuilt_from(
             .get(id)
             .ok_or_else(|| format!("cargo built nothing for {id}"))?;
         for file in files {
-            // The shared object beside the crate's metadata (cargo names the copy
-            // outside `deps` for the crate itself).
+            // The shared object itself, or the one beside the crate's metadata.
             if file
                 .extension()
                 .is_some_and(|e| e == "rmeta" || e == std::env::consts::DLL_EXTENSION)
             {
                 let so = file.with_extension(std::env::consts::DLL_EXTENSION);
-                if so.exists() && so.parent().is_some_and(|d| d.ends_with("deps")) {
+                if so.exists() {
                     return Ok(so);
                 }
             }
@@ -430,7 +429,37 @@ fn prebuilt_from(
         link_paths: Vec::new(),
         manifest_dependencies,
         lock_file: Some(crate_dir.join("Cargo.lock")),
+        analysis_words: analysis_words(),
     })
+}
+
+/// What brings a prebuilt crate into rust-analyzer's view (so that a variable's type
+/// from it is known): the cell API's names bring `ferrolab-cell` (and with it
+/// polars, which it depends on); polars' commonest names bring polars; the other
+/// crates come by their own names.
+fn analysis_words() -> Vec<(String, Vec<String>)> {
+    let list = |crate_name: &str, words: &[&str]| {
+        (
+            crate_name.to_string(),
+            words.iter().map(|w| w.to_string()).collect(),
+        )
+    };
+    vec![
+        list(
+            "ferrolab-cell",
+            &[
+                "table", "save_table", "generate", "chat", "embed", "log_param", "log_metric",
+                "log_metric_at", "display", "display_html", "display_markdown", "clear_output",
+                "input", "Generate", "Message", "CellError", "Display",
+            ],
+        ),
+        list(
+            "polars",
+            &["polars", "DataFrame", "LazyFrame", "Series", "Column", "df", "col", "lit"],
+        ),
+        list("serde", &["serde", "Serialize", "Deserialize"]),
+        list("itertools", &["itertools", "Itertools"]),
+    ]
 }
 
 fn to_json(prebuilt: &evcxr::Prebuilt) -> Value {
@@ -466,6 +495,7 @@ fn from_json(value: &Value) -> Option<evcxr::Prebuilt> {
         .map(|d| d.as_str().map(str::to_string))
         .collect::<Option<Vec<_>>>()?;
     Some(evcxr::Prebuilt {
+        analysis_words: analysis_words(),
         externs,
         lib_dirs,
         link_paths,
@@ -486,6 +516,7 @@ mod tests {
             link_paths: vec!["native=/x/out".into()],
             manifest_dependencies: "polars = { version = \"=0.55.2\" }\n".into(),
             lock_file: Some(PathBuf::from("/x/Cargo.lock")),
+            analysis_words: analysis_words(),
         };
         assert_eq!(from_json(&to_json(&prebuilt)), Some(prebuilt));
         assert_eq!(from_json(&serde_json::json!({"externs": 3})), None);

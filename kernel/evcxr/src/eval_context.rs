@@ -772,7 +772,7 @@ impl EvalContext {
         phases: &mut PhaseDetailsBuilder,
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
-        self.write_cargo_toml(state)?;
+        self.write_cargo_toml_for(state, &user_code.code_string())?;
         let analysis_code = state.analysis_code(user_code.clone());
         // ferrolab: rust-analyzer is asked only for the types of new variables; a cell
         // that defines none compiles without it, so the first cells after a start do
@@ -894,7 +894,12 @@ impl EvalContext {
     }
 
     pub(crate) fn write_cargo_toml(&self, state: &ContextState) -> Result<()> {
-        self.module.write_cargo_toml(state)?;
+        self.write_cargo_toml_for(state, "")
+    }
+
+    /// ferrolab: `code` says which prebuilt crates rust-analyzer needs to see.
+    pub(crate) fn write_cargo_toml_for(&self, state: &ContextState, code: &str) -> Result<()> {
+        self.module.write_cargo_toml(state, code)?;
         self.module.write_config_toml(state)?;
         Ok(())
     }

@@ -123,6 +123,8 @@ fn rename_or_copy_so_file(src: &Path, dest: &Path) -> Result<(), Error> {
 pub(crate) struct Module {
     build_num: i32,
     last_allow_static: Option<bool>,
+    /// ferrolab: the prebuilt crates rust-analyzer sees so far (only ever grows).
+    analysed: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 const CRATE_NAME: &str = "ctx";
@@ -132,11 +134,12 @@ impl Module {
         Ok(Module {
             build_num: 0,
             last_allow_static: None,
+            analysed: Default::default(),
         })
     }
 
     // Writes Cargo.toml. Should be called before compile.
-    pub(crate) fn write_cargo_toml(&self, state: &ContextState) -> Result<(), Error> {
+    pub(crate) fn write_cargo_toml(&self, state: &ContextState, code: &str) -> Result<(), Error> {
         let manifest = self.get_cargo_toml_contents(state);
         let Some(prebuilt) = &state.config.prebuilt else {
             return write_file(state.config.crate_dir(), "Cargo.toml", &manifest);
@@ -150,17 +153,18 @@ impl Module {
             "Cargo.toml",
             &crate::prebuilt::build_manifest(&manifest),
         )?;
-        if let Some(lock) = &prebuilt.lock_file
-            && !crate_dir.join("Cargo.lock").exists()
-        {
+        let mut analysed = self.analysed.borrow_mut();
+        crate::prebuilt::note_used(prebuilt, code, &mut analysed);
+        let analysis = crate::prebuilt::analysis_manifest(&manifest, prebuilt, &analysed);
+        let changed = fs::read_to_string(crate_dir.join("Cargo.toml")).ok() != Some(analysis.clone());
+        // cargo trims the lock file to what the manifest names; put back the prebuilt
+        // one whenever the manifest changes, so rust-analyzer sees the versions that
+        // were built (and cargo never goes to the registry for them).
+        if changed && let Some(lock) = &prebuilt.lock_file {
             create_dir(crate_dir)?;
             fs::copy(lock, crate_dir.join("Cargo.lock"))?;
         }
-        write_file(
-            crate_dir,
-            "Cargo.toml",
-            &crate::prebuilt::analysis_manifest(&manifest, prebuilt),
-        )
+        write_file(crate_dir, "Cargo.toml", &analysis)
     }
 
     // Writes .cargo/config.toml. Should be called before compile.

@@ -42,6 +42,11 @@ pub struct Prebuilt {
     /// The lock file the prebuilt crates were built with, so that rust-analyzer
     /// sees the same versions.
     pub lock_file: Option<PathBuf>,
+    /// Words that bring a prebuilt crate into rust-analyzer's view, by the crate's
+    /// name in `manifest_dependencies` (without a list, the crate's own name does).
+    /// Loading a large crate graph into rust-analyzer takes seconds, so a crate
+    /// joins only once a cell's code names it.
+    pub analysis_words: Vec<(String, Vec<String>)>,
 }
 
 impl Prebuilt {
@@ -197,9 +202,46 @@ pub(crate) fn run(mut command: Command) -> Result<std::process::Output, Error> {
     }
 }
 
+/// Adds to `analysed` the prebuilt crates `code` names (a crate stays once added,
+/// so that rust-analyzer does not reload its project back and forth).
+pub(crate) fn note_used(
+    prebuilt: &Prebuilt,
+    code: &str,
+    analysed: &mut std::collections::BTreeSet<String>,
+) {
+    let words: std::collections::HashSet<&str> = code
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    for line in prebuilt.manifest_dependencies.lines() {
+        let Some(name) = line.split('=').next().map(str::trim) else {
+            continue;
+        };
+        if name.is_empty() || analysed.contains(name) {
+            continue;
+        }
+        let list = prebuilt
+            .analysis_words
+            .iter()
+            .find(|(crate_name, _)| crate_name == name)
+            .map(|(_, list)| list);
+        let named = match list {
+            Some(list) => list.iter().any(|w| words.contains(w.as_str())),
+            None => words.contains(name.replace('-', "_").as_str()),
+        };
+        if named {
+            analysed.insert(name.to_owned());
+        }
+    }
+}
+
 /// The manifest rust-analyzer reads: the build manifest with the prebuilt crates
-/// added to its dependencies.
-pub(crate) fn analysis_manifest(build_manifest: &str, prebuilt: &Prebuilt) -> String {
+/// named so far added to its dependencies.
+pub(crate) fn analysis_manifest(
+    build_manifest: &str,
+    prebuilt: &Prebuilt,
+    analysed: &std::collections::BTreeSet<String>,
+) -> String {
     // The build manifest's `[dependencies]` section is last; the prebuilt crates go
     // at its top, so that a `:dep` of the same name replaces them.
     let mut seen: HashMap<String, ()> = HashMap::new();
@@ -219,9 +261,9 @@ pub(crate) fn analysis_manifest(build_manifest: &str, prebuilt: &Prebuilt) -> St
         .manifest_dependencies
         .lines()
         .filter(|l| {
-            l.split('=')
-                .next()
-                .is_some_and(|name| !seen.contains_key(name.trim()))
+            l.split('=').next().is_some_and(|name| {
+                !seen.contains_key(name.trim()) && analysed.contains(name.trim())
+            })
         })
         .collect();
     let head = build_manifest.split("[dependencies]").next().unwrap_or_default();
