@@ -113,8 +113,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--warm", type=int, default=20)
     parser.add_argument("--skip-evcxr", action="store_true")
-    parser.add_argument("--skip-crates", action="store_true",
-                        help="leave out part 4 (evcxr_jupyter builds polars from source: minutes)")
+    parser.add_argument("--crates", default="polars,serde_json",
+                        help="part 4's crates, comma-separated ('' for none; evcxr_jupyter builds "
+                             "polars from source, which takes many minutes)")
     args = parser.parse_args()
 
     ferrolab = os.environ["FERROLAB_BIN"]
@@ -169,7 +170,8 @@ def main():
         stop(km, kc)
 
     # 4. Crates in cells: the first use of each in a fresh kernel (after its first cell).
-    if not args.skip_crates:
+    wanted = [c for c in args.crates.split(",") if c]
+    if wanted:
         polars_features = ", ".join(f'"{f}"' for f in POLARS_FEATURES)
         uses = {
             "polars": ("use polars::prelude::*;\nlet df = df!(\"a\" => [1, 2, 3]).unwrap();\ndf.height()",
@@ -177,7 +179,7 @@ def main():
             "serde_json": ('serde_json::json!({"a": [1, 2]}).to_string()', ':dep serde_json = "1"'),
         }
         for name in [k for k in kernels if k != "bench-ipykernel"]:
-            for crate, (code, dep) in uses.items():
+            for crate, (code, dep) in [(c, uses[c]) for c in wanted]:
                 km, kc, _ = start(name)
                 round_trip(kc, "1 + 1")
                 cell = code if name == "bench-ferrolab" else f"{dep}\n{code}"

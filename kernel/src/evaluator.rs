@@ -82,7 +82,7 @@ struct Ready {
 enum Start {
     /// A line about building the crates for cells.
     Progress(String),
-    Done(Result<Ready, String>),
+    Done(Result<Box<Ready>, String>),
 }
 
 enum State {
@@ -116,7 +116,7 @@ impl Evaluator {
                 let ready = warm_up(relay_for_thread, &cell_env, &mut |line| {
                     let _ = progress.send(Start::Progress(line));
                 });
-                let _ = tx.send(Start::Done(ready));
+                let _ = tx.send(Start::Done(ready.map(Box::new)));
             });
         let state = match spawned {
             Ok(_) => State::Starting(rx),
@@ -172,9 +172,9 @@ impl Evaluator {
         settle(&self.relay, &ready.stdout, &ready.stderr);
     }
 
-    fn settle_start(&mut self, result: Result<Ready, String>) {
+    fn settle_start(&mut self, result: Result<Box<Ready>, String>) {
         self.state = match result {
-            Ok(ready) => State::Ready(Box::new(ready)),
+            Ok(ready) => State::Ready(ready),
             Err(e) => State::Failed(e),
         };
     }

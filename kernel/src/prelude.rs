@@ -75,8 +75,6 @@ pub const WARM_UP_VARIABLE: [&str; 2] = [
     "drop(__ferrolab_warm_up);",
 ];
 
-/// The statement that (re)installs the panic reporter in a fresh evaluation process.
-
 /// One prelude line, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
