@@ -160,6 +160,16 @@ def test_a_second_fresh_kernel_shares_the_same_build(tmp_path):
             assert content["status"] == "ok", content
             printed = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
             assert "6" in printed, messages
+            if n == 2:
+                # A crate added with :dep builds beside the prebuilt ones, and a cell uses both.
+                content, _ = run(kc, ':dep unicode-segmentation = "1"', timeout=WARM_UP_TIMEOUT)
+                assert content["status"] == "ok", content
+                content, messages = run(kc, "use unicode_segmentation::UnicodeSegmentation;\n"
+                                            "println!(\"{}\", serde_json::json!(\"a b\".split_word_bounds().count()));",
+                                        timeout=WARM_UP_TIMEOUT)
+                assert content["status"] == "ok", content
+                printed = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
+                assert printed.strip() == "3", messages
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
