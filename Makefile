@@ -220,7 +220,9 @@ up: lab-extension collab-up model notebook-build
 	@echo
 	@echo "ferrolab is ready."
 	@echo "  Kernel:        Rust (ferrolab), installed in $(VENV) once the full build is done"
-	@echo "                 (on a fresh machine about 25 minutes more: tail -f .ferrolab/build.log)"
+	@echo "                 (on a fresh machine about 25 minutes more: tail -f .ferrolab/build.log);"
+	@echo "                 then the crates Rust cells use build once (about 13 minutes; a"
+	@echo "                 Rust cell started before that shows the build's progress)"
 	@echo "  Workspace:     http://127.0.0.1:$(COLLAB_PORT)/?token=$$(cat .ferrolab/owner-token)"
 	@echo "                 (a second person: http://127.0.0.1:$(COLLAB_PORT)/?token=$$(cat .ferrolab/reviewer-token))"
 	@echo "  Collab server: http://127.0.0.1:$(COLLAB_PORT)/api/notebooks  (sync: ws://127.0.0.1:$(COLLAB_PORT)/sync)"
