@@ -70,6 +70,8 @@ impl Progress {
 /// The prepared crates' folder for the compiler on the PATH.
 pub struct CellCrates {
     dir: PathBuf,
+    /// The compiler's host target (from the same `rustc -vV` that names the folder).
+    host: String,
 }
 
 impl CellCrates {
@@ -85,17 +87,15 @@ impl CellCrates {
                 String::from_utf8_lossy(&version.stderr).trim()
             ));
         }
-        let mut context = digest::Context::new(&digest::SHA256);
-        context.update(&version.stdout);
-        let key: String = context
-            .finish()
-            .as_ref()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let host = String::from_utf8_lossy(&version.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("host: "))
+            .map(str::to_string)
+            .ok_or("`rustc -vV` named no host")?;
+        let key = short_digest(&[&version.stdout]);
         Ok(CellCrates {
             dir: home.join("cells").join(key),
+            host,
         })
     }
 
@@ -148,17 +148,13 @@ impl CellCrates {
         let total = metadata["packages"].as_array().map_or(0, Vec::len);
 
         let target = self.dir.join("target");
-        let host = host_triple()?;
+        let host = &self.host;
         let std_dir = std_library_dir()?;
         let mut command = std::process::Command::new("cargo");
         command
             .args(["build", "--manifest-path"])
             .arg(&manifest)
-            .args([
-                "--target",
-                &host,
-                "--message-format=json-render-diagnostics",
-            ])
+            .args(["--target", host, "--message-format=json-render-diagnostics"])
             .env("CARGO_TARGET_DIR", &target)
             .env("CARGO_BUILD_BUILD_DIR", &target)
             // Everything links the standard library as a shared object, as cells do.
@@ -173,7 +169,7 @@ impl CellCrates {
             .env("CARGO_PROFILE_DEV_OVERFLOW_CHECKS", "false")
             .env("CARGO_PROFILE_DEV_INCREMENTAL", "false");
         let deps_dirs = vec![
-            target.join(&host).join("debug").join("deps"),
+            target.join(host).join("debug").join("deps"),
             target.join("debug").join("deps"),
         ];
         let mut child = command
@@ -271,18 +267,6 @@ impl CellCrates {
     }
 }
 
-fn host_triple() -> Result<String, String> {
-    let output = std::process::Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .map_err(|e| format!("could not run `rustc -vV`: {e}"))?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("host: "))
-        .map(str::to_string)
-        .ok_or_else(|| "`rustc -vV` named no host".to_string())
-}
-
 fn std_library_dir() -> Result<PathBuf, String> {
     let output = std::process::Command::new("rustc")
         .args(["--print", "target-libdir"])
@@ -296,10 +280,18 @@ fn std_library_dir() -> Result<PathBuf, String> {
 }
 
 fn sources_digest() -> String {
+    let parts: Vec<&[u8]> = SOURCES
+        .iter()
+        .flat_map(|(path, text)| [path.as_bytes(), text.as_bytes()])
+        .collect();
+    short_digest(&parts)
+}
+
+/// The first 8 bytes of the SHA-256 of `parts`, in hex.
+fn short_digest(parts: &[&[u8]]) -> String {
     let mut context = digest::Context::new(&digest::SHA256);
-    for (path, text) in SOURCES {
-        context.update(path.as_bytes());
-        context.update(text.as_bytes());
+    for part in parts {
+        context.update(part);
     }
     context
         .finish()
