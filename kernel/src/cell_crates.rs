@@ -1,7 +1,10 @@
-//! The crates Rust cells use without building them: `ferrolab-cell` (the cell API)
-//! with polars, serde, serde_json, chrono, rand, itertools and ureq, built once per
-//! toolchain into `$FERROLAB_HOME/cells/<key>/` as the shared objects evcxr links,
-//! and shared by every kernel on the machine.
+//! The crates Rust cells use without building them: `ferrolab-cell` (the cell API),
+//! `ferrolab-cell-tables` (the notebook's tables, with polars), serde, serde_json,
+//! chrono, rand, itertools and ureq (the list is `kernel/cell/crates/Cargo.toml`),
+//! built once per toolchain into `$FERROLAB_HOME/cells/<key>/` and shared by every
+//! kernel on the machine. The two cell API crates are shared objects (every cell
+//! links the small first one; the second, with polars inside, only cells that use
+//! tables or polars); the others are rlibs a cell links what it uses of.
 //!
 //! `make up` (`ferrolab kernel prepare`) builds them; a kernel that finds them
 //! missing, or built from another version of the cell crate, builds them before its
@@ -16,17 +19,48 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-/// The cell API crate's manifest and sources, as built into this binary.
+/// The cell API crates' manifests and sources, as built into this binary, by their
+/// paths under the build's workspace (as in the repository's `kernel/`).
 const SOURCES: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../cell/Cargo.toml")),
-    ("src/lib.rs", include_str!("../cell/src/lib.rs")),
-    ("src/channel.rs", include_str!("../cell/src/channel.rs")),
-    ("src/model.rs", include_str!("../cell/src/model.rs")),
-    ("src/output.rs", include_str!("../cell/src/output.rs")),
-    ("src/tables.rs", include_str!("../cell/src/tables.rs")),
-    ("src/track.rs", include_str!("../cell/src/track.rs")),
-    ("src/value.rs", include_str!("../cell/src/value.rs")),
+    ("cell/Cargo.toml", include_str!("../cell/Cargo.toml")),
+    ("cell/src/lib.rs", include_str!("../cell/src/lib.rs")),
+    (
+        "cell/src/channel.rs",
+        include_str!("../cell/src/channel.rs"),
+    ),
+    ("cell/src/model.rs", include_str!("../cell/src/model.rs")),
+    ("cell/src/output.rs", include_str!("../cell/src/output.rs")),
+    (
+        "cell/src/runtime.rs",
+        include_str!("../cell/src/runtime.rs"),
+    ),
+    ("cell/src/track.rs", include_str!("../cell/src/track.rs")),
+    ("cell/src/value.rs", include_str!("../cell/src/value.rs")),
+    (
+        "cell/tables/Cargo.toml",
+        include_str!("../cell/tables/Cargo.toml"),
+    ),
+    (
+        "cell/tables/src/lib.rs",
+        include_str!("../cell/tables/src/lib.rs"),
+    ),
+    (
+        "cell/crates/Cargo.toml",
+        include_str!("../cell/crates/Cargo.toml"),
+    ),
+    (
+        "cell/crates/src/lib.rs",
+        include_str!("../cell/crates/src/lib.rs"),
+    ),
 ];
+
+/// The build's workspace: the three packages, as in the repository.
+const WORKSPACE: &str =
+    "[workspace]\nmembers = [\"cell\", \"cell/tables\", \"cell/crates\"]\nresolver = \"2\"\n";
+
+/// The crates every cell links as shared objects (one copy of their state per
+/// process): the cell API, and the tables with polars inside.
+const SHARED: &[&str] = &["ferrolab-cell", "ferrolab-cell-tables"];
 
 /// The versions ferrolab itself is built and tested with; cargo keeps what the
 /// cell crates need of it, so cells get the polars the data magics use.
@@ -35,6 +69,7 @@ const LOCK: &str = include_str!("../../Cargo.lock");
 /// Which crates cells find in scope without `:dep` (in `docs/kernel.md`).
 pub const CRATES: &[&str] = &[
     "ferrolab_cell",
+    "ferrolab_cell_tables",
     "polars",
     "serde",
     "serde_json",
@@ -99,13 +134,24 @@ impl CellCrates {
         })
     }
 
+    /// Where `:dep` crates built by any kernel are kept for the others (evcxr's
+    /// compilation cache, one per toolchain like the prepared crates).
+    /// `FERROLAB_DEP_CACHE_DIR` puts it elsewhere (a larger disk, a test's folder).
+    pub fn dep_cache_dir(&self) -> PathBuf {
+        match std::env::var_os("FERROLAB_DEP_CACHE_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => self.dir.join("dep-cache"),
+        }
+    }
+
     /// Where this toolchain's crates live.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn crate_dir(&self) -> PathBuf {
-        self.dir.join("ferrolab-cell")
+    /// The build's workspace folder.
+    fn sources_dir(&self) -> PathBuf {
+        self.dir.join("sources")
     }
 
     /// The prepared crates, when a build finished for this toolchain and this
@@ -127,23 +173,27 @@ impl CellCrates {
     /// Builds the crates (cargo does only what changed), reporting progress, and
     /// records what cells need to link them.
     pub fn build(&self, progress: &mut dyn FnMut(&Progress)) -> Result<evcxr::Prebuilt, String> {
-        let crate_dir = self.crate_dir();
+        let sources = self.sources_dir();
+        // Before the cell API was split in two, its one crate lived here.
+        let _ = std::fs::remove_dir_all(self.dir.join("ferrolab-cell"));
         for (path, text) in SOURCES {
-            let text = if *path == "Cargo.toml" {
-                // One shared object that holds every crate below it (which are rlibs),
-                // so that a cell links one library, not hundreds; and its own
-                // workspace, wherever $FERROLAB_HOME is.
-                format!("{text}\n[lib]\ncrate-type = [\"dylib\"]\n\n[workspace]\n")
+            let is_shared = *path == "cell/Cargo.toml" || *path == "cell/tables/Cargo.toml";
+            let text = if is_shared {
+                // One shared object per crate, holding every crate below it that no
+                // other shared object holds (those are rlibs), so that a cell links
+                // two libraries, not hundreds.
+                format!("{text}\n[lib]\ncrate-type = [\"dylib\"]\n")
             } else {
                 text.to_string()
             };
-            write_if_changed(&crate_dir.join(path), &text)?;
+            write_if_changed(&sources.join(path), &text)?;
         }
-        let lock = crate_dir.join("Cargo.lock");
+        write_if_changed(&sources.join("Cargo.toml"), WORKSPACE)?;
+        let lock = sources.join("Cargo.lock");
         if !lock.exists() {
             write_if_changed(&lock, LOCK)?;
         }
-        let manifest = crate_dir.join("Cargo.toml");
+        let manifest = sources.join("cell/crates/Cargo.toml");
         let metadata = cargo_metadata(&manifest)?;
         let total = metadata["packages"].as_array().map_or(0, Vec::len);
 
@@ -253,7 +303,7 @@ impl CellCrates {
         let mut lib_dirs = deps_dirs;
         // The standard library's shared object, which the cell crate links.
         lib_dirs.push(std_dir);
-        let mut prebuilt = prebuilt_from(&metadata, &artifacts, &crate_dir, lib_dirs)?;
+        let mut prebuilt = prebuilt_from(&metadata, &artifacts, &sources, lib_dirs)?;
         prebuilt.link_paths = link_paths;
         let json = to_json(&prebuilt);
         let tmp = self
@@ -329,11 +379,12 @@ fn cargo_metadata(manifest: &Path) -> Result<Value, String> {
         .map_err(|e| format!("`cargo metadata` answered badly: {e}"))
 }
 
-/// What cells link: `ferrolab_cell` and its direct dependencies, as shared objects.
+/// What cells link: the direct dependencies of `ferrolab-cells`, the cell API crates
+/// as shared objects and the others as rlibs.
 fn prebuilt_from(
     metadata: &Value,
     artifacts: &BTreeMap<String, Vec<PathBuf>>,
-    crate_dir: &Path,
+    sources: &Path,
     lib_dirs: Vec<PathBuf>,
 ) -> Result<evcxr::Prebuilt, String> {
     let root = metadata["resolve"]["root"]
@@ -349,7 +400,7 @@ fn prebuilt_from(
             .as_array()
             .and_then(|p| p.iter().find(|p| p["id"] == id).cloned())
     };
-    let root_node = node(root).ok_or("the cell crate is missing from `cargo metadata`")?;
+    let root_node = node(root).ok_or("the cell crates are missing from `cargo metadata`")?;
     let shared_object = |id: &str| -> Result<PathBuf, String> {
         let files = artifacts
             .get(id)
@@ -383,11 +434,8 @@ fn prebuilt_from(
             .cloned()
             .ok_or_else(|| format!("no library was built for {id}: {files:?}"))
     };
-    let mut externs = vec![("ferrolab_cell".to_string(), shared_object(root)?)];
-    let mut manifest_dependencies = format!(
-        "ferrolab-cell = {{ path = {:?} }}\n",
-        crate_dir.to_string_lossy()
-    );
+    let mut externs = Vec::new();
+    let mut manifest_dependencies = String::new();
     for dep in root_node["deps"].as_array().cloned().unwrap_or_default() {
         let normal = dep["dep_kinds"]
             .as_array()
@@ -398,8 +446,21 @@ fn prebuilt_from(
         if !normal {
             continue;
         }
-        externs.push((name.to_string(), rlib(id)?));
         let pkg = package(id).ok_or_else(|| format!("{id} is missing from `cargo metadata`"))?;
+        let package_name = pkg["name"].as_str().unwrap_or(name);
+        if SHARED.contains(&package_name) {
+            externs.push((name.to_string(), shared_object(id)?));
+            let dir = Path::new(pkg["manifest_path"].as_str().unwrap_or_default())
+                .parent()
+                .unwrap_or(sources)
+                .to_path_buf();
+            manifest_dependencies.push_str(&format!(
+                "{package_name} = {{ path = {:?} }}\n",
+                dir.to_string_lossy()
+            ));
+            continue;
+        }
+        externs.push((name.to_string(), rlib(id)?));
         let features: Vec<String> = node(id)
             .and_then(|n| n["features"].as_array().cloned())
             .unwrap_or_default()
@@ -410,7 +471,7 @@ fn prebuilt_from(
             .collect();
         manifest_dependencies.push_str(&format!(
             "{name} = {{ package = {:?}, version = \"={}\", default-features = false, features = [{}] }}\n",
-            pkg["name"].as_str().unwrap_or(name),
+            package_name,
             pkg["version"].as_str().unwrap_or("*"),
             features.join(", ")
         ));
@@ -420,15 +481,42 @@ fn prebuilt_from(
         lib_dirs,
         link_paths: Vec::new(),
         manifest_dependencies,
-        lock_file: Some(crate_dir.join("Cargo.lock")),
+        lock_file: Some(sources.join("Cargo.lock")),
         analysis_words: analysis_words(),
+        preludes: preludes(),
+        runtime_module: Some(RUNTIME_MODULE.into()),
     })
 }
 
+/// evcxr's variable store, compiled once in the cell API (`kernel/cell/src/runtime.rs`).
+const RUNTIME_MODULE: &str = "ferrolab_cell::__evcxr_runtime";
+
+/// The tables crate (and polars, inside it) come into a session's cells once one
+/// names them: loading polars' metadata costs every cell about a tenth of a second,
+/// which cells that use no table should not pay. The statement registers how a
+/// `DataFrame` value is shown.
+fn preludes() -> Vec<evcxr::Prelude> {
+    vec![evcxr::Prelude {
+        words: [
+            "table",
+            "save_table",
+            "polars",
+            "DataFrame",
+            "ferrolab_cell_tables",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .collect(),
+        item: "use ferrolab_cell_tables::*;".into(),
+        statement: "ferrolab_cell_tables::__ferrolab_tables();".into(),
+    }]
+}
+
 /// What brings a prebuilt crate into rust-analyzer's view (so that a variable's type
-/// from it is known): the cell API's names bring `ferrolab-cell` (and with it
-/// polars, which it depends on); polars' commonest names bring polars; the other
-/// crates come by their own names.
+/// from it is known, by a path the cell can write): the cell API's names bring
+/// `ferrolab-cell`; the tables' names bring `ferrolab-cell-tables`, polars and
+/// `ferrolab-cell` (their values' types, `DataFrame` and `CellError`, are theirs);
+/// polars' commonest names bring polars; the other crates come by their own names.
 fn analysis_words() -> Vec<(String, Vec<String>)> {
     let list = |crate_name: &str, words: &[&str]| {
         (
@@ -460,9 +548,15 @@ fn analysis_words() -> Vec<(String, Vec<String>)> {
             ],
         ),
         list(
+            "ferrolab-cell-tables",
+            &["table", "save_table", "ferrolab_cell_tables"],
+        ),
+        list(
             "polars",
             &[
                 "polars",
+                "table",
+                "save_table",
                 "DataFrame",
                 "LazyFrame",
                 "Series",
@@ -511,6 +605,8 @@ fn from_json(value: &Value) -> Option<evcxr::Prebuilt> {
         .collect::<Option<Vec<_>>>()?;
     Some(evcxr::Prebuilt {
         analysis_words: analysis_words(),
+        preludes: preludes(),
+        runtime_module: Some(RUNTIME_MODULE.into()),
         externs,
         lib_dirs,
         link_paths,
@@ -532,20 +628,24 @@ mod tests {
             manifest_dependencies: "polars = { version = \"=0.55.2\" }\n".into(),
             lock_file: Some(PathBuf::from("/x/Cargo.lock")),
             analysis_words: analysis_words(),
+            preludes: preludes(),
+            runtime_module: Some(RUNTIME_MODULE.into()),
         };
         assert_eq!(from_json(&to_json(&prebuilt)), Some(prebuilt));
         assert_eq!(from_json(&serde_json::json!({"externs": 3})), None);
     }
 
     #[test]
-    fn every_source_of_the_cell_crate_is_built_in() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cell/src");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let name = format!("src/{}", entry.unwrap().file_name().to_string_lossy());
-            assert!(
-                SOURCES.iter().any(|(path, _)| *path == name),
-                "{name} is not in cell_crates::SOURCES"
-            );
+    fn every_source_of_the_cell_crates_is_built_in() {
+        let kernel = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for folder in ["cell/src", "cell/tables/src", "cell/crates/src"] {
+            for entry in std::fs::read_dir(kernel.join(folder)).unwrap() {
+                let name = format!("{folder}/{}", entry.unwrap().file_name().to_string_lossy());
+                assert!(
+                    SOURCES.iter().any(|(path, _)| *path == name),
+                    "{name} is not in cell_crates::SOURCES"
+                );
+            }
         }
     }
 }

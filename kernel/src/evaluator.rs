@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The user's "stop" button, shared by the control channel and the executor.
 #[derive(Default)]
@@ -60,6 +60,64 @@ struct Relay {
     panic: Mutex<Option<Panic>>,
     /// Held while a batch of lines is being forwarded.
     forwarding: Mutex<()>,
+    /// The display showing a `:dep` build, while one runs.
+    build: Mutex<Option<BuildDisplay>>,
+}
+
+struct BuildDisplay {
+    display: ferrolab_magics::Display,
+    started: Instant,
+    shown: Instant,
+    last: evcxr::BuildStep,
+}
+
+impl Relay {
+    /// Shows (at most a few times a second) what cargo is building for a `:dep`.
+    fn build_step(&self, step: &evcxr::BuildStep) {
+        let Some(mut out) = lock(&self.target).clone() else {
+            return;
+        };
+        let mut build = lock(&self.build);
+        let line = MimeBundle::text(format!(
+            "building for :dep: {} ({} of about {} crates done)",
+            step.crate_name,
+            step.done,
+            step.total.max(step.done + 1)
+        ));
+        match build.as_mut() {
+            Some(shown) => {
+                shown.last = step.clone();
+                if shown.shown.elapsed() >= Duration::from_millis(250) {
+                    shown.display.update(&mut out, line);
+                    shown.shown = Instant::now();
+                }
+            }
+            None => {
+                *build = Some(BuildDisplay {
+                    display: ferrolab_magics::Display::show(&mut out, line),
+                    started: Instant::now(),
+                    shown: Instant::now(),
+                    last: step.clone(),
+                });
+            }
+        }
+    }
+
+    /// Replaces the build's progress with what it did, once the cell has compiled.
+    fn finish_build(&self, out: &KernelOutput) {
+        let Some(build) = lock(&self.build).take() else {
+            return;
+        };
+        let crates = build.last.total.max(build.last.done + 1);
+        build.display.update(
+            &mut out.clone(),
+            MimeBundle::text(format!(
+                ":dep: about {crates} crates ready in {:.1} s (kept in this machine's crate \
+                 cache: other kernels take them from there)",
+                build.started.elapsed().as_secs_f64()
+            )),
+        );
+    }
 }
 
 struct Panic {
@@ -236,6 +294,7 @@ impl Evaluator {
             },
         );
         interrupt.set_running(None);
+        relay.finish_build(out);
         settle(&relay, &ready.stdout, &ready.stderr);
         *lock(&relay.target) = None;
         let panic = lock(&relay.panic).take();
@@ -352,7 +411,7 @@ fn warm_up(
 ) -> Result<Ready, String> {
     let crates = cell_crates(progress);
     let mut env = cell_env.to_vec();
-    if let Ok(prebuilt) = &crates {
+    if let Ok((prebuilt, _)) = &crates {
         // The prebuilt shared objects find each other (and the standard library's)
         // through the evaluation process's library path.
         let mut path = std::env::join_paths(&prebuilt.lib_dirs).unwrap_or_default();
@@ -365,6 +424,10 @@ fn warm_up(
     let (eval_context, outputs) =
         evcxr::EvalContext::with_runtime_env(&env).map_err(|e| e.to_string())?;
     let mut context = CommandContext::with_eval_context(eval_context);
+    let steps = relay.clone();
+    context.set_build_progress(Some(evcxr::BuildProgress(Arc::new(move |step| {
+        steps.build_step(step)
+    }))));
     spawn_relay(relay, outputs.stdout.clone(), outputs.stderr.clone())?;
     // Fast builds of small cells matter more than fast code; `:opt 2` restores
     // evcxr's default, and the user's own config (loaded next) may set it.
@@ -373,8 +436,9 @@ fn warm_up(
         log::warn!("could not load the evcxr config: {e}");
     }
     let notice = match crates {
-        Ok(prebuilt) => {
+        Ok((prebuilt, dep_cache)) => {
             context.set_prebuilt(Some(prebuilt));
+            context.set_dep_cache(dep_cache, dep_cache_bytes());
             match context.execute(prelude::START_CELL_API) {
                 Ok(_) => None,
                 Err(e) => {
@@ -403,22 +467,40 @@ fn warm_up(
 }
 
 /// The crates cells link: ready, or built now with progress reported (once per
-/// machine and toolchain). `FERROLAB_CELL_CRATES=off` runs cells without them.
-fn cell_crates(progress: &mut dyn FnMut(String)) -> Result<evcxr::Prebuilt, String> {
+/// machine and toolchain), and the folder of the cache `:dep` builds share.
+/// `FERROLAB_CELL_CRATES=off` runs cells without them.
+fn cell_crates(
+    progress: &mut dyn FnMut(String),
+) -> Result<(evcxr::Prebuilt, std::path::PathBuf), String> {
     if std::env::var("FERROLAB_CELL_CRATES").is_ok_and(|v| v == "off") {
         return Err("FERROLAB_CELL_CRATES is off".into());
     }
     let crates = crate::cell_crates::CellCrates::locate(&crate::home())?;
+    let dep_cache = crates.dep_cache_dir();
     if let Some(prebuilt) = crates.ready() {
-        return Ok(prebuilt);
+        return Ok((prebuilt, dep_cache));
     }
-    let mut last = std::time::Instant::now() - Duration::from_secs(1);
-    crates.build(&mut |step| {
+    let mut last = Instant::now() - Duration::from_secs(1);
+    let prebuilt = crates.build(&mut |step| {
         if last.elapsed() >= Duration::from_millis(500) {
-            last = std::time::Instant::now();
+            last = Instant::now();
             progress(step.line());
         }
-    })
+    })?;
+    Ok((prebuilt, dep_cache))
+}
+
+/// How much the shared `:dep` cache keeps: `FERROLAB_DEP_CACHE_MB`, 4 GiB unless
+/// set (0 turns it off; evcxr's `:cache` changes it for one kernel).
+fn dep_cache_bytes() -> u64 {
+    let mb = match std::env::var("FERROLAB_DEP_CACHE_MB") {
+        Ok(value) => value.trim().parse::<u64>().unwrap_or_else(|_| {
+            log::warn!("FERROLAB_DEP_CACHE_MB={value:?} is not a number of MiB; using 4096");
+            4096
+        }),
+        Err(_) => 4096,
+    };
+    mb.saturating_mul(1024 * 1024)
 }
 
 fn variables(context: &CommandContext) -> BTreeMap<String, String> {

@@ -233,8 +233,14 @@ test("cells added, moved, deleted and retyped at once from JupyterLab and the wo
         await one.keyboard.press("Escape");
         await labSelect(one, "let c = 3;");
         await one.keyboard.press("Control+Shift+ArrowUp");
-        await labSelect(one, "let d = 4;");
-        await one.keyboard.press("m");
+        // A collaborator's move can re-create the cell widgets under the pointer, and
+        // JupyterLab then drops the keyboard focus (as it does with its own RTC), so
+        // the key press is repeated until JupyterLab shows the change it asked for.
+        await waitFor(async () => {
+          await labSelect(one, "let d = 4;");
+          await one.keyboard.press("m");
+          return one.locator(".jp-NotebookPanel .jp-MarkdownCell", { hasText: "let d = 4;" }).count();
+        }, "JupyterLab to make d a Markdown cell");
       })(),
       (async () => {
         // The workspace: b deleted, a cell added below e, a moved down.

@@ -175,3 +175,55 @@ def test_a_second_fresh_kernel_shares_the_same_build(tmp_path):
             km.shutdown_kernel(now=True)
         assert not built_in(evcxr_dir) & {"polars", "polars_core"}, built_in(evcxr_dir)
     assert shared_build() == before, "a kernel rebuilt the shared crates"
+
+
+def cache_entries(folder):
+    """The shared :dep cache's entries: {crate name: hits} (evcxr's cache layout:
+    one folder per rustc command, its arguments in `meta`, a hit counter)."""
+    entries = {}
+    for entry in Path(folder).iterdir():
+        meta, hits = entry / "meta", entry / "hits"
+        if not (meta.is_file() and hits.is_file()):
+            continue
+        args = meta.read_text().splitlines()
+        if "--crate-name" in args:
+            name = args[args.index("--crate-name") + 1]
+        else:  # a build script's own probe of rustc: --crate-name=NAME
+            name = next(a.split("=", 1)[1] for a in args if a.startswith("--crate-name="))
+        entries.setdefault(name, []).append(int(hits.read_text()))
+    return entries
+
+
+def test_dep_crates_build_once_per_machine_with_progress_shown(tmp_path):
+    """A `:dep` crate (and what it depends on) is compiled by the first kernel that
+    asks for it; the next fresh kernel takes every one from the shared cache instead
+    of compiling it, and both show the build as it goes."""
+    cache = tmp_path / "dep-cache"
+    seen = []
+    for n in (1, 2):
+        evcxr_dir = tmp_path / f"evcxr-{n}"
+        evcxr_dir.mkdir()
+        km, kc = start_new_kernel(kernel_name="ferrolab", startup_timeout=60,
+                                  env={**os.environ, "EVCXR_TMPDIR": str(evcxr_dir),
+                                       "FERROLAB_DEP_CACHE_DIR": str(cache)})
+        try:
+            content, messages = run(kc, ':dep textwrap = "0.16"\ntextwrap::fill("a b c", 1)',
+                                    timeout=WARM_UP_TIMEOUT)
+            assert content["status"] == "ok", content
+            shown = [m["content"]["data"].get("text/plain", "") for m in messages
+                     if m["msg_type"] in ("display_data", "update_display_data")]
+            results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+            assert results == ['"a\\nb\\nc"'], messages
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+        # What was being built and how far along, then what the build did.
+        assert any(line.startswith("building for :dep: ") and " of about " in line for line in shown), shown
+        assert shown[-1].startswith(":dep: about "), shown
+        seen.append(cache_entries(cache))
+    first, second = seen
+    assert {"textwrap", "smawk", "unicode_width"} <= set(first), first
+    assert {name: hits for name, hits in first.items() if set(hits) != {0}} == {}
+    # The second kernel compiled nothing again: same entries, each one used once more.
+    assert set(second) == set(first), (first, second)
+    assert {name: hits for name, hits in second.items() if set(hits) != {1}} == {}

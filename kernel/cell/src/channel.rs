@@ -6,9 +6,9 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 
 /// Names the socket the kernel listens on for cell calls.
-pub(crate) const SOCKET_VAR: &str = "FERROLAB_CELL_SOCKET";
+pub const SOCKET_VAR: &str = "FERROLAB_CELL_SOCKET";
 /// Names the folder where tables travel as Arrow IPC files.
-pub(crate) const DIR_VAR: &str = "FERROLAB_CELL_DIR";
+pub const DIR_VAR: &str = "FERROLAB_CELL_DIR";
 
 /// Why a call from a cell failed: the kernel's own error name and message
 /// (`TableNotFound`, `ModelError`, …), or what went wrong on the way.
@@ -21,7 +21,8 @@ pub struct CellError {
 }
 
 impl CellError {
-    pub(crate) fn new(ename: &str, evalue: impl Into<String>) -> CellError {
+    /// An error named `ename` (`PolarsError`, `UnknownTable`, …).
+    pub fn new(ename: &str, evalue: impl Into<String>) -> CellError {
         CellError {
             ename: ename.to_string(),
             evalue: evalue.into(),
@@ -37,12 +38,6 @@ impl fmt::Display for CellError {
 
 impl std::error::Error for CellError {}
 
-impl From<polars::error::PolarsError> for CellError {
-    fn from(error: polars::error::PolarsError) -> CellError {
-        CellError::new("PolarsError", error.to_string())
-    }
-}
-
 impl From<std::io::Error> for CellError {
     fn from(error: std::io::Error) -> CellError {
         CellError::new("IoError", error.to_string())
@@ -50,7 +45,7 @@ impl From<std::io::Error> for CellError {
 }
 
 /// Asks the kernel to carry out `call` with `args` and returns its answer.
-pub(crate) fn call(call: &str, args: Value) -> Result<Value, CellError> {
+pub fn call(call: &str, args: Value) -> Result<Value, CellError> {
     let Some(path) = std::env::var_os(SOCKET_VAR) else {
         return Err(CellError::new(
             "NoKernel",

@@ -1,22 +1,18 @@
 //! The API of Rust cells in a ferrolab notebook.
 //!
-//! Every Rust cell starts with `use ferrolab_cell::*;` in scope, so a cell reads
-//! the tables the data magics made, writes tables back for `%%sql`, `%plot` and
-//! `%describe`, calls a model the kernel has loaded, logs to the current run, and
-//! shows rich output while it runs:
+//! Every Rust cell starts with `use ferrolab_cell::*;` in scope, so a cell calls a
+//! model the kernel has loaded, logs to the current run, and shows rich output
+//! while it runs. The notebook's tables are `ferrolab_cell_tables` (`table`,
+//! `save_table`), which the kernel brings into scope in the cells that name them or
+//! polars: this crate, which every cell links, holds no polars.
 //!
 //! ```no_run
 //! use ferrolab_cell::*;
-//! use polars::prelude::*;
 //!
 //! # fn main() -> Result<(), CellError> {
-//! // `%%sql --out per_model` made this table; the kernel hands it over memory-mapped.
-//! let per_model = table("per_model")?;
-//! let best = per_model.sort(["score"], SortMultipleOptions::default().with_order_descending(true))?;
-//! save_table("best", &best)?; // `%%sql SELECT * FROM best` now sees it
-//!
 //! let answer = generate("smollm2", "The capital of France is", &Generate::default().max_tokens(8))?;
 //! log_metric("answer_chars", answer.len() as f64)?;
+//! display_markdown(&format!("**{answer}**"));
 //! # Ok(())
 //! # }
 //! ```
@@ -40,16 +36,20 @@
 mod channel;
 mod model;
 mod output;
-mod tables;
 mod track;
 mod value;
 
+#[doc(hidden)]
+#[path = "runtime.rs"]
+pub mod __evcxr_runtime;
+
 pub use channel::CellError;
+#[doc(hidden)]
+pub use channel::{call as __call, DIR_VAR as __DIR_VAR};
 pub use model::{chat, embed, generate, Generate, Message};
 #[doc(hidden)]
-pub use output::{__ferrolab_emit, __ferrolab_start};
+pub use output::{__ferrolab_emit, __ferrolab_start, print_content as __print_content};
 pub use output::{clear_output, display, display_html, display_markdown, input, Display};
-pub use tables::{save_table, table};
 pub use track::{log_metric, log_metric_at, log_param};
 #[doc(hidden)]
-pub use value::ShowValue;
+pub use value::{__frame_kind, __register_frames, ShowValue};

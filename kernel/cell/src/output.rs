@@ -167,7 +167,7 @@ pub fn __ferrolab_start() {
 }
 
 /// Prints MIME blocks the way evcxr reads a cell's value.
-pub(crate) fn print_content(parts: &[(&str, String)]) {
+pub fn print_content(parts: &[(&str, String)]) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (mime, data) in parts {

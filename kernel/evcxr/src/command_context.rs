@@ -222,6 +222,17 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_prebuilt(prebuilt);
     }
 
+    /// ferrolab: keeps the crates `:dep` builds in `dir` (up to `bytes`), shared by
+    /// every kernel that names the same folder.
+    pub fn set_dep_cache(&mut self, dir: std::path::PathBuf, bytes: u64) {
+        self.eval_context.set_dep_cache(dir, bytes);
+    }
+
+    /// ferrolab: tells `progress` what cargo builds for a `:dep`, as it goes.
+    pub fn set_build_progress(&mut self, progress: Option<crate::BuildProgress>) {
+        self.eval_context.set_build_progress(progress);
+    }
+
     pub fn last_source(&self) -> std::io::Result<String> {
         self.eval_context.last_source()
     }
@@ -602,7 +613,11 @@ Panic detected. Here's some useful information if you're filing a bug report.
                     if let Some(arg) = args.as_ref() {
                         let bytes: u64 = arg.parse().map_err(|_| anyhow!("Invalid value"))?;
                         state.set_cache_bytes(bytes * 1024 * 1024);
-                    } else if let Ok(stats) = crate::module::cache::CacheStats::get() {
+                    } else if let Ok(stats) = state
+                        .config
+                        .cache_dir()
+                        .and_then(|dir| crate::module::cache::CacheStats::get(&dir))
+                    {
                         return text_output(format!("{stats}Size limit: {} MiB", state.cache_bytes() / 1024 / 1024));
                     }
                     text_output(format!("cache: {} MiB", state.cache_bytes() / 1024 / 1024))
@@ -611,8 +626,8 @@ Panic detected. Here's some useful information if you're filing a bug report.
             AvailableCommand::new(
                 ":clear_cache",
                 "Clear the cache used by the :cache command",
-                |_ctx, _state, _args| {
-                        let freed = crate::module::cache::cleanup(0)?;
+                |_ctx, state, _args| {
+                        let freed = crate::module::cache::cleanup(&state.config.cache_dir()?, 0)?;
                         text_output(format!("Deleted {} MiB from cache", freed / 1024 / 1024))
                 },
             ),

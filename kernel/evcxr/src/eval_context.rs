@@ -94,6 +94,10 @@ pub(crate) struct Config {
     cargo_path: PathBuf,
     pub(crate) rustc_path: PathBuf,
     cache_bytes: u64,
+    /// ferrolab: where the crate cache lives (evcxr's default when unset).
+    cache_dir: Option<PathBuf>,
+    /// ferrolab: told what cargo is building, for a progress display.
+    pub(crate) build_progress: Option<crate::prebuilt::BuildProgress>,
     /// A string of the form "core:/path/to/libstd-...so". This must be libstd that corresponds to
     /// the rust compiler in `rustc_path` so must be updated whenever `rustc_path` is updated.
     pub(crate) core_extern: OsString,
@@ -137,6 +141,8 @@ impl Config {
             time_passes: false,
             linker: "system".to_owned(),
             cache_bytes: 0,
+            cache_dir: None,
+            build_progress: None,
             sccache: None,
             offline_mode: false,
             toolchain: String::new(),
@@ -177,6 +183,19 @@ impl Config {
 
     pub fn cache_bytes(&self) -> u64 {
         self.cache_bytes
+    }
+
+    /// ferrolab: puts the crate cache in `dir` (shared by every kernel that names it).
+    pub fn set_cache_dir(&mut self, dir: PathBuf) {
+        self.cache_dir = Some(dir);
+    }
+
+    /// The crate cache's folder.
+    pub(crate) fn cache_dir(&self) -> Result<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::module::cache::default_cache_directory(),
+        }
     }
 
     pub(crate) fn cargo_command(&self, command_name: &str) -> Command {
@@ -222,6 +241,9 @@ impl Config {
                 crate::module::cache::TARGET_DIR_ENV,
                 self.common_target_dir(),
             );
+            if let Some(dir) = &self.cache_dir {
+                command.env(crate::module::cache::CACHE_DIR_ENV, dir);
+            }
         }
 
         if command_name == "build" || command_name == "check" {
@@ -578,6 +600,7 @@ impl EvalContext {
             return Ok(EvalOutputs::default());
         }
         let mut phases = PhaseDetailsBuilder::new();
+        state.note_preludes(&user_code.code_string());
         let code_out = state.apply(user_code.clone(), &code_info.nodes)?;
 
         let mut outputs =
@@ -691,6 +714,22 @@ impl EvalContext {
     pub fn set_prebuilt(&mut self, prebuilt: Option<crate::prebuilt::Prebuilt>) {
         self.initial_config.prebuilt.clone_from(&prebuilt);
         self.committed_state.config.prebuilt = prebuilt;
+    }
+
+    /// ferrolab: keeps the crates `:dep` builds in `dir` (up to `bytes`), shared by
+    /// every kernel that names the same folder.
+    pub fn set_dep_cache(&mut self, dir: PathBuf, bytes: u64) {
+        for config in [&mut self.initial_config, &mut self.committed_state.config] {
+            config.set_cache_dir(dir.clone());
+            config.set_cache_bytes(bytes);
+        }
+    }
+
+    /// ferrolab: tells `progress` what cargo builds for a `:dep`, as it goes.
+    pub fn set_build_progress(&mut self, progress: Option<crate::prebuilt::BuildProgress>) {
+        for config in [&mut self.initial_config, &mut self.committed_state.config] {
+            config.build_progress.clone_from(&progress);
+        }
     }
 
     pub fn set_time_passes(&mut self, value: bool) {
@@ -1304,6 +1343,9 @@ pub struct ContextState {
     async_mode: bool,
     allow_question_mark: bool,
     build_num: i32,
+    /// ferrolab: the prebuilt crates' preludes the session's cells have asked for
+    /// (indices into `Prebuilt::preludes`; only ever grows).
+    preludes: std::collections::BTreeSet<usize>,
     pub(crate) config: Config,
 }
 
@@ -1320,8 +1362,28 @@ impl ContextState {
             async_mode: false,
             allow_question_mark: false,
             build_num: 0,
+            preludes: Default::default(),
             config,
         }
+    }
+
+    /// ferrolab: turns on the preludes whose words `code` names.
+    fn note_preludes(&mut self, code: &str) {
+        if let Some(prebuilt) = &self.config.prebuilt {
+            self.preludes
+                .extend(crate::prebuilt::preludes_named(prebuilt, code));
+        }
+    }
+
+    /// ferrolab: the preludes turned on, in order.
+    fn active_preludes(&self) -> impl Iterator<Item = &crate::prebuilt::Prelude> {
+        let all = self
+            .config
+            .prebuilt
+            .as_ref()
+            .map(|p| p.preludes.as_slice())
+            .unwrap_or_default();
+        self.preludes.iter().filter_map(move |i| all.get(*i))
     }
 
     pub fn time_passes(&self) -> bool {
@@ -1664,6 +1726,9 @@ impl ContextState {
 
     fn items_code(&self) -> CodeBlock {
         let mut code = CodeBlock::new().add_all(self.get_imports());
+        for prelude in self.active_preludes() {
+            code = code.generated(&prelude.item);
+        }
         for item in self.items_by_name.values().chain(self.unnamed_items.iter()) {
             code = code.add_all(item.clone());
         }
@@ -1713,7 +1778,23 @@ impl ContextState {
         if self.allow_question_mark {
             code = code.add_all(self.error_trait_code(false));
         }
-        if needs_variable_store {
+        // ferrolab: what the preludes run first in every cell that has them.
+        let mut first = CodeBlock::new();
+        for prelude in self.active_preludes() {
+            if !prelude.statement.is_empty() {
+                first = first.generated(&prelude.statement);
+            }
+        }
+        user_code = first.add_all(user_code);
+        let runtime_module = self
+            .config
+            .prebuilt
+            .as_ref()
+            .and_then(|p| p.runtime_module.as_ref());
+        if needs_variable_store && let Some(module) = runtime_module {
+            // ferrolab: the store compiled once in a prebuilt crate.
+            code = code.generated(format!("use {module} as evcxr_internal_runtime;"));
+        } else if needs_variable_store {
             code = code
                 .generated("mod evcxr_internal_runtime {")
                 .generated(include_str!("evcxr_internal_runtime.rs"))

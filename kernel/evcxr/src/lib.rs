@@ -37,7 +37,10 @@ pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
+pub use crate::prebuilt::BuildProgress;
+pub use crate::prebuilt::BuildStep;
 pub use crate::prebuilt::Prebuilt;
+pub use crate::prebuilt::Prelude;
 pub use crate::runtime::runtime_hook;
 pub use rust_analyzer::Completions;
 

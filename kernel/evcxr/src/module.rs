@@ -240,7 +240,7 @@ impl Module {
                 }
                 bail!(Error::CompilationErrors(errors));
             }
-            return self.finish_compile(config, so_file, next_build_num);
+            return self.finish_compile(so_file, next_build_num);
         }
         if config.prebuilt.is_some() {
             let key = crate::prebuilt::record_key(&command, &config.build_manifest_path());
@@ -251,7 +251,18 @@ impl Module {
             );
         }
 
-        let cargo_output = run_cargo(command, code_block)?;
+        let progress = config.build_progress.as_ref().map(|progress| {
+            let lock = config.build_manifest_path().with_file_name("Cargo.lock");
+            (progress, lock)
+        });
+        let cargo_output = run_cargo(command, code_block, progress)?;
+        // ferrolab: only cargo's builds add to the cache (not the direct rustc path
+        // above), so only they look at its size.
+        if config.cache_bytes() > 0
+            && let Ok(dir) = config.cache_dir()
+        {
+            let _ = crate::module::cache::cleanup(&dir, config.cache_bytes());
+        }
         if config.time_passes {
             let output = String::from_utf8_lossy(&cargo_output.stderr);
             eprintln!("{output}");
@@ -265,12 +276,11 @@ impl Module {
             Err(error) => return Err(error.into()),
         };
 
-        self.finish_compile(config, so_file, next_build_num)
+        self.finish_compile(so_file, next_build_num)
     }
 
     fn finish_compile(
         &mut self,
-        config: &Config,
         so_file: PathBuf,
         next_build_num: i32,
     ) -> Result<SoFile, Error> {
@@ -280,10 +290,6 @@ impl Module {
 
         rename_or_copy_so_file(&so_file, &copied_so_file)?;
         self.build_num = next_build_num;
-
-        if config.cache_bytes() > 0 {
-            crate::module::cache::cleanup(config.cache_bytes())?;
-        }
 
         Ok(SoFile {
             path: copied_so_file,
@@ -378,7 +384,9 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
         crate::prebuilt::record(&command)?;
     }
 
-    let cache_result = cache::access_cache(&command)?;
+    // ferrolab: the cache is shared and may be read-only (a sandboxed kernel), so
+    // it never fails a build: a cache that cannot be read or written is a miss.
+    let cache_result = cache::access_cache(&command).unwrap_or(CacheResult::NonCache);
     if matches!(cache_result, CacheResult::Hit) {
         report_execution_so(&command)?;
         return Ok(0);
@@ -393,7 +401,7 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
         let stderr = std::str::from_utf8(&output.stderr).context("Rustc emitted invalid UTF-8")?;
         let artifacts = read_artifacts(stderr);
         if let CacheResult::Miss(cache_miss) = cache_result {
-            cache_miss.update_cache(&artifacts)?;
+            let _ = cache_miss.update_cache(&artifacts);
         }
         report_execution_so(&command)?;
     }
@@ -636,9 +644,11 @@ fn map_extern_arg(ext: &str) -> OsString {
 fn run_cargo(
     mut command: std::process::Command,
     code_block: &CodeBlock,
+    progress: Option<(&crate::prebuilt::BuildProgress, PathBuf)>,
 ) -> Result<std::process::Output, Error> {
     use std::io::BufRead;
-    use std::io::Read;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
 
     let mb_child = command
         .stderr(std::process::Stdio::piped())
@@ -649,19 +659,41 @@ fn run_cargo(
         Err(err) => bail!("Error running 'cargo rustc': {}", err),
     };
 
-    // Collect stdout in a parallel thread
-    let mut stdout = child.stdout.take().unwrap();
+    // Collect stdout in a parallel thread (ferrolab: counting the crates finished).
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let finished = done.clone();
     let output_thread = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        stdout.read_to_end(&mut buf)?;
+        loop {
+            let start = buf.len();
+            if stdout.read_until(10, &mut buf)? == 0 {
+                break;
+            }
+            if dependency_finished(&buf[start..]) {
+                finished.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         Ok::<_, Error>(buf)
     });
 
     // Collect stderr synchronously
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut all_errors = Vec::new();
+    let mut total = 0;
     for mb_line in stderr.split(10) {
         let mut line = mb_line?;
+        if let Some(((progress, lock), name)) = progress.as_ref().zip(compiling_dependency(&line)) {
+            if total == 0 {
+                // cargo has resolved the build by the time it compiles anything.
+                total = crate::prebuilt::packages_in_lock(lock);
+            }
+            (progress.0)(&crate::prebuilt::BuildStep {
+                crate_name: name,
+                done: done.load(Ordering::Relaxed),
+                total,
+            });
+        }
         tee_error_line(&line);
         all_errors.append(&mut line);
         all_errors.push(10);
@@ -694,6 +726,30 @@ fn run_cargo(
             bail!(Error::CompilationErrors(errors));
         }
     }
+}
+
+/// ferrolab: the dependency cargo starts on, from its `Compiling name vX` line.
+fn compiling_dependency(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?.trim_start();
+    let name = text.strip_prefix("Compiling ")?.split_whitespace().next()?;
+    (name != CRATE_NAME).then(|| name.to_owned())
+}
+
+/// ferrolab: whether a line of cargo's JSON says a dependency's library is done.
+fn dependency_finished(line: &[u8]) -> bool {
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return false;
+    };
+    message["reason"] == "compiler-artifact"
+        && message["target"]["name"] != CRATE_NAME
+        && message["target"]["kind"].as_array().is_some_and(|kinds| {
+            kinds.iter().any(|kind| {
+                matches!(
+                    kind.as_str(),
+                    Some("lib" | "rlib" | "dylib" | "cdylib" | "proc-macro")
+                )
+            })
+        })
 }
 
 /// Process one line from cargo, either copying it to stderr or ignoring.

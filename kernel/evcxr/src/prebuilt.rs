@@ -47,6 +47,44 @@ pub struct Prebuilt {
     /// Loading a large crate graph into rust-analyzer takes seconds, so a crate
     /// joins only once a cell's code names it.
     pub analysis_words: Vec<(String, Vec<String>)>,
+    /// Code every cell gets once a cell has named one of a prelude's words (a crate
+    /// that is costly to load, brought into scope only in sessions that use it).
+    pub preludes: Vec<Prelude>,
+    /// A module of a prebuilt crate that cells use as evcxr's variable store
+    /// (same API as `evcxr_internal_runtime.rs`), instead of compiling their own
+    /// copy of it every time.
+    pub runtime_module: Option<String>,
+}
+
+/// A `use` item (and a statement run first) that cells get once the session names
+/// one of `words`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Prelude {
+    /// Any of these words in a cell turns the prelude on for the rest of the session.
+    pub words: Vec<String>,
+    /// An item added to every cell's crate (`use some_crate::*;`).
+    pub item: String,
+    /// A statement run at the start of every cell (empty for none).
+    pub statement: String,
+}
+
+/// The preludes (by index) whose words `code` names.
+pub(crate) fn preludes_named<'a>(
+    prebuilt: &'a Prebuilt,
+    code: &'a str,
+) -> impl Iterator<Item = usize> + 'a {
+    let words: std::collections::HashSet<&str> = words_in(code).collect();
+    prebuilt
+        .preludes
+        .iter()
+        .enumerate()
+        .filter(move |(_, p)| p.words.iter().any(|w| words.contains(w.as_str())))
+        .map(|(i, _)| i)
+}
+
+fn words_in(code: &str) -> impl Iterator<Item = &str> {
+    code.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
 }
 
 impl Prebuilt {
@@ -209,10 +247,7 @@ pub(crate) fn note_used(
     code: &str,
     analysed: &mut std::collections::BTreeSet<String>,
 ) {
-    let words: std::collections::HashSet<&str> = code
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: std::collections::HashSet<&str> = words_in(code).collect();
     for line in prebuilt.manifest_dependencies.lines() {
         let Some(name) = line.split('=').next().map(str::trim) else {
             continue;
@@ -280,3 +315,36 @@ pub(crate) fn build_manifest(manifest: &str) -> String {
     manifest.replace("path = \"src/lib.rs\"", "path = \"../src/lib.rs\"")
 }
 
+
+/// ferrolab: one step of a `:dep` build, for a progress display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildStep {
+    /// The crate cargo has started on.
+    pub crate_name: String,
+    /// Crates finished so far (built, found built, or taken from the cache).
+    pub done: usize,
+    /// About how many the build has (packages in its lock file), 0 if not known yet.
+    pub total: usize,
+}
+
+/// Called with each step of a `:dep` build.
+#[derive(Clone)]
+pub struct BuildProgress(pub std::sync::Arc<dyn Fn(&BuildStep) + Send + Sync>);
+
+impl std::fmt::Debug for BuildProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BuildProgress")
+    }
+}
+
+/// Packages in a lock file, less the cell crate itself.
+pub(crate) fn packages_in_lock(lock: &Path) -> usize {
+    std::fs::read_to_string(lock)
+        .map(|text| {
+            text.lines()
+                .filter(|line| line.trim() == "[[package]]")
+                .count()
+                .saturating_sub(1)
+        })
+        .unwrap_or(0)
+}

@@ -114,7 +114,7 @@ pub struct CallContext<'a> {
     pub dir: &'a std::path::Path,
 }
 
-/// One call a Rust cell makes through the cell API (`ferrolab_cell::table`,
+/// One call a Rust cell makes through the cell API (`ferrolab_cell_tables::table`,
 /// `generate`, `log_metric`, …): JSON arguments in, a JSON answer out. A family
 /// registers the calls it answers next to its magics, so the kernel routes them
 /// without knowing what they do.

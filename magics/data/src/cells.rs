@@ -1,4 +1,4 @@
-//! The data family's answers to Rust cells (`ferrolab_cell::table`, `save_table`,
+//! The data family's answers to Rust cells (`ferrolab_cell_tables::table`, `save_table`,
 //! and a `DataFrame` shown as a cell's value). Tables travel as uncompressed Arrow
 //! IPC files in the kernel's private cell folder: the kernel writes a table once and
 //! the cell maps it; what a cell hands over is read into the kernel's own memory,

@@ -7,11 +7,15 @@ use std::borrow::Cow;
 use std::fmt::Display;
 use std::fmt::Write;
 use std::hash::Hasher;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
 
 pub(crate) const TARGET_DIR_ENV: &str = "EVCXR_TARGET_DIR";
+/// ferrolab: the cache's folder, for the rustc wrapper (the kernel sets it per
+/// toolchain, so that every kernel on the machine shares one cache).
+pub(crate) const CACHE_DIR_ENV: &str = "EVCXR_CACHE_DIR";
 
 pub(crate) enum CacheResult {
     /// We got a cache hit. The cache result has been written to appropriate output location.
@@ -55,32 +59,20 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
     }
     let output_directory = rust_command_line.output_directory;
     let cache_subdirectory = cache_dir.join(key.to_string());
-    if let Ok(stderr) = std::fs::read_to_string(cache_subdirectory.join("stderr")) {
-        let mut artifacts_out = Vec::new();
-        for mut artifact in read_artifacts(&stderr) {
-            let Some(filename) = artifact.path.file_name() else {
-                continue;
-            };
-            let cache_path = cache_subdirectory.join(filename);
-            let output_path = output_directory.join(filename);
-            std::fs::copy(&cache_path, &output_path).with_context(|| {
-                format!(
-                    "Failed to copy from cache `{}` -> `{}`",
-                    cache_path.display(),
-                    output_path.display()
-                )
-            })?;
-            artifact.path = output_path;
-            artifacts_out.push(artifact);
-        }
-
+    // ferrolab: several kernels share the cache, so an entry may vanish (another
+    // kernel's cleanup) while it is copied; then this is a miss, not a failed build.
+    if let Ok(stderr) = std::fs::read_to_string(cache_subdirectory.join("stderr"))
+        && let Ok(artifacts_out) = copy_from_cache(&stderr, &cache_subdirectory, &output_directory)
+    {
         // Update the hit counter file for this entry. The main purpose of this is to track how
         // recently this cache entry was used so that we can clean up the least recently used
-        // entries after the build finishes.
+        // entries after the build finishes. Best effort: another kernel may be counting too.
         let hits_file = cache_subdirectory.join("hits");
-        let mut hits: u32 = std::fs::read_to_string(&hits_file)?.parse()?;
-        hits += 1;
-        std::fs::write(&hits_file, format!("{hits}"))?;
+        let hits: u32 = std::fs::read_to_string(&hits_file)
+            .ok()
+            .and_then(|h| h.trim().parse().ok())
+            .unwrap_or(0);
+        let _ = std::fs::write(&hits_file, format!("{}", hits + 1));
 
         // We only emit the artifacts once we've copied all the cache files over, otherwise things
         // break for some reason that isn't obvious.
@@ -96,7 +88,40 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
     }))
 }
 
+fn copy_from_cache(
+    stderr: &str,
+    cache_subdirectory: &Path,
+    output_directory: &Path,
+) -> Result<Vec<Artifact>> {
+    let mut artifacts_out = Vec::new();
+    for mut artifact in read_artifacts(stderr) {
+        let Some(filename) = artifact.path.file_name() else {
+            continue;
+        };
+        let cache_path = cache_subdirectory.join(filename);
+        let output_path = output_directory.join(filename);
+        std::fs::copy(&cache_path, &output_path).with_context(|| {
+            format!(
+                "Failed to copy from cache `{}` -> `{}`",
+                cache_path.display(),
+                output_path.display()
+            )
+        })?;
+        artifact.path = output_path;
+        artifacts_out.push(artifact);
+    }
+    Ok(artifacts_out)
+}
+
+/// The wrapper's cache folder: the one the kernel chose, else evcxr's default.
 fn cache_directory() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    default_cache_directory()
+}
+
+pub(crate) fn default_cache_directory() -> Result<PathBuf> {
     Ok(dirs::cache_dir()
         .ok_or_else(|| anyhow!("Failed to get determine directory"))?
         .join("evcxr"))
@@ -185,18 +210,34 @@ fn cache_key(command: &Command, env: &CacheEnv) -> Result<u64> {
 
 impl CacheMiss {
     pub(super) fn update_cache(&self, artifacts: &[Artifact]) -> Result<()> {
-        std::fs::create_dir_all(&self.cache_subdirectory).with_context(|| {
-            format!(
-                "Failed to create cache directory `{}`",
-                self.cache_subdirectory.display()
-            )
+        // ferrolab: the entry is written beside its place and renamed into it, so
+        // that another kernel never reads half an entry; if one got there first,
+        // its entry stays.
+        let mut staging = self.cache_subdirectory.clone().into_os_string();
+        staging.push(format!(".tmp-{}", std::process::id()));
+        let staging = PathBuf::from(staging);
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).with_context(|| {
+            format!("Failed to create cache directory `{}`", staging.display())
         })?;
+        let written = self.write_entry(&staging, artifacts);
+        let placed = written.and_then(|()| Ok(std::fs::rename(&staging, &self.cache_subdirectory)?));
+        if placed.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        if self.cache_subdirectory.join("stderr").exists() {
+            return Ok(());
+        }
+        placed
+    }
+
+    fn write_entry(&self, dir: &Path, artifacts: &[Artifact]) -> Result<()> {
         for artifact in artifacts {
             let Some(filename) = artifact.path.file_name() else {
                 continue;
             };
             let output_path = self.output_directory.join(filename);
-            let cache_path = self.cache_subdirectory.join(filename);
+            let cache_path = dir.join(filename);
             std::fs::copy(&output_path, &cache_path).with_context(|| {
                 format!(
                     "Failed to copy output to cache `{}` -> `{}`",
@@ -206,21 +247,21 @@ impl CacheMiss {
             })?;
         }
 
-        std::fs::write(self.cache_subdirectory.join("meta"), &self.meta)?;
-        std::fs::write(self.cache_subdirectory.join("hits"), "0")?;
+        std::fs::write(dir.join("meta"), &self.meta)?;
+        std::fs::write(dir.join("hits"), "0")?;
         let mut stderr = String::new();
         for a in artifacts {
             writeln!(&mut stderr, "{a}").unwrap();
         }
-        std::fs::write(self.cache_subdirectory.join("stderr"), stderr)?;
+        std::fs::write(dir.join("stderr"), stderr)?;
         Ok(())
     }
 }
 
 /// Reduces cache usage to <= `cache_bytes`. Returns the number of bytes freed.
-pub(crate) fn cleanup(cache_bytes: u64) -> Result<u64> {
+pub(crate) fn cleanup(directory: &Path, cache_bytes: u64) -> Result<u64> {
     let mut freed = 0;
-    let mut entries = read_cache_entries()?;
+    let mut entries = read_cache_entries(directory)?;
     let total_size: u64 = entries.iter().map(|e| e.size).sum();
     if total_size <= cache_bytes {
         return Ok(freed);
@@ -232,7 +273,8 @@ pub(crate) fn cleanup(cache_bytes: u64) -> Result<u64> {
         let Some(entry) = entries.pop() else {
             break;
         };
-        std::fs::remove_dir_all(entry.subdirectory)?;
+        // Another kernel may have removed it already.
+        let _ = std::fs::remove_dir_all(entry.subdirectory);
         to_free -= entry.size as i64;
         freed += entry.size;
     }
@@ -248,9 +290,9 @@ pub(crate) struct CacheStats {
 }
 
 impl CacheStats {
-    pub(crate) fn get() -> Result<Self> {
+    pub(crate) fn get(directory: &Path) -> Result<Self> {
         let mut result = CacheStats::default();
-        for entry in read_cache_entries()? {
+        for entry in read_cache_entries(directory)? {
             result.num_entries += 1;
             result.disk_used += entry.size;
             if let Some(hits) = std::fs::read_to_string(entry.subdirectory.join("hits"))
@@ -279,14 +321,16 @@ struct CacheEntry {
     subdirectory: PathBuf,
 }
 
-fn read_cache_entries() -> Result<Vec<CacheEntry>> {
+fn read_cache_entries(directory: &Path) -> Result<Vec<CacheEntry>> {
     let mut cache_entries = Vec::new();
-    let directory = cache_directory()?;
     if !directory.exists() {
         return Ok(vec![]);
     }
     for entry in directory.read_dir()? {
         let entry = entry?;
+        if entry.file_name().to_string_lossy().contains(".tmp-") {
+            continue; // an entry being written
+        }
         let Ok(metadata) = std::fs::metadata(entry.path().join("hits")) else {
             continue;
         };
@@ -294,8 +338,14 @@ fn read_cache_entries() -> Result<Vec<CacheEntry>> {
             continue;
         };
         let mut size = 0;
-        for item in entry.path().read_dir()? {
-            let item = item?;
+        // Another kernel's cleanup may remove the entry meanwhile.
+        let Ok(items) = entry.path().read_dir() else {
+            continue;
+        };
+        for item in items {
+            let Ok(item) = item else {
+                continue;
+            };
             let Ok(metadata) = item.metadata() else {
                 continue;
             };
