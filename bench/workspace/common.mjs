@@ -224,6 +224,15 @@ export async function keystrokes(browser, app) {
         while (window.seen.length < n) window.seen.push(performance.timeOrigin + performance.now());
       }).observe(el, { subtree: true, childList: true, characterData: true });
     }, app.editor);
+    // PROFILE=FILE: a CPU profile of the receiving page while the keys arrive
+    // (Chrome's .cpuprofile format; bench/workspace/profile-summary.mjs reads it).
+    let profiler;
+    if (process.env.PROFILE) {
+      profiler = await b.context.newCDPSession(b.page);
+      await profiler.send("Profiler.enable");
+      await profiler.send("Profiler.setSamplingInterval", { interval: 100 });
+      await profiler.send("Profiler.start");
+    }
     await a.page.click(app.editor);
     await a.page.keyboard.press("Control+End");
     await a.page.evaluate(() => {
@@ -244,6 +253,10 @@ export async function keystrokes(browser, app) {
       await sleep(100);
     }
     const sent = await a.page.evaluate(() => window.sent);
+    if (profiler) {
+      const { profile } = await profiler.send("Profiler.stop");
+      fs.writeFileSync(process.env.PROFILE, JSON.stringify(profile));
+    }
     if (process.env.PROBE) {
       const wsSent = await a.page.evaluate(() => window.wsSent);
       const wsGot = await b.page.evaluate(() => window.wsGot);
