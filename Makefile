@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -171,6 +171,14 @@ bubblewrap:
 		else echo "shared kernels need Debian's bubblewrap: sudo apt-get install bubblewrap"; exit 1; fi; \
 	fi
 
+# Debian's PostgreSQL: the collaboration server's cluster mode keeps its documents
+# there (--database); the tests start a throwaway cluster of their own.
+postgresql:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		else echo "the cluster-mode tests need Debian's PostgreSQL: sudo apt-get install postgresql"; exit 1; fi; \
+	fi
+
 kernelspec: build lab-deps
 	VIRTUAL_ENV="$(abspath $(VENV))" $(BIN) kernel install --sys-prefix
 	$(BIN) kernel prepare
@@ -247,7 +255,7 @@ test-python: build cell-crates venv lab-extension model reference-venv promptfoo
 	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" \
 		$(PY) -m pytest tests/python -q -p no:cacheprovider
 
-test-collab: build cell-crates node-deps bubblewrap
+test-collab: build cell-crates node-deps bubblewrap postgresql
 	cd tests/collab && FERROLAB_BIN="$(BIN)" FERROLAB_SPLICE_PEER="$(SPLICE_PEER)" \
 		node --test --test-concurrency=1
 

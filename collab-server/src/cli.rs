@@ -26,6 +26,12 @@ pub enum CollabCommand {
         /// collab-server/web/dist when run from a checkout).
         #[arg(long, value_name = "DIR")]
         web: Option<PathBuf>,
+        /// Keep the notebooks' documents in this PostgreSQL database
+        /// (`postgres://user:password@host:port/database`) instead of the data
+        /// folder; also `FERROLAB_DATABASE`. Tokens and tracking stay in the data
+        /// folder for now (docs/deploy.md).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[command(flatten)]
         kernels: KernelArgs,
     },
@@ -128,6 +134,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             max_message_mib,
             watch,
             web,
+            database,
             kernels,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -140,6 +147,9 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
                 watch,
                 web: crate::web::locate(web),
+                database: database
+                    .or_else(|| std::env::var("FERROLAB_DATABASE").ok())
+                    .filter(|url| !url.is_empty()),
                 kernels: kernels.settings(),
             }));
             // A blocking task still running (a request cut off at the deadline) must

@@ -16,6 +16,7 @@ pub mod ipynb;
 pub mod kernels;
 pub mod live_runs;
 pub mod notebook;
+pub mod postgres;
 pub mod rights;
 pub mod sandbox;
 pub mod schema;

@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub watch: Option<PathBuf>,
     /// The built browser workspace, served at `/` (see `web::locate`).
     pub web: Option<PathBuf>,
+    /// A PostgreSQL URL: the documents live there instead of the data folder.
+    pub database: Option<String>,
     /// How shared kernels run (sandbox, limits, caps).
     pub kernels: KernelSettings,
 }
@@ -69,12 +71,15 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         println!("  {token}");
         first_token = Some(token);
     }
-    let storage = DurableStorage::open(options.data.join("docs")).with_context(|| {
-        format!(
-            "cannot open the document store in {}",
-            options.data.display()
-        )
-    })?;
+    let storage = match &options.database {
+        Some(url) => DurableStorage::open_postgres(url).await?,
+        None => DurableStorage::open(options.data.join("docs")).with_context(|| {
+            format!(
+                "cannot open the document store in {}",
+                options.data.display()
+            )
+        })?,
+    };
     let peers = Arc::new(Mutex::new(Peers::default()));
     let rights = Arc::new(DocRights::default());
     let repo = Repo::build_tokio()

@@ -1,4 +1,5 @@
-//! Durable document storage on local disk.
+//! Durable document storage: on local disk (the embedded default), or in
+//! PostgreSQL (`--database`, [`crate::postgres`]).
 //!
 //! The layout is samod's (and automerge-repo's nodefs storage): one file per
 //! storage key, the first key component split after two characters. What this
@@ -31,6 +32,8 @@ pub struct DurableStorage {
 
 struct Inner {
     root: PathBuf,
+    /// Where the chunks live when not in `root`.
+    postgres: Option<crate::postgres::PgChunks>,
     /// Per document id: hashes of changes known to be on disk (incremental
     /// chunks and the heads of snapshot chunks).
     durable: Mutex<HashMap<String, HashSet<ChangeHash>>>,
@@ -45,6 +48,20 @@ impl DurableStorage {
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
+                postgres: None,
+                durable: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    /// Chunks in the PostgreSQL database at `url` (the table is made if missing).
+    pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
+        let chunks = crate::postgres::PgChunks::connect(url).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root: PathBuf::from(crate::postgres::redacted(url)),
+                postgres: Some(chunks),
                 durable: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
             }),
@@ -126,7 +143,8 @@ impl DurableStorage {
         }
     }
 
-    /// The root folder of the document chunks.
+    /// The root folder of the document chunks (the database's URL, without its
+    /// password, when they are in PostgreSQL).
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
@@ -280,14 +298,42 @@ fn read_tree(prefix: &StorageKey, dir: &Path) -> HashMap<StorageKey, Vec<u8>> {
     out
 }
 
+/// Retries a database operation until it succeeds: chunks are never dropped
+/// (acknowledgements wait for them), and a missing chunk must not pass for an
+/// absent document while the database is away.
+async fn with_retries<T, F, Fut>(what: &str, key: &StorageKey, mut operation: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match operation().await {
+            Ok(value) => return value,
+            Err(error) => {
+                log::error!(
+                    "could not {what} {key} in the database: {error}; retrying in {} ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 impl samod::storage::Storage for DurableStorage {
     fn load(&self, key: StorageKey) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
         let this = self.clone();
         async move {
-            let path = this.path_of(&key)?;
-            let data = tokio::task::spawn_blocking(move || std::fs::read(path).ok())
-                .await
-                .ok()??;
+            let data = if let Some(pg) = &this.inner.postgres {
+                with_retries("load", &key, || pg.load(&key)).await?
+            } else {
+                let path = this.path_of(&key)?;
+                tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+                    .await
+                    .ok()??
+            };
             this.note_durable(&key, &data);
             Some(data)
         }
@@ -299,12 +345,19 @@ impl samod::storage::Storage for DurableStorage {
     ) -> impl std::future::Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
         let this = self.clone();
         async move {
-            let Some(dir) = this.path_of(&prefix) else {
-                return HashMap::new();
+            let found: HashMap<StorageKey, Vec<u8>> = if let Some(pg) = &this.inner.postgres {
+                with_retries("load the chunks under", &prefix, || pg.load_range(&prefix))
+                    .await
+                    .into_iter()
+                    .collect()
+            } else {
+                let Some(dir) = this.path_of(&prefix) else {
+                    return HashMap::new();
+                };
+                tokio::task::spawn_blocking(move || read_tree(&prefix, &dir))
+                    .await
+                    .unwrap_or_default()
             };
-            let found = tokio::task::spawn_blocking(move || read_tree(&prefix, &dir))
-                .await
-                .unwrap_or_default();
             for (key, data) in &found {
                 this.note_durable(key, data);
             }
@@ -315,6 +368,11 @@ impl samod::storage::Storage for DurableStorage {
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl std::future::Future<Output = ()> + Send {
         let this = self.clone();
         async move {
+            if let Some(pg) = &this.inner.postgres {
+                with_retries("store", &key, || pg.put(&key, &data)).await;
+                this.note_durable(&key, &data);
+                return;
+            }
             let Some(path) = this.path_of(&key) else {
                 log::error!("refusing to store a chunk under the malformed key {key}");
                 return;
@@ -347,6 +405,10 @@ impl samod::storage::Storage for DurableStorage {
     fn delete(&self, key: StorageKey) -> impl std::future::Future<Output = ()> + Send {
         let this = self.clone();
         async move {
+            if let Some(pg) = &this.inner.postgres {
+                with_retries("delete", &key, || pg.delete(&key)).await;
+                return;
+            }
             let Some(path) = this.path_of(&key) else {
                 return;
             };

@@ -27,6 +27,7 @@ async fn start_server() -> TestServer {
         max_message_bytes: 8 << 20,
         watch: None,
         web: None,
+        database: None,
         kernels: server::KernelSettings {
             sandboxed: false,
             ..Default::default()

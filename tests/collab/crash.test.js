@@ -5,11 +5,8 @@ import { test } from "node:test";
 process.on("uncaughtException", (error) => {
   if (error.code !== "ECONNRESET") throw error;
 });
-import assert from "node:assert/strict";
-import * as A from "@automerge/automerge";
 import {
-  acknowledged, api, cellSource, codeCell, createNotebook, createToken, freePort, jsClient,
-  startServer, tempDir, within,
+  codeCell, createNotebook, createToken, freePort, killOnAcknowledgement, startServer, tempDir,
 } from "./helpers.js";
 
 const ROUNDS = Number(process.env.CRASH_ROUNDS ?? 50);
@@ -20,34 +17,8 @@ test("acknowledged edits survive kill -9", async () => {
   let server = await startServer(data, { port });
   const token = createToken(data, "editor");
   const entry = await createNotebook(server, token, [codeCell("log")]);
-  let expected = "";
   try {
-    for (let round = 0; round < ROUNDS; round++) {
-      const client = jsClient(server, token);
-      const handle = await client.find(entry.notebook);
-      assert.equal(cellSource(handle, "log"), expected, `round ${round}: loaded what was acknowledged`);
-      const line = `round ${round}\n`;
-      // Kill the server the moment its acknowledgement arrives, in the same tick:
-      // a server that acknowledged before its write reached the disk loses the edit.
-      const killed = new Promise((resolve) => {
-        handle.on("remote-heads", () => {
-          if (acknowledged(client, handle) && server.alive()) {
-            server.proc.kill("SIGKILL");
-            // Leave before the socket notices: the stock adapter would otherwise
-            // schedule a reconnect that outlives shutdown().
-            resolve(client.shutdown().catch(() => {}));
-          }
-        });
-      });
-      handle.change((doc) => A.splice(doc, ["cells", "log", "source"], expected.length, 0, line));
-      expected += line;
-      await within(killed, 20000, `round ${round}: the server's acknowledgement`);
-      await server.exited;
-      server = await startServer(data, { port });
-      const exported = await api(server, token, "GET", `/api/notebooks/${entry.id}/ipynb`);
-      assert.equal(exported.status, 200, exported.text);
-      assert.equal(exported.json.cells[0].source.join(""), expected, `round ${round}: nothing acknowledged was lost`);
-    }
+    server = await killOnAcknowledgement({ server, data, port, token, entry, rounds: ROUNDS });
   } finally {
     await server.stop();
   }

@@ -190,3 +190,107 @@ export function acknowledged(repo, handle) {
   const theirs = handle.getSyncInfo(storageId)?.lastHeads ?? [];
   return handle.heads().every((head) => theirs.includes(head));
 }
+
+/** A PostgreSQL program from Debian's packages (on the PATH, or in its versioned folder). */
+function postgresProgram(name) {
+  for (const dir of (process.env.PATH || "").split(":")) {
+    if (dir && fs.existsSync(path.join(dir, name))) return path.join(dir, name);
+  }
+  const root = "/usr/lib/postgresql";
+  const versions = fs.existsSync(root) ? fs.readdirSync(root).sort((a, b) => Number(b) - Number(a)) : [];
+  for (const version of versions) {
+    const file = path.join(root, version, "bin", name);
+    if (fs.existsSync(file)) return file;
+  }
+  throw new Error(`PostgreSQL's ${name} is missing: install Debian's postgresql (make test does)`);
+}
+
+/** A throwaway PostgreSQL cluster in a temporary folder, as an unprivileged user
+ * (PostgreSQL refuses to run as root): `url` for the server, `sql(query)` to look
+ * inside, `stop()`. */
+export async function startPostgres() {
+  const dir = tempDir();
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  // As root, the cluster belongs to `nobody`, which must be able to reach it.
+  if (asRoot) {
+    fs.chmodSync(dir, 0o755);
+    fs.chownSync(dir, 65534, 65534);
+  }
+  const run = (program, args) => {
+    const [file, argv] = asRoot ? ["runuser", ["-u", "nobody", "--", program, ...args]] : [program, args];
+    return execFileSync(file, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  };
+  const data = path.join(dir, "cluster");
+  run(postgresProgram("initdb"), ["-D", data, "-A", "trust", "-U", "ferrolab", "--no-sync"]);
+  run(postgresProgram("pg_ctl"), [
+    "-D", data, "-l", path.join(dir, "log"), "-w", "-o",
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start",
+  ]);
+  const url = `postgres://ferrolab@127.0.0.1:${port}/postgres`;
+  return {
+    url,
+    port,
+    sql: (query) =>
+      execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", "postgres",
+        "-tAc", query], { encoding: "utf8" }).trim(),
+    stop: () => {
+      try {
+        run(postgresProgram("pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"]);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+/** `rounds` times: a client appends a line to cell `log` of `entry`, the server is
+ * killed with SIGKILL the moment its acknowledgement arrives, restarted with the
+ * same `args`, and must export every acknowledged line. Returns the last server. */
+export async function killOnAcknowledgement({ server, data, port, args = [], token, entry, rounds }) {
+  const running = { server };
+  try {
+    await killRounds(running, { data, port, args, token, entry, rounds });
+    return running.server;
+  } catch (error) {
+    // The caller knows only the first server; stop the one running now.
+    await running.server.stop();
+    throw error;
+  }
+}
+
+async function killRounds(running, { data, port, args, token, entry, rounds }) {
+  let expected = "";
+  for (let round = 0; round < rounds; round++) {
+    const server = running.server;
+    const client = jsClient(server, token);
+    const handle = await client.find(entry.notebook);
+    if (cellSource(handle, "log") !== expected) {
+      throw new Error(`round ${round}: loaded ${JSON.stringify(cellSource(handle, "log"))}, acknowledged ${JSON.stringify(expected)}`);
+    }
+    const line = `round ${round}\n`;
+    // Kill the server the moment its acknowledgement arrives, in the same tick:
+    // a server that acknowledged before its write was durable loses the edit.
+    const killed = new Promise((resolve) => {
+      handle.on("remote-heads", () => {
+        if (acknowledged(client, handle) && server.alive()) {
+          server.proc.kill("SIGKILL");
+          // Leave before the socket notices: the stock adapter would otherwise
+          // schedule a reconnect that outlives shutdown().
+          resolve(client.shutdown().catch(() => {}));
+        }
+      });
+    });
+    handle.change((doc) => A.splice(doc, ["cells", "log", "source"], expected.length, 0, line));
+    expected += line;
+    await within(killed, 20000, `round ${round}: the server's acknowledgement`);
+    await server.exited;
+    running.server = await startServer(data, { port, args });
+    const exported = await api(running.server, token, "GET", `/api/notebooks/${entry.id}/ipynb`);
+    if (exported.status !== 200) throw new Error(`round ${round}: export answered ${exported.status}: ${exported.text}`);
+    const text = exported.json.cells[0].source.join("");
+    if (text !== expected) {
+      throw new Error(`round ${round}: acknowledged ${JSON.stringify(expected)}, the restarted server has ${JSON.stringify(text)}`);
+    }
+  }
+}

@@ -1,0 +1,51 @@
+// The cluster mode's first part: the notebooks' documents in PostgreSQL
+// (`ferrolab collab serve --database postgres://…`), against a throwaway cluster
+// of Debian's PostgreSQL. An acknowledged edit survives kill -9 of the server
+// (its chunk was committed before the acknowledgement), the data folder holds no
+// document, and a database that cannot be reached is a clear error at start.
+import { test, after } from "node:test";
+// Killing the server under a connected client makes its socket report ECONNRESET.
+process.on("uncaughtException", (error) => {
+  if (error.code !== "ECONNRESET") throw error;
+});
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import {
+  BIN, codeCell, createNotebook, createToken, freePort, killOnAcknowledgement, startPostgres, startServer, tempDir,
+} from "./helpers.js";
+
+const ROUNDS = Number(process.env.CRASH_ROUNDS ?? 10);
+const postgres = await startPostgres();
+after(() => postgres.stop());
+
+test("on PostgreSQL, acknowledged edits survive kill -9 and the data folder holds no document", async () => {
+  const data = tempDir();
+  const port = await freePort();
+  const args = ["--database", postgres.url];
+  let server = await startServer(data, { port, args });
+  const token = createToken(data, "editor");
+  const entry = await createNotebook(server, token, [codeCell("log")]);
+  try {
+    server = await killOnAcknowledgement({ server, data, port, args, token, entry, rounds: ROUNDS });
+  } finally {
+    await server.stop();
+  }
+  const chunks = Number(postgres.sql("SELECT count(*) FROM ferrolab_chunks"));
+  assert.ok(chunks > 0, "the documents' chunks are in the database");
+  const docs = path.join(data, "docs");
+  const files = fs.existsSync(docs) ? fs.readdirSync(docs, { recursive: true }) : [];
+  assert.deepEqual(files, [], "no document chunk in the data folder");
+});
+
+test("a database that cannot be reached stops the server at start with what to check, and no password", async () => {
+  const data = tempDir();
+  const closed = await freePort();
+  const result = spawnSync(BIN, ["collab", "serve", "--data", data, "--bind", `127.0.0.1:${await freePort()}`,
+    "--database", `postgres://ada:s3cret@127.0.0.1:${closed}/ferrolab`], { encoding: "utf8", timeout: 60000 });
+  assert.notEqual(result.status, 0, result.stdout + result.stderr);
+  const said = result.stdout + result.stderr;
+  assert.match(said, /cannot connect to the database postgres:\/\/ada:\*\*\*@127\.0\.0\.1/, said);
+  assert.doesNotMatch(said, /s3cret/, said);
+});
