@@ -170,6 +170,18 @@ def test_a_second_fresh_kernel_shares_the_same_build(tmp_path):
                 assert content["status"] == "ok", content
                 printed = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
                 assert printed.strip() == "3", messages
+                # A :dep naming a crate of the prepared set replaces it in this kernel's
+                # cells, and the cell API still works beside it.
+                content, _ = run(kc, ':dep serde_json = "1"', timeout=WARM_UP_TIMEOUT)
+                assert content["status"] == "ok", content
+                content, messages = run(kc, 'display_markdown("**shown**");\n'
+                                            'serde_json::to_string(&serde_json::json!([1, 2]))?',
+                                        timeout=WARM_UP_TIMEOUT)
+                assert content["status"] == "ok", content
+                shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+                results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+                assert {"text/markdown": "**shown**"}.items() <= shown[0].items(), messages
+                assert results == ['"[1,2]"'], messages
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
