@@ -223,14 +223,17 @@ export async function startPostgres() {
   };
   const data = path.join(dir, "cluster");
   run(postgresProgram("initdb"), ["-D", data, "-A", "trust", "-U", "ferrolab", "--no-sync"]);
-  run(postgresProgram("pg_ctl"), [
-    "-D", data, "-l", path.join(dir, "log"), "-w", "-o",
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start",
-  ]);
+  const start = () =>
+    run(postgresProgram("pg_ctl"), [
+      "-D", data, "-l", path.join(dir, "log"), "-w", "-o",
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start",
+    ]);
+  start();
   const url = `postgres://ferrolab@127.0.0.1:${port}/postgres`;
   return {
     url,
     port,
+    start,
     sql: (query) =>
       execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", "postgres",
         "-tAc", query], { encoding: "utf8" }).trim(),

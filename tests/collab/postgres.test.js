@@ -12,8 +12,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
+import * as A from "@automerge/automerge";
 import {
-  BIN, codeCell, createNotebook, createToken, freePort, killOnAcknowledgement, startPostgres, startServer, tempDir,
+  BIN, acknowledged, api, cellSource, codeCell, createNotebook, createToken, freePort, jsClient, killOnAcknowledgement,
+  sleep, startPostgres, startServer, tempDir, waitFor,
 } from "./helpers.js";
 
 const ROUNDS = Number(process.env.CRASH_ROUNDS ?? 10);
@@ -37,6 +39,40 @@ test("on PostgreSQL, acknowledged edits survive kill -9 and the data folder hold
   const docs = path.join(data, "docs");
   const files = fs.existsSync(docs) ? fs.readdirSync(docs, { recursive: true }) : [];
   assert.deepEqual(files, [], "no document chunk in the data folder");
+});
+
+test("while the database is down, edits wait unacknowledged; when it is back they are stored, none lost", async () => {
+  const data = tempDir();
+  const port = await freePort();
+  const args = ["--database", postgres.url];
+  let server = await startServer(data, { port, args });
+  const token = createToken(data, "editor");
+  const entry = await createNotebook(server, token, [codeCell("log")]);
+  const client = jsClient(server, token);
+  try {
+    const handle = await client.find(entry.notebook);
+    handle.change((doc) => A.splice(doc, ["cells", "log", "source"], 0, 0, "before\n"));
+    await waitFor(() => acknowledged(client, handle), "the first edit's acknowledgement");
+    postgres.stop();
+    handle.change((doc) => A.splice(doc, ["cells", "log", "source"], "before\n".length, 0, "during\n"));
+    await sleep(1500);
+    assert.equal(acknowledged(client, handle), false, "no acknowledgement while the change cannot be stored");
+    assert.ok(server.alive(), server.output());
+    postgres.start();
+    await waitFor(() => acknowledged(client, handle), "the acknowledgement once the database is back", 30000);
+    assert.equal(cellSource(handle, "log"), "before\nduring\n");
+  } finally {
+    await client.shutdown().catch(() => {});
+  }
+  await server.kill9();
+  server = await startServer(data, { port, args });
+  try {
+    const exported = await api(server, token, "GET", `/api/notebooks/${entry.id}/ipynb`);
+    assert.equal(exported.status, 200, exported.text);
+    assert.equal(exported.json.cells[0].source.join(""), "before\nduring\n", "both edits survived");
+  } finally {
+    await server.stop();
+  }
 });
 
 test("a database that cannot be reached stops the server at start with what to check, and no password", async () => {
