@@ -497,16 +497,11 @@ const RUNTIME_MODULE: &str = "ferrolab_cell::__evcxr_runtime";
 /// `DataFrame` value is shown.
 fn preludes() -> Vec<evcxr::Prelude> {
     vec![evcxr::Prelude {
-        words: [
-            "table",
-            "save_table",
-            "polars",
-            "DataFrame",
-            "ferrolab_cell_tables",
-        ]
-        .iter()
-        .map(|w| w.to_string())
-        .collect(),
+        words: [TABLE_NAMES.as_slice(), &["polars", "DataFrame"]]
+            .concat()
+            .iter()
+            .map(|w| w.to_string())
+            .collect(),
         item: "use ferrolab_cell_tables::*;".into(),
         statement: "ferrolab_cell_tables::__ferrolab_tables();".into(),
     }]
@@ -517,6 +512,9 @@ fn preludes() -> Vec<evcxr::Prelude> {
 /// `ferrolab-cell`; the tables' names bring `ferrolab-cell-tables`, polars and
 /// `ferrolab-cell` (their values' types, `DataFrame` and `CellError`, are theirs);
 /// polars' commonest names bring polars; the other crates come by their own names.
+/// The tables crate's names in a cell: what brings it (and polars) into a session.
+const TABLE_NAMES: [&str; 3] = ["table", "save_table", "ferrolab_cell_tables"];
+
 fn analysis_words() -> Vec<(String, Vec<String>)> {
     let list = |crate_name: &str, words: &[&str]| {
         (
@@ -528,43 +526,44 @@ fn analysis_words() -> Vec<(String, Vec<String>)> {
         list(
             "ferrolab-cell",
             &[
-                "table",
-                "save_table",
-                "generate",
-                "chat",
-                "embed",
-                "log_param",
-                "log_metric",
-                "log_metric_at",
-                "display",
-                "display_html",
-                "display_markdown",
-                "clear_output",
-                "input",
-                "Generate",
-                "Message",
-                "CellError",
-                "Display",
-            ],
+                TABLE_NAMES.as_slice(),
+                &[
+                    "generate",
+                    "chat",
+                    "embed",
+                    "log_param",
+                    "log_metric",
+                    "log_metric_at",
+                    "display",
+                    "display_html",
+                    "display_markdown",
+                    "clear_output",
+                    "input",
+                    "Generate",
+                    "Message",
+                    "CellError",
+                    "Display",
+                ],
+            ]
+            .concat(),
         ),
-        list(
-            "ferrolab-cell-tables",
-            &["table", "save_table", "ferrolab_cell_tables"],
-        ),
+        list("ferrolab-cell-tables", &TABLE_NAMES),
         list(
             "polars",
             &[
-                "polars",
-                "table",
-                "save_table",
-                "DataFrame",
-                "LazyFrame",
-                "Series",
-                "Column",
-                "df",
-                "col",
-                "lit",
-            ],
+                TABLE_NAMES.as_slice(),
+                &[
+                    "polars",
+                    "DataFrame",
+                    "LazyFrame",
+                    "Series",
+                    "Column",
+                    "df",
+                    "col",
+                    "lit",
+                ],
+            ]
+            .concat(),
         ),
         list("serde", &["serde", "Serialize", "Deserialize"]),
         list("itertools", &["itertools", "Itertools"]),

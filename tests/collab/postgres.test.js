@@ -22,13 +22,20 @@ const ROUNDS = Number(process.env.CRASH_ROUNDS ?? 10);
 const postgres = await startPostgres();
 after(() => postgres.stop());
 
-test("on PostgreSQL, acknowledged edits survive kill -9 and the data folder holds no document", async () => {
+/** A server on the database, an editor's token and a notebook with a cell `log`. */
+async function serverOnPostgres() {
   const data = tempDir();
   const port = await freePort();
   const args = ["--database", postgres.url];
-  let server = await startServer(data, { port, args });
+  const server = await startServer(data, { port, args });
   const token = createToken(data, "editor");
   const entry = await createNotebook(server, token, [codeCell("log")]);
+  return { data, port, args, server, token, entry };
+}
+
+test("on PostgreSQL, acknowledged edits survive kill -9 and the data folder holds no document", async () => {
+  const { data, port, args, token, entry, ...started } = await serverOnPostgres();
+  let server = started.server;
   try {
     server = await killOnAcknowledgement({ server, data, port, args, token, entry, rounds: ROUNDS });
   } finally {
@@ -42,12 +49,8 @@ test("on PostgreSQL, acknowledged edits survive kill -9 and the data folder hold
 });
 
 test("while the database is down, edits wait unacknowledged; when it is back they are stored, none lost", async () => {
-  const data = tempDir();
-  const port = await freePort();
-  const args = ["--database", postgres.url];
-  let server = await startServer(data, { port, args });
-  const token = createToken(data, "editor");
-  const entry = await createNotebook(server, token, [codeCell("log")]);
+  const { data, port, args, token, entry, ...started } = await serverOnPostgres();
+  let server = started.server;
   const client = jsClient(server, token);
   try {
     const handle = await client.find(entry.notebook);

@@ -20,7 +20,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 
 from conftest import BIN, WARM_UP_TIMEOUT
-from kernel_client import run
+from kernel_client import run, stream_text
 from test_collab_ipynb import Server
 
 
@@ -146,6 +146,14 @@ def test_sql_rust_sql_a_model_and_a_metric_in_one_notebook(server):
     assert shared_build() == before, "the kernel rebuilt the shared crates"
 
 
+def ok(kc, code):
+    """Runs `code` (waiting as long as a first build may take); it must succeed.
+    Returns the cell's iopub messages."""
+    content, messages = run(kc, code, timeout=WARM_UP_TIMEOUT)
+    assert content["status"] == "ok", content
+    return messages
+
+
 def test_a_second_fresh_kernel_shares_the_same_build(tmp_path):
     before = shared_build()
     for n in (1, 2):
@@ -154,30 +162,20 @@ def test_a_second_fresh_kernel_shares_the_same_build(tmp_path):
         km, kc = start_new_kernel(kernel_name="ferrolab", startup_timeout=60,
                                   env={**os.environ, "EVCXR_TMPDIR": str(evcxr_dir)})
         try:
-            content, messages = run(kc, "use polars::prelude::*;\nlet df = df!(\"a\" => [1, 2, 3])?;\n"
-                                        "println!(\"{}\", df.height() * 2);",
-                                    timeout=WARM_UP_TIMEOUT)
-            assert content["status"] == "ok", content
-            printed = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
-            assert "6" in printed, messages
+            messages = ok(kc, "use polars::prelude::*;\nlet df = df!(\"a\" => [1, 2, 3])?;\n"
+                              "println!(\"{}\", df.height() * 2);")
+            assert "6" in stream_text(messages), messages
             if n == 2:
                 # A crate added with :dep builds beside the prebuilt ones, and a cell uses both.
-                content, _ = run(kc, ':dep unicode-segmentation = "1"', timeout=WARM_UP_TIMEOUT)
-                assert content["status"] == "ok", content
-                content, messages = run(kc, "use unicode_segmentation::UnicodeSegmentation;\n"
-                                            "println!(\"{}\", serde_json::json!(\"a b\".split_word_bounds().count()));",
-                                        timeout=WARM_UP_TIMEOUT)
-                assert content["status"] == "ok", content
-                printed = "".join(m["content"].get("text", "") for m in messages if m["msg_type"] == "stream")
-                assert printed.strip() == "3", messages
+                ok(kc, ':dep unicode-segmentation = "1"')
+                messages = ok(kc, "use unicode_segmentation::UnicodeSegmentation;\n"
+                                  "println!(\"{}\", serde_json::json!(\"a b\".split_word_bounds().count()));")
+                assert stream_text(messages).strip() == "3", messages
                 # A :dep naming a crate of the prepared set replaces it in this kernel's
                 # cells, and the cell API still works beside it.
-                content, _ = run(kc, ':dep serde_json = "1"', timeout=WARM_UP_TIMEOUT)
-                assert content["status"] == "ok", content
-                content, messages = run(kc, 'display_markdown("**shown**");\n'
-                                            'serde_json::to_string(&serde_json::json!([1, 2]))?',
-                                        timeout=WARM_UP_TIMEOUT)
-                assert content["status"] == "ok", content
+                ok(kc, ':dep serde_json = "1"')
+                messages = ok(kc, 'display_markdown("**shown**");\n'
+                                  'serde_json::to_string(&serde_json::json!([1, 2]))?')
                 shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
                 results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
                 assert {"text/markdown": "**shown**"}.items() <= shown[0].items(), messages
@@ -219,9 +217,7 @@ def test_dep_crates_build_once_per_machine_with_progress_shown(tmp_path):
                                   env={**os.environ, "EVCXR_TMPDIR": str(evcxr_dir),
                                        "FERROLAB_DEP_CACHE_DIR": str(cache)})
         try:
-            content, messages = run(kc, ':dep textwrap = "0.16"\ntextwrap::fill("a b c", 1)',
-                                    timeout=WARM_UP_TIMEOUT)
-            assert content["status"] == "ok", content
+            messages = ok(kc, ':dep textwrap = "0.16"\ntextwrap::fill("a b c", 1)')
             shown = [m["content"]["data"].get("text/plain", "") for m in messages
                      if m["msg_type"] in ("display_data", "update_display_data")]
             results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]

@@ -2,6 +2,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 
 /// An artifact emitted by Rustc.
+#[derive(Clone)]
 pub(super) struct Artifact {
     pub(super) path: PathBuf,
     pub(super) emit: String,

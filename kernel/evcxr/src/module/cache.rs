@@ -62,7 +62,11 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
     // ferrolab: several kernels share the cache, so an entry may vanish (another
     // kernel's cleanup) while it is copied; then this is a miss, not a failed build.
     if let Ok(stderr) = std::fs::read_to_string(cache_subdirectory.join("stderr"))
-        && let Ok(artifacts_out) = copy_from_cache(&stderr, &cache_subdirectory, &output_directory)
+        && let Ok(artifacts_out) = copy_artifacts(
+            read_artifacts(&stderr),
+            &cache_subdirectory,
+            &output_directory,
+        )
     {
         // Update the hit counter file for this entry. The main purpose of this is to track how
         // recently this cache entry was used so that we can clean up the least recently used
@@ -88,29 +92,30 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
     }))
 }
 
-fn copy_from_cache(
-    stderr: &str,
-    cache_subdirectory: &Path,
-    output_directory: &Path,
+/// Copies each artifact's file (by its name) from folder `from` to folder `to`;
+/// returns the artifacts with their paths in `to`.
+fn copy_artifacts(
+    artifacts: impl IntoIterator<Item = Artifact>,
+    from: &Path,
+    to: &Path,
 ) -> Result<Vec<Artifact>> {
-    let mut artifacts_out = Vec::new();
-    for mut artifact in read_artifacts(stderr) {
+    let mut copied = Vec::new();
+    for mut artifact in artifacts {
         let Some(filename) = artifact.path.file_name() else {
             continue;
         };
-        let cache_path = cache_subdirectory.join(filename);
-        let output_path = output_directory.join(filename);
-        std::fs::copy(&cache_path, &output_path).with_context(|| {
+        let (source, target) = (from.join(filename), to.join(filename));
+        std::fs::copy(&source, &target).with_context(|| {
             format!(
-                "Failed to copy from cache `{}` -> `{}`",
-                cache_path.display(),
-                output_path.display()
+                "Failed to copy `{}` -> `{}` (crate cache)",
+                source.display(),
+                target.display()
             )
         })?;
-        artifact.path = output_path;
-        artifacts_out.push(artifact);
+        artifact.path = target;
+        copied.push(artifact);
     }
-    Ok(artifacts_out)
+    Ok(copied)
 }
 
 /// The wrapper's cache folder: the one the kernel chose, else evcxr's default.
@@ -232,21 +237,7 @@ impl CacheMiss {
     }
 
     fn write_entry(&self, dir: &Path, artifacts: &[Artifact]) -> Result<()> {
-        for artifact in artifacts {
-            let Some(filename) = artifact.path.file_name() else {
-                continue;
-            };
-            let output_path = self.output_directory.join(filename);
-            let cache_path = dir.join(filename);
-            std::fs::copy(&output_path, &cache_path).with_context(|| {
-                format!(
-                    "Failed to copy output to cache `{}` -> `{}`",
-                    output_path.display(),
-                    cache_path.display()
-                )
-            })?;
-        }
-
+        copy_artifacts(artifacts.iter().cloned(), &self.output_directory, dir)?;
         std::fs::write(dir.join("meta"), &self.meta)?;
         std::fs::write(dir.join("hits"), "0")?;
         let mut stderr = String::new();
