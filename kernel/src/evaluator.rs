@@ -112,8 +112,7 @@ impl Relay {
         build.display.update(
             &mut out.clone(),
             MimeBundle::text(format!(
-                ":dep: about {crates} crates ready in {:.1} s (kept in this machine's crate \
-                 cache: other kernels take them from there)",
+                ":dep: about {crates} crates ready in {:.1} s",
                 build.started.elapsed().as_secs_f64()
             )),
         );
