@@ -34,6 +34,8 @@ pub struct App {
     pub(crate) web: Option<PathBuf>,
     /// The owner token created at this start (first start only), for the sign-in URL.
     pub(crate) first_token: Option<String>,
+    /// In the cluster mode, the task merging the other replicas' changes.
+    pub(crate) replication: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {

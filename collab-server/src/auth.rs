@@ -4,13 +4,16 @@
 //! checked against its SHA-256. The store is one JSON file in the data folder,
 //! rewritten atomically under an advisory lock, so `ferrolab collab token ...`
 //! works whether or not a server is running; a running server re-reads it when
-//! it changes, so a revocation takes effect at once.
+//! it changes, so a revocation takes effect at once. In the cluster mode the same
+//! JSON is one row of the database's settings, changed in a transaction that
+//! holds it locked and announced to every replica, which re-reads it.
 
+use crate::postgres::Database;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub use ferrolab_tracking::access::{Identity, Role};
@@ -37,10 +40,19 @@ struct TokenFile {
 }
 
 pub struct TokenStore {
-    path: PathBuf,
-    lock_path: PathBuf,
+    place: Place,
     cache: Mutex<Cache>,
 }
+
+enum Place {
+    File { path: PathBuf, lock_path: PathBuf },
+    Database(Arc<Database>),
+}
+
+/// The setting that holds the tokens in the cluster mode.
+pub const TOKENS_SETTING: &str = "tokens";
+/// The setting that holds the key signing browser sessions in the cluster mode.
+pub const SESSION_KEY_SETTING: &str = "session_key";
 
 #[derive(Default)]
 struct Cache {
@@ -49,108 +61,147 @@ struct Cache {
 }
 
 impl TokenStore {
+    /// The tokens of the data folder `data_dir` (`tokens.json`).
     pub fn new(data_dir: &Path) -> Self {
         Self {
-            path: data_dir.join("tokens.json"),
-            lock_path: data_dir.join("tokens.lock"),
+            place: Place::File {
+                path: data_dir.join("tokens.json"),
+                lock_path: data_dir.join("tokens.lock"),
+            },
             cache: Mutex::new(Cache::default()),
         }
     }
 
-    pub fn exists(&self) -> bool {
-        self.path.exists()
+    /// The tokens of a cluster, in its database; read once here, and again by
+    /// [`TokenStore::reload`] when they change.
+    pub async fn on_database(database: Arc<Database>) -> anyhow::Result<Self> {
+        let store = Self {
+            place: Place::Database(database),
+            cache: Mutex::new(Cache::default()),
+        };
+        store.reload().await?;
+        Ok(store)
     }
 
-    fn lock(&self) -> anyhow::Result<FileLock> {
-        if let Some(parent) = self.lock_path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the data folder {}", parent.display()))?;
+    /// Re-reads the tokens from the database (the file is re-read by itself when
+    /// it changes).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let Place::Database(database) = &self.place else {
+            return Ok(());
+        };
+        let value = database.setting(TOKENS_SETTING).await?;
+        let file = parse_tokens(value.as_deref(), "the database")?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.tokens = file.tokens;
         }
-        FileLock::acquire(&self.lock_path)
+        Ok(())
     }
 
-    fn read_file(&self) -> anyhow::Result<TokenFile> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "the token file {} is damaged; restore it from a backup or move it away and run `ferrolab collab token create --role owner`",
-                    self.path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFile {
-                version: 1,
-                tokens: Vec::new(),
-            }),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+    fn read_file(path: &Path) -> anyhow::Result<TokenFile> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => parse_tokens(Some(&text), &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => parse_tokens(None, ""),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
-    fn write_file(&self, file: &TokenFile) -> anyhow::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(file)?;
-        bytes.push(b'\n');
-        crate::storage::write_atomically(&self.path, &bytes)
-            .with_context(|| format!("cannot write {}", self.path.display()))
+    /// Changes the tokens with `change`, holding the file's lock (or the
+    /// database row's) from reading them to writing them back.
+    async fn edit<R>(
+        &self,
+        change: impl FnOnce(&mut TokenFile) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        match &self.place {
+            Place::File { path, lock_path } => {
+                if let Some(parent) = lock_path.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("cannot create the data folder {}", parent.display())
+                    })?;
+                }
+                let _lock = FileLock::acquire(lock_path)?;
+                let mut file = Self::read_file(path)?;
+                let before = serde_json::to_vec(&file)?;
+                let answer = change(&mut file)?;
+                if serde_json::to_vec(&file)? != before {
+                    let mut bytes = serde_json::to_vec_pretty(&file)?;
+                    bytes.push(b'\n');
+                    crate::storage::write_atomically(path, &bytes)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                Ok(answer)
+            }
+            Place::Database(database) => {
+                let answer = database
+                    .update_setting(TOKENS_SETTING, |current| {
+                        let mut file = parse_tokens(current.as_deref(), "the database")?;
+                        let answer = change(&mut file)?;
+                        Ok((serde_json::to_string_pretty(&file)?, answer))
+                    })
+                    .await?;
+                self.reload().await?;
+                Ok(answer)
+            }
+        }
     }
 
     /// Creates a token and returns its full text (the only time it is shown).
-    pub fn create(&self, name: &str, role: Role) -> anyhow::Result<String> {
-        if name.trim().is_empty() {
-            bail!("a token needs a name (--name) so you can tell tokens apart in `token list`");
-        }
-        if !ferrolab_tracking::access::valid_name(name) {
-            bail!(
-                "invalid token name {name:?}: use 1 to 64 ASCII letters, digits, spaces and .@_- \
-                 (the name is the person: tokens whose names differ only in case or spacing \
-                 belong to the same person, for reviews and approvals)"
-            );
-        }
-        let _lock = self.lock()?;
-        let mut file = self.read_file()?;
-        let id = loop {
-            let id = hex(&random_bytes::<4>()?);
-            if !file.tokens.iter().any(|t| t.id == id) {
-                break id;
-            }
-        };
-        let secret = hex(&random_bytes::<32>()?);
-        file.version = 1;
-        file.tokens.push(TokenRecord {
-            id: id.clone(),
-            name: name.to_string(),
-            role,
-            hash: digest_hex(secret.as_bytes()),
-            created: now(),
-            revoked: None,
-        });
-        self.write_file(&file)?;
-        Ok(format!("{TOKEN_PREFIX}{id}_{secret}"))
+    pub async fn create(&self, name: &str, role: Role) -> anyhow::Result<String> {
+        self.edit(|file| add_token(file, name, role)).await
     }
 
-    pub fn list(&self) -> anyhow::Result<Vec<TokenRecord>> {
-        Ok(self.read_file()?.tokens)
+    /// Creates an owner token if there is no token at all yet (a new server);
+    /// returns its text.
+    pub async fn create_first_owner(&self) -> anyhow::Result<Option<String>> {
+        self.edit(|file| {
+            if file.tokens.is_empty() {
+                add_token(file, "owner", Role::Owner).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    pub async fn list(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        match &self.place {
+            Place::File { path, .. } => Ok(Self::read_file(path)?.tokens),
+            Place::Database(database) => {
+                let value = database.setting(TOKENS_SETTING).await?;
+                Ok(parse_tokens(value.as_deref(), "the database")?.tokens)
+            }
+        }
     }
 
     /// Revokes by id or by name; returns the ids revoked.
-    pub fn revoke(&self, id_or_name: &str) -> anyhow::Result<Vec<String>> {
-        let _lock = self.lock()?;
-        let mut file = self.read_file()?;
-        let mut revoked = Vec::new();
-        for token in &mut file.tokens {
-            if (token.id == id_or_name || token.name == id_or_name) && token.revoked.is_none() {
-                token.revoked = Some(now());
-                revoked.push(token.id.clone());
+    pub async fn revoke(&self, id_or_name: &str) -> anyhow::Result<Vec<String>> {
+        self.edit(|file| {
+            let mut revoked = Vec::new();
+            for token in &mut file.tokens {
+                if (token.id == id_or_name || token.name == id_or_name) && token.revoked.is_none()
+                {
+                    token.revoked = Some(now());
+                    revoked.push(token.id.clone());
+                }
             }
-        }
-        if revoked.is_empty() {
-            bail!("no active token has the id or name {id_or_name:?}; `ferrolab collab token list` shows them");
-        }
-        self.write_file(&file)?;
-        Ok(revoked)
+            if revoked.is_empty() {
+                bail!("no active token has the id or name {id_or_name:?}; `ferrolab collab token list` shows them");
+            }
+            Ok(revoked)
+        })
+        .await
     }
 
-    /// Re-reads the file if it changed since the last look.
+    /// The tokens as last read: the file is re-read if it changed since the last
+    /// look; the database's copy follows its announcements.
     fn refresh(&self) -> Vec<TokenRecord> {
-        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| {
+        let Place::File { path, .. } = &self.place else {
+            return self
+                .cache
+                .lock()
+                .map(|cache| cache.tokens.clone())
+                .unwrap_or_default();
+        };
+        let stamp = std::fs::metadata(path).ok().and_then(|m| {
             use std::os::unix::fs::MetadataExt;
             Some((m.modified().ok()?, m.len(), m.ino()))
         });
@@ -158,7 +209,7 @@ impl TokenStore {
             return Vec::new();
         };
         if stamp.is_none() || stamp != cache.stamp {
-            match self.read_file() {
+            match Self::read_file(path) {
                 Ok(file) => {
                     cache.tokens = file.tokens;
                     cache.stamp = stamp;
@@ -239,6 +290,21 @@ impl Sessions {
         })
     }
 
+    /// The cluster's session key, in the database (made by the first replica), so
+    /// that a browser signed in through one replica is signed in on all.
+    pub async fn on_database(database: &Database) -> anyhow::Result<Self> {
+        let fresh = hex(&random_bytes::<32>()?);
+        let key = database
+            .setting_or_insert(SESSION_KEY_SETTING, &fresh)
+            .await?;
+        if key.len() != 64 {
+            bail!("the session key in the database is damaged; remove the setting {SESSION_KEY_SETTING} (every browser signs in again)");
+        }
+        Ok(Sessions {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes()),
+        })
+    }
+
     /// A session cookie value for `token_id`, valid for [`SESSION_DAYS`].
     pub fn issue(&self, token_id: &str) -> String {
         let expiry = chrono::Utc::now().timestamp() + SESSION_DAYS * 86_400;
@@ -256,6 +322,54 @@ impl Sessions {
         (constant_time_eq(expected.as_bytes(), mac.as_bytes()) && fresh)
             .then(|| token_id.to_string())
     }
+}
+
+/// Reads the tokens' JSON (`None`: there are none yet); `whence` names where it
+/// came from, for the message when it is damaged.
+fn parse_tokens(text: Option<&str>, whence: &str) -> anyhow::Result<TokenFile> {
+    let Some(text) = text else {
+        return Ok(TokenFile {
+            version: 1,
+            tokens: Vec::new(),
+        });
+    };
+    serde_json::from_str(text).with_context(|| {
+        format!(
+            "the tokens in {whence} are damaged; restore them from a backup, or remove them \
+             and run `ferrolab collab token create --role owner`"
+        )
+    })
+}
+
+/// Adds a token named `name` to `file`; returns its full text.
+fn add_token(file: &mut TokenFile, name: &str, role: Role) -> anyhow::Result<String> {
+    if name.trim().is_empty() {
+        bail!("a token needs a name (--name) so you can tell tokens apart in `token list`");
+    }
+    if !ferrolab_tracking::access::valid_name(name) {
+        bail!(
+            "invalid token name {name:?}: use 1 to 64 ASCII letters, digits, spaces and .@_- \
+             (the name is the person: tokens whose names differ only in case or spacing \
+             belong to the same person, for reviews and approvals)"
+        );
+    }
+    let id = loop {
+        let id = hex(&random_bytes::<4>()?);
+        if !file.tokens.iter().any(|t| t.id == id) {
+            break id;
+        }
+    };
+    let secret = hex(&random_bytes::<32>()?);
+    file.version = 1;
+    file.tokens.push(TokenRecord {
+        id: id.clone(),
+        name: name.to_string(),
+        role,
+        hash: digest_hex(secret.as_bytes()),
+        created: now(),
+        revoked: None,
+    });
+    Ok(format!("{TOKEN_PREFIX}{id}_{secret}"))
 }
 
 fn now() -> String {
@@ -317,7 +431,8 @@ mod tests {
     fn tokens_verify_until_revoked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::new(dir.path());
-        let token = store.create("alice", Role::Editor).expect("create");
+        let token =
+            futures::executor::block_on(store.create("alice", Role::Editor)).expect("create");
         let who = store.verify(&token).expect("valid token");
         assert_eq!((who.name.as_str(), who.role), ("alice", Role::Editor));
         assert!(store.verify(&format!("{token}x")).is_none(), "wrong secret");
@@ -326,7 +441,10 @@ mod tests {
         let secret = token.rsplit('_').next().expect("secret");
         assert!(!stored.contains(secret), "the secret is never stored");
         for bad in ["", "   ", "al\u{0456}ce", "a\tb", "a/b", &"x".repeat(65)] {
-            assert!(store.create(bad, Role::Editor).is_err(), "{bad:?}");
+            assert!(
+                futures::executor::block_on(store.create(bad, Role::Editor)).is_err(),
+                "{bad:?}"
+            );
         }
         let sessions = Sessions::open(dir.path()).expect("sessions");
         let cookie = sessions.issue(&who.token_id);
@@ -347,12 +465,15 @@ mod tests {
             sessions.verify(&format!("{stale}.{mac}")).is_none(),
             "expired"
         );
-        store.revoke("alice").expect("revoke");
+        futures::executor::block_on(store.revoke("alice")).expect("revoke");
         assert!(
             store.identity(&who.token_id).is_none(),
             "a revoked token's session ends"
         );
         assert!(store.verify(&token).is_none(), "revoked");
-        assert!(store.revoke("alice").is_err(), "nothing left to revoke");
+        assert!(
+            futures::executor::block_on(store.revoke("alice")).is_err(),
+            "nothing left to revoke"
+        );
     }
 }

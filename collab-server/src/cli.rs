@@ -28,8 +28,8 @@ pub enum CollabCommand {
         web: Option<PathBuf>,
         /// Keep the notebooks' documents in this PostgreSQL database
         /// (`postgres://user:password@host:port/database`) instead of the data
-        /// folder; also `FERROLAB_DATABASE`. Tokens and tracking stay in the data
-        /// folder for now (docs/deploy.md).
+        /// folder, with the tokens and the session key; also `FERROLAB_DATABASE`.
+        /// Any number of servers may share one database (docs/deploy.md).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
         #[command(flatten)]
@@ -99,12 +99,42 @@ pub struct DataDir {
     pub path: PathBuf,
 }
 
+/// Where the tokens are: the data folder, or the cluster's database.
+#[derive(Args)]
+pub struct TokenPlace {
+    #[command(flatten)]
+    data: DataDir,
+    /// The cluster's database, when the servers run with `--database` (also
+    /// `FERROLAB_DATABASE`): the tokens are there, not in the data folder.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+}
+
+impl TokenPlace {
+    async fn store(self) -> anyhow::Result<TokenStore> {
+        match database_url(self.database) {
+            Some(url) => {
+                let database = crate::postgres::Database::connect(&url).await?;
+                TokenStore::on_database(std::sync::Arc::new(database)).await
+            }
+            None => Ok(TokenStore::new(&self.data.path)),
+        }
+    }
+}
+
+/// The database named on the command line, else by `FERROLAB_DATABASE`.
+fn database_url(given: Option<String>) -> Option<String> {
+    given
+        .or_else(|| std::env::var("FERROLAB_DATABASE").ok())
+        .filter(|url| !url.is_empty())
+}
+
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Create a token and print it alone on stdout (it is shown only this once).
     Create {
         #[command(flatten)]
-        data: DataDir,
+        place: TokenPlace,
         /// A name to tell the token apart by (a person or a machine).
         #[arg(long)]
         name: String,
@@ -115,12 +145,12 @@ pub enum TokenCommand {
     /// List tokens (never their secrets).
     List {
         #[command(flatten)]
-        data: DataDir,
+        place: TokenPlace,
     },
     /// Revoke a token by id or name; live connections using it are closed.
     Revoke {
         #[command(flatten)]
-        data: DataDir,
+        place: TokenPlace,
         /// The token's id or name, as `token list` shows them.
         token: String,
     },
@@ -147,9 +177,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 max_message_bytes: max_message_mib.max(1) * 1024 * 1024,
                 watch,
                 web: crate::web::locate(web),
-                database: database
-                    .or_else(|| std::env::var("FERROLAB_DATABASE").ok())
-                    .filter(|url| !url.is_empty()),
+                database: database_url(database),
                 kernels: kernels.settings(),
             }));
             // A blocking task still running (a request cut off at the deadline) must
@@ -157,39 +185,47 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             served
         }
-        CollabCommand::Token { command } => match command {
-            TokenCommand::Create { data, name, role } => {
-                let token = TokenStore::new(&data.path).create(&name, role)?;
-                println!("{token}");
-                Ok(())
-            }
-            TokenCommand::List { data } => {
-                let tokens = TokenStore::new(&data.path).list()?;
-                if tokens.is_empty() {
-                    println!("no tokens yet; the server creates an owner token on first start");
-                }
-                for token in tokens {
-                    let state = match &token.revoked {
-                        Some(when) => format!("revoked {when}"),
-                        None => "active".to_string(),
-                    };
-                    println!(
-                        "{}\t{}\t{}\tcreated {}\t{}",
-                        token.id,
-                        token.name,
-                        token.role.as_str(),
-                        token.created,
-                        state
-                    );
-                }
-                Ok(())
-            }
-            TokenCommand::Revoke { data, token } => {
-                for id in TokenStore::new(&data.path).revoke(&token)? {
-                    println!("revoked {id}");
-                }
-                Ok(())
-            }
-        },
+        CollabCommand::Token { command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(token_command(command))
+        }
     }
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { place, name, role } => {
+            let token = place.store().await?.create(&name, role).await?;
+            println!("{token}");
+        }
+        TokenCommand::List { place } => {
+            let tokens = place.store().await?.list().await?;
+            if tokens.is_empty() {
+                println!("no tokens yet; the server creates an owner token on first start");
+            }
+            for token in tokens {
+                let state = match &token.revoked {
+                    Some(when) => format!("revoked {when}"),
+                    None => "active".to_string(),
+                };
+                println!(
+                    "{}\t{}\t{}\tcreated {}\t{}",
+                    token.id,
+                    token.name,
+                    token.role.as_str(),
+                    token.created,
+                    state
+                );
+            }
+        }
+        TokenCommand::Revoke { place, token } => {
+            for id in place.store().await?.revoke(&token).await? {
+                println!("revoked {id}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod live_runs;
 pub mod notebook;
 pub mod postgres;
+pub mod replicas;
 pub mod rights;
 pub mod sandbox;
 pub mod schema;

@@ -1,39 +1,93 @@
-//! Document chunks in PostgreSQL (`ferrolab collab serve --database postgres://…`).
+//! The cluster mode's database (`ferrolab collab serve --database postgres://…`).
 //!
-//! The storage model is samod's, as on disk: one row per storage key (a
-//! document's incremental changes and compacted snapshots), the key's components
-//! joined by `/`. A chunk is acknowledged only once its transaction has committed,
-//! so the durability rule of the embedded store holds: a client that sees its
-//! change in the server's heads may rely on it surviving a crash of the server.
+//! **Document chunks.** The storage model is samod's, as on disk: one row per
+//! storage key (a document's incremental changes and compacted snapshots), the
+//! key's components joined by `/`. A chunk is acknowledged only once its
+//! transaction has committed, so the durability rule of the embedded store holds:
+//! a client that sees its change in the server's heads may rely on it surviving a
+//! crash of the server.
 //!
-//! One connection, shared by every request (tokio-postgres pipelines queries on
-//! it); when it breaks, the next query opens a new one.
+//! **Replicas.** Every stored chunk is announced on the channel
+//! [`CHUNKS_CHANNEL`] with PostgreSQL's `NOTIFY`, in the same statement as its
+//! row, so the announcement goes out exactly when the row commits. The payload is
+//! the writing replica's id, the key, the heads a snapshot holds, and the chunk
+//! itself when it is small (most edits are); every other replica
+//! [listens](Database::listen) and merges the chunk into the document if it has
+//! it open (`crate::replicas`). A replica whose listening connection broke may
+//! have missed announcements, so it is told ([`Announcement::Reconnected`]) and
+//! reloads what it has open.
+//!
+//! **Server settings** shared by the replicas (the workspace index's id, the
+//! tokens, the key that signs browser sessions) are rows of `ferrolab_meta`,
+//! announced on [`META_CHANNEL`] when they change.
+//!
+//! One connection for queries, shared by every request (tokio-postgres pipelines
+//! queries on it); when it breaks, the next query opens a new one. Listening
+//! takes a second connection.
 
 use anyhow::Context;
+use base64::Engine;
+use futures::StreamExt;
 use samod::storage::StorageKey;
 use std::sync::Arc;
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ferrolab_chunks (
     key TEXT PRIMARY KEY,
     data BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ferrolab_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 )";
 
-pub struct PgChunks {
+/// The channel on which stored chunks are announced.
+pub const CHUNKS_CHANNEL: &str = "ferrolab_chunks";
+/// The channel on which changed settings are announced (the payload is the name).
+pub const META_CHANNEL: &str = "ferrolab_meta";
+/// Chunks up to this size travel inside their announcement (PostgreSQL allows
+/// payloads under 8000 bytes; base64 adds a third, the key and heads the rest).
+const INLINE_CHUNK_BYTES: usize = 5_000;
+/// A snapshot announces its heads when it has at most this many (else the
+/// listeners load it to find out).
+const ANNOUNCED_HEADS: usize = 16;
+
+pub struct Database {
     url: String,
+    /// This process's id in announcements, so that it skips its own.
+    replica: String,
     client: Mutex<Option<Arc<Client>>>,
 }
 
-impl PgChunks {
+/// What a listening replica hears.
+#[derive(Debug)]
+pub enum Announcement {
+    /// Another replica stored `key`. `data` is the chunk when it was small enough
+    /// to travel along; `heads` are a snapshot's heads, when it has few.
+    Chunk {
+        key: StorageKey,
+        heads: Option<Vec<automerge::ChangeHash>>,
+        data: Option<Vec<u8>>,
+    },
+    /// A setting (a row of `ferrolab_meta`) changed.
+    Meta(String),
+    /// The listening connection was re-established: announcements may have been
+    /// missed since it broke.
+    Reconnected,
+}
+
+impl Database {
     /// Connects (failing with what went wrong when the database cannot be
-    /// reached) and creates the table the chunks live in, if it is missing.
-    pub async fn connect(url: &str) -> anyhow::Result<PgChunks> {
-        let chunks = PgChunks {
+    /// reached) and creates the tables, if they are missing.
+    pub async fn connect(url: &str) -> anyhow::Result<Database> {
+        let database = Database {
             url: url.to_string(),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
             client: Mutex::new(None),
         };
-        let client = chunks.client().await.with_context(|| {
+        let client = database.client().await.with_context(|| {
             format!(
                 "cannot connect to the database {} (is PostgreSQL running, and does the URL \
                  name its host, port, user and database?)",
@@ -43,8 +97,8 @@ impl PgChunks {
         client
             .batch_execute(SCHEMA)
             .await
-            .context("cannot create the table ferrolab_chunks")?;
-        Ok(chunks)
+            .context("cannot create the tables ferrolab_chunks and ferrolab_meta")?;
+        Ok(database)
     }
 
     async fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
@@ -100,14 +154,37 @@ impl PgChunks {
             .collect())
     }
 
-    /// Stores `data` under `key`; returns once the row is committed.
-    pub async fn put(&self, key: &StorageKey, data: &[u8]) -> Result<(), tokio_postgres::Error> {
+    /// Stores `data` under `key` and announces it to the other replicas; returns
+    /// once the row is committed (the announcement leaves with the commit).
+    /// `heads` are a snapshot's heads.
+    pub async fn put(
+        &self,
+        key: &StorageKey,
+        data: &[u8],
+        heads: &[automerge::ChangeHash],
+    ) -> Result<(), tokio_postgres::Error> {
+        let name = key.to_string();
+        let mut payload = format!("{} {name}", self.replica);
+        payload.push(' ');
+        if !heads.is_empty() && heads.len() <= ANNOUNCED_HEADS {
+            let heads: Vec<String> = heads.iter().map(ToString::to_string).collect();
+            payload.push_str(&heads.join(","));
+        } else {
+            payload.push('-');
+        }
+        if data.len() <= INLINE_CHUNK_BYTES {
+            payload.push(' ');
+            payload.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+        }
         self.client()
             .await?
-            .execute(
-                "INSERT INTO ferrolab_chunks (key, data) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data",
-                &[&key.to_string(), &data],
+            .query(
+                "WITH stored AS (
+                     INSERT INTO ferrolab_chunks (key, data) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data
+                     RETURNING key)
+                 SELECT pg_notify('ferrolab_chunks', $3) FROM stored",
+                &[&name, &data, &payload],
             )
             .await
             .map(|_| ())
@@ -123,6 +200,201 @@ impl PgChunks {
             .await
             .map(|_| ())
     }
+
+    /// The setting `name`, if it is set.
+    pub async fn setting(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT value FROM ferrolab_meta WHERE name = $1", &[&name])
+            .await
+            .with_context(|| format!("cannot read the setting {name} from the database"))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// Sets `name` to `value` unless it is set already; returns the value it has
+    /// afterwards (another replica's, if it came first).
+    pub async fn setting_or_insert(&self, name: &str, value: &str) -> anyhow::Result<String> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO ferrolab_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            )
+            .await
+            .with_context(|| format!("cannot store the setting {name} in the database"))?;
+        self.setting(name)
+            .await?
+            .with_context(|| format!("the setting {name} vanished from the database"))
+    }
+
+    /// Changes the setting `name` with `change` (given its current value) inside
+    /// one transaction that holds the row locked, and announces it. What `change`
+    /// returns besides the new value is passed back.
+    pub async fn update_setting<R>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<String>) -> anyhow::Result<(String, R)>,
+    ) -> anyhow::Result<R> {
+        let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .with_context(|| format!("cannot connect to the database {}", redacted(&self.url)))?;
+        let driver = tokio::spawn(connection);
+        let result = async {
+            let transaction = client.transaction().await?;
+            transaction
+                .execute(
+                    "INSERT INTO ferrolab_meta (name, value) VALUES ($1, '') ON CONFLICT (name) DO NOTHING",
+                    &[&name],
+                )
+                .await?;
+            let current: String = transaction
+                .query_one(
+                    "SELECT value FROM ferrolab_meta WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )
+                .await?
+                .get(0);
+            let (value, answer) = change((!current.is_empty()).then_some(current))?;
+            transaction
+                .execute(
+                    "UPDATE ferrolab_meta SET value = $2 WHERE name = $1",
+                    &[&name, &value],
+                )
+                .await?;
+            transaction
+                .execute("SELECT pg_notify('ferrolab_meta', $1)", &[&name])
+                .await?;
+            transaction.commit().await?;
+            anyhow::Ok(answer)
+        }
+        .await
+        .with_context(|| format!("cannot change the setting {name} in the database"));
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+
+    /// Starts listening for the other replicas' announcements; returns once the
+    /// listening connection is up, so that nothing committed after this returns
+    /// goes unheard. The listener reconnects by itself (with back-off) when its
+    /// connection breaks, and says so with [`Announcement::Reconnected`].
+    pub async fn listen(&self) -> anyhow::Result<mpsc::UnboundedReceiver<Announcement>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let first = subscribe(&self.url)
+            .await
+            .with_context(|| format!("cannot listen on the database {}", redacted(&self.url)))?;
+        let (url, replica) = (self.url.clone(), self.replica.clone());
+        tokio::spawn(async move {
+            let mut subscription = first;
+            loop {
+                while let Some(notification) = subscription.notifications.recv().await {
+                    let announcement = match notification.channel() {
+                        CHUNKS_CHANNEL => match parse_chunk(&replica, notification.payload()) {
+                            Some(announcement) => announcement,
+                            None => continue,
+                        },
+                        META_CHANNEL => Announcement::Meta(notification.payload().to_string()),
+                        _ => continue,
+                    };
+                    if sender.send(announcement).is_err() {
+                        return;
+                    }
+                }
+                drop(subscription);
+                let mut delay = Duration::from_millis(50);
+                subscription = loop {
+                    log::warn!(
+                        "not hearing the other replicas: the listening connection to the \
+                         database broke; reconnecting in {} ms",
+                        delay.as_millis()
+                    );
+                    tokio::time::sleep(delay).await;
+                    match subscribe(&url).await {
+                        Ok(subscription) => break subscription,
+                        Err(error) => log::warn!("cannot listen on the database: {error}"),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                };
+                log::info!("listening to the other replicas again");
+                if sender.send(Announcement::Reconnected).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+}
+
+/// A listening connection: its client (dropping it closes the connection) and the
+/// notifications it receives, until it breaks.
+struct Subscription {
+    _client: Client,
+    notifications: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+}
+
+async fn subscribe(url: &str) -> Result<Subscription, tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (sender, notifications) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if sender.send(notification).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    log::warn!("the listening connection to the database ended: {error}");
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHUNKS_CHANNEL}; LISTEN {META_CHANNEL}"))
+        .await?;
+    Ok(Subscription {
+        _client: client,
+        notifications,
+    })
+}
+
+/// Reads a chunk announcement: `REPLICA KEY HEADS [DATA]`, where HEADS is `-` or
+/// comma-separated hashes and DATA the chunk in base64. `None` for our own and
+/// for anything malformed (logged: the chunk is still in the table).
+fn parse_chunk(ours: &str, payload: &str) -> Option<Announcement> {
+    let mut parts = payload.split(' ');
+    let replica = parts.next()?;
+    if replica == ours {
+        return None;
+    }
+    let parsed = (|| {
+        let key = StorageKey::from_parts(parts.next()?.split('/')).ok()?;
+        let heads = match parts.next()? {
+            "-" => None,
+            list => Some(
+                list.split(',')
+                    .map(|hash| hash.parse().ok())
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+        };
+        let data = match parts.next() {
+            Some(text) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()?,
+            ),
+            None => None,
+        };
+        Some(Announcement::Chunk { key, heads, data })
+    })();
+    if parsed.is_none() {
+        log::warn!("ignoring a malformed chunk announcement from replica {replica}");
+    }
+    parsed
 }
 
 /// The URL (or `key=value` connection string) without its password, for
@@ -150,6 +422,34 @@ pub fn redacted(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcements_read_back_and_skip_our_own() {
+        let hash: automerge::ChangeHash =
+            "0101010101010101010101010101010101010101010101010101010101010101"
+                .parse()
+                .expect("hash");
+        let payload = format!("other doc/snapshot/abc {hash} AQID");
+        match parse_chunk("ours", &payload) {
+            Some(Announcement::Chunk { key, heads, data }) => {
+                assert_eq!(key.to_string(), "doc/snapshot/abc");
+                assert_eq!(heads, Some(vec![hash]));
+                assert_eq!(data, Some(vec![1, 2, 3]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_chunk("ours", "ours doc/incremental/x - AQID").is_none());
+        assert!(matches!(
+            parse_chunk("ours", "other doc/incremental/x -"),
+            Some(Announcement::Chunk {
+                data: None,
+                heads: None,
+                ..
+            })
+        ));
+        assert!(parse_chunk("ours", "other doc/x notahash").is_none());
+        assert!(parse_chunk("ours", "other doc/x - ***").is_none());
+    }
 
     #[test]
     fn passwords_never_reach_a_message() {

@@ -2,7 +2,7 @@
 //! store), builds the services into an [`App`], serves the HTTP router until
 //! Ctrl-C or SIGTERM, and stops what runs in the background.
 
-use crate::auth::{Role, TokenStore};
+use crate::auth::TokenStore;
 use crate::evaluations::Evaluations;
 use crate::kernels::{KernelOptions, Kernels};
 use crate::live_runs::LiveRuns;
@@ -63,14 +63,6 @@ impl Default for KernelSettings {
 /// Opens the data folder; prints the owner token on first start.
 pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     create_data_folder(&options.data)?;
-    let tokens = TokenStore::new(&options.data);
-    let mut first_token = None;
-    if !tokens.exists() {
-        let token = tokens.create("owner", Role::Owner)?;
-        println!("Owner token (shown once; keep it, or create more with `ferrolab collab token create`):");
-        println!("  {token}");
-        first_token = Some(token);
-    }
     let storage = match &options.database {
         Some(url) => DurableStorage::open_postgres(url).await?,
         None => DurableStorage::open(options.data.join("docs")).with_context(|| {
@@ -80,6 +72,28 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
             )
         })?,
     };
+    // In the cluster mode, listen before anything is read: what another replica
+    // commits from here on is heard.
+    let announcements = match storage.database() {
+        Some(database) => Some(database.listen().await?),
+        None => None,
+    };
+    let (tokens, sessions) = match storage.database() {
+        Some(database) => (
+            TokenStore::on_database(database.clone()).await?,
+            crate::auth::Sessions::on_database(database).await?,
+        ),
+        None => (
+            TokenStore::new(&options.data),
+            crate::auth::Sessions::open(&options.data)?,
+        ),
+    };
+    let tokens = Arc::new(tokens);
+    let first_token = tokens.create_first_owner().await?;
+    if let Some(token) = &first_token {
+        println!("Owner token (shown once; keep it, or create more with `ferrolab collab token create`):");
+        println!("  {token}");
+    }
     let peers = Arc::new(Mutex::new(Peers::default()));
     let rights = Arc::new(DocRights::default());
     let repo = Repo::build_tokio()
@@ -87,8 +101,28 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         .with_share_policy(crate::sync::share_policy(peers.clone(), rights.clone()))
         .load()
         .await;
-    let workspace =
-        Arc::new(Workspace::open(repo.clone(), storage, &options.data, rights.clone()).await?);
+    let workspace = Arc::new(
+        Workspace::open(repo.clone(), storage.clone(), &options.data, rights.clone()).await?,
+    );
+    let replication = announcements.map(|announcements| {
+        let tokens = tokens.clone();
+        let on_setting = move |name: &str| {
+            if name.is_empty() || name == crate::auth::TOKENS_SETTING {
+                let tokens = tokens.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = tokens.reload().await {
+                        log::error!("cannot re-read the tokens: {error:#}");
+                    }
+                });
+            }
+        };
+        tokio::spawn(crate::replicas::follow(
+            repo.clone(),
+            storage,
+            announcements,
+            Arc::new(on_setting),
+        ))
+    });
     let tracking_path = options.data.join("tracking.sqlite");
     let tracking = Arc::new(
         ferrolab_tracking::SqliteStore::open(&tracking_path).with_context(|| {
@@ -112,11 +146,12 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         )),
         live_runs: Arc::new(LiveRuns::new(repo, tracking.clone(), rights)),
         workspace,
-        tokens: Arc::new(tokens),
-        sessions: crate::auth::Sessions::open(&options.data)?,
+        tokens,
+        sessions,
         tracking,
         web: options.web.clone(),
         first_token,
+        replication,
         kernels: Kernels::new(
             program.clone(),
             options.data.join("kernels"),
@@ -238,6 +273,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let revocations = tokio::spawn(app.sync.clone().watch_revocations(app.tokens.clone()));
     let stamps = tokio::spawn(app.workspace.clone().stamp_updates());
+    let index = tokio::spawn(app.workspace.clone().follow_index());
     let live = tokio::spawn(app.live_runs.clone().follow());
     let router = crate::http::router(app.clone());
     // Sync messages are small writes that follow one another; without TCP_NODELAY
@@ -268,6 +304,10 @@ pub async fn run(
     };
     revocations.abort();
     stamps.abort();
+    index.abort();
+    if let Some(replication) = &app.replication {
+        replication.abort();
+    }
     live.abort();
     app.kernels.stop_all();
     // The last changes reach the run documents before the repository stops.

@@ -24,6 +24,8 @@ use tokio::sync::Notify;
 
 /// How long a sync message may wait for its heads before we log about it.
 const SLOW_DURABILITY_WARNING: Duration = Duration::from_secs(5);
+/// How many announced chunks [`DurableStorage::note_announced`] remembers.
+const MAX_ANNOUNCED: usize = 100_000;
 
 #[derive(Clone)]
 pub struct DurableStorage {
@@ -33,7 +35,14 @@ pub struct DurableStorage {
 struct Inner {
     root: PathBuf,
     /// Where the chunks live when not in `root`.
-    postgres: Option<crate::postgres::PgChunks>,
+    postgres: Option<Arc<crate::postgres::Database>>,
+    /// Documents this process has read or written (and so holds in memory): the
+    /// ones other replicas' announced chunks must reach.
+    open_here: Mutex<HashSet<String>>,
+    /// Incremental chunks another replica stored and announced, which this
+    /// process merged: when samod saves the same change (same key, same bytes)
+    /// the write is skipped.
+    announced: Mutex<HashSet<StorageKey>>,
     /// Per document id: hashes of changes known to be on disk (incremental
     /// chunks and the heads of snapshot chunks).
     durable: Mutex<HashMap<String, HashSet<ChangeHash>>>,
@@ -49,6 +58,8 @@ impl DurableStorage {
             inner: Arc::new(Inner {
                 root,
                 postgres: None,
+                open_here: Mutex::new(HashSet::new()),
+                announced: Mutex::new(HashSet::new()),
                 durable: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
             }),
@@ -57,15 +68,66 @@ impl DurableStorage {
 
     /// Chunks in the PostgreSQL database at `url` (the table is made if missing).
     pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
-        let chunks = crate::postgres::PgChunks::connect(url).await?;
+        let database = crate::postgres::Database::connect(url).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 root: PathBuf::from(crate::postgres::redacted(url)),
-                postgres: Some(chunks),
+                postgres: Some(Arc::new(database)),
+                open_here: Mutex::new(HashSet::new()),
+                announced: Mutex::new(HashSet::new()),
                 durable: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
             }),
         })
+    }
+
+    /// The database, in the cluster mode.
+    pub fn database(&self) -> Option<&Arc<crate::postgres::Database>> {
+        self.inner.postgres.as_ref()
+    }
+
+    /// Whether this process has document `doc` in memory (it has read or written
+    /// its chunks).
+    pub fn is_open_here(&self, doc: &str) -> bool {
+        self.inner
+            .open_here
+            .lock()
+            .is_ok_and(|open| open.contains(doc))
+    }
+
+    /// The documents this process holds.
+    pub fn open_here(&self) -> Vec<String> {
+        self.inner
+            .open_here
+            .lock()
+            .map(|open| open.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn note_open(&self, key: &StorageKey) {
+        if let (Some(doc), Ok(mut open)) = (key.into_iter().next(), self.inner.open_here.lock()) {
+            if !open.contains(doc) {
+                open.insert(doc.clone());
+            }
+        }
+    }
+
+    /// Records a chunk another replica committed to the database: its changes are
+    /// durable, and samod's own save of the same change need not be written again.
+    pub fn note_announced(&self, key: &StorageKey, data: &[u8]) {
+        self.note_durable(key, data);
+        let incremental = key
+            .into_iter()
+            .nth(1)
+            .is_some_and(|kind| kind == "incremental");
+        if let (true, Ok(mut announced)) = (incremental, self.inner.announced.lock()) {
+            // Entries leave when samod saves them; changes that reach disk in a
+            // compacted snapshot instead would stay, so the set is bounded.
+            if announced.len() >= MAX_ANNOUNCED {
+                announced.clear();
+            }
+            announced.insert(key.clone());
+        }
     }
 
     fn path_of(&self, key: &StorageKey) -> Option<PathBuf> {
@@ -90,20 +152,18 @@ impl DurableStorage {
 
     /// Records that the chunk stored under `key` is on disk.
     fn note_durable(&self, key: &StorageKey, data: &[u8]) {
-        let parts: Vec<&String> = key.into_iter().collect();
-        let [doc, kind, name] = parts.as_slice() else {
+        self.note_durable_hashes(key, chunk_hashes(key, data));
+    }
+
+    fn note_durable_hashes(&self, key: &StorageKey, hashes: Vec<ChangeHash>) {
+        let Some(doc) = key.into_iter().next() else {
             return;
-        };
-        let hashes: Vec<ChangeHash> = match kind.as_str() {
-            "incremental" => ChangeHash::from_str(name).ok().into_iter().collect(),
-            "snapshot" => snapshot_heads(data),
-            _ => return,
         };
         if hashes.is_empty() {
             return;
         }
         if let Ok(mut durable) = self.inner.durable.lock() {
-            durable.entry((*doc).clone()).or_default().extend(hashes);
+            durable.entry(doc.clone()).or_default().extend(hashes);
         }
         self.inner.changed.notify_waiters();
     }
@@ -147,6 +207,20 @@ impl DurableStorage {
     /// password, when they are in PostgreSQL).
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+}
+
+/// The changes a chunk holds, for the durability record: an incremental chunk's
+/// one change (its name), a snapshot's heads.
+fn chunk_hashes(key: &StorageKey, data: &[u8]) -> Vec<ChangeHash> {
+    let parts: Vec<&String> = key.into_iter().collect();
+    let [_, kind, name] = parts.as_slice() else {
+        return Vec::new();
+    };
+    match kind.as_str() {
+        "incremental" => ChangeHash::from_str(name).ok().into_iter().collect(),
+        "snapshot" => snapshot_heads(data),
+        _ => Vec::new(),
     }
 }
 
@@ -325,6 +399,7 @@ where
 impl samod::storage::Storage for DurableStorage {
     fn load(&self, key: StorageKey) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
         let this = self.clone();
+        this.note_open(&key);
         async move {
             let data = if let Some(pg) = &this.inner.postgres {
                 with_retries("load", &key, || pg.load(&key)).await?
@@ -344,6 +419,8 @@ impl samod::storage::Storage for DurableStorage {
         prefix: StorageKey,
     ) -> impl std::future::Future<Output = HashMap<StorageKey, Vec<u8>>> + Send {
         let this = self.clone();
+        // Before the query: a chunk committed after it is announced, and heard.
+        this.note_open(&prefix);
         async move {
             let found: HashMap<StorageKey, Vec<u8>> = if let Some(pg) = &this.inner.postgres {
                 with_retries("load the chunks under", &prefix, || pg.load_range(&prefix))
@@ -367,10 +444,24 @@ impl samod::storage::Storage for DurableStorage {
 
     fn put(&self, key: StorageKey, data: Vec<u8>) -> impl std::future::Future<Output = ()> + Send {
         let this = self.clone();
+        this.note_open(&key);
         async move {
             if let Some(pg) = &this.inner.postgres {
-                with_retries("store", &key, || pg.put(&key, &data)).await;
-                this.note_durable(&key, &data);
+                let hashes = chunk_hashes(&key, &data);
+                let announced = this
+                    .inner
+                    .announced
+                    .lock()
+                    .is_ok_and(|mut announced| announced.remove(&key));
+                if !announced {
+                    let snapshot = (&key)
+                        .into_iter()
+                        .nth(1)
+                        .is_some_and(|kind| kind == "snapshot");
+                    let heads: &[ChangeHash] = if snapshot { &hashes } else { &[] };
+                    with_retries("store", &key, || pg.put(&key, &data, heads)).await;
+                }
+                this.note_durable_hashes(&key, hashes);
                 return;
             }
             let Some(path) = this.path_of(&key) else {

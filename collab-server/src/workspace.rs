@@ -314,6 +314,32 @@ impl Workspace {
         }
     }
 
+    /// Keeps the rights in step with the index when it changes from elsewhere (in
+    /// the cluster mode, another replica creates and deletes notebooks): listed
+    /// notebooks are editable, notebooks no longer listed are not.
+    pub async fn follow_index(self: std::sync::Arc<Self>) {
+        use futures::StreamExt;
+        let mut changes = self.index.changes();
+        let mut listed = self.listed_notebooks();
+        while changes.next().await.is_some() {
+            let now = self.listed_notebooks();
+            for url in now.difference(&listed) {
+                self.rights.allow_edits(url);
+            }
+            for url in listed.difference(&now) {
+                self.rights.forbid_edits(url);
+            }
+            listed = now;
+        }
+    }
+
+    fn listed_notebooks(&self) -> HashSet<String> {
+        self.entries()
+            .iter()
+            .filter_map(|entry| entry["notebook"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// Moves the `updated` time of notebooks whose documents peers changed, every
     /// [`UPDATED_STAMP`].
     pub async fn stamp_updates(self: std::sync::Arc<Self>) {
@@ -393,47 +419,75 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The setting naming the workspace index in the cluster mode (the data
+/// folder's `workspace.json` otherwise).
+const INDEX_SETTING: &str = "workspace_index";
+
 async fn open_index(
     repo: &Repo,
     storage: &DurableStorage,
     data: &Path,
 ) -> anyhow::Result<DocHandle> {
     let pointer = data.join("workspace.json");
-    match std::fs::read(&pointer) {
-        Ok(bytes) => {
-            let value: Value = serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is damaged", pointer.display()))?;
-            let id = value
-                .get("index")
-                .and_then(Value::as_str)
-                .and_then(|id| DocumentId::from_str(id).ok())
-                .with_context(|| format!("{} names no index document", pointer.display()))?;
-            let handle = repo
-                .find(id.clone())
-                .await
-                .map_err(|_| anyhow::anyhow!("the repository stopped"))?
-                .with_context(|| {
-                    format!(
-                        "the workspace index {id} is missing from {}; the data folder is incomplete",
-                        storage.root().display()
-                    )
-                })?;
-            let heads = handle.with_document(|doc| {
-                schema::ensure_schema(doc, schema::workspace_skeleton).map(|_| doc.get_heads())
-            })?;
-            storage.wait_durable(&id.to_string(), &heads).await;
-            Ok(handle)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let known = match storage.database() {
+        Some(database) => database.setting(INDEX_SETTING).await?,
+        None => match std::fs::read(&pointer) {
+            Ok(bytes) => {
+                let value: Value = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is damaged", pointer.display()))?;
+                let id = value.get("index").and_then(Value::as_str);
+                Some(
+                    id.with_context(|| format!("{} names no index document", pointer.display()))?
+                        .to_string(),
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", pointer.display())),
+        },
+    };
+    let id = match known {
+        Some(id) => id,
+        None => {
             let handle = repo
                 .create(schema::workspace_skeleton())
                 .await
                 .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
-            let body =
-                serde_json::to_vec_pretty(&json!({ "index": handle.document_id().to_string() }))?;
-            crate::storage::write_atomically(&pointer, &body)?;
-            Ok(handle)
+            let id = handle.document_id().to_string();
+            let heads = handle.with_document(|doc| doc.get_heads());
+            storage.wait_durable(&id, &heads).await;
+            match storage.database() {
+                // Replicas starting together: the first to store its index wins,
+                // the others open that one (theirs stays unused).
+                Some(database) => {
+                    let chosen = database.setting_or_insert(INDEX_SETTING, &id).await?;
+                    if chosen == id {
+                        return Ok(handle);
+                    }
+                    chosen
+                }
+                None => {
+                    let body = serde_json::to_vec_pretty(&json!({ "index": id }))?;
+                    crate::storage::write_atomically(&pointer, &body)?;
+                    return Ok(handle);
+                }
+            }
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", pointer.display())),
-    }
+    };
+    let id = DocumentId::from_str(&id)
+        .map_err(|_| anyhow::anyhow!("the workspace index id {id:?} is damaged"))?;
+    let handle = repo
+        .find(id.clone())
+        .await
+        .map_err(|_| anyhow::anyhow!("the repository stopped"))?
+        .with_context(|| {
+            format!(
+                "the workspace index {id} is missing from {}; the data folder is incomplete",
+                storage.root().display()
+            )
+        })?;
+    let heads = handle.with_document(|doc| {
+        schema::ensure_schema(doc, schema::workspace_skeleton).map(|_| doc.get_heads())
+    })?;
+    storage.wait_durable(&id.to_string(), &heads).await;
+    Ok(handle)
 }

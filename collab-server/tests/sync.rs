@@ -52,9 +52,10 @@ async fn start_server() -> TestServer {
 }
 
 impl TestServer {
-    fn token(&self, role: Role) -> String {
+    async fn token(&self, role: Role) -> String {
         TokenStore::new(&self.data_path)
             .create("test", role)
+            .await
             .expect("token")
     }
 
@@ -139,7 +140,7 @@ async fn three_clients_typing_in_one_cell_converge() {
         .map_err(|_| "create")
         .expect("create");
     let id = entry["id"].as_str().expect("id").to_string();
-    let editor = server.token(Role::Editor);
+    let editor = server.token(Role::Editor).await;
     let server_doc = find(server.app.repo(), &id).await;
     let cell = server_doc.with_document(|doc| {
         doc.transact::<_, _, AutomergeError>(|tx| notebook::insert_cell(tx, None, "code", ""))
@@ -216,8 +217,8 @@ async fn a_viewer_can_read_but_its_changes_go_nowhere() {
         .expect("insert")
         .result
     });
-    let viewer_repo = server.client(&server.token(Role::Viewer)).await;
-    let editor_repo = server.client(&server.token(Role::Editor)).await;
+    let viewer_repo = server.client(&server.token(Role::Viewer).await).await;
+    let editor_repo = server.client(&server.token(Role::Editor).await).await;
     let viewer = find(&viewer_repo, &id).await;
     let editor = find(&editor_repo, &id).await;
     wait_converged(&[server_doc.clone(), viewer.clone(), editor.clone()]).await;

@@ -46,8 +46,9 @@ export function freePort() {
   });
 }
 
-export function createToken(data, role, name = role) {
-  return execFileSync(BIN, ["collab", "token", "create", "--data", data, "--name", name, "--role", role])
+/** Creates a token with the CLI; `args` may name the cluster's database (`--database URL`). */
+export function createToken(data, role, name = role, args = []) {
+  return execFileSync(BIN, ["collab", "token", "create", "--data", data, "--name", name, "--role", role, ...args])
     .toString()
     .trim();
 }
@@ -234,8 +235,8 @@ export async function startPostgres() {
     url,
     port,
     start,
-    sql: (query) =>
-      execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", "postgres",
+    sql: (query, database = "postgres") =>
+      execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", database,
         "-tAc", query], { encoding: "utf8" }).trim(),
     stop: () => {
       try {
@@ -296,4 +297,49 @@ async function killRounds(running, { data, port, args, token, entry, rounds }) {
       throw new Error(`round ${round}: acknowledged ${JSON.stringify(expected)}, the restarted server has ${JSON.stringify(text)}`);
     }
   }
+}
+
+/** A TCP load balancer in front of `ports` (round robin, no sticky sessions): each
+ * new connection goes to the next backend that accepts it, as HAProxy in TCP mode
+ * does. `close()` stops it. */
+export async function startBalancer(ports) {
+  let next = 0;
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    sockets.add(client);
+    client.on("close", () => sockets.delete(client));
+    client.on("error", () => {});
+    client.pause();
+    const attempt = (tries) => {
+      if (tries === ports.length) return client.destroy();
+      const port = ports[next++ % ports.length];
+      const backend = net.connect(port, "127.0.0.1");
+      const refused = () => attempt(tries + 1);
+      backend.once("error", refused);
+      backend.once("connect", () => {
+        backend.off("error", refused);
+        sockets.add(backend);
+        backend.on("close", () => sockets.delete(backend));
+        backend.setNoDelay(true);
+        client.setNoDelay(true);
+        client.pipe(backend).pipe(client);
+        client.resume();
+        backend.on("error", () => client.destroy());
+        backend.on("close", () => client.destroy());
+        client.on("close", () => backend.destroy());
+      });
+    };
+    attempt(0);
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    port,
+    base: `http://127.0.0.1:${port}`,
+    ws: `ws://127.0.0.1:${port}/sync`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
 }

@@ -28,7 +28,7 @@ async function serverOnPostgres() {
   const port = await freePort();
   const args = ["--database", postgres.url];
   const server = await startServer(data, { port, args });
-  const token = createToken(data, "editor");
+  const token = createToken(data, "editor", "editor", args);
   const entry = await createNotebook(server, token, [codeCell("log")]);
   return { data, port, args, server, token, entry };
 }
@@ -46,6 +46,9 @@ test("on PostgreSQL, acknowledged edits survive kill -9 and the data folder hold
   const docs = path.join(data, "docs");
   const files = fs.existsSync(docs) ? fs.readdirSync(docs, { recursive: true }) : [];
   assert.deepEqual(files, [], "no document chunk in the data folder");
+  for (const file of ["tokens.json", "session.key", "workspace.json"]) {
+    assert.equal(fs.existsSync(path.join(data, file)), false, `${file} is in the database, not the data folder`);
+  }
 });
 
 test("while the database is down, edits wait unacknowledged; when it is back they are stored, none lost", async () => {

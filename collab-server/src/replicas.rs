@@ -1,0 +1,141 @@
+//! Replicas on one database: what another replica stored reaches this one's
+//! clients. Every chunk a replica commits is announced with PostgreSQL's `NOTIFY`
+//! ([`crate::postgres`]); here each announcement is merged into the document, if
+//! this replica holds it. samod then syncs the new changes to this replica's peers
+//! as if a peer had sent them, and its own save of them is skipped
+//! ([`DurableStorage::note_announced`]): they are in the database already.
+//!
+//! Documents this replica does not hold are left alone; when it opens one later it
+//! reads every chunk from the database.
+
+use crate::postgres::Announcement;
+use crate::storage::DurableStorage;
+use automerge::{ChangeHash, ReadDoc};
+use samod::storage::StorageKey;
+use samod::{DocumentId, Repo};
+use std::str::FromStr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Merges the other replicas' announced chunks into the documents this one holds,
+/// until the announcements end. `on_setting` hears changed settings (by name).
+pub async fn follow(
+    repo: Repo,
+    storage: DurableStorage,
+    mut announcements: mpsc::UnboundedReceiver<Announcement>,
+    on_setting: Arc<dyn Fn(&str) + Send + Sync>,
+) {
+    while let Some(announcement) = announcements.recv().await {
+        match announcement {
+            Announcement::Chunk { key, heads, data } => {
+                merge_chunk(&repo, &storage, key, heads, data).await;
+            }
+            Announcement::Meta(name) => on_setting(&name),
+            Announcement::Reconnected => {
+                // Announcements may have been missed: read every held document's
+                // chunks again (merging what is known already changes nothing).
+                for doc in storage.open_here() {
+                    reload(&repo, &storage, &doc).await;
+                }
+                on_setting("");
+            }
+        }
+    }
+}
+
+async fn merge_chunk(
+    repo: &Repo,
+    storage: &DurableStorage,
+    key: StorageKey,
+    heads: Option<Vec<ChangeHash>>,
+    data: Option<Vec<u8>>,
+) {
+    let Some(doc) = (&key).into_iter().next().cloned() else {
+        return;
+    };
+    if !storage.is_open_here(&doc) {
+        return;
+    }
+    let Some(handle) = find(repo, &doc).await else {
+        return;
+    };
+    // The changes the chunk holds: an incremental chunk's is its name.
+    let holds = heads.or_else(|| {
+        let parts: Vec<&String> = (&key).into_iter().collect();
+        match parts.as_slice() {
+            [_, kind, name] if kind.as_str() == "incremental" => {
+                ChangeHash::from_str(name).ok().map(|hash| vec![hash])
+            }
+            _ => None,
+        }
+    });
+    if let Some(holds) = holds {
+        let known = handle
+            .with_document_async(move |doc| {
+                holds
+                    .iter()
+                    .all(|hash| doc.get_change_by_hash(hash).is_some())
+            })
+            .await
+            .unwrap_or(false);
+        if known {
+            return;
+        }
+    }
+    let data = match data {
+        Some(data) => data,
+        None => match storage.database() {
+            // Gone means compacted away: the compacted chunk is announced too.
+            Some(database) => match database.load(&key).await {
+                Ok(Some(data)) => data,
+                Ok(None) => return,
+                Err(error) => {
+                    log::warn!("cannot read the announced chunk {key}: {error}; reloading {doc}");
+                    reload(repo, storage, &doc).await;
+                    return;
+                }
+            },
+            None => return,
+        },
+    };
+    merge(storage, &handle, key, data).await;
+}
+
+/// Merges a chunk that is in the database into the held copy of its document.
+async fn merge(
+    storage: &DurableStorage,
+    handle: &samod::DocHandle,
+    key: StorageKey,
+    data: Vec<u8>,
+) {
+    storage.note_announced(&key, &data);
+    let merged = handle
+        .with_document_async(move |doc| doc.load_incremental(&data).map(|_| ()))
+        .await;
+    if let Ok(Err(error)) = merged {
+        log::warn!("cannot merge the chunk {key} from the database: {error}");
+    }
+}
+
+/// Merges every chunk of document `doc` in the database into the copy held here.
+async fn reload(repo: &Repo, storage: &DurableStorage, doc: &str) {
+    let (Some(database), Some(handle)) = (storage.database(), find(repo, doc).await) else {
+        return;
+    };
+    let Ok(prefix) = StorageKey::from_parts([doc]) else {
+        return;
+    };
+    match database.load_range(&prefix).await {
+        Ok(chunks) => {
+            for (key, data) in chunks {
+                merge(storage, &handle, key, data).await;
+            }
+        }
+        Err(error) => log::warn!("cannot reload {doc} from the database: {error}"),
+    }
+}
+
+async fn find(repo: &Repo, doc: &str) -> Option<samod::DocHandle> {
+    let id = DocumentId::from_str(doc).ok()?;
+    repo.find(id).await.ok().flatten()
+}

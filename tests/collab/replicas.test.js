@@ -1,0 +1,224 @@
+// The cluster mode: several `ferrolab collab serve --database …` replicas on one
+// PostgreSQL (a throwaway cluster of Debian's), each change announced to the others
+// with LISTEN/NOTIFY. Stock automerge-repo clients spread across the replicas type
+// into one notebook and converge; a replica killed with SIGKILL mid-edit loses no
+// acknowledged edit, its clients carry on through another replica behind a
+// balancer, and the other replicas' clients never notice.
+import { test, after } from "node:test";
+// Killing a replica under a connected client makes its socket report ECONNRESET.
+process.on("uncaughtException", (error) => {
+  if (error.code !== "ECONNRESET") throw error;
+});
+import assert from "node:assert/strict";
+import { Repo } from "@automerge/automerge-repo";
+import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+import * as A from "@automerge/automerge";
+import { execFileSync } from "node:child_process";
+import {
+  BIN, acknowledged, api, cellSource, codeCell, createNotebook, createToken, sleep, startBalancer, startPostgres,
+  startServer, tempDir, waitFor,
+} from "./helpers.js";
+
+const postgres = await startPostgres();
+after(() => postgres.stop());
+const args = ["--database", postgres.url];
+
+async function startReplicas(count) {
+  const replicas = [];
+  for (let i = 0; i < count; i++) replicas.push(await startServer(tempDir(), { args }));
+  return replicas;
+}
+
+function clientAt(ws, token) {
+  const adapter = new WebSocketClientAdapter(`${ws}?token=${token}`);
+  const repo = new Repo({ network: [adapter] });
+  const seen = { disconnects: 0 };
+  repo.networkSubsystem.on("peer-disconnected", () => seen.disconnects++);
+  return { repo, seen };
+}
+
+/** Inserts `line` at a random line boundary of cell `log`. */
+function typeLine(handle, line) {
+  handle.change((doc) => {
+    const text = doc.cells.log.source.toString();
+    const breaks = [0];
+    for (let i = 0; i < text.length; i++) if (text[i] === "\n") breaks.push(i + 1);
+    const at = breaks[Math.floor(Math.random() * breaks.length)];
+    A.splice(doc, ["cells", "log", "source"], at, 0, line);
+  });
+}
+
+function lines(text) {
+  return (text ?? "").split("\n").filter(Boolean).sort();
+}
+
+test("three replicas: clients spread across them type into one notebook and converge, nothing lost", async () => {
+  const replicas = await startReplicas(3);
+  const clients = [];
+  try {
+    const token = createToken(tempDir(), "editor", "ada", args);
+    const entry = await createNotebook(replicas[0], token, [codeCell("log")]);
+    // Two clients on each replica; the notebook was created through the first.
+    for (let i = 0; i < 6; i++) clients.push(clientAt(replicas[i % 3].ws, token));
+    const handles = await Promise.all(clients.map(({ repo }) => repo.find(entry.notebook)));
+    const typed = [];
+    for (let round = 0; round < 15; round++) {
+      handles.forEach((handle, i) => {
+        const line = `client ${i} line ${round}\n`;
+        typed.push(line.trim());
+        typeLine(handle, line);
+      });
+      await sleep(20);
+    }
+    const expected = typed.sort();
+    await waitFor(
+      () => handles.every((handle) => JSON.stringify(lines(cellSource(handle, "log"))) === JSON.stringify(expected)),
+      "every client to hold every line",
+      30000,
+    );
+    const texts = new Set(handles.map((handle) => cellSource(handle, "log")));
+    assert.equal(texts.size, 1, "every client holds the same text");
+    await waitFor(() => handles.every((handle, i) => acknowledged(clients[i].repo, handle)), "acknowledgements");
+    // Each replica answers REST with every line (the notebook is in the database).
+    for (const replica of replicas) {
+      const exported = await api(replica, token, "GET", `/api/notebooks/${entry.id}/ipynb`);
+      assert.equal(exported.status, 200, exported.text);
+      assert.deepEqual(lines(exported.json.cells[0].source.join("")), expected);
+    }
+    for (const { seen } of clients) assert.equal(seen.disconnects, 0, "no client was disconnected");
+  } finally {
+    await Promise.all(clients.map(({ repo }) => repo.shutdown().catch(() => {})));
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
+
+test("kill -9 of a replica mid-edit: its clients carry on through another, no acknowledged edit lost, the others never notice", async () => {
+  const replicas = await startReplicas(3);
+  const [doomed, ...survivors] = replicas;
+  // The doomed replica's clients reach it through a balancer that can also reach
+  // the others (no sticky sessions): once it is gone, they reconnect elsewhere.
+  const balancer = await startBalancer(replicas.map((replica) => replica.port));
+  const clients = [];
+  try {
+    const token = createToken(tempDir(), "editor", "grace", args);
+    const entry = await createNotebook(survivors[0], token, [codeCell("log")]);
+    // The balancer's first connection goes to the first replica, the doomed one.
+    const mover = clientAt(balancer.ws, token);
+    clients.push(mover);
+    const moverHandle = await mover.repo.find(entry.notebook);
+    // A client that vanishes with the replica: what it had acknowledged must stay.
+    const vanisher = clientAt(doomed.ws, token);
+    const vanisherHandle = await vanisher.repo.find(entry.notebook);
+    const others = survivors.map((replica) => clientAt(replica.ws, token));
+    clients.push(...others);
+    const otherHandles = await Promise.all(others.map(({ repo }) => repo.find(entry.notebook)));
+
+    const typed = [];
+    const acknowledgedVanisherLines = [];
+    for (let round = 0; round < 10; round++) {
+      for (const [name, handle] of [["mover", moverHandle], ["vanisher", vanisherHandle], ["other0", otherHandles[0]], ["other1", otherHandles[1]]]) {
+        const line = `${name} ${round}`;
+        typed.push(line);
+        typeLine(handle, `${line}\n`);
+      }
+      await sleep(20);
+    }
+    await waitFor(() => acknowledged(vanisher.repo, vanisherHandle), "the vanishing client's acknowledgement");
+    acknowledgedVanisherLines.push(...lines(cellSource(vanisherHandle, "log")).filter((l) => l.startsWith("vanisher")));
+    // More edits in flight, then the replica dies, and the vanishing client with it.
+    for (let round = 10; round < 15; round++) {
+      for (const [name, handle] of [["mover", moverHandle], ["other0", otherHandles[0]], ["other1", otherHandles[1]]]) {
+        const line = `${name} ${round}`;
+        typed.push(line);
+        typeLine(handle, `${line}\n`);
+      }
+      typeLine(vanisherHandle, `vanisher ${round}\n`);
+    }
+    await doomed.kill9();
+    await vanisher.repo.shutdown().catch(() => {});
+    for (let round = 15; round < 25; round++) {
+      for (const [name, handle] of [["mover", moverHandle], ["other0", otherHandles[0]], ["other1", otherHandles[1]]]) {
+        const line = `${name} ${round}`;
+        typed.push(line);
+        typeLine(handle, `${line}\n`);
+      }
+      await sleep(20);
+    }
+    // Everything the living clients typed (whether or not the dead replica had
+    // acknowledged it) and everything it acknowledged for the vanished client.
+    const mustHave = [...typed, ...acknowledgedVanisherLines];
+    const holdsAll = (handle) => {
+      const have = new Set(lines(cellSource(handle, "log")));
+      return mustHave.every((line) => have.has(line));
+    };
+    await waitFor(() => [moverHandle, ...otherHandles].every(holdsAll), "every living client to hold every line", 30000);
+    const texts = new Set([moverHandle, ...otherHandles].map((handle) => cellSource(handle, "log")));
+    assert.equal(texts.size, 1, "the living clients agree");
+    for (const line of lines(cellSource(moverHandle, "log"))) {
+      assert.equal(lines(cellSource(moverHandle, "log")).filter((l) => l === line).length, 1, `${line} once`);
+    }
+    assert.ok(mover.seen.disconnects > 0, "the doomed replica's client did reconnect");
+    for (const { seen } of others) assert.equal(seen.disconnects, 0, "the other replicas' clients never noticed");
+    // A replica started afterwards reads it all from the database.
+    const late = await startServer(tempDir(), { args });
+    replicas.push(late);
+    await waitFor(() => acknowledged(mover.repo, moverHandle), "the mover's acknowledgement by its new replica");
+    const exported = await api(late, token, "GET", `/api/notebooks/${entry.id}/ipynb`);
+    assert.equal(exported.status, 200, exported.text);
+    const stored = new Set(lines(exported.json.cells[0].source.join("")));
+    for (const line of mustHave) assert.ok(stored.has(line), `${line} is stored`);
+  } finally {
+    await Promise.all(clients.map(({ repo }) => repo.shutdown().catch(() => {})));
+    await balancer.close();
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
+
+test("tokens live in the database: one created through any replica works on all, a revocation reaches all", async () => {
+  const replicas = await startReplicas(2);
+  try {
+    const token = createToken(tempDir(), "viewer", "lin", args);
+    for (const replica of replicas) {
+      const listed = await api(replica, token, "GET", "/api/notebooks");
+      assert.equal(listed.status, 200, listed.text);
+    }
+    // The CLI changes the database's row and announces it.
+    execFileSync(BIN, ["collab", "token", "revoke", "--data", tempDir(), ...args, "lin"]);
+    for (const replica of replicas) {
+      await waitFor(async () => (await api(replica, token, "GET", "/api/notebooks")).status === 401,
+        "the revocation to reach every replica", 10000);
+    }
+  } finally {
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
+
+test("a replica whose listening connection broke re-reads what it missed once it is back", async () => {
+  const replicas = await startReplicas(2);
+  const clients = [];
+  try {
+    const token = createToken(tempDir(), "editor", "mo", args);
+    const entry = await createNotebook(replicas[0], token, [codeCell("log")]);
+    for (const replica of replicas) clients.push(clientAt(replica.ws, token));
+    const [writer, reader] = await Promise.all(clients.map(({ repo }) => repo.find(entry.notebook)));
+    typeLine(writer, "before\n");
+    await waitFor(() => cellSource(reader, "log") === "before\n", "the first line on the other replica");
+    // Cut every listening connection and keep new ones out: the replicas' query
+    // connections stay, so the writer's edit is stored and acknowledged while the
+    // reader's replica cannot hear of it.
+    postgres.sql("ALTER DATABASE postgres ALLOW_CONNECTIONS false", "template1");
+    postgres.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'", "template1");
+    typeLine(writer, "while deaf\n");
+    await waitFor(() => acknowledged(clients[0].repo, writer), "the acknowledgement of the edit made meanwhile");
+    await sleep(500);
+    assert.equal(cellSource(reader, "log"), "before\n", "the deaf replica did not hear the edit");
+    postgres.sql("ALTER DATABASE postgres ALLOW_CONNECTIONS true", "template1");
+    await waitFor(() => lines(cellSource(reader, "log")).join() === "before,while deaf",
+      "the missed edit once the replica listens again", 20000);
+    typeLine(writer, "after\n");
+    await waitFor(() => lines(cellSource(reader, "log")).length === 3, "announcements heard again");
+  } finally {
+    await Promise.all(clients.map(({ repo }) => repo.shutdown().catch(() => {})));
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
