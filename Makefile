@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: bench-cluster postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -300,7 +300,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-bench: bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-workspace bench-export
+bench: bench-kernel bench-collab bench-cluster bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-workspace bench-export
 
 # A 500-cell notebook to HTML against jupyter nbconvert (from the JupyterLab venv).
 bench-export: build $(LAB_RTC_VENV)/.installed
@@ -351,6 +351,11 @@ bench/collab/node_modules/.installed: bench/collab/package-lock.json
 bench-collab: build bench/collab/node_modules/.installed
 	mkdir -p bench/results
 	cd bench/collab && node load.mjs --bin "$(BIN)" --out ../results/collab-load.json
+
+# Embedded storage against one and three replicas on a throwaway PostgreSQL.
+bench-cluster: build bench/collab/node_modules/.installed postgresql
+	mkdir -p bench/results
+	cd bench/collab && node cluster.mjs --bin "$(BIN)" --out ../results/collab-cluster.json
 
 # The data magics on a generated 10M-row log against DuckDB, Python polars and pandas.
 bench-data: build venv

@@ -11,12 +11,14 @@
 //                      [--history 10000] [--only ferrolab|js] [--out results.json]
 import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import * as A from "@automerge/automerge";
 import { Repo } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
+import {
+  acknowledged, cpuMs, freePort, memoryMiB, percentile, settle, sleep, typeMarks, waitPort, watchMarks,
+} from "./common.mjs";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 const args = Object.fromEntries(
@@ -34,32 +36,6 @@ const DURATION = Number(args.duration ?? 20);
 const LOADS = (args.loads ?? "2x5,4x5,8x5,4x10,8x10").split(",").map((l) => l.split("x").map(Number));
 const HISTORY = Number(args.history ?? 10000);
 const KINDS = args.only ? [args.only] : ["ferrolab", "js"];
-const TICKS_PER_SECOND = 100; // /proc/<pid>/stat clock ticks (USER_HZ) on Linux
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitPort(port, proc, output) {
-  for (let i = 0; i < 400; i++) {
-    if (proc.exitCode !== null) throw new Error(`server exited: ${output()}`);
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, "127.0.0.1");
-      s.once("connect", () => (s.destroy(), resolve(true)));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    await sleep(25);
-  }
-  throw new Error("server did not listen");
-}
 
 async function startServer(kind, dir, port) {
   let proc;
@@ -90,17 +66,6 @@ async function startServer(kind, dir, port) {
       await new Promise((r) => (proc.exitCode !== null ? r() : proc.once("exit", r)));
     },
   };
-}
-
-function cpuMs(pid) {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
-}
-
-function memoryMiB(pid) {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  const read = (key) => Number(status.match(new RegExp(`${key}:\\s+(\\d+)`))?.[1] ?? 0) / 1024;
-  return { rss: read("VmRSS"), peak: read("VmHWM") };
 }
 
 const client = (url) => new Repo({ network: [new WebSocketClientAdapter(url)] });
@@ -146,31 +111,10 @@ function timedClient(url) {
   return { repo: new Repo({ network: [adapter] }), largest };
 }
 
-function serverStorageId(repo) {
-  for (const m of Object.values(repo.peerMetadataByPeerId)) if (m?.storageId) return m.storageId;
-  return undefined;
-}
-
-async function acknowledged(repo, handle, timeoutMs = 60000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const id = serverStorageId(repo);
-    const theirs = id ? handle.getSyncInfo(id)?.lastHeads ?? [] : [];
-    if (handle.heads().every((h) => theirs.includes(h))) return true;
-    await sleep(20);
-  }
-  return false;
-}
-
 const NOTEBOOK = () => ({
   schema: "ferrolab.notebook",
   cells: { c: { id: "c", cell_type: "code", position: "V", source: "", metadata: {} } },
 });
-
-function percentile(sorted, p) {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
 async function runLoad(kind, clients, rate) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `collab-bench-${kind}-`));
@@ -183,54 +127,14 @@ async function runLoad(kind, clients, rate) {
 
   const sentAt = new Map();
   const latencies = [];
-  const tokenPattern = /§(\d+)\.(\d+)¶/g;
-  handles.forEach((handle, me) => {
-    handle.on("change", ({ patches }) => {
-      const now = performance.now();
-      for (const patch of patches) {
-        if (patch.action !== "splice" || typeof patch.value !== "string") continue;
-        for (const [token, who] of patch.value.matchAll(tokenPattern)) {
-          if (Number(who) === me) continue;
-          const at = sentAt.get(token);
-          if (at !== undefined) latencies.push(now - at);
-        }
-      }
-    });
-  });
+  watchMarks(handles, sentAt, (latency) => latencies.push(latency));
 
   const cpuBefore = cpuMs(server.proc.pid);
   const clientCpuBefore = process.cpuUsage();
   const planned = clients * rate * DURATION;
-  let sent = 0;
-  const stopAt = performance.now() + DURATION * 1000;
-  await Promise.all(
-    handles.map(async (handle, me) => {
-      let k = 0;
-      let next = performance.now() + Math.random() * (1000 / rate);
-      while (performance.now() < stopAt) {
-        const wait = next - performance.now();
-        if (wait > 0) await sleep(wait);
-        next += 1000 / rate;
-        const token = `§${me}.${k++}¶`;
-        handle.change((doc) => {
-          const length = doc.cells.c.source.length;
-          A.splice(doc, ["cells", "c", "source"], Math.floor(Math.random() * (length + 1)), 0, token);
-        });
-        sentAt.set(token, performance.now());
-        sent++;
-      }
-    }),
-  );
+  const sent = await typeMarks(handles, rate, DURATION, sentAt);
   const settleStart = performance.now();
-  let converged = false;
-  while (performance.now() - settleStart < 15000) {
-    const heads = handles.map((h) => JSON.stringify([...h.heads()].sort()));
-    if (heads.every((h) => h === heads[0])) {
-      converged = await acknowledged(creator, handles[0], 1000);
-      if (converged) break;
-    }
-    await sleep(50);
-  }
+  const converged = await settle(handles, () => acknowledged(creator, handles[0], 1000), 15000);
   const settleMs = performance.now() - settleStart;
   const serverCpu = cpuMs(server.proc.pid) - cpuBefore;
   const memory = memoryMiB(server.proc.pid);

@@ -35,7 +35,7 @@ pub struct App {
     /// The owner token created at this start (first start only), for the sign-in URL.
     pub(crate) first_token: Option<String>,
     /// In the cluster mode, the task merging the other replicas' changes.
-    pub(crate) replication: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) replication: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl App {

@@ -67,6 +67,10 @@ pub struct KernelArgs {
     /// Seconds a kernel with nothing to run stays up; 0: until stopped.
     #[arg(long, default_value_t = 3600)]
     kernel_idle_secs: u64,
+    /// With `--database`: seconds a replica's lease on a kernel lasts unless
+    /// renewed; a dead replica's kernels start elsewhere after this long.
+    #[arg(long, default_value_t = 15)]
+    kernel_lease_secs: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -88,6 +92,7 @@ impl KernelArgs {
             max_running: self.max_kernels.max(1),
             max_per_token: self.max_kernels_per_token.max(1),
             idle_timeout: limit(self.kernel_idle_secs).map(std::time::Duration::from_secs),
+            lease: std::time::Duration::from_secs(self.kernel_lease_secs.max(1)),
         }
     }
 }

@@ -99,6 +99,30 @@ pub struct Kernels {
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     /// Kernels by notebook, so the server can count them and stop them all.
     running: Arc<Mutex<HashMap<String, Running>>>,
+    /// In the cluster mode: the leases that say which replica runs a notebook's
+    /// kernel.
+    leases: Option<Leases>,
+}
+
+/// Kernel leases in the cluster's database: the replica that runs a notebook's
+/// kernel holds its lease and renews it while the kernel lives; a run asked of
+/// another replica is handed to it; a lease its replica stopped renewing (it
+/// died) expires, and the next run takes it and starts a kernel there.
+pub struct Leases {
+    database: Arc<crate::postgres::Database>,
+    ttl: Duration,
+    /// Notebooks whose lease this replica took, and when it last took it.
+    held: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl Leases {
+    pub fn new(database: Arc<crate::postgres::Database>, ttl: Duration) -> Self {
+        Leases {
+            database,
+            ttl,
+            held: Mutex::new(Default::default()),
+        }
+    }
 }
 
 /// Whether `id` is safe to put in a file name: notebook ids are automerge-style
@@ -120,6 +144,77 @@ impl Kernels {
             options: Arc::new(options),
             queues: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
+            leases: None,
+        }
+    }
+
+    /// Coordinates the kernels with the other replicas through `leases`.
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Which replica runs `notebook`'s kernel: `None` when it is (or now will be)
+    /// this one, else the other replica's id. Always `None` outside the cluster
+    /// mode.
+    pub async fn holder(&self, notebook: &str) -> anyhow::Result<Option<String>> {
+        let Some(leases) = &self.leases else {
+            return Ok(None);
+        };
+        let holder = leases.database.claim_kernel(notebook, leases.ttl).await?;
+        if holder.is_none() {
+            if let Ok(mut held) = leases.held.lock() {
+                held.insert(notebook.to_string(), std::time::Instant::now());
+            }
+        }
+        Ok(holder)
+    }
+
+    /// Renews the leases of the kernels this replica runs, and gives up those of
+    /// kernels that stopped, a few times per lease, for ever.
+    pub async fn keep_leases(&self) {
+        let Some(leases) = &self.leases else {
+            return;
+        };
+        let mut tick = tokio::time::interval(leases.ttl / 3);
+        loop {
+            tick.tick().await;
+            let live: std::collections::HashSet<String> = self
+                .queues
+                .lock()
+                .map(|queues| {
+                    queues
+                        .iter()
+                        .filter(|(_, tx)| !tx.is_closed())
+                        .map(|(notebook, _)| notebook.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (keep, stopped): (Vec<String>, Vec<String>) = match leases.held.lock() {
+                Ok(mut held) => {
+                    // A lease just taken may not have its queue yet.
+                    let stopped: Vec<String> = held
+                        .iter()
+                        .filter(|(notebook, taken)| {
+                            !live.contains(*notebook) && taken.elapsed() > leases.ttl
+                        })
+                        .map(|(notebook, _)| notebook.clone())
+                        .collect();
+                    for notebook in &stopped {
+                        held.remove(notebook);
+                    }
+                    (held.keys().cloned().collect(), stopped)
+                }
+                Err(_) => return,
+            };
+            if let Err(error) = leases.database.renew_kernels(&keep, leases.ttl).await {
+                log::warn!("{error:#}");
+            }
+            for notebook in stopped {
+                if let Err(error) = leases.database.release_kernel(&notebook).await {
+                    log::warn!("{error:#}");
+                }
+            }
         }
     }
 

@@ -41,12 +41,22 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ferrolab_chunks (
 CREATE TABLE IF NOT EXISTS ferrolab_meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ferrolab_kernels (
+    notebook TEXT PRIMARY KEY,
+    replica TEXT NOT NULL,
+    expires TIMESTAMPTZ NOT NULL
 )";
 
 /// The channel on which stored chunks are announced.
 pub const CHUNKS_CHANNEL: &str = "ferrolab_chunks";
 /// The channel on which changed settings are announced (the payload is the name).
 pub const META_CHANNEL: &str = "ferrolab_meta";
+/// The channel on which runs are handed to the replica holding a notebook's
+/// kernel (the payload is JSON, with the replica's id in `to`).
+pub const KERNELS_CHANNEL: &str = "ferrolab_kernels";
+/// The largest NOTIFY payload PostgreSQL takes (8000 bytes, less a margin).
+pub const MAX_PAYLOAD: usize = 7_900;
 /// Chunks up to this size travel inside their announcement (PostgreSQL allows
 /// payloads under 8000 bytes; base64 adds a third, the key and heads the rest).
 const INLINE_CHUNK_BYTES: usize = 5_000;
@@ -73,6 +83,8 @@ pub enum Announcement {
     },
     /// A setting (a row of `ferrolab_meta`) changed.
     Meta(String),
+    /// Another replica hands this one a request for a kernel it holds (JSON).
+    Kernel(serde_json::Value),
     /// The listening connection was re-established: announcements may have been
     /// missed since it broke.
     Reconnected,
@@ -275,6 +287,92 @@ impl Database {
         result
     }
 
+    /// This replica's id (in announcements and kernel leases).
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Takes (or renews) the lease on `notebook`'s kernel for `ttl` unless another
+    /// replica holds an unexpired one; returns that replica's id, or `None` when
+    /// the lease is this replica's now.
+    pub async fn claim_kernel(
+        &self,
+        notebook: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let seconds = ttl.as_secs_f64();
+        let client = self.client().await?;
+        let claimed = client
+            .query_opt(
+                "INSERT INTO ferrolab_kernels (notebook, replica, expires)
+                 VALUES ($1, $2, now() + make_interval(secs => $3))
+                 ON CONFLICT (notebook) DO UPDATE
+                     SET replica = EXCLUDED.replica, expires = EXCLUDED.expires
+                     WHERE ferrolab_kernels.expires < now()
+                        OR ferrolab_kernels.replica = EXCLUDED.replica
+                 RETURNING replica",
+                &[&notebook, &self.replica, &seconds],
+            )
+            .await
+            .context("cannot take the kernel's lease in the database")?;
+        if claimed.is_some() {
+            return Ok(None);
+        }
+        let holder = client
+            .query_opt(
+                "SELECT replica FROM ferrolab_kernels WHERE notebook = $1",
+                &[&notebook],
+            )
+            .await
+            .context("cannot read the kernel's lease from the database")?;
+        Ok(holder.map(|row| row.get(0)))
+    }
+
+    /// Extends this replica's leases on the kernels of `notebooks` by `ttl`.
+    pub async fn renew_kernels(&self, notebooks: &[String], ttl: Duration) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE ferrolab_kernels SET expires = now() + make_interval(secs => $3)
+                 WHERE replica = $1 AND notebook = ANY($2)",
+                &[&self.replica, &notebooks, &ttl.as_secs_f64()],
+            )
+            .await
+            .context("cannot renew the kernels' leases")?;
+        Ok(())
+    }
+
+    /// Gives up this replica's lease on `notebook`'s kernel (it stopped).
+    pub async fn release_kernel(&self, notebook: &str) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM ferrolab_kernels WHERE notebook = $1 AND replica = $2",
+                &[&notebook, &self.replica],
+            )
+            .await
+            .context("cannot release the kernel's lease")?;
+        Ok(())
+    }
+
+    /// Hands `request` (JSON, its `to` naming the replica) to the replica holding
+    /// a kernel.
+    pub async fn forward_kernel(&self, request: &serde_json::Value) -> anyhow::Result<()> {
+        let payload = request.to_string();
+        if payload.len() > MAX_PAYLOAD {
+            anyhow::bail!(
+                "the request names too many cells to hand to the replica running the kernel; \
+                 run fewer at once, or all of them"
+            );
+        }
+        self.client()
+            .await?
+            .execute("SELECT pg_notify('ferrolab_kernels', $1)", &[&payload])
+            .await
+            .context("cannot hand the request to the replica running the kernel")?;
+        Ok(())
+    }
+
     /// Starts listening for the other replicas' announcements; returns once the
     /// listening connection is up, so that nothing committed after this returns
     /// goes unheard. The listener reconnects by itself (with back-off) when its
@@ -295,6 +393,19 @@ impl Database {
                             None => continue,
                         },
                         META_CHANNEL => Announcement::Meta(notification.payload().to_string()),
+                        KERNELS_CHANNEL => {
+                            match serde_json::from_str::<serde_json::Value>(notification.payload())
+                            {
+                                Ok(request) if request["to"] == replica.as_str() => {
+                                    Announcement::Kernel(request)
+                                }
+                                Ok(_) => continue,
+                                Err(error) => {
+                                    log::warn!("ignoring a malformed kernel request: {error}");
+                                    continue;
+                                }
+                            }
+                        }
                         _ => continue,
                     };
                     if sender.send(announcement).is_err() {
@@ -354,7 +465,9 @@ async fn subscribe(url: &str) -> Result<Subscription, tokio_postgres::Error> {
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHUNKS_CHANNEL}; LISTEN {META_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CHUNKS_CHANNEL}; LISTEN {META_CHANNEL}; LISTEN {KERNELS_CHANNEL}"
+        ))
         .await?;
     Ok(Subscription {
         _client: client,

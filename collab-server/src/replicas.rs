@@ -7,39 +7,81 @@
 //!
 //! Documents this replica does not hold are left alone; when it opens one later it
 //! reads every chunk from the database.
+//!
+//! Changed settings (tokens) are re-read, and kernel requests other replicas hand
+//! to this one (it holds the notebook's kernel lease, `crate::kernels::Leases`)
+//! are queued here as if they had been asked of it.
 
+use crate::app::App;
 use crate::postgres::Announcement;
 use crate::storage::DurableStorage;
 use automerge::{ChangeHash, ReadDoc};
 use samod::storage::StorageKey;
 use samod::{DocumentId, Repo};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::Weak;
 use tokio::sync::mpsc;
 
-/// Merges the other replicas' announced chunks into the documents this one holds,
-/// until the announcements end. `on_setting` hears changed settings (by name).
-pub async fn follow(
-    repo: Repo,
-    storage: DurableStorage,
-    mut announcements: mpsc::UnboundedReceiver<Announcement>,
-    on_setting: Arc<dyn Fn(&str) + Send + Sync>,
-) {
+/// Follows the other replicas' announcements until they end or the server stops.
+pub async fn follow(app: Weak<App>, mut announcements: mpsc::UnboundedReceiver<Announcement>) {
     while let Some(announcement) = announcements.recv().await {
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        let (repo, storage) = (app.repo(), app.storage());
         match announcement {
             Announcement::Chunk { key, heads, data } => {
-                merge_chunk(&repo, &storage, key, heads, data).await;
+                merge_chunk(repo, storage, key, heads, data).await;
             }
-            Announcement::Meta(name) => on_setting(&name),
+            Announcement::Meta(name) if name == crate::auth::TOKENS_SETTING => {
+                reload_tokens(&app).await;
+            }
+            Announcement::Meta(_) => {}
+            Announcement::Kernel(request) => run_kernel_request(&app, &request).await,
             Announcement::Reconnected => {
                 // Announcements may have been missed: read every held document's
                 // chunks again (merging what is known already changes nothing).
                 for doc in storage.open_here() {
-                    reload(&repo, &storage, &doc).await;
+                    reload(repo, storage, &doc).await;
                 }
-                on_setting("");
+                reload_tokens(&app).await;
             }
         }
+    }
+}
+
+async fn reload_tokens(app: &App) {
+    if let Err(error) = app.tokens.reload().await {
+        log::error!("cannot re-read the tokens: {error:#}");
+    }
+}
+
+/// Queues a kernel request another replica handed over (see `http::kernels`).
+async fn run_kernel_request(app: &App, request: &serde_json::Value) {
+    let text = |key: &str| request[key].as_str().unwrap_or_default().to_string();
+    let wanted = request["cells"].as_array().map(|cells| {
+        cells
+            .iter()
+            .filter_map(|cell| cell.as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    });
+    let notebook = text("notebook");
+    let action = text("action");
+    // This replica runs the kernel now: its lease is taken (renewed) here.
+    if let Err(error) = app.kernels.holder(&notebook).await {
+        log::warn!("{error:#}");
+    }
+    let ran = crate::http::kernels::run_here(
+        app,
+        &notebook,
+        &action,
+        wanted,
+        &text("by"),
+        &text("starter"),
+    )
+    .await;
+    if let Err(error) = ran {
+        log::warn!("a kernel request for notebook {notebook} handed over by another replica failed: {error}");
     }
 }
 

@@ -45,6 +45,9 @@ pub struct KernelSettings {
     pub max_running: usize,
     pub max_per_token: usize,
     pub idle_timeout: Option<std::time::Duration>,
+    /// In the cluster mode, how long a kernel's lease lasts unless its replica
+    /// renews it (a dead replica's kernels move after this long).
+    pub lease: std::time::Duration,
 }
 
 impl Default for KernelSettings {
@@ -56,6 +59,7 @@ impl Default for KernelSettings {
             max_running: defaults.max_running,
             max_per_token: defaults.max_per_token,
             idle_timeout: defaults.idle_timeout,
+            lease: std::time::Duration::from_secs(15),
         }
     }
 }
@@ -104,25 +108,6 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     let workspace = Arc::new(
         Workspace::open(repo.clone(), storage.clone(), &options.data, rights.clone()).await?,
     );
-    let replication = announcements.map(|announcements| {
-        let tokens = tokens.clone();
-        let on_setting = move |name: &str| {
-            if name.is_empty() || name == crate::auth::TOKENS_SETTING {
-                let tokens = tokens.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = tokens.reload().await {
-                        log::error!("cannot re-read the tokens: {error:#}");
-                    }
-                });
-            }
-        };
-        tokio::spawn(crate::replicas::follow(
-            repo.clone(),
-            storage,
-            announcements,
-            Arc::new(on_setting),
-        ))
-    });
     let tracking_path = options.data.join("tracking.sqlite");
     let tracking = Arc::new(
         ferrolab_tracking::SqliteStore::open(&tracking_path).with_context(|| {
@@ -136,7 +121,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     let acceptor = repo
         .make_acceptor(url)
         .map_err(|_| anyhow::anyhow!("the repository stopped"))?;
-    Ok(Arc::new(App {
+    let app = Arc::new(App {
         sync: Arc::new(SyncService::new(
             peers,
             acceptor,
@@ -151,19 +136,35 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         tracking,
         web: options.web.clone(),
         first_token,
-        replication,
-        kernels: Kernels::new(
-            program.clone(),
-            options.data.join("kernels"),
-            kernel_options.clone(),
-        ),
+        replication: std::sync::Mutex::new(None),
+        kernels: {
+            let kernels = Kernels::new(
+                program.clone(),
+                options.data.join("kernels"),
+                kernel_options.clone(),
+            );
+            match storage.database() {
+                Some(database) => kernels.with_leases(crate::kernels::Leases::new(
+                    database.clone(),
+                    options.kernels.lease,
+                )),
+                None => kernels,
+            }
+        },
         evaluations: Evaluations::new(
             program,
             options.data.join("evaluations"),
             kernel_options.sandbox,
             kernel_options.limits,
         ),
-    }))
+    });
+    if let Some(announcements) = announcements {
+        let follow = tokio::spawn(crate::replicas::follow(Arc::downgrade(&app), announcements));
+        if let Ok(mut replication) = app.replication.lock() {
+            *replication = Some(follow);
+        }
+    }
+    Ok(app)
 }
 
 /// Creates the data folder readable by the server's user only, and narrows an
@@ -274,6 +275,10 @@ pub async fn run(
     let revocations = tokio::spawn(app.sync.clone().watch_revocations(app.tokens.clone()));
     let stamps = tokio::spawn(app.workspace.clone().stamp_updates());
     let index = tokio::spawn(app.workspace.clone().follow_index());
+    let leases = tokio::spawn({
+        let app = app.clone();
+        async move { app.kernels.keep_leases().await }
+    });
     let live = tokio::spawn(app.live_runs.clone().follow());
     let router = crate::http::router(app.clone());
     // Sync messages are small writes that follow one another; without TCP_NODELAY
@@ -305,7 +310,8 @@ pub async fn run(
     revocations.abort();
     stamps.abort();
     index.abort();
-    if let Some(replication) = &app.replication {
+    leases.abort();
+    if let Some(replication) = app.replication.lock().ok().and_then(|mut r| r.take()) {
         replication.abort();
     }
     live.abort();

@@ -192,61 +192,7 @@ export function acknowledged(repo, handle) {
   return handle.heads().every((head) => theirs.includes(head));
 }
 
-/** A PostgreSQL program from Debian's packages (on the PATH, or in its versioned folder). */
-function postgresProgram(name) {
-  for (const dir of (process.env.PATH || "").split(":")) {
-    if (dir && fs.existsSync(path.join(dir, name))) return path.join(dir, name);
-  }
-  const root = "/usr/lib/postgresql";
-  const versions = fs.existsSync(root) ? fs.readdirSync(root).sort((a, b) => Number(b) - Number(a)) : [];
-  for (const version of versions) {
-    const file = path.join(root, version, "bin", name);
-    if (fs.existsSync(file)) return file;
-  }
-  throw new Error(`PostgreSQL's ${name} is missing: install Debian's postgresql (make test does)`);
-}
-
-/** A throwaway PostgreSQL cluster in a temporary folder, as an unprivileged user
- * (PostgreSQL refuses to run as root): `url` for the server, `sql(query)` to look
- * inside, `stop()`. */
-export async function startPostgres() {
-  const dir = tempDir();
-  const port = await freePort();
-  const asRoot = process.getuid?.() === 0;
-  // As root, the cluster belongs to `nobody`, which must be able to reach it.
-  if (asRoot) {
-    fs.chmodSync(dir, 0o755);
-    fs.chownSync(dir, 65534, 65534);
-  }
-  const run = (program, args) => {
-    const [file, argv] = asRoot ? ["runuser", ["-u", "nobody", "--", program, ...args]] : [program, args];
-    return execFileSync(file, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  };
-  const data = path.join(dir, "cluster");
-  run(postgresProgram("initdb"), ["-D", data, "-A", "trust", "-U", "ferrolab", "--no-sync"]);
-  const start = () =>
-    run(postgresProgram("pg_ctl"), [
-      "-D", data, "-l", path.join(dir, "log"), "-w", "-o",
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start",
-    ]);
-  start();
-  const url = `postgres://ferrolab@127.0.0.1:${port}/postgres`;
-  return {
-    url,
-    port,
-    start,
-    sql: (query, database = "postgres") =>
-      execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", database,
-        "-tAc", query], { encoding: "utf8" }).trim(),
-    stop: () => {
-      try {
-        run(postgresProgram("pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"]);
-      } catch {
-        // already gone
-      }
-    },
-  };
-}
+export { startPostgres } from "./postgres-cluster.js";
 
 /** `rounds` times: a client appends a line to cell `log` of `entry`, the server is
  * killed with SIGKILL the moment its acknowledgement arrives, restarted with the

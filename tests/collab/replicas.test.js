@@ -134,8 +134,10 @@ test("kill -9 of a replica mid-edit: its clients carry on through another, no ac
       }
       typeLine(vanisherHandle, `vanisher ${round}\n`);
     }
-    await doomed.kill9();
+    // The vanishing client goes first (were it to see its replica die, the stock
+    // adapter would schedule a reconnect that outlives its shutdown).
     await vanisher.repo.shutdown().catch(() => {});
+    await doomed.kill9();
     for (let round = 15; round < 25; round++) {
       for (const [name, handle] of [["mover", moverHandle], ["other0", otherHandles[0]], ["other1", otherHandles[1]]]) {
         const line = `${name} ${round}`;
@@ -219,6 +221,57 @@ test("a replica whose listening connection broke re-reads what it missed once it
     await waitFor(() => lines(cellSource(reader, "log")).length === 3, "announcements heard again");
   } finally {
     await Promise.all(clients.map(({ repo }) => repo.shutdown().catch(() => {})));
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
+
+test("a shared kernel runs on one replica under a lease; runs through another reach it; when its replica dies the lease moves", async () => {
+  const leaseArgs = [...args, "--kernel-lease-secs", "3"];
+  const replicas = [];
+  for (let i = 0; i < 2; i++) replicas.push(await startServer(tempDir(), { args: leaseArgs }));
+  const [first, second] = replicas;
+  const client = clientAt(second.ws, createToken(tempDir(), "viewer", "watcher", args));
+  const plain = (doc) => JSON.parse(JSON.stringify(doc));
+  const KERNEL_WAIT = 120000;
+  try {
+    const token = createToken(tempDir(), "editor", "kim", args);
+    const entry = await createNotebook(first, token, [codeCell("a", "let x = 41;"), codeCell("b", "x + 1")]);
+    const runtime = await client.repo.find(entry.runtime);
+    const run = (replica, cells) => api(replica, token, "POST", `/api/notebooks/${entry.id}/kernel/execute`, { cells });
+    const ran = (cell, check) => () => {
+      const state = plain(runtime.doc()).cells?.[cell];
+      return state?.state === "idle" && check(state.outputs ?? []);
+    };
+
+    // The first run, through the first replica, starts the kernel there.
+    assert.equal((await run(first, ["a"])).status, 202);
+    await waitFor(ran("a", () => plain(runtime.doc()).cells.a.execution_count === 1), "cell a on the first replica", KERNEL_WAIT);
+    const holder = postgres.sql(`SELECT replica FROM ferrolab_kernels WHERE notebook = '${entry.id}'`);
+    assert.ok(holder, "the first replica holds the kernel's lease");
+    // A run through the second replica reaches the same kernel: `x` is defined.
+    const handed = await run(second, ["b"]);
+    assert.equal(handed.status, 202, handed.text);
+    assert.deepEqual(handed.json.queued, ["b"]);
+    await waitFor(ran("b", (outputs) => outputs[0]?.data?.["text/plain"] === "42"), "x + 1 = 42 through the second replica", KERNEL_WAIT);
+    assert.equal(postgres.sql(`SELECT replica FROM ferrolab_kernels WHERE notebook = '${entry.id}'`), holder,
+      "the lease did not move while its replica lives");
+    // A bad request through the other replica is still refused there.
+    assert.equal((await run(second, ["nope"])).status, 404);
+
+    // The first replica dies; after its lease expires the next run starts a
+    // kernel on the second, and the outputs already there stay.
+    await first.kill9();
+    await sleep(4000);
+    const again = await run(second, ["b"]);
+    assert.equal(again.status, 202, again.text);
+    await waitFor(ran("b", (outputs) => outputs[0]?.output_type === "error"), "x undefined in the new kernel", KERNEL_WAIT);
+    assert.equal(plain(runtime.doc()).cells.a.execution_count, 1, "the first kernel's outputs stay");
+    const moved = postgres.sql(`SELECT replica FROM ferrolab_kernels WHERE notebook = '${entry.id}'`);
+    assert.ok(moved && moved !== holder, "the lease moved to the second replica");
+    await run(second, ["a", "b"]);
+    await waitFor(ran("b", (outputs) => outputs[0]?.data?.["text/plain"] === "42"), "the new kernel runs a and b", KERNEL_WAIT);
+  } finally {
+    await client.repo.shutdown().catch(() => {});
     await Promise.all(replicas.map((replica) => replica.stop()));
   }
 });

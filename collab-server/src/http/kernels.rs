@@ -23,39 +23,89 @@ pub async fn action(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Editor, "running cells")?;
-    let (notebook, runtime) = app.workspace.open_handles(&id).await?;
-    let command = match action.as_str() {
+    if !matches!(action.as_str(), "execute" | "interrupt" | "restart") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no kernel action {action:?}; use execute, interrupt or restart"),
+        ));
+    }
+    let wanted = match action.as_str() {
+        "execute" => cells_wanted(&body)?,
+        _ => None,
+    };
+    // In the cluster mode the kernel may be another replica's: hand it the request.
+    if let Some(replica) = app.kernels.holder(&id).await.map_err(ApiError::internal)? {
+        let (notebook, _) = app.workspace.open_handles(&id).await?;
+        let queued = match action.as_str() {
+            "execute" => Some(
+                Workspace::code_cells(&notebook, wanted.as_deref())?
+                    .into_iter()
+                    .map(|(cell, _)| cell)
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        };
+        let request = json!({
+            "to": replica,
+            "notebook": id,
+            "action": action,
+            "cells": wanted,
+            "by": caller.0.name,
+            "starter": caller.0.token_id,
+        });
+        let database = app
+            .storage()
+            .database()
+            .ok_or_else(|| ApiError::internal("a kernel lease without a database"))?;
+        database
+            .forward_kernel(&request)
+            .await
+            .map_err(|error| ApiError::bad_request(format!("{error:#}")))?;
+        let answer = match queued {
+            Some(queued) => json!({ "queued": queued }),
+            None => json!({ "ok": true }),
+        };
+        return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
+    }
+    let answer = run_here(
+        &app,
+        &id,
+        &action,
+        wanted,
+        &caller.0.name,
+        &caller.0.token_id,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// Hands a kernel action to this replica's queue for notebook `id` (`wanted`:
+/// the cells to execute, `None` for all); answers what the API answers.
+pub(crate) async fn run_here(
+    app: &App,
+    id: &str,
+    action: &str,
+    wanted: Option<Vec<String>>,
+    by: &str,
+    starter: &str,
+) -> Result<Value, ApiError> {
+    let (notebook, runtime) = app.workspace.open_handles(id).await?;
+    let (command, answer) = match action {
         "execute" => {
-            let wanted = cells_wanted(&body)?;
             let cells = Workspace::code_cells(&notebook, wanted.as_deref())?;
             let queued: Vec<String> = cells.iter().map(|(id, _)| id.clone()).collect();
-            app.kernels
-                .send(
-                    &id,
-                    &runtime,
-                    Command::Execute {
-                        cells,
-                        by: caller.0.name.clone(),
-                    },
-                    &caller.0.token_id,
-                )
-                .map_err(refused)?;
-            return Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response());
+            let by = by.to_string();
+            (Command::Execute { cells, by }, json!({ "queued": queued }))
         }
-        "interrupt" => Command::Interrupt,
-        "restart" => Command::Restart,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no kernel action {other:?}; use execute, interrupt or restart"),
-            ))
-        }
+        "interrupt" => (Command::Interrupt, json!({ "ok": true })),
+        "restart" => (Command::Restart, json!({ "ok": true })),
+        other => return Err(ApiError::bad_request(format!("no kernel action {other:?}"))),
     };
     app.kernels
-        .send(&id, &runtime, command, &caller.0.token_id)
+        .send(id, &runtime, command, starter)
         .map_err(refused)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
+    Ok(answer)
 }
 
 fn refused(refusal: KernelRefusal) -> ApiError {

@@ -4,7 +4,7 @@
 //! (MLflow's REST API and artifacts) — plus the `/sync` WebSocket upgrade and a
 //! browser's sign-in (`/api/session`: a token in, an HttpOnly cookie out).
 
-mod kernels;
+pub(crate) mod kernels;
 mod notebooks;
 mod tracking;
 

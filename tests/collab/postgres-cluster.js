@@ -1,0 +1,88 @@
+// A throwaway PostgreSQL cluster of Debian's packages in a temporary folder, as an
+// unprivileged user (PostgreSQL refuses to run as root). Used by the cluster-mode
+// tests and by the cluster benchmark; Node's own modules only.
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+/** A PostgreSQL program from Debian's packages (on the PATH, or in its versioned folder). */
+function postgresProgram(name) {
+  for (const dir of (process.env.PATH || "").split(":")) {
+    if (dir && fs.existsSync(path.join(dir, name))) return path.join(dir, name);
+  }
+  const root = "/usr/lib/postgresql";
+  const versions = fs.existsSync(root) ? fs.readdirSync(root).sort((a, b) => Number(b) - Number(a)) : [];
+  for (const version of versions) {
+    const file = path.join(root, version, "bin", name);
+    if (fs.existsSync(file)) return file;
+  }
+  throw new Error(`PostgreSQL's ${name} is missing: install Debian's postgresql (make test does)`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a cluster: `url` for the server, `sql(query[, database])` to look
+ * inside, `pids()` of its processes (for CPU accounting), `start()`, `stop()`. */
+export async function startPostgres() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ferrolab-pg-"));
+  process.on("exit", () => {
+    if (!process.env.FERROLAB_KEEP_TEMP) fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  // As root, the cluster belongs to `nobody`, which must be able to reach it.
+  if (asRoot) {
+    fs.chmodSync(dir, 0o755);
+    fs.chownSync(dir, 65534, 65534);
+  }
+  const run = (program, args) => {
+    const [file, argv] = asRoot ? ["runuser", ["-u", "nobody", "--", program, ...args]] : [program, args];
+    return execFileSync(file, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  };
+  const data = path.join(dir, "cluster");
+  run(postgresProgram("initdb"), ["-D", data, "-A", "trust", "-U", "ferrolab", "--no-sync"]);
+  const start = () =>
+    run(postgresProgram("pg_ctl"), [
+      "-D", data, "-l", path.join(dir, "log"), "-w", "-o",
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start",
+    ]);
+  start();
+  return {
+    url: `postgres://ferrolab@127.0.0.1:${port}/postgres`,
+    port,
+    start,
+    sql: (query, database = "postgres") =>
+      execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", database,
+        "-tAc", query], { encoding: "utf8" }).trim(),
+    /** The postmaster and its children. */
+    pids: () => {
+      const main = Number(fs.readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+      const children = fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name)).filter((pid) => {
+        try {
+          return Number(fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[1]) === main;
+        } catch {
+          return false;
+        }
+      });
+      return [main, ...children.map(Number)];
+    },
+    stop: () => {
+      try {
+        run(postgresProgram("pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"]);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
