@@ -20,20 +20,11 @@ import os from "node:os";
 import path from "node:path";
 import { Repo } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
-import { acknowledged, cpuMs, freePort, percentile, settle, sleep, typeMarks, waitPort, watchMarks } from "./common.mjs";
+import { acknowledged, commandLine, cpuMs, freePort, percentile, settle, sleep, typeMarks, waitPort, watchMarks } from "./common.mjs";
 import { startPostgres } from "../../tests/collab/postgres-cluster.js";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = commandLine("node cluster.mjs --bin PATH/TO/ferrolab [--duration 20] [--load 6x5] [--out results.json]");
 const BIN = args.bin;
-if (!BIN || !fs.existsSync(BIN)) {
-  console.error("usage: node cluster.mjs --bin PATH/TO/ferrolab [--duration 20] [--load 6x5] [--out results.json]");
-  process.exit(2);
-}
 const DURATION = Number(args.duration ?? 20);
 const [CLIENTS, RATE] = (args.load ?? "6x5").split("x").map(Number);
 

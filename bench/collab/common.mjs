@@ -120,3 +120,19 @@ export async function settle(handles, done, ms) {
   }
   return false;
 }
+
+/** The command line's `--name value` pairs, and the `--bin` they must name (else
+ * `usage` is printed and the process ends). */
+export function commandLine(usage) {
+  const args = Object.fromEntries(
+    process.argv.slice(2).reduce((pairs, arg, i, all) => {
+      if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
+      return pairs;
+    }, []),
+  );
+  if (!args.bin || !fs.existsSync(args.bin)) {
+    console.error(`usage: ${usage}`);
+    process.exit(2);
+  }
+  return args;
+}

@@ -17,21 +17,12 @@ import * as A from "@automerge/automerge";
 import { Repo } from "@automerge/automerge-repo";
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket";
 import {
-  acknowledged, cpuMs, freePort, memoryMiB, percentile, settle, sleep, typeMarks, waitPort, watchMarks,
+  acknowledged, commandLine, cpuMs, freePort, memoryMiB, percentile, settle, sleep, typeMarks, waitPort, watchMarks,
 } from "./common.mjs";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = commandLine("node load.mjs --bin PATH/TO/ferrolab [--duration 20] [--loads 2x5,4x5] [--history 10000]");
 const BIN = args.bin;
-if (!BIN || !fs.existsSync(BIN)) {
-  console.error("usage: node load.mjs --bin PATH/TO/ferrolab [--duration 20] [--loads 2x5,4x5] [--history 10000]");
-  process.exit(2);
-}
 const DURATION = Number(args.duration ?? 20);
 const LOADS = (args.loads ?? "2x5,4x5,8x5,4x10,8x10").split(",").map((l) => l.split("x").map(Number));
 const HISTORY = Number(args.history ?? 10000);

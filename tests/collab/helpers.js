@@ -4,6 +4,7 @@ import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
+import { freePort } from "./postgres-cluster.js";
 import path from "node:path";
 import { Repo } from "@automerge/automerge-repo";
 import * as A from "@automerge/automerge";
@@ -33,17 +34,6 @@ export function tempDir() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ferrolab-collab-"));
   made.push(dir);
   return dir;
-}
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Creates a token with the CLI; `args` may name the cluster's database (`--database URL`). */
@@ -192,7 +182,7 @@ export function acknowledged(repo, handle) {
   return handle.heads().every((head) => theirs.includes(head));
 }
 
-export { startPostgres } from "./postgres-cluster.js";
+export { freePort, startPostgres } from "./postgres-cluster.js";
 
 /** `rounds` times: a client appends a line to cell `log` of `entry`, the server is
  * killed with SIGKILL the moment its acknowledgement arrives, restarted with the

@@ -21,7 +21,7 @@ function postgresProgram(name) {
   throw new Error(`PostgreSQL's ${name} is missing: install Debian's postgresql (make test does)`);
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once("error", reject);
