@@ -32,6 +32,11 @@ pub enum CollabCommand {
         /// Any number of servers may share one database (docs/deploy.md).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// Keep the tracking store's artifacts in this S3-compatible bucket
+        /// (`s3://bucket/prefix`; credentials and endpoint from the `AWS_*`
+        /// variables) instead of the data folder; also `FERROLAB_ARTIFACTS`.
+        #[arg(long, value_name = "URL")]
+        artifacts: Option<String>,
         #[command(flatten)]
         kernels: KernelArgs,
     },
@@ -170,6 +175,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             watch,
             web,
             database,
+            artifacts,
             kernels,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -183,6 +189,9 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 watch,
                 web: crate::web::locate(web),
                 database: database_url(database),
+                artifacts: artifacts
+                    .or_else(|| std::env::var("FERROLAB_ARTIFACTS").ok())
+                    .filter(|url| !url.is_empty()),
                 kernels: kernels.settings(),
             }));
             // A blocking task still running (a request cut off at the deadline) must

@@ -31,6 +31,9 @@ pub struct ServeOptions {
     pub web: Option<PathBuf>,
     /// A PostgreSQL URL: the documents live there instead of the data folder.
     pub database: Option<String>,
+    /// An S3 URL (`s3://bucket/prefix`): the artifacts' bytes live there instead of
+    /// the data folder (which keeps copies as a cache).
+    pub artifacts: Option<String>,
     /// How shared kernels run (sandbox, limits, caps).
     pub kernels: KernelSettings,
 }
@@ -109,11 +112,12 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         Workspace::open(repo.clone(), storage.clone(), &options.data, rights.clone()).await?,
     );
     let tracking_path = options.data.join("tracking.sqlite");
-    let tracking = Arc::new(
-        ferrolab_tracking::SqliteStore::open(&tracking_path).with_context(|| {
-            format!("cannot open the tracking store {}", tracking_path.display())
-        })?,
-    );
+    let mut tracking = ferrolab_tracking::SqliteStore::open(&tracking_path)
+        .with_context(|| format!("cannot open the tracking store {}", tracking_path.display()))?;
+    if let Some(url) = &options.artifacts {
+        tracking = tracking.with_remote_artifacts(url)?;
+    }
+    let tracking = Arc::new(tracking);
     let url = samod::Url::parse(&format!("ws://{}/sync", options.bind)).context("bind address")?;
     let kernel_options = kernel_options(&options.kernels, &options.data)?;
     // Kernels and evaluations run this program (see `kernel_program`).

@@ -28,6 +28,7 @@ async fn start_server() -> TestServer {
         watch: None,
         web: None,
         database: None,
+        artifacts: None,
         kernels: server::KernelSettings {
             sandboxed: false,
             ..Default::default()

@@ -31,7 +31,7 @@ def _free_port():
 
 
 class Server:
-    def __init__(self, data):
+    def __init__(self, data, args=(), env=None):
         self.data = data
         self.port = _free_port()
         # The server's output goes to a file beside its data folder: a pipe nobody
@@ -39,8 +39,8 @@ class Server:
         self.log_path = data.parent / f"{data.name}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [BIN, "collab", "serve", "--data", str(data), "--bind", f"127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [BIN, "collab", "serve", "--data", str(data), "--bind", f"127.0.0.1:{self.port}", *args],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         log.close()
         self.token = subprocess.run(

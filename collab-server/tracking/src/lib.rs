@@ -31,6 +31,7 @@ pub mod api;
 pub mod endpoint;
 mod error;
 pub mod model;
+pub mod remote;
 pub mod request;
 pub mod search;
 pub mod sqlite;

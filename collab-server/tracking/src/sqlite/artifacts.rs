@@ -24,6 +24,18 @@ impl SqliteStore {
             .join(hash)
     }
 
+    /// The blob `hash` on local disk: in the data folder, or fetched from the
+    /// object store into it.
+    pub(crate) fn local_blob(&self, hash: &str) -> Result<PathBuf> {
+        let blob = self.blob_path(hash);
+        if let (false, Some(remote)) = (blob.is_file(), &self.remote) {
+            remote
+                .fetch(hash, &blob)
+                .map_err(|error| TrackingError::Internal(format!("{error:#}")))?;
+        }
+        Ok(blob)
+    }
+
     /// The run an artifact path belongs to (`EXPERIMENT/RUN/artifacts/NAME…`),
     /// checked to exist, to be in that experiment and, for writes, to be active.
     fn artifact_run(&self, path: &str, write: bool) -> Result<String> {
@@ -97,6 +109,12 @@ impl ArtifactStore for SqliteStore {
                 .and_then(|d| d.sync_all())
                 .map_err(stored)?;
         }
+        // In the object store before any path names it.
+        if let Some(remote) = &self.remote {
+            remote
+                .put_file(&hash, &blob)
+                .map_err(|error| TrackingError::Internal(format!("{error:#}")))?;
+        }
         let path = segments(&path)?.join("/");
         self.with(|tx| {
             tx.execute(
@@ -126,7 +144,7 @@ impl ArtifactStore for SqliteStore {
                     .optional()?)
             })?
             .ok_or_else(|| TrackingError::missing(format!("No artifact at '{path}'")))?;
-        Ok((self.blob_path(&hash), size.max(0) as u64))
+        Ok((self.local_blob(&hash)?, size.max(0) as u64))
     }
 
     /// The files and folders directly in `dir`, as MLflow lists them (names only).

@@ -25,8 +25,11 @@ pub struct SqliteStore {
     /// Runs as search needs them (record and answer JSON), filled by searches and
     /// emptied of a run by every write to it, under the connection's lock.
     run_cache: Mutex<HashMap<String, Arc<CachedRun>>>,
-    /// Where artifact blobs live (`artifacts/` beside the database).
+    /// Where artifact blobs live (`artifacts/` beside the database); only a
+    /// cache of them when `remote` is set.
     artifacts: std::path::PathBuf,
+    /// The object store that holds the artifact blobs (`--artifacts s3://…`).
+    pub(crate) remote: Option<crate::remote::RemoteBlobs>,
     /// The audit log's key and anchor.
     pub(crate) audit: audit::Audit,
 }
@@ -51,7 +54,15 @@ impl SqliteStore {
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
                 .join("artifacts"),
+            remote: None,
         })
+    }
+
+    /// Keeps artifact blobs in the S3-compatible store at `url` (`s3://BUCKET/PREFIX`),
+    /// the data folder's copies only a cache.
+    pub fn with_remote_artifacts(mut self, url: &str) -> anyhow::Result<SqliteStore> {
+        self.remote = Some(crate::remote::RemoteBlobs::open(url)?);
+        Ok(self)
     }
 
     pub(crate) fn artifacts_dir(&self) -> &Path {

@@ -806,8 +806,8 @@ impl RegistryStore for SqliteStore {
         }
         let files = rows
             .into_iter()
-            .map(|(path, hash)| (path, self.blob_path(&hash)))
-            .collect();
+            .map(|(path, hash)| Ok((path, self.local_blob(&hash)?)))
+            .collect::<Result<_>>()?;
         Ok(EvaluationTarget {
             name: name.to_string(),
             version,
