@@ -6,10 +6,8 @@ nothing."""
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -23,7 +21,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from conftest import BIN  # noqa: E402
-from test_collab_ipynb import Server, _free_port  # noqa: E402
+from test_collab_ipynb import Server, _free_port, _wait_for_port  # noqa: E402
 
 BUCKET = "ferrolab-artifacts"
 
@@ -36,15 +34,7 @@ class S3:
         server = Path(sys.executable).with_name("moto_server")
         self.proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto's S3 server did not start")
-                time.sleep(0.1)
+        _wait_for_port(self.port, self.proc, 60, lambda: "moto's S3 server did not start")
         self.env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                         AWS_REGION="us-east-1", AWS_ENDPOINT_URL=self.url, AWS_ALLOW_HTTP="true")
         self.client().create_bucket(Bucket=BUCKET)

@@ -30,6 +30,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _wait_for_port(port, proc, seconds, failure):
+    """Waits until `port` accepts connections; raises `failure()` if `proc` exits
+    or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(failure())
+            time.sleep(0.05)
+
+
 class Server:
     def __init__(self, data, args=(), env=None):
         self.data = data
@@ -47,15 +61,8 @@ class Server:
             [BIN, "collab", "token", "create", "--data", str(data), "--name", "pytest", "--role", "owner"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"collab server did not start: {self.log_path.read_text(errors='replace')}")
-                time.sleep(0.05)
+        _wait_for_port(self.port, self.proc, 30,
+                       lambda: f"collab server did not start: {self.log_path.read_text(errors='replace')}")
 
     def request(self, method, path, body=None, token=True):
         headers = {"Authorization": f"Bearer {self.token}"} if token else {}
