@@ -275,3 +275,27 @@ test("a shared kernel runs on one replica under a lease; runs through another re
     await Promise.all(replicas.map((replica) => replica.stop()));
   }
 });
+
+test("the workspace is one across replicas: a browser signed in on one is signed in on all, notebooks made or deleted on one are listed so on all", async () => {
+  const replicas = await startReplicas(2);
+  const [one, two] = replicas;
+  try {
+    const owner = createToken(tempDir(), "owner", "olga", args);
+    const signIn = await fetch(`${one.base}/api/session`, { method: "POST", headers: { authorization: `Bearer ${owner}` } });
+    assert.equal(signIn.status, 200, await signIn.text());
+    const cookie = signIn.headers.get("set-cookie").split(";")[0];
+    const entry = await createNotebook(one, owner, [codeCell("c", "1 + 1")]);
+    const listed = async (replica) => {
+      const response = await fetch(`${replica.base}/api/notebooks`, { headers: { cookie } });
+      assert.equal(response.status, 200, "the session cookie from the other replica is accepted");
+      return (await response.json()).notebooks.map((notebook) => notebook.id);
+    };
+    await waitFor(async () => (await listed(two)).includes(entry.id), "the new notebook listed on the other replica");
+    const deleted = await api(one, owner, "DELETE", `/api/notebooks/${entry.id}`);
+    assert.ok([200, 204].includes(deleted.status), deleted.text);
+    await waitFor(async () => !(await listed(two)).includes(entry.id), "the deletion on the other replica");
+    assert.equal((await api(two, owner, "GET", `/api/notebooks/${entry.id}/ipynb`)).status, 404);
+  } finally {
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  }
+});
