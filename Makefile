@@ -173,10 +173,11 @@ bubblewrap:
 
 # Debian's PostgreSQL: the collaboration server's cluster mode keeps its documents
 # there (--database); the tests start a throwaway cluster of their own.
+# The cluster-mode tests' database, and openssl for their TLS certificates.
 postgresql:
-	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-		else echo "the cluster-mode tests need Debian's PostgreSQL: sudo apt-get install postgresql"; exit 1; fi; \
+	@if ! command -v openssl >/dev/null || { ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql openssl >/dev/null; \
+		else echo "the cluster-mode tests need Debian's PostgreSQL and openssl: sudo apt-get install postgresql openssl"; exit 1; fi; \
 	fi
 
 kernelspec: build lab-deps

@@ -29,7 +29,8 @@ pub enum CollabCommand {
         /// Keep the notebooks' documents in this PostgreSQL database
         /// (`postgres://user:password@host:port/database`) instead of the data
         /// folder, with the tokens and the session key; also `FERROLAB_DATABASE`.
-        /// Any number of servers may share one database (docs/deploy.md).
+        /// Any number of servers may share one database; `sslmode=verify-full` and
+        /// `sslrootcert=FILE` for TLS (docs/deploy.md).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
         /// Keep the tracking store's artifacts in this S3-compatible bucket

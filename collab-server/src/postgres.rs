@@ -31,8 +31,9 @@ use futures::StreamExt;
 use samod::storage::StorageKey;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS ferrolab_chunks (
     key TEXT PRIMARY KEY,
@@ -65,7 +66,10 @@ const INLINE_CHUNK_BYTES: usize = 5_000;
 const ANNOUNCED_HEADS: usize = 16;
 
 pub struct Database {
+    /// The URL as given (for messages, without its password).
     url: String,
+    /// How to reach it: the URL tokio-postgres reads, and TLS.
+    target: Target,
     /// This process's id in announcements, so that it skips its own.
     replica: String,
     client: Mutex<Option<Arc<Client>>>,
@@ -96,13 +100,20 @@ impl Database {
     pub async fn connect(url: &str) -> anyhow::Result<Database> {
         let database = Database {
             url: url.to_string(),
+            target: Target::parse(url)?,
             replica: uuid::Uuid::new_v4().simple().to_string(),
             client: Mutex::new(None),
+        };
+        let tls_hint = if database.target.tls.is_some() {
+            " With TLS: does sslrootcert=FILE name the CA that signed the database's \
+             certificate, and does the certificate name the host in the URL?"
+        } else {
+            ""
         };
         let client = database.client().await.with_context(|| {
             format!(
                 "cannot connect to the database {} (is PostgreSQL running, and does the URL \
-                 name its host, port, user and database?)",
+                 name its host, port, user and database?{tls_hint})",
                 redacted(url)
             )
         })?;
@@ -118,12 +129,7 @@ impl Database {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                log::warn!("the database connection ended: {error}");
-            }
-        });
+        let (client, _notifications) = self.target.open().await?;
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
@@ -248,10 +254,10 @@ impl Database {
         name: &str,
         change: impl FnOnce(Option<String>) -> anyhow::Result<(String, R)>,
     ) -> anyhow::Result<R> {
-        let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .with_context(|| format!("cannot connect to the database {}", redacted(&self.url)))?;
-        let driver = tokio::spawn(connection);
+        let (mut client, _notifications) =
+            self.target.open().await.with_context(|| {
+                format!("cannot connect to the database {}", redacted(&self.url))
+            })?;
         let result = async {
             let transaction = client.transaction().await?;
             transaction
@@ -283,7 +289,6 @@ impl Database {
         .await
         .with_context(|| format!("cannot change the setting {name} in the database"));
         drop(client);
-        let _ = driver.await;
         result
     }
 
@@ -379,10 +384,10 @@ impl Database {
     /// connection breaks, and says so with [`Announcement::Reconnected`].
     pub async fn listen(&self) -> anyhow::Result<mpsc::UnboundedReceiver<Announcement>> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let first = subscribe(&self.url)
+        let first = subscribe(&self.target)
             .await
             .with_context(|| format!("cannot listen on the database {}", redacted(&self.url)))?;
-        let (url, replica) = (self.url.clone(), self.replica.clone());
+        let (target, replica) = (self.target.clone(), self.replica.clone());
         tokio::spawn(async move {
             let mut subscription = first;
             loop {
@@ -421,7 +426,7 @@ impl Database {
                         delay.as_millis()
                     );
                     tokio::time::sleep(delay).await;
-                    match subscribe(&url).await {
+                    match subscribe(&target).await {
                         Ok(subscription) => break subscription,
                         Err(error) => log::warn!("cannot listen on the database: {error}"),
                     }
@@ -444,26 +449,8 @@ struct Subscription {
     notifications: mpsc::UnboundedReceiver<tokio_postgres::Notification>,
 }
 
-async fn subscribe(url: &str) -> Result<Subscription, tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
-    let (sender, notifications) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(notification)) => {
-                    if sender.send(notification).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    log::warn!("the listening connection to the database ended: {error}");
-                    return;
-                }
-            }
-        }
-    });
+async fn subscribe(target: &Target) -> Result<Subscription, tokio_postgres::Error> {
+    let (client, notifications) = target.open().await?;
     client
         .batch_execute(&format!(
             "LISTEN {CHUNKS_CHANNEL}; LISTEN {META_CHANNEL}; LISTEN {KERNELS_CHANNEL}"
@@ -473,6 +460,143 @@ async fn subscribe(url: &str) -> Result<Subscription, tokio_postgres::Error> {
         _client: client,
         notifications,
     })
+}
+
+/// How to reach the database: the connection string tokio-postgres reads, and
+/// the TLS it asks for. tokio-postgres knows `sslmode` disable, prefer and
+/// require; ferrolab reads `sslrootcert` (a PEM file of the certificates to trust,
+/// else the system's) and treats `verify-ca` and `verify-full` as `require`: with
+/// TLS the server's certificate and name are always verified. Without
+/// `sslmode=require` (or a verify mode) connections are plain.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Target> {
+        let (prefix, separator, options): (&str, &str, Vec<&str>) = match url.split_once("://") {
+            Some(_) => match url.split_once('?') {
+                Some((base, query)) => (base, "&", query.split('&').collect()),
+                None => (url, "&", Vec::new()),
+            },
+            None => ("", " ", url.split_whitespace().collect()),
+        };
+        let mut kept = Vec::new();
+        let (mut tls, mut roots) = (false, None);
+        for option in options {
+            match option.split_once('=') {
+                Some(("sslrootcert", path)) => roots = Some(path.to_string()),
+                Some(("sslmode", "verify-ca" | "verify-full" | "require")) => {
+                    tls = true;
+                    kept.push("sslmode=require".to_string());
+                }
+                _ if !option.is_empty() => kept.push(option.to_string()),
+                _ => {}
+            }
+        }
+        let url = match (prefix, kept.is_empty()) {
+            ("", _) => kept.join(" "),
+            (base, true) => base.to_string(),
+            (base, false) => format!("{base}?{}", kept.join(separator)),
+        };
+        let tls = match (tls, roots) {
+            (true, roots) => Some(tls_connector(roots.as_deref())?),
+            (false, Some(_)) => anyhow::bail!(
+                "the database URL names sslrootcert but not sslmode=require (or verify-full): \
+                 add it, or the connection would not use TLS"
+            ),
+            (false, None) => None,
+        };
+        Ok(Target { url, tls })
+    }
+
+    /// A new connection, driven by a task of its own; its notifications arrive on
+    /// the receiver (dropping it does not stop the connection).
+    async fn open(
+        &self,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Notification>), tokio_postgres::Error> {
+        let (sender, notifications) = mpsc::unbounded_channel();
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = tokio_postgres::connect(&self.url, tls.clone()).await?;
+                drive(connection, sender);
+                client
+            }
+            None => {
+                let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+                drive(connection, sender);
+                client
+            }
+        };
+        Ok((client, notifications))
+    }
+}
+
+fn tls_connector(roots: Option<&str>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        Some(path) => {
+            let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certificates| certificates.collect())
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot read the certificates in sslrootcert={path}: {error}")
+                })?;
+            if certificates.is_empty() {
+                anyhow::bail!("sslrootcert={path} holds no PEM certificate");
+            }
+            for certificate in certificates {
+                store
+                    .add(certificate)
+                    .with_context(|| format!("a certificate in {path} is not usable"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                anyhow::bail!(
+                    "no trusted certificates on this system to verify the database with; \
+                     name the database's CA with sslrootcert=FILE in the URL"
+                );
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("cannot set up TLS")?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Drives a connection until it ends, passing its notifications on.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notifications: mpsc::UnboundedSender<Notification>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    let _ = notifications.send(notification);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    log::warn!("the database connection ended: {error}");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Reads a chunk announcement: `REPLICA KEY HEADS [DATA]`, where HEADS is `-` or
@@ -535,6 +659,34 @@ pub fn redacted(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_settings_are_read_and_the_rest_passed_on() {
+        let plain = Target::parse("postgres://ada@db/ferrolab?connect_timeout=5").expect("plain");
+        assert_eq!(plain.url, "postgres://ada@db/ferrolab?connect_timeout=5");
+        assert!(plain.tls.is_none());
+        let dir = tempfile::tempdir().expect("tmp");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let error = Target::parse(&format!(
+            "postgres://ada@db/x?sslmode=verify-full&sslrootcert={}",
+            empty.display()
+        ))
+        .err()
+        .expect("an empty sslrootcert is refused");
+        assert!(
+            error.to_string().contains("holds no PEM certificate"),
+            "{error}"
+        );
+        assert!(
+            Target::parse("host=db sslrootcert=/nope").is_err(),
+            "sslrootcert without sslmode"
+        );
+        let missing = Target::parse("host=db sslmode=require sslrootcert=/nope/ca.pem")
+            .err()
+            .expect("missing file");
+        assert!(missing.to_string().contains("/nope/ca.pem"), "{missing}");
+    }
 
     #[test]
     fn announcements_read_back_and_skip_our_own() {

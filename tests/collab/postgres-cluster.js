@@ -33,8 +33,10 @@ export function freePort() {
 }
 
 /** Starts a cluster: `url` for the server, `sql(query[, database])` to look
- * inside, `pids()` of its processes (for CPU accounting), `start()`, `stop()`. */
-export async function startPostgres() {
+ * inside, `pids()` of its processes (for CPU accounting), `start()`, `stop()`.
+ * With `tls`, the server speaks TLS with a certificate for 127.0.0.1 from a CA of
+ * its own (`ca`: the CA's PEM file). */
+export async function startPostgres({ tls = false } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ferrolab-pg-"));
   process.on("exit", () => {
     if (!process.env.FERROLAB_KEEP_TEMP) fs.rmSync(dir, { recursive: true, force: true });
@@ -52,14 +54,27 @@ export async function startPostgres() {
   };
   const data = path.join(dir, "cluster");
   run(postgresProgram("initdb"), ["-D", data, "-A", "trust", "-U", "ferrolab", "--no-sync"]);
+  let options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`;
+  const ca = path.join(dir, "ca.pem");
+  if (tls) {
+    const openssl = (args) => execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+    openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+      "-subj", "/CN=ferrolab test CA"]);
+    openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    fs.writeFileSync(path.join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1\n");
+    openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+      "-out", "server.crt", "-days", "2", "-extfile", "server.ext"]);
+    // PostgreSQL wants its key private to the user it runs as.
+    fs.chmodSync(path.join(dir, "server.key"), 0o600);
+    if (asRoot) for (const file of ["server.key", "server.crt"]) fs.chownSync(path.join(dir, file), 65534, 65534);
+    options += ` -c ssl=on -c ssl_cert_file=${dir}/server.crt -c ssl_key_file=${dir}/server.key`;
+  }
   const start = () =>
-    run(postgresProgram("pg_ctl"), [
-      "-D", data, "-l", path.join(dir, "log"), "-w", "-o",
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start",
-    ]);
+    run(postgresProgram("pg_ctl"), ["-D", data, "-l", path.join(dir, "log"), "-w", "-o", options, "start"]);
   start();
   return {
     url: `postgres://ferrolab@127.0.0.1:${port}/postgres`,
+    ca: tls ? ca : undefined,
     port,
     start,
     sql: (query, database = "postgres") =>
