@@ -42,7 +42,13 @@ struct TokenFile {
 pub struct TokenStore {
     place: Place,
     cache: Mutex<Cache>,
+    /// When a presented token's id last sent [`TokenStore::verify_now`] to the
+    /// database (a token made a moment ago may not have been announced yet).
+    last_miss: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often unknown token ids may make the database be read again.
+const MISS_RELOAD: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Place {
     File { path: PathBuf, lock_path: PathBuf },
@@ -69,6 +75,7 @@ impl TokenStore {
                 lock_path: data_dir.join("tokens.lock"),
             },
             cache: Mutex::new(Cache::default()),
+            last_miss: Mutex::new(None),
         }
     }
 
@@ -78,6 +85,7 @@ impl TokenStore {
         let store = Self {
             place: Place::Database(database),
             cache: Mutex::new(Cache::default()),
+            last_miss: Mutex::new(None),
         };
         store.reload().await?;
         Ok(store)
@@ -219,6 +227,32 @@ impl TokenStore {
             }
         }
         cache.tokens.clone()
+    }
+
+    /// [`TokenStore::verify`], except that in the cluster mode a token whose id is
+    /// not known yet (made a moment ago, its announcement still on the way) makes
+    /// the tokens be read from the database first — at most every [`MISS_RELOAD`],
+    /// so made-up ids cannot flood the database.
+    pub async fn verify_now(&self, presented: &str) -> Option<Identity> {
+        if let Some(who) = self.verify(presented) {
+            return Some(who);
+        }
+        if !matches!(self.place, Place::Database(_)) {
+            return None;
+        }
+        let due = self.last_miss.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|at| at.elapsed() >= MISS_RELOAD);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        });
+        if due {
+            if let Err(error) = self.reload().await {
+                log::warn!("cannot re-read the tokens: {error:#}");
+            }
+        }
+        self.verify(presented)
     }
 
     /// Checks a presented token; `None` if it is unknown, wrong or revoked.

@@ -195,13 +195,13 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        authenticate(app, parts).map(Caller)
+        authenticate(app, parts).await.map(Caller)
     }
 }
 
 /// Who is calling: the token presented (`Authorization: Bearer`, or `?token=` for
 /// clients that cannot set headers), else a signed-in browser's session cookie.
-fn authenticate(app: &App, parts: &Parts) -> Result<Identity, ApiError> {
+async fn authenticate(app: &App, parts: &Parts) -> Result<Identity, ApiError> {
     let unauthorized = |message: &str| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -210,7 +210,7 @@ fn authenticate(app: &App, parts: &Parts) -> Result<Identity, ApiError> {
         )
     };
     if let Some(token) = presented_token(&parts.headers, &parts.uri) {
-        return app.tokens.verify(&token).ok_or_else(|| {
+        return app.tokens.verify_now(&token).await.ok_or_else(|| {
             unauthorized("this token is unknown or revoked; ask the workspace owner for a new one")
         });
     }
@@ -303,7 +303,7 @@ async fn sign_in(
     let token = presented_token(&headers, &uri).ok_or_else(|| {
         ApiError::bad_request("send the token as `Authorization: Bearer TOKEN` to sign in")
     })?;
-    let who = app.tokens.verify(&token).ok_or_else(|| {
+    let who = app.tokens.verify_now(&token).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

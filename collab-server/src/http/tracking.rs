@@ -53,6 +53,7 @@ impl FromRequestParts<Arc<App>> for TrackingCaller {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
         super::authenticate(app, parts)
+            .await
             .map(TrackingCaller)
             .map_err(|e| error_response(TrackingError::Unauthenticated(e.to_string())))
     }
