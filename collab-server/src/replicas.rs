@@ -14,7 +14,7 @@
 
 use crate::app::App;
 use crate::postgres::Announcement;
-use crate::storage::DurableStorage;
+use crate::storage::{ChunkKind, DurableStorage};
 use automerge::{ChangeHash, ReadDoc};
 use samod::storage::StorageKey;
 use samod::{DocumentId, Repo};
@@ -102,14 +102,9 @@ async fn merge_chunk(
         return;
     };
     // The changes the chunk holds: an incremental chunk's is its name.
-    let holds = heads.or_else(|| {
-        let parts: Vec<&String> = (&key).into_iter().collect();
-        match parts.as_slice() {
-            [_, kind, name] if kind.as_str() == "incremental" => {
-                ChangeHash::from_str(name).ok().map(|hash| vec![hash])
-            }
-            _ => None,
-        }
+    let holds = heads.or_else(|| match ChunkKind::of(&key) {
+        Some(ChunkKind::Incremental(hash)) => Some(vec![hash]),
+        _ => None,
     });
     if let Some(holds) = holds {
         let known = handle

@@ -116,10 +116,7 @@ impl DurableStorage {
     /// durable, and samod's own save of the same change need not be written again.
     pub fn note_announced(&self, key: &StorageKey, data: &[u8]) {
         self.note_durable(key, data);
-        let incremental = key
-            .into_iter()
-            .nth(1)
-            .is_some_and(|kind| kind == "incremental");
+        let incremental = matches!(ChunkKind::of(key), Some(ChunkKind::Incremental(_)));
         if let (true, Ok(mut announced)) = (incremental, self.inner.announced.lock()) {
             // Entries leave when samod saves them; changes that reach disk in a
             // compacted snapshot instead would stay, so the set is bounded.
@@ -210,17 +207,35 @@ impl DurableStorage {
     }
 }
 
+/// What a document chunk's storage key (`DOC/incremental/HASH` or
+/// `DOC/snapshot/NAME`) says it is.
+pub enum ChunkKind {
+    /// One change, named by its hash.
+    Incremental(ChangeHash),
+    /// A compacted document.
+    Snapshot,
+}
+
+impl ChunkKind {
+    pub fn of(key: &StorageKey) -> Option<ChunkKind> {
+        let parts: Vec<&String> = key.into_iter().collect();
+        match parts.as_slice() {
+            [_, kind, name] if kind.as_str() == "incremental" => {
+                ChangeHash::from_str(name).ok().map(ChunkKind::Incremental)
+            }
+            [_, kind, _] if kind.as_str() == "snapshot" => Some(ChunkKind::Snapshot),
+            _ => None,
+        }
+    }
+}
+
 /// The changes a chunk holds, for the durability record: an incremental chunk's
 /// one change (its name), a snapshot's heads.
 fn chunk_hashes(key: &StorageKey, data: &[u8]) -> Vec<ChangeHash> {
-    let parts: Vec<&String> = key.into_iter().collect();
-    let [_, kind, name] = parts.as_slice() else {
-        return Vec::new();
-    };
-    match kind.as_str() {
-        "incremental" => ChangeHash::from_str(name).ok().into_iter().collect(),
-        "snapshot" => snapshot_heads(data),
-        _ => Vec::new(),
+    match ChunkKind::of(key) {
+        Some(ChunkKind::Incremental(hash)) => vec![hash],
+        Some(ChunkKind::Snapshot) => snapshot_heads(data),
+        None => Vec::new(),
     }
 }
 
@@ -454,10 +469,7 @@ impl samod::storage::Storage for DurableStorage {
                     .lock()
                     .is_ok_and(|mut announced| announced.remove(&key));
                 if !announced {
-                    let snapshot = (&key)
-                        .into_iter()
-                        .nth(1)
-                        .is_some_and(|kind| kind == "snapshot");
+                    let snapshot = matches!(ChunkKind::of(&key), Some(ChunkKind::Snapshot));
                     let heads: &[ChangeHash] = if snapshot { &hashes } else { &[] };
                     with_retries("store", &key, || pg.put(&key, &data, heads)).await;
                 }
