@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: bench-cluster postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking llama-venv
+.PHONY: bench-cluster postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-tracking-postgres llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -252,7 +252,7 @@ up: lab-extension collab-up model notebook-build
 test-rust: model cell-crates
 	cargo test --locked --workspace
 
-test-python: build cell-crates venv lab-extension model reference-venv promptfoo bubblewrap
+test-python: build cell-crates venv lab-extension model reference-venv promptfoo bubblewrap postgresql
 	FERROLAB_BIN="$(BIN)" FERROLAB_REFERENCE_PYTHON="$(REF_PY)" FERROLAB_PROMPTFOO="$(PROMPTFOO)" \
 		$(PY) -m pytest tests/python -q -p no:cacheprovider
 
@@ -333,9 +333,13 @@ bench-lab: build lab-extension chromium bench/workspace/node_modules/.installed 
 bench-tracking: build venv $(MLFLOW_VENV)/.installed
 	FERROLAB_BIN="$(BIN)" MLFLOW_SERVER="$(MLFLOW_VENV)/bin/mlflow" $(PY) bench/tracking_bench.py
 
+# The same workload with both servers on one throwaway PostgreSQL (cluster mode).
+bench-tracking-postgres: build venv postgresql $(MLFLOW_VENV)/.installed
+	FERROLAB_BIN="$(BIN)" MLFLOW_SERVER="$(MLFLOW_VENV)/bin/mlflow" $(PY) bench/tracking_bench.py --backend postgres
+
 $(MLFLOW_VENV)/.installed:
 	$(PYTHON) -m venv $(MLFLOW_VENV)
-	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==3.17.2
+	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==3.17.2 psycopg2-binary==2.9.13
 	touch $@
 
 bench-prompt: build venv promptfoo

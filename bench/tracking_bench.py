@@ -1,6 +1,8 @@
 """Tracking benchmark: one `mlflow` client workload against `ferrolab collab serve`
-and against MLflow's own tracking server (`mlflow server`, SQLite backend) in the
-same run:
+and against MLflow's own tracking server (`mlflow server`) in the same run, both
+on SQLite (their embedded stores) or, with `--backend postgres`, both on one
+throwaway PostgreSQL cluster (ferrolab in cluster mode, `--database`; MLflow
+with its SQLAlchemy store on a database of its own):
 
 1. one run, 10,000 `log_metric` calls in a row;
 2. `log_batch` of 10,000 points (the client sends them as 10 requests of 1,000);
@@ -17,7 +19,9 @@ the answers each real server gave, recorded byte for byte. MLflow's time divided
 that time is the highest ratio any server giving MLflow's answer could reach.
 
     make bench-tracking
+    make bench-tracking-postgres
     FERROLAB_BIN=... MLFLOW_SERVER=.../bin/mlflow python bench/tracking_bench.py [--quick] [--only PART]
+        [--backend postgres]
 """
 import argparse
 import atexit
@@ -61,20 +65,28 @@ def wait_port(port, proc, seconds=120):
     sys.exit("server did not start")
 
 
-def start_ferrolab(work):
+def start_ferrolab(work, postgres=None):
     data = work / "collab"
     port = free_port()
-    proc = subprocess.Popen([os.environ["FERROLAB_BIN"], "collab", "serve", "--data", str(data), "--bind", f"127.0.0.1:{port}"],
+    # Where the tokens (and, with a database, everything else) are kept.
+    store = ["--database", postgres.url] if postgres else ["--data", str(data)]
+    proc = subprocess.Popen([os.environ["FERROLAB_BIN"], "collab", "serve", "--data", str(data), "--bind", f"127.0.0.1:{port}",
+                             *(store if postgres else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
-    token = subprocess.run([os.environ["FERROLAB_BIN"], "collab", "token", "create", "--data", str(data), "--name", "bench",
+    token = subprocess.run([os.environ["FERROLAB_BIN"], "collab", "token", "create", *store, "--name", "bench",
                             "--role", "editor"], check=True, capture_output=True, text=True).stdout.strip()
     return proc, f"http://127.0.0.1:{port}", token
 
 
-def start_mlflow(work):
+def start_mlflow(work, postgres=None):
     port = free_port()
-    proc = subprocess.Popen([os.environ["MLFLOW_SERVER"], "server", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
+    if postgres:
+        postgres.sql("CREATE DATABASE mlflow")
+        backend = f"postgresql://ferrolab@127.0.0.1:{postgres.port}/mlflow"
+    else:
+        backend = f"sqlite:///{work / 'mlflow.db'}"
+    proc = subprocess.Popen([os.environ["MLFLOW_SERVER"], "server", "--backend-store-uri", backend,
                              "--default-artifact-root", str(work / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
@@ -193,6 +205,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes, to check the script")
     parser.add_argument("--only", choices=["log_metric", "log_batch", "search"], help="run one part on both servers")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
+                        help="both servers on their SQLite stores, or both on one PostgreSQL")
     parser.add_argument("--replay", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,15 +218,23 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
     # Its databases, runs and kernelspec go when the bench ends, however it ends.
     atexit.register(shutil.rmtree, work, ignore_errors=True)
+    postgres = None
+    if args.backend == "postgres":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
+        from pgcluster import Postgres
+
+        postgres = Postgres()
+        atexit.register(postgres.stop)
     results = {}
     for name, start in [("ferrolab", start_ferrolab), ("mlflow", start_mlflow)]:
-        proc, url, token = start(work)
+        proc, url, token = start(work, postgres)
         try:
             results[name] = workload(url, token, sizes, args.only)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    print(f"{sizes['metrics']} log_metric calls, log_batch of {sizes['batch']} points, search over {sizes['runs']} runs")
+    print(f"{sizes['metrics']} log_metric calls, log_batch of {sizes['batch']} points, search over {sizes['runs']} runs"
+          f" (both servers on {'one PostgreSQL' if postgres else 'SQLite'})")
     print(f"{'':24} {'ferrolab':>12} {'mlflow':>12} {'ratio':>8}")
     answers = {name: r.pop("_answers", None) for name, r in results.items()}
     for part in results["ferrolab"]:

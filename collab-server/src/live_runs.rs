@@ -38,14 +38,16 @@ pub struct LiveRuns {
 
 impl LiveRuns {
     /// The runs' notes documents become editable by writers.
-    pub fn new(
+    pub async fn new(
         repo: Repo,
         store: Arc<dyn Store>,
         rights: Arc<crate::rights::DocRights>,
     ) -> LiveRuns {
-        match store.run_notes_docs() {
-            Ok(urls) => urls.iter().for_each(|url| rights.allow_edits(url)),
-            Err(e) => log::error!("cannot list the runs' notes documents: {}", e.message()),
+        let listing = store.clone();
+        match tokio::task::spawn_blocking(move || listing.run_notes_docs()).await {
+            Ok(Ok(urls)) => urls.iter().for_each(|url| rights.allow_edits(url)),
+            Ok(Err(e)) => log::error!("cannot list the runs' notes documents: {}", e.message()),
+            Err(e) => log::error!("cannot list the runs' notes documents: {e}"),
         }
         LiveRuns {
             repo,

@@ -124,6 +124,15 @@ impl Database {
         Ok(database)
     }
 
+    /// How the tracking store opens connections of its own to this database.
+    pub fn connector(&self) -> ferrolab_tracking::Connect {
+        let target = self.target.clone();
+        Arc::new(move || {
+            let target = target.clone();
+            Box::pin(async move { Ok(target.open().await?.0) })
+        })
+    }
+
     async fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {

@@ -111,9 +111,26 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     let workspace = Arc::new(
         Workspace::open(repo.clone(), storage.clone(), &options.data, rights.clone()).await?,
     );
-    let tracking_path = options.data.join("tracking.sqlite");
-    let mut tracking = ferrolab_tracking::SqliteStore::open(&tracking_path)
-        .with_context(|| format!("cannot open the tracking store {}", tracking_path.display()))?;
+    let mut tracking = match storage.database() {
+        // Replicas share one tracking store in the database.
+        Some(database) => {
+            let (connect, runtime, data) = (
+                database.connector(),
+                tokio::runtime::Handle::current(),
+                options.data.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                ferrolab_tracking::SqlStore::open_postgres(connect, runtime, &data)
+            })
+            .await?
+            .context("cannot open the tracking store in the database")?
+        }
+        None => {
+            let path = options.data.join("tracking.sqlite");
+            ferrolab_tracking::SqlStore::open_sqlite(&path)
+                .with_context(|| format!("cannot open the tracking store {}", path.display()))?
+        }
+    };
     if let Some(url) = &options.artifacts {
         tracking = tracking.with_remote_artifacts(url)?;
     }
@@ -133,7 +150,7 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
             rights.clone(),
             options.max_message_bytes,
         )),
-        live_runs: Arc::new(LiveRuns::new(repo, tracking.clone(), rights)),
+        live_runs: Arc::new(LiveRuns::new(repo, tracking.clone(), rights).await),
         workspace,
         tokens,
         sessions,

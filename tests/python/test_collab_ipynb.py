@@ -64,6 +64,15 @@ class Server:
         _wait_for_port(self.port, self.proc, 30,
                        lambda: f"collab server did not start: {self.log_path.read_text(errors='replace')}")
 
+    @property
+    def token_store(self):
+        """Where `ferrolab collab token` finds this server's tokens."""
+        return ["--data", str(self.data)]
+
+    def blobs(self):
+        """The artifact contents stored (their hashes)."""
+        return {p.name for p in (self.data / "artifacts" / "sha256").rglob("*") if p.is_file()}
+
     def request(self, method, path, body=None, token=True):
         headers = {"Authorization": f"Bearer {self.token}"} if token else {}
         data = None

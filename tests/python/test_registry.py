@@ -17,24 +17,38 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from conftest import BIN  # noqa: E402
+from cluster import Cluster  # noqa: E402
+from test_artifacts_s3 import BUCKET, S3  # noqa: E402
 from test_collab_ipynb import Server  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("registry"))
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def server(request, tmp_path_factory):
+    """One server on its embedded storage; or three replicas on one PostgreSQL,
+    each call going to the next replica in turn."""
+    s3 = None
+    if request.param == "embedded":
+        s = Server(tmp_path_factory.mktemp("registry"))
+    else:
+        s3 = S3()
+        try:
+            s = Cluster(tmp_path_factory.mktemp("registry-cluster"), s3, BUCKET)
+        except BaseException:
+            s3.stop()
+            raise
     s.users = {"owner": s.token}
     for name in ("alice", "bob"):
         s.users[name] = subprocess.run(
-            [BIN, "collab", "token", "create", "--data", str(s.data), "--name", name, "--role", "editor"],
+            [BIN, "collab", "token", "create", *s.token_store, "--name", name, "--role", "editor"],
             check=True, capture_output=True, text=True).stdout.strip()
     os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{s.port}"
     os.environ["MLFLOW_TRACKING_TOKEN"] = s.users["alice"]
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield s
     mlflow.set_tracking_uri(None)
-    s.proc.terminate()
-    s.proc.wait(timeout=30)
+    s.stop()
+    if s3:
+        s3.stop()
 
 
 @contextlib.contextmanager
@@ -204,7 +218,13 @@ def test_the_audit_log_records_everything_and_no_api_changes_it(server):
     assert after["chain_verified"] is True
     assert [e["hash"] for e in after["entries"] if e["model"] == "summarizer"] == [
         e["hash"] for e in body["entries"] if e["model"] == "summarizer"]
-    # Even the database file refuses edits to the log.
+    # Even the database refuses edits to the log.
+    if isinstance(server, Cluster):
+        for edit in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+            with pytest.raises(subprocess.CalledProcessError) as refused:
+                server.pg.sql(f"SET search_path TO ferrolab_tracking; {edit}")
+            assert "append-only" in refused.value.stderr
+        return
     db = sqlite3.connect(server.data / "tracking.sqlite")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE audit_log SET actor = 'mallory'")
@@ -214,7 +234,7 @@ def test_the_audit_log_records_everything_and_no_api_changes_it(server):
 
 
 def test_registry_writes_need_an_editor(server):
-    viewer = subprocess.run([BIN, "collab", "token", "create", "--data", str(server.data), "--name", "vic",
+    viewer = subprocess.run([BIN, "collab", "token", "create", *server.token_store, "--name", "vic",
                              "--role", "viewer"], check=True, capture_output=True, text=True).stdout.strip()
     server.users["vic"] = viewer
     with as_user(server, "vic") as vic:
@@ -257,7 +277,7 @@ def test_an_approval_cannot_be_replayed_on_a_recreated_model(server):
 
 def test_another_spelling_of_a_name_is_the_same_person(server):
     twin = subprocess.run(
-        [BIN, "collab", "token", "create", "--data", str(server.data), "--name", "ALICE", "--role", "editor"],
+        [BIN, "collab", "token", "create", *server.token_store, "--name", "ALICE", "--role", "editor"],
         check=True, capture_output=True, text=True).stdout.strip()
     server.users["ALICE"] = twin
     with as_user(server, "alice") as alice:
@@ -267,6 +287,38 @@ def test_another_spelling_of_a_name_is_the_same_person(server):
                             decision="approve", comment="looks fine to me")
     assert status == 403 and "self-approval refused" in body["message"], body
     bad = subprocess.run(
-        [BIN, "collab", "token", "create", "--data", str(server.data), "--name", "\u0430lice", "--role", "editor"],
+        [BIN, "collab", "token", "create", *server.token_store, "--name", "\u0430lice", "--role", "editor"],
         capture_output=True, text=True)
     assert bad.returncode != 0 and "invalid token name" in bad.stderr
+
+
+def test_registry_writes_at_once_keep_one_audit_chain(server):
+    """Versions registered by several people at the same moment (on a cluster,
+    through different replicas): every version gets its own number, and the audit
+    log stays one unbroken chain with an entry for each."""
+    import threading
+
+    MlflowClient().create_registered_model("crowded")
+    made, errors = [], []
+
+    def register(user):
+        try:
+            for i in range(5):
+                r = httpx.post(f"http://127.0.0.1:{server.port}/api/2.0/mlflow/model-versions/create",
+                               headers={"Authorization": f"Bearer {server.users[user]}"},
+                               json={"name": "crowded", "source": f"file:///{user}/{i}"}, timeout=60)
+                assert r.status_code == 200, r.text
+                made.append(int(r.json()["model_version"]["version"]))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=register, args=(u,)) for u in ("alice", "bob", "owner")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(made) == list(range(1, 16))
+    status, body = ferrolab(server, "owner", "audit/get", name="crowded")
+    assert status == 200 and body["chain_verified"] is True, body
+    assert [e["action"] for e in body["entries"]].count("model_version.create") == 15

@@ -19,19 +19,34 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from conftest import BIN  # noqa: E402
+from cluster import Cluster  # noqa: E402
+from test_artifacts_s3 import BUCKET, S3  # noqa: E402
 from test_collab_ipynb import Server  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("collab"))
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def server(request, tmp_path_factory):
+    """One server on its embedded storage; or three replicas on one PostgreSQL with
+    artifacts in S3, each call going to the next replica in turn."""
+    if request.param == "embedded":
+        s = Server(tmp_path_factory.mktemp("collab"))
+    else:
+        s3 = S3()
+        try:
+            s = Cluster(tmp_path_factory.mktemp("cluster"), s3, BUCKET)
+        except BaseException:
+            s3.stop()
+            raise
     os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{s.port}"
     os.environ["MLFLOW_TRACKING_TOKEN"] = s.token
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield s
     mlflow.set_tracking_uri(None)
-    s.proc.terminate()
-    s.proc.wait(timeout=30)
+    s.stop()
+    if request.param == "postgres":
+        s3.stop()
+        # Every replica answered part of the suite.
+        assert all(n > 10 for n in s.front.served), s.front.served
 
 
 def test_the_mlflow_fluent_api_logs_a_run(server):
@@ -114,7 +129,7 @@ def test_tokens_are_required_and_viewers_cannot_write(server):
     base = f"http://127.0.0.1:{server.port}/api/2.0/mlflow"
     r = httpx.post(base + "/experiments/create", json={"name": "x"})
     assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
-    viewer = subprocess.run([BIN, "collab", "token", "create", "--data", str(server.data), "--name", "ann", "--role", "viewer"],
+    viewer = subprocess.run([BIN, "collab", "token", "create", *server.token_store, "--name", "ann", "--role", "viewer"],
                             check=True, capture_output=True, text=True).stdout.strip()
     headers = {"Authorization": f"Bearer {viewer}"}
     r = httpx.post(base + "/experiments/create", json={"name": "x"}, headers=headers)
@@ -194,10 +209,7 @@ def test_artifacts_through_the_mlflow_client_are_stored_by_content(server, tmp_p
     client = MlflowClient()
     report = tmp_path / "report.txt"
     report.write_text("accuracy 0.91\n")
-    def blobs():
-        return {p for p in (server.data / "artifacts" / "sha256").rglob("*") if p.is_file()}
-
-    before = blobs()
+    before = server.blobs()
     runs = []
     for _ in range(2):
         run = client.create_run("0")
@@ -208,7 +220,7 @@ def test_artifacts_through_the_mlflow_client_are_stored_by_content(server, tmp_p
     assert listed == [("notes", True, None), ("report.txt", False, 14)]
     back = client.download_artifacts(runs[1], "notes/summary.txt", str(tmp_path / "back"))
     assert Path(back).read_text() == "same bytes"
-    added = blobs() - before
+    added = server.blobs() - before
     assert len(added) == 2, added  # two contents, each stored once for both runs
     base = f"http://127.0.0.1:{server.port}/api/2.0/mlflow-artifacts/artifacts"
     headers = {"Authorization": f"Bearer {server.token}"}

@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn search_sees_every_write_after_the_runs_are_cached() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = crate::SqliteStore::open(&dir.path().join("t.sqlite")).expect("open");
+        let store = crate::SqlStore::open_sqlite(&dir.path().join("t.sqlite")).expect("open");
         let mut ids = Vec::new();
         for i in 0..3 {
             let run = call(&store, "runs/create", json!({"experiment_id": "0"})).expect("create");
@@ -466,7 +466,7 @@ mod tests {
     fn a_viewer_can_change_nothing_through_any_endpoint() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("t.sqlite");
-        let store = crate::SqliteStore::open(&path).expect("open");
+        let store = crate::SqlStore::open_sqlite(&path).expect("open");
         let owner = Identity {
             token_id: "o".into(),
             name: "olga".into(),

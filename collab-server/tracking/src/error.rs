@@ -88,4 +88,13 @@ impl From<rusqlite::Error> for TrackingError {
     }
 }
 
+impl From<tokio_postgres::Error> for TrackingError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => TrackingError::Internal(format!("the database refused: {}", db.message())),
+            None => TrackingError::Internal(format!("the database connection failed: {e}")),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, TrackingError>;

@@ -8,18 +8,18 @@
 //! - [`store`]: the [`Store`] trait (runs, registry, artifacts) and the rules every
 //!   store applies; [`model`]: the entities it takes and gives, serialized as
 //!   MLflow writes them; [`search`]: MLflow's filter language;
-//! - [`sqlite`]: [`SqliteStore`], the store in one SQLite file.
+//! - [`sql`]: [`SqlStore`], the store in one SQLite file or in PostgreSQL.
 //!
 //! The collaboration server serves the API over HTTP and the kernel's local
 //! tracking calls it in process, both with the same rules. This crate knows nothing
 //! of HTTP, automerge or Jupyter.
 //!
 //! ```
-//! use ferrolab_tracking::{api, Identity, Role, SqliteStore};
+//! use ferrolab_tracking::{api, Identity, Role, SqlStore};
 //! use serde_json::json;
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = SqliteStore::open(&dir.path().join("tracking.sqlite")).unwrap();
+//! let store = SqlStore::open_sqlite(&dir.path().join("tracking.sqlite")).unwrap();
 //! let me = Identity { token_id: "local".into(), name: "ada".into(), role: Role::Editor };
 //! let request = json!({"name": "prompts"});
 //! let reply = api::call(&store, &me, "experiments/create", &request).unwrap();
@@ -34,13 +34,13 @@ pub mod model;
 pub mod remote;
 pub mod request;
 pub mod search;
-pub mod sqlite;
+pub mod sql;
 pub mod store;
 pub mod upload;
 
 pub use access::{Identity, Role};
 pub use error::{Result, TrackingError};
-pub use sqlite::SqliteStore;
+pub use sql::{Connect, SqlStore, POSTGRES_SCHEMA};
 pub use store::{ArtifactStore, RegistryStore, RunStore, Store};
 
 /// `bytes` as lowercase hex.

@@ -1,6 +1,6 @@
 //! What a tracking store does, whatever keeps it: the [`Store`] trait, and the
 //! rules every implementation applies the same way (MLflow's limits on keys, values
-//! and batches; run statuses; version numbers). [`SqliteStore`](crate::SqliteStore)
+//! and batches; run statuses; version numbers). [`SqlStore`](crate::SqlStore)
 //! is the implementation in the collaboration server's data folder; a store on a
 //! shared database implements the same trait, and the REST API ([`crate::api`])
 //! only ever sees the trait.

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use ferrolab_llm::tracker::Backend;
 use ferrolab_tracking::model::{Experiment, KeyValue, Metric, Run};
-use ferrolab_tracking::{ArtifactStore, Identity, Role, SqliteStore};
+use ferrolab_tracking::{ArtifactStore, Identity, Role, SqlStore};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 pub struct Local {
     dir: PathBuf,
     user: String,
-    store: Mutex<Option<Arc<SqliteStore>>>,
+    store: Mutex<Option<Arc<SqlStore>>>,
 }
 
 impl Local {
@@ -40,7 +40,7 @@ impl Local {
         Local::new(dir, user)
     }
 
-    fn store(&self) -> Result<Arc<SqliteStore>> {
+    fn store(&self) -> Result<Arc<SqlStore>> {
         let mut slot = ferrolab_magics::lock(&self.store);
         if let Some(store) = slot.as_ref() {
             return Ok(store.clone());
@@ -53,7 +53,7 @@ impl Local {
         })?;
         let path = self.dir.join("tracking.sqlite");
         let store =
-            Arc::new(SqliteStore::open(&path).with_context(|| {
+            Arc::new(SqlStore::open_sqlite(&path).with_context(|| {
                 format!("cannot open the local tracking store {}", path.display())
             })?);
         *slot = Some(store.clone());

@@ -8,7 +8,8 @@
 //! an edit made to the file by other means shows when the chain is verified.
 
 use super::audit::AuditEntry;
-use super::SqliteStore;
+use super::db::{args, Tx};
+use super::SqlStore;
 use crate::access::person_key;
 use crate::model::*;
 use crate::search::{field, filter_matches, registry_filter};
@@ -16,7 +17,6 @@ use crate::store::{
     check_alias, check_name, now_ms, parse_version, Actor, EvaluationOutcome, EvaluationTarget,
     RegistryStore, Result, TrackingError,
 };
-use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
 fn denied(message: String) -> TrackingError {
@@ -27,12 +27,12 @@ fn alias_missing(alias: &str) -> TrackingError {
     TrackingError::missing(format!("Registered model alias {alias} not found."))
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Appends an audit entry for an action in `tx` (see [`crate::audit`]).
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         actor: &str,
         action: &str,
         model: &str,
@@ -40,31 +40,28 @@ impl SqliteStore {
         before: &Value,
         after: &Value,
     ) -> Result<()> {
-        Ok(self
-            .audit
-            .append(tx, actor, action, model, version, before, after)?)
+        self.audit
+            .append(tx, actor, action, model, version, before, after)
     }
 
-    fn model_exists(tx: &Transaction<'_>, name: &str) -> Result<()> {
-        let found: Option<String> = tx
-            .query_row(
-                "SELECT name FROM registered_models WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
+    fn model_exists(tx: &Tx<'_>, name: &str) -> Result<()> {
+        let found: Option<String> = tx.query_opt(
+            "SELECT name FROM registered_models WHERE name = ?1",
+            args![name],
+            |r| r.get(0),
+        )?;
         found.map(|_| ()).ok_or_else(|| {
             TrackingError::missing(format!("Registered Model with name={name} not found"))
         })
     }
 
-    fn version_entity(tx: &Transaction<'_>, name: &str, version: i64) -> Result<ModelVersion> {
+    fn version_entity(tx: &Tx<'_>, name: &str, version: i64) -> Result<ModelVersion> {
         let mut v = tx
-            .query_row(
+            .query_opt(
                 "SELECT author, source, run_id, description, creation_timestamp, last_updated_timestamp,
                         uid, adapter_digest
                  FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
+                args![name, version],
                 |r| {
                     Ok(ModelVersion {
                         name: name.to_string(),
@@ -83,8 +80,7 @@ impl SqliteStore {
                         aliases: Vec::new(),
                     })
                 },
-            )
-            .optional()?
+            )?
             .ok_or_else(|| {
                 TrackingError::missing(format!(
                     "Model Version (name={name}, version={version}) not found"
@@ -95,20 +91,20 @@ impl SqliteStore {
             "SELECT key, value FROM model_version_tags WHERE name = ?1 AND version = ?2 ORDER BY key",
             &[&name, &version],
         )?;
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = tx.prepare(
             "SELECT alias FROM model_aliases WHERE name = ?1 AND version = ?2 ORDER BY alias",
         )?;
         v.aliases = stmt
-            .query_map(params![name, version], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map(args![name, version], |r| r.get(0))?
+            .collect::<Result<_>>()?;
         Ok(v)
     }
 
-    fn model_entity(tx: &Transaction<'_>, name: &str) -> Result<RegisteredModel> {
+    fn model_entity(tx: &Tx<'_>, name: &str) -> Result<RegisteredModel> {
         let mut m = tx
-            .query_row(
+            .query_opt(
                 "SELECT description, creation_timestamp, last_updated_timestamp FROM registered_models WHERE name = ?1",
-                [name],
+                args![name],
                 |r| {
                     Ok(RegisteredModel {
                         name: name.to_string(),
@@ -120,8 +116,7 @@ impl SqliteStore {
                         latest_versions: Vec::new(),
                     })
                 },
-            )
-            .optional()?
+            )?
             .ok_or_else(|| {
                 TrackingError::missing(format!("Registered Model with name={name} not found"))
             })?;
@@ -130,20 +125,19 @@ impl SqliteStore {
             "SELECT key, value FROM registered_model_tags WHERE name = ?1 ORDER BY key",
             &[&name],
         )?;
-        let mut stmt = tx.prepare_cached(
-            "SELECT alias, version FROM model_aliases WHERE name = ?1 ORDER BY alias",
-        )?;
+        let mut stmt =
+            tx.prepare("SELECT alias, version FROM model_aliases WHERE name = ?1 ORDER BY alias")?;
         m.aliases = stmt
-            .query_map([name], |r| {
+            .query_map(args![name], |r| {
                 Ok(Alias {
                     alias: r.get(0)?,
-                    version: r.get::<_, i64>(1)?.to_string(),
+                    version: r.get::<i64>(1)?.to_string(),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
-        let latest: Option<i64> = tx.query_row(
+            .collect::<Result<_>>()?;
+        let latest: Option<i64> = tx.query_one(
             "SELECT MAX(version) FROM model_versions WHERE name = ?1",
-            [name],
+            args![name],
             |r| r.get(0),
         )?;
         if let Some(v) = latest {
@@ -153,26 +147,21 @@ impl SqliteStore {
     }
 
     /// The version's immutable identity: its uid and registered adapter digest.
-    fn version_identity(
-        tx: &Transaction<'_>,
-        name: &str,
-        version: i64,
-    ) -> Result<(String, String)> {
-        Ok(tx.query_row(
+    fn version_identity(tx: &Tx<'_>, name: &str, version: i64) -> Result<(String, String)> {
+        tx.query_one(
             "SELECT uid, adapter_digest FROM model_versions WHERE name = ?1 AND version = ?2",
-            params![name, version],
+            args![name, version],
             |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        )
     }
 
-    fn version_author(tx: &Transaction<'_>, name: &str, version: i64) -> Result<String> {
+    fn version_author(tx: &Tx<'_>, name: &str, version: i64) -> Result<String> {
         Self::model_exists(tx, name)?;
-        tx.query_row(
+        tx.query_opt(
             "SELECT author FROM model_versions WHERE name = ?1 AND version = ?2",
-            params![name, version],
+            args![name, version],
             |r| r.get(0),
-        )
-        .optional()?
+        )?
         .ok_or_else(|| {
             TrackingError::missing(format!(
                 "Model Version (name={name}, version={version}) not found"
@@ -180,45 +169,41 @@ impl SqliteStore {
         })
     }
 
-    fn run_exists(tx: &Transaction<'_>, run_id: &str) -> Result<()> {
-        let found: Option<String> = tx
-            .query_row("SELECT run_id FROM runs WHERE run_id = ?1", [run_id], |r| {
-                r.get(0)
-            })
-            .optional()?;
+    fn run_exists(tx: &Tx<'_>, run_id: &str) -> Result<()> {
+        let found: Option<String> = tx.query_opt(
+            "SELECT run_id FROM runs WHERE run_id = ?1",
+            args![run_id],
+            |r| r.get(0),
+        )?;
         found
             .map(|_| ())
             .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
 
-    fn evaluations(tx: &Transaction<'_>, name: &str, version: i64) -> Result<Vec<EvaluationRun>> {
-        let mut stmt = tx.prepare_cached(
+    fn evaluations(tx: &Tx<'_>, name: &str, version: i64) -> Result<Vec<EvaluationRun>> {
+        let mut stmt = tx.prepare(
             "SELECT e.run_id, m.value FROM model_evaluations e
              LEFT JOIN latest_metrics m ON m.run_id = e.run_id AND m.key = 'pass_rate' AND m.is_nan = 0
              WHERE e.name = ?1 AND e.version = ?2 ORDER BY e.run_id",
         )?;
-        let rows = stmt.query_map(params![name, version], |r| {
+        let rows = stmt.query_map(args![name, version], |r| {
             Ok(EvaluationRun {
                 run_id: r.get(0)?,
                 pass_rate: r.get(1)?,
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.collect::<Result<_>>()
     }
 
     /// The evaluations the server ran on exactly this version (its uid and adapter
     /// digest), oldest first.
-    fn server_evaluations(
-        tx: &Transaction<'_>,
-        name: &str,
-        version: i64,
-    ) -> Result<Vec<ServerEvaluation>> {
+    fn server_evaluations(tx: &Tx<'_>, name: &str, version: i64) -> Result<Vec<ServerEvaluation>> {
         let (uid, digest) = Self::version_identity(tx, name, version)?;
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = tx.prepare(
             "SELECT run_id, pass_rate, tests, requested_by, timestamp FROM server_evaluations
              WHERE version_uid = ?1 AND adapter_digest = ?2 ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![uid, digest], |r| {
+        let rows = stmt.query_map(args![uid, digest], |r| {
             Ok(ServerEvaluation {
                 run_id: r.get(0)?,
                 pass_rate: r.get(1)?,
@@ -227,12 +212,12 @@ impl SqliteStore {
                 timestamp: r.get(4)?,
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.collect::<Result<_>>()
     }
 
     /// Why the policy forbids giving `alias` to this version: every failed rule.
     fn policy_failures(
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         policy: &Policy,
         name: &str,
         version: i64,
@@ -242,15 +227,15 @@ impl SqliteStore {
         // Only reviews of exactly this version count: same uid (never reused) and
         // the adapter digest it had when reviewed. Each person's latest review.
         let (uid, digest) = Self::version_identity(tx, name, version)?;
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = tx.prepare(
             "SELECT reviewer, decision, comment FROM model_reviews
              WHERE version_uid = ?1 AND adapter_digest = ?2 ORDER BY id",
         )?;
         let reviews: Vec<(String, String, String)> = stmt
-            .query_map(params![uid, digest], |r| {
+            .query_map(args![uid, digest], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let mut by_person: Vec<(String, (String, String, String))> = Vec::new();
         for review in reviews {
             let person = person_key(&review.0);
@@ -282,9 +267,9 @@ impl SqliteStore {
         if policy.require_evaluation {
             // Only what the server measured itself on this version's own adapter
             // counts: a linked run's metrics are whatever a client logged.
-            let best: Option<f64> = tx.query_row(
+            let best: Option<f64> = tx.query_one(
                 "SELECT MAX(pass_rate) FROM server_evaluations WHERE version_uid = ?1 AND adapter_digest = ?2",
-                params![uid, digest],
+                args![uid, digest],
                 |r| r.get(0),
             )?;
             match best {
@@ -304,16 +289,15 @@ impl SqliteStore {
     }
 
     fn refuse_if_protected(
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         policy: &Policy,
         name: &str,
         version: Option<i64>,
     ) -> Result<()> {
-        let mut stmt =
-            tx.prepare_cached("SELECT alias, version FROM model_aliases WHERE name = ?1")?;
+        let mut stmt = tx.prepare("SELECT alias, version FROM model_aliases WHERE name = ?1")?;
         let held: Vec<(String, i64)> = stmt
-            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map(args![name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_>>()?;
         for (alias, v) in held {
             if policy.protected_aliases.contains(&alias) && version.is_none_or(|x| x == v) {
                 return Err(denied(format!(
@@ -325,26 +309,22 @@ impl SqliteStore {
     }
 
     /// The version `alias` points at, if it is set.
-    fn alias_version(tx: &Transaction<'_>, name: &str, alias: &str) -> Result<Option<i64>> {
-        Ok(tx
-            .query_row(
-                "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
-                |r| r.get(0),
-            )
-            .optional()?)
+    fn alias_version(tx: &Tx<'_>, name: &str, alias: &str) -> Result<Option<i64>> {
+        tx.query_opt(
+            "SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2",
+            args![name, alias],
+            |r| r.get(0),
+        )
     }
 
     // ------------------------------------------------------------ policy and audit
 
-    fn policy_in(tx: &Transaction<'_>) -> Result<Policy> {
-        let text: Option<String> = tx
-            .query_row(
-                "SELECT value FROM governance_policy WHERE key = 'policy'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+    fn policy_in(tx: &Tx<'_>) -> Result<Policy> {
+        let text: Option<String> = tx.query_opt(
+            "SELECT value FROM governance_policy WHERE key = 'policy'",
+            args![],
+            |r| r.get(0),
+        )?;
         match text {
             None => Ok(Policy::default()),
             Some(t) => serde_json::from_str(&t).map_err(|e| {
@@ -356,7 +336,7 @@ impl SqliteStore {
     }
 }
 
-impl RegistryStore for SqliteStore {
+impl RegistryStore for SqlStore {
     // ------------------------------------------------------------ registered models
 
     fn create_registered_model(
@@ -377,12 +357,12 @@ impl RegistryStore for SqliteStore {
             tx.execute(
                 "INSERT INTO registered_models (name, description, created_by, creation_timestamp, last_updated_timestamp)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![name, description, who.name, now],
+                args![name, description, who.name, now],
             )?;
             for (k, v) in tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
-                    params![name, k, v],
+                    "INSERT INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
+                    args![name, k, v],
                 )?;
             }
             let after = Self::model_entity(tx, name)?;
@@ -405,8 +385,8 @@ impl RegistryStore for SqliteStore {
         self.with(|tx| {
             let mut stmt = tx.prepare("SELECT name FROM registered_models ORDER BY name")?;
             let names: Vec<String> = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map(args![], |r| r.get(0))?
+                .collect::<Result<_>>()?;
             let mut hits: Vec<&String> = Vec::new();
             for n in &names {
                 let tags = Self::pairs(
@@ -442,7 +422,7 @@ impl RegistryStore for SqliteStore {
             let before = Self::model_entity(tx, name)?;
             tx.execute(
                 "UPDATE registered_models SET description = ?2, last_updated_timestamp = ?3 WHERE name = ?1",
-                params![name, description, now_ms()],
+                args![name, description, now_ms()],
             )?;
             let after = Self::model_entity(tx, name)?;
             self.record(tx, who.name, "registered_model.update", name, "", &to_json(&before)?, &to_json(&after)?)?;
@@ -455,7 +435,7 @@ impl RegistryStore for SqliteStore {
             let before = Self::model_entity(tx, name)?;
             let policy = Self::policy_in(tx)?;
             Self::refuse_if_protected(tx, &policy, name, None)?;
-            tx.execute("DELETE FROM registered_models WHERE name = ?1", [name])?;
+            tx.execute("DELETE FROM registered_models WHERE name = ?1", args![name])?;
             self.record(
                 tx,
                 who.name,
@@ -479,12 +459,12 @@ impl RegistryStore for SqliteStore {
             let before = Self::model_entity(tx, name)?;
             match value {
                 Some(v) => tx.execute(
-                    "INSERT OR REPLACE INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3)",
-                    params![name, key, v],
+                    "INSERT INTO registered_model_tags (name, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
+                    args![name, key, v],
                 )?,
                 None => tx.execute(
                     "DELETE FROM registered_model_tags WHERE name = ?1 AND key = ?2",
-                    params![name, key],
+                    args![name, key],
                 )?,
             };
             let after = Self::model_entity(tx, name)?;
@@ -524,15 +504,16 @@ impl RegistryStore for SqliteStore {
             }
             // Numbers are never reused, even after the model is deleted and made
             // again: a review of "version 3" must never count for another version 3.
-            let version: i64 = tx.query_row(
-                "SELECT MAX(COALESCE((SELECT last FROM model_version_numbers WHERE name = ?1), 0),
-                            COALESCE((SELECT MAX(version) FROM model_versions WHERE name = ?1), 0)) + 1",
-                [name],
+            let version: i64 = tx.query_one(
+                "SELECT COALESCE(MAX(n), 0) + 1 FROM (
+                     SELECT last AS n FROM model_version_numbers WHERE name = ?1
+                     UNION ALL SELECT MAX(version) AS n FROM model_versions WHERE name = ?1) AS numbers",
+                args![name],
                 |r| r.get(0),
             )?;
             tx.execute(
-                "INSERT OR REPLACE INTO model_version_numbers (name, last) VALUES (?1, ?2)",
-                params![name, version],
+                "INSERT INTO model_version_numbers (name, last) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET last = excluded.last",
+                args![name, version],
             )?;
             let uid = uuid::Uuid::new_v4().simple().to_string();
             let digest = lineage["adapter"]["hash"].as_str().unwrap_or_default();
@@ -541,23 +522,23 @@ impl RegistryStore for SqliteStore {
                 "INSERT INTO model_versions (name, version, author, source, run_id, description, lineage,
                      creation_timestamp, last_updated_timestamp, uid, adapter_digest)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
-                params![name, version, who.name, source, run_id, description, lineage.to_string(), now, uid, digest],
+                args![name, version, who.name, source, run_id, description, lineage.to_string(), now, uid, digest],
             )?;
             for (k, v) in tags {
                 tx.execute(
-                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![name, version, k, v],
+                    "INSERT INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+                    args![name, version, k, v],
                 )?;
             }
             for run in evaluations {
                 tx.execute(
-                    "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
-                    params![name, version, run],
+                    "INSERT INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    args![name, version, run],
                 )?;
             }
             tx.execute(
                 "UPDATE registered_models SET last_updated_timestamp = ?2 WHERE name = ?1",
-                params![name, now],
+                args![name, now],
             )?;
             let after = Self::version_entity(tx, name, version)?;
             let mut recorded = to_json(&after)?;
@@ -597,8 +578,8 @@ impl RegistryStore for SqliteStore {
                 "SELECT name, version, run_id, source FROM model_versions ORDER BY name, version DESC",
             )?;
             let rows: Vec<(String, i64, String, String)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map(args![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_>>()?;
             let mut hits: Vec<&(String, i64, String, String)> = Vec::new();
             for row in &rows {
                 let (n, v, run, source) = row;
@@ -640,7 +621,7 @@ impl RegistryStore for SqliteStore {
             let before = Self::version_entity(tx, name, version)?;
             tx.execute(
                 "UPDATE model_versions SET description = ?3, last_updated_timestamp = ?4 WHERE name = ?1 AND version = ?2",
-                params![name, version, description, now_ms()],
+                args![name, version, description, now_ms()],
             )?;
             let after = Self::version_entity(tx, name, version)?;
             self.record(tx, who.name, "model_version.update", name, &version.to_string(), &to_json(&before)?, &to_json(&after)?)?;
@@ -657,11 +638,11 @@ impl RegistryStore for SqliteStore {
             Self::refuse_if_protected(tx, &policy, name, Some(version))?;
             tx.execute(
                 "DELETE FROM model_aliases WHERE name = ?1 AND version = ?2",
-                params![name, version],
+                args![name, version],
             )?;
             tx.execute(
                 "DELETE FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
+                args![name, version],
             )?;
             self.record(
                 tx,
@@ -689,12 +670,12 @@ impl RegistryStore for SqliteStore {
             let before = Self::version_entity(tx, name, version)?;
             match value {
                 Some(v) => tx.execute(
-                    "INSERT OR REPLACE INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![name, version, key, v],
+                    "INSERT INTO model_version_tags (name, version, key, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+                    args![name, version, key, v],
                 )?,
                 None => tx.execute(
                     "DELETE FROM model_version_tags WHERE name = ?1 AND version = ?2 AND key = ?3",
-                    params![name, version, key],
+                    args![name, version, key],
                 )?,
             };
             let after = Self::version_entity(tx, name, version)?;
@@ -709,18 +690,18 @@ impl RegistryStore for SqliteStore {
         self.with(|tx| {
             Self::version_author(tx, name, version)?;
             let entity = Self::version_entity(tx, name, version)?;
-            let lineage: String = tx.query_row(
+            let lineage: String = tx.query_one(
                 "SELECT lineage FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
+                args![name, version],
                 |r| r.get(0),
             )?;
-            let mut stmt = tx.prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT reviewer, decision, comment, timestamp FROM model_reviews
                  WHERE version_uid = (SELECT uid FROM model_versions WHERE name = ?1 AND version = ?2)
                  ORDER BY id",
             )?;
             let reviews = stmt
-                .query_map(params![name, version], |r| {
+                .query_map(args![name, version], |r| {
                     Ok(ReviewEntry {
                         reviewer: r.get(0)?,
                         decision: r.get(1)?,
@@ -728,7 +709,7 @@ impl RegistryStore for SqliteStore {
                         timestamp: r.get(3)?,
                     })
                 })?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<Result<_>>()?;
             Ok(ModelVersionDetails {
                 version: entity,
                 lineage: serde_json::from_str(&lineage).unwrap_or(Value::Null),
@@ -753,8 +734,8 @@ impl RegistryStore for SqliteStore {
             Self::run_exists(tx, run_id)?;
             let before = json!(Self::evaluations(tx, name, version)?.into_iter().map(|e| e.run_id).collect::<Vec<_>>());
             tx.execute(
-                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
-                params![name, version, run_id],
+                "INSERT INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                args![name, version, run_id],
             )?;
             let runs = Self::evaluations(tx, name, version)?;
             let after = json!(runs.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>());
@@ -772,9 +753,9 @@ impl RegistryStore for SqliteStore {
         let (uid, adapter_digest, run_id, rows) = self.with(|tx| {
             Self::version_author(tx, name, version)?;
             let (uid, digest) = Self::version_identity(tx, name, version)?;
-            let run_id: String = tx.query_row(
+            let run_id: String = tx.query_one(
                 "SELECT run_id FROM model_versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
+                args![name, version],
                 |r| r.get(0),
             )?;
             if run_id.is_empty() {
@@ -783,16 +764,15 @@ impl RegistryStore for SqliteStore {
                 )));
             }
             let experiment: i64 = tx
-                .query_row("SELECT experiment_id FROM runs WHERE run_id = ?1", [&run_id], |r| r.get(0))
-                .optional()?
+                .query_opt("SELECT experiment_id FROM runs WHERE run_id = ?1", args![&run_id], |r| r.get(0))?
                 .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))?;
             let prefix = format!("{experiment}/{run_id}/artifacts/adapter/");
-            let mut stmt = tx.prepare_cached(
-                "SELECT path, sha256 FROM artifacts WHERE run_id = ?1 AND substr(path, 1, length(?2)) = ?2 ORDER BY path",
+            let mut stmt = tx.prepare(
+                "SELECT path, sha256 FROM artifacts WHERE run_id = ?1 AND substr(path, 1, length(CAST(?2 AS TEXT))) = CAST(?2 AS TEXT) ORDER BY path",
             )?;
             let rows: Vec<(String, String)> = stmt
-                .query_map(params![run_id, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map(args![run_id, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_>>()?;
             let rows = rows
                 .into_iter()
                 .map(|(path, hash)| (path[prefix.len()..].to_string(), hash))
@@ -841,12 +821,12 @@ impl RegistryStore for SqliteStore {
                 "INSERT INTO server_evaluations (name, version, version_uid, adapter_digest, run_id,
                      requested_by, pass_rate, tests, suite_sha256, timestamp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![name, version, target.uid, target.adapter_digest, outcome.run_id, who.name,
+                args![name, version, target.uid, target.adapter_digest, outcome.run_id, who.name,
                         outcome.pass_rate, outcome.tests, outcome.suite_sha256, now],
             )?;
             tx.execute(
-                "INSERT OR IGNORE INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3)",
-                params![name, version, outcome.run_id],
+                "INSERT INTO model_evaluations (name, version, run_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                args![name, version, outcome.run_id],
             )?;
             let after = RecordedEvaluation {
                 run_id: outcome.run_id.clone(),
@@ -903,7 +883,7 @@ impl RegistryStore for SqliteStore {
                 "INSERT INTO model_reviews (name, version, reviewer, decision, comment, timestamp,
                      version_uid, adapter_digest)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![name, version, who.name, decision, comment, review.timestamp, review.ferrolab_uid, review.adapter_digest],
+                args![name, version, who.name, decision, comment, review.timestamp, review.ferrolab_uid, review.adapter_digest],
             )?;
             self.record(tx, who.name, &format!("review.{decision}"), name, &version.to_string(), &Value::Null, &to_json(&review)?)?;
             Ok(review)
@@ -928,8 +908,8 @@ impl RegistryStore for SqliteStore {
             }
             let before = Self::alias_version(tx, name, alias)?;
             tx.execute(
-                "INSERT OR REPLACE INTO model_aliases (name, alias, version) VALUES (?1, ?2, ?3)",
-                params![name, alias, version],
+                "INSERT INTO model_aliases (name, alias, version) VALUES (?1, ?2, ?3) ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+                args![name, alias, version],
             )?;
             let alias_of = |version: i64| Alias {
                 alias: alias.to_string(),
@@ -962,7 +942,7 @@ impl RegistryStore for SqliteStore {
             }
             tx.execute(
                 "DELETE FROM model_aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
+                args![name, alias],
             )?;
             self.record(
                 tx,
@@ -1006,8 +986,8 @@ impl RegistryStore for SqliteStore {
         self.with(|tx| {
             let before = Self::policy_in(tx)?;
             tx.execute(
-                "INSERT OR REPLACE INTO governance_policy (key, value) VALUES ('policy', ?1)",
-                [json!(policy).to_string()],
+                "INSERT INTO governance_policy (key, value) VALUES ('policy', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                args![json!(policy).to_string()],
             )?;
             self.record(
                 tx,
@@ -1031,7 +1011,7 @@ impl RegistryStore for SqliteStore {
                  FROM audit_log ORDER BY seq",
             )?;
             let entries: Vec<AuditEntry> = stmt
-                .query_map([], |r| {
+                .query_map(args![], |r| {
                     Ok(AuditEntry {
                         seq: r.get(0)?,
                         timestamp: r.get(1)?,
@@ -1045,8 +1025,8 @@ impl RegistryStore for SqliteStore {
                         hash: r.get(9)?,
                     })
                 })?
-                .collect::<rusqlite::Result<_>>()?;
-            let verdict = self.audit.verify(&entries);
+                .collect::<Result<_>>()?;
+            let verdict = self.audit.verify(&entries, self.audit.read_anchor(tx));
             let shown = entries
                 .into_iter()
                 .filter(|e| model.is_none_or(|m| e.model == m || e.model == "*"))
@@ -1078,9 +1058,9 @@ mod tests {
     use crate::digest_hex;
     use crate::store::{ArtifactStore, RunStore};
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
+    fn store() -> (tempfile::TempDir, SqlStore) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("t.sqlite")).expect("open");
+        let store = SqlStore::open_sqlite(&dir.path().join("t.sqlite")).expect("open");
         (dir, store)
     }
 
@@ -1199,7 +1179,7 @@ mod tests {
     };
 
     /// Logs `pass_rate` = `value` at `step`, as a client's prompt-test run would.
-    fn log_pass_rate(s: &SqliteStore, run_id: &str, value: f64, step: i64) {
+    fn log_pass_rate(s: &SqlStore, run_id: &str, value: f64, step: i64) {
         s.log_metric(
             run_id,
             &crate::model::Metric {
@@ -1212,7 +1192,7 @@ mod tests {
         .expect("metric");
     }
 
-    fn passing_run(s: &SqliteStore) -> String {
+    fn passing_run(s: &SqlStore) -> String {
         let run = s
             .create_run("0", "alice", "alice", Some("eval"), None, &[])
             .expect("run");
@@ -1223,7 +1203,7 @@ mod tests {
 
     /// Records an evaluation as the server does after running a suite on the
     /// version's adapter.
-    fn server_evaluated(s: &SqliteStore, name: &str, version: &str, pass_rate: f64) {
+    fn server_evaluated(s: &SqlStore, name: &str, version: &str, pass_rate: f64) {
         let v = s.get_model_version(name, version).expect("version");
         let target = EvaluationTarget {
             name: name.into(),
@@ -1459,7 +1439,7 @@ mod tests {
         conn.execute(
             "INSERT INTO audit_log (seq, timestamp, actor, action, model, version, before, after, prev_hash, hash)
              VALUES (3, ?1, 'mallory', 'policy.update', '*', '', 'null', 'null', ?2, ?3)",
-            params![timestamp, prev, digest_hex(text.as_bytes())],
+            rusqlite::params![timestamp, prev, digest_hex(text.as_bytes())],
         )
         .expect("forge");
         let audit = s.audit(None).expect("audit");

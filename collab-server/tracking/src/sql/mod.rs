@@ -1,11 +1,13 @@
-//! The tracking store in SQLite (`DATA/tracking.sqlite`, WAL, synchronous FULL):
-//! the [`Store`](crate::Store) of the embedded server and of the kernel's local
-//! tracking. Experiments, runs, write-once params, tags and metric series here; the
-//! registry in [`registry`], artifacts in [`artifacts`], the audit chain in
-//! [`audit`]. Every write is one transaction.
+//! The tracking store on SQL: in SQLite (`DATA/tracking.sqlite`, WAL,
+//! synchronous FULL) for the embedded server and the kernel's local tracking, or
+//! in PostgreSQL for replicas that share one database (`--database`). The same
+//! statements run on both ([`db`]). Experiments, runs, write-once params, tags and
+//! metric series here; the registry in [`registry`], artifacts in [`artifacts`],
+//! the audit chain in [`audit`]. Every write is one transaction.
 
 pub mod artifacts;
 pub(crate) mod audit;
+pub(crate) mod db;
 pub mod registry;
 mod schema;
 
@@ -14,19 +16,21 @@ use crate::store::{
     check_batch, check_entry, check_key, check_status, now_ms, parse_experiment_id, CachedRun,
     Result, RunStore, TrackingError, MAX_PARAM_VALUE, MAX_TAG_VALUE,
 };
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+pub use db::Connect;
+use db::{args, Arg, Db, Lock, Tx};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-pub struct SqliteStore {
-    conn: Mutex<Connection>,
+pub struct SqlStore {
+    db: Db,
     /// Runs as search needs them (record and answer JSON), filled by searches and
-    /// emptied of a run by every write to it, under the connection's lock.
-    run_cache: Mutex<HashMap<String, Arc<CachedRun>>>,
-    /// Where artifact blobs live (`artifacts/` beside the database); only a
-    /// cache of them when `remote` is set.
+    /// emptied of a run by every write to it, under the connection's lock. None
+    /// on PostgreSQL, where other replicas write too.
+    run_cache: Option<Mutex<HashMap<String, Arc<CachedRun>>>>,
+    /// Where artifact blobs live (`artifacts/` beside the database, or in the
+    /// data folder); only a cache of them when `remote` is set.
     artifacts: std::path::PathBuf,
     /// The object store that holds the artifact blobs (`--artifacts s3://…`).
     pub(crate) remote: Option<crate::remote::RemoteBlobs>,
@@ -34,35 +38,86 @@ pub struct SqliteStore {
     pub(crate) audit: audit::Audit,
 }
 
-impl SqliteStore {
-    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        let conn = Connection::open(path)?;
+/// The PostgreSQL schema the tracking tables live in (beside the collaboration
+/// server's own tables, apart from anything else in the database).
+pub const POSTGRES_SCHEMA: &str = "ferrolab_tracking";
+
+/// Connections a replica keeps to the database for tracking.
+const POSTGRES_CONNECTIONS: usize = 4;
+
+impl SqlStore {
+    /// The store in the SQLite file at `path` (made if missing).
+    pub fn open_sqlite(path: &Path) -> anyhow::Result<SqlStore> {
+        let conn = rusqlite::Connection::open(path)?;
         schema::migrate(&conn)?;
-        let now = now_ms();
-        // MLflow's experiment 0, where runs go when no experiment is set.
-        conn.execute(
-            "INSERT OR IGNORE INTO experiments (id, name, artifact_location, creation_time, last_update_time)
-             VALUES (0, 'Default', 'mlflow-artifacts:/0', ?1, ?1)",
-            params![now],
-        )?;
         let audit = audit::Audit::open(path)?;
-        Ok(SqliteStore {
+        let store = SqlStore {
             audit,
-            conn: Mutex::new(conn),
-            run_cache: Mutex::new(HashMap::new()),
+            db: Db::Lite(Mutex::new(conn)),
+            run_cache: Some(Mutex::new(HashMap::new())),
             artifacts: path
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
                 .join("artifacts"),
             remote: None,
+        };
+        store.default_experiment()?;
+        Ok(store)
+    }
+
+    /// The store in PostgreSQL (schema [`POSTGRES_SCHEMA`], made if missing),
+    /// reached through `connect`; waits on `runtime`, so it is called from a
+    /// blocking thread, like every call of the store. Artifact blobs are cached
+    /// in `data/artifacts`.
+    pub fn open_postgres(
+        connect: Connect,
+        runtime: tokio::runtime::Handle,
+        data: &Path,
+    ) -> anyhow::Result<SqlStore> {
+        let pool = db::Pool::new(connect, runtime, POSTGRES_CONNECTIONS, POSTGRES_SCHEMA);
+        let db = Db::Pg(pool);
+        db.transaction(Lock::Store, |tx| {
+            schema::migrate_postgres(tx, POSTGRES_SCHEMA)
         })
+        .map_err(|e| anyhow::anyhow!("cannot create the tracking tables: {e}"))?;
+        let audit = db
+            .transaction(Lock::Store, audit::Audit::open_in_database)
+            .map_err(|e| anyhow::anyhow!("cannot read the audit key: {e}"))?;
+        let store = SqlStore {
+            audit,
+            db,
+            run_cache: None,
+            artifacts: data.join("artifacts"),
+            remote: None,
+        };
+        store.default_experiment()?;
+        Ok(store)
+    }
+
+    /// MLflow's experiment 0, where runs go when no experiment is set.
+    fn default_experiment(&self) -> anyhow::Result<()> {
+        let now = now_ms();
+        self.with(|tx| {
+            tx.execute(
+                "INSERT INTO experiments (id, name, artifact_location, creation_time, last_update_time)
+                 VALUES (0, 'Default', 'mlflow-artifacts:/0', ?1, ?1) ON CONFLICT DO NOTHING",
+                args![now],
+            )
+        })
+        .map_err(|e| anyhow::anyhow!("cannot make the Default experiment: {e}"))?;
+        Ok(())
     }
 
     /// Keeps artifact blobs in the S3-compatible store at `url` (`s3://BUCKET/PREFIX`),
     /// the data folder's copies only a cache.
-    pub fn with_remote_artifacts(mut self, url: &str) -> anyhow::Result<SqliteStore> {
+    pub fn with_remote_artifacts(mut self, url: &str) -> anyhow::Result<SqlStore> {
         self.remote = Some(crate::remote::RemoteBlobs::open(url)?);
         Ok(self)
+    }
+
+    /// Whether other processes (replicas) write this store too.
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self.db, Db::Pg(_))
     }
 
     pub(crate) fn artifacts_dir(&self) -> &Path {
@@ -71,52 +126,55 @@ impl SqliteStore {
 
     /// A write transaction on one run: the run leaves the search cache first, under
     /// the same lock, so no search can keep what the write changes.
-    fn write_run<T>(
-        &self,
-        run_id: &str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        self.with(|tx| {
-            if let Ok(mut cache) = self.run_cache.lock() {
+    fn write_run<T>(&self, run_id: &str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(Lock::Run(run_id), |tx| {
+            if let Some(Ok(mut cache)) = self.run_cache.as_ref().map(|c| c.lock()) {
                 cache.remove(run_id);
             }
             f(tx)
         })
     }
 
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction()?;
-        let out = match f(&tx).and_then(|out| Ok((out, tx.commit()?))) {
-            Ok((out, ())) => out,
-            Err(error) => {
-                self.audit.rolled_back();
-                return Err(error);
-            }
-        };
-        self.audit.after_commit(&conn);
-        Ok(out)
+    /// A transaction that may write anything.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(Lock::Store, f)
     }
 
-    fn experiment_row(tx: &Transaction<'_>, id: i64) -> Result<Option<Experiment>> {
-        let row = tx
-            .query_row(
-                "SELECT id, name, artifact_location, lifecycle_stage, creation_time, last_update_time
+    /// A transaction that only reads.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(Lock::Read, f)
+    }
+
+    fn transaction<T>(&self, lock: Lock<'_>, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self.db.transaction(lock, f) {
+            Ok(out) => {
+                self.audit.after_commit();
+                Ok(out)
+            }
+            Err(error) => {
+                self.audit.rolled_back();
+                Err(error)
+            }
+        }
+    }
+
+    fn experiment_row(tx: &Tx<'_>, id: i64) -> Result<Option<Experiment>> {
+        let row = tx.query_opt(
+            "SELECT id, name, artifact_location, lifecycle_stage, creation_time, last_update_time
                  FROM experiments WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(Experiment {
-                        experiment_id: r.get::<_, i64>(0)?.to_string(),
-                        name: r.get(1)?,
-                        artifact_location: r.get(2)?,
-                        lifecycle_stage: r.get(3)?,
-                        creation_time: r.get(4)?,
-                        last_update_time: r.get(5)?,
-                        tags: Vec::new(),
-                    })
-                },
-            )
-            .optional()?;
+            args![id],
+            |r| {
+                Ok(Experiment {
+                    experiment_id: r.get::<i64>(0)?.to_string(),
+                    name: r.get(1)?,
+                    artifact_location: r.get(2)?,
+                    lifecycle_stage: r.get(3)?,
+                    creation_time: r.get(4)?,
+                    last_update_time: r.get(5)?,
+                    tags: Vec::new(),
+                })
+            },
+        )?;
         let Some(mut row) = row else { return Ok(None) };
         row.tags = Self::pairs(
             tx,
@@ -127,32 +185,24 @@ impl SqliteStore {
     }
 
     /// Key-value rows (tags or params) of one query.
-    pub(crate) fn pairs(
-        tx: &Transaction<'_>,
-        sql: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<KeyValue>> {
-        let mut stmt = tx.prepare_cached(sql)?;
+    pub(crate) fn pairs(tx: &Tx<'_>, sql: &str, args: &[&dyn Arg]) -> Result<Vec<KeyValue>> {
+        let mut stmt = tx.prepare(sql)?;
         let rows = stmt.query_map(args, |r| {
-            Ok(KeyValue::new(
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-            ))
+            Ok(KeyValue::new(r.get::<String>(0)?, r.get::<String>(1)?))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.collect::<Result<_>>()
     }
 
-    fn run_state(tx: &Transaction<'_>, run_id: &str) -> Result<String> {
-        tx.query_row(
+    fn run_state(tx: &Tx<'_>, run_id: &str) -> Result<String> {
+        tx.query_opt(
             "SELECT lifecycle_stage FROM runs WHERE run_id = ?1",
-            [run_id],
+            args![run_id],
             |r| r.get(0),
-        )
-        .optional()?
+        )?
         .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
 
-    fn writable(tx: &Transaction<'_>, run_id: &str) -> Result<()> {
+    fn writable(tx: &Tx<'_>, run_id: &str) -> Result<()> {
         if Self::run_state(tx, run_id)? != "active" {
             return Err(TrackingError::invalid(format!(
                 "The run {run_id} must be in the 'active' state. Current state is deleted."
@@ -161,17 +211,17 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn run_info(tx: &Transaction<'_>, run_id: &str) -> Result<RunInfo> {
-        tx.query_row(
+    fn run_info(tx: &Tx<'_>, run_id: &str) -> Result<RunInfo> {
+        tx.query_opt(
             "SELECT run_id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri
              FROM runs WHERE run_id = ?1",
-            [run_id],
+            args![run_id],
             |r| {
                 let run_id: String = r.get(0)?;
                 Ok(RunInfo {
                     run_uuid: run_id.clone(),
                     run_id,
-                    experiment_id: r.get::<_, i64>(1)?.to_string(),
+                    experiment_id: r.get::<i64>(1)?.to_string(),
                     run_name: r.get(2)?,
                     user_id: r.get(3)?,
                     status: r.get(4)?,
@@ -181,12 +231,11 @@ impl SqliteStore {
                     artifact_uri: r.get(8)?,
                 })
             },
-        )
-        .optional()?
+        )?
         .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
 
-    fn run_entity(tx: &Transaction<'_>, run_id: &str) -> Result<Run> {
+    fn run_entity(tx: &Tx<'_>, run_id: &str) -> Result<Run> {
         let info = Self::run_info(tx, run_id)?;
         let params = Self::pairs(
             tx,
@@ -198,14 +247,14 @@ impl SqliteStore {
             "SELECT key, value FROM tags WHERE run_id = ?1 ORDER BY key",
             &[&run_id],
         )?;
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = tx.prepare(
             "SELECT key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_id = ?1 ORDER BY key",
         )?;
         let metrics: Vec<Metric> = stmt
-            .query_map([run_id], |r| {
+            .query_map(args![run_id], |r| {
                 Ok(Metric {
                     key: r.get(0)?,
-                    value: if r.get::<_, i64>(2)? == 1 {
+                    value: if r.get::<i64>(2)? == 1 {
                         f64::NAN
                     } else {
                         r.get(1)?
@@ -226,25 +275,23 @@ impl SqliteStore {
         })
     }
 
-    fn put_tag(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
+    fn put_tag(tx: &Tx<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
         check_entry("tag", key, value, MAX_TAG_VALUE)?;
         tx.execute(
             "INSERT INTO tags (run_id, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
-            params![run_id, key, value],
+            args![run_id, key, value],
         )?;
         Ok(())
     }
 
-    fn put_param(tx: &Transaction<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
+    fn put_param(tx: &Tx<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
         check_entry("param", key, value, MAX_PARAM_VALUE)?;
-        let before: Option<String> = tx
-            .query_row(
-                "SELECT value FROM params WHERE run_id = ?1 AND key = ?2",
-                params![run_id, key],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let before: Option<String> = tx.query_opt(
+            "SELECT value FROM params WHERE run_id = ?1 AND key = ?2",
+            args![run_id, key],
+            |r| r.get(0),
+        )?;
         match before {
             Some(old) if old == value => Ok(()),
             Some(old) => Err(TrackingError::invalid(format!(
@@ -253,35 +300,35 @@ impl SqliteStore {
             None => {
                 tx.execute(
                     "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)",
-                    params![run_id, key, value],
+                    args![run_id, key, value],
                 )?;
                 Ok(())
             }
         }
     }
 
-    fn put_metric(tx: &Transaction<'_>, run_id: &str, p: &Metric) -> Result<()> {
+    fn put_metric(tx: &Tx<'_>, run_id: &str, p: &Metric) -> Result<()> {
         check_key("metric", &p.key)?;
         let is_nan = p.value.is_nan();
         let stored = if is_nan { None } else { Some(p.value) };
-        tx.prepare_cached(
+        tx.prepare(
             "INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step])?;
+        .execute(args![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step])?;
         // The latest value: the highest step, then the latest time, then the largest value.
-        tx.prepare_cached(
+        tx.prepare(
             "INSERT INTO latest_metrics (run_id, key, value, is_nan, timestamp, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan,
                  timestamp = excluded.timestamp, step = excluded.step
              WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308))
                  >= (latest_metrics.step, latest_metrics.timestamp, COALESCE(latest_metrics.value, -1e308))",
         )?
-        .execute(params![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step])?;
+        .execute(args![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step])?;
         Ok(())
     }
 }
 
-impl RunStore for SqliteStore {
+impl RunStore for SqlStore {
     // ------------------------------------------------------------ experiments
 
     fn create_experiment(
@@ -297,15 +344,14 @@ impl RunStore for SqliteStore {
         }
         self.with(|tx| {
             let taken: Option<i64> = tx
-                .query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| r.get(0))
-                .optional()?;
+                .query_opt("SELECT id FROM experiments WHERE name = ?1", args![name], |r| r.get(0))?;
             if taken.is_some() {
                 return Err(TrackingError::exists(format!(
                     "Experiment(name={name}) already exists. Error: an experiment with this name exists"
                 )));
             }
             let now = now_ms();
-            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM experiments", [], |r| r.get(0))?;
+            let id: i64 = tx.query_one("SELECT COALESCE(MAX(id), 0) + 1 FROM experiments", args![], |r| r.get(0))?;
             let location = artifact_location
                 .filter(|l| !l.is_empty())
                 .map(str::to_string)
@@ -313,13 +359,14 @@ impl RunStore for SqliteStore {
             tx.execute(
                 "INSERT INTO experiments (id, name, artifact_location, creation_time, last_update_time)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![id, name, location, now],
+                args![id, name, location, now],
             )?;
             for (k, v) in tags {
                 check_key("tag", k)?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)",
-                    params![id, k, v],
+                    "INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+                    args![id, k, v],
                 )?;
             }
             Ok(id.to_string())
@@ -328,19 +375,19 @@ impl RunStore for SqliteStore {
 
     fn get_experiment(&self, id: &str) -> Result<Experiment> {
         let n = parse_experiment_id(id)?;
-        self.with(|tx| {
+        self.read(|tx| {
             Self::experiment_row(tx, n)?
                 .ok_or_else(|| TrackingError::missing(format!("No Experiment with id={id} exists")))
         })
     }
 
     fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        self.with(|tx| {
-            let id: Option<i64> = tx
-                .query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+        self.read(|tx| {
+            let id: Option<i64> = tx.query_opt(
+                "SELECT id FROM experiments WHERE name = ?1",
+                args![name],
+                |r| r.get(0),
+            )?;
             match id {
                 Some(id) => Self::experiment_row(tx, id)?.ok_or_else(|| {
                     TrackingError::missing(format!("Could not find experiment with name '{name}'"))
@@ -363,17 +410,17 @@ impl RunStore for SqliteStore {
         offset: usize,
     ) -> Result<Page<Experiment>> {
         let clauses = crate::search::registry_filter(filter, &["name", "tags"])?;
-        self.with(|tx| {
+        self.read(|tx| {
             let stage = match view {
                 ViewType::DeletedOnly => "lifecycle_stage = 'deleted'",
-                ViewType::All => "1",
+                ViewType::All => "TRUE",
                 ViewType::ActiveOnly => "lifecycle_stage = 'active'",
             };
             let mut stmt = tx.prepare(&format!(
                 "SELECT id FROM experiments WHERE {stage} ORDER BY creation_time DESC, id DESC"
             ))?;
             let ids: Vec<i64> = stmt
-                .query_map([], |r| r.get(0))?
+                .query_map(args![], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?;
             let mut hits = Vec::new();
             for id in ids {
@@ -418,8 +465,7 @@ impl RunStore for SqliteStore {
             .unwrap_or_else(|| format!("run-{}", &run_id[..8]));
         self.with(|tx| {
             let stage: Option<String> = tx
-                .query_row("SELECT lifecycle_stage FROM experiments WHERE id = ?1", [exp], |r| r.get(0))
-                .optional()?;
+                .query_opt("SELECT lifecycle_stage FROM experiments WHERE id = ?1", args![exp], |r| r.get(0))?;
             match stage.as_deref() {
                 None => {
                     return Err(TrackingError::missing(format!(
@@ -436,7 +482,7 @@ impl RunStore for SqliteStore {
             tx.execute(
                 "INSERT INTO runs (run_id, experiment_id, name, user_id, author, status, start_time, artifact_uri)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'RUNNING', ?6, ?7)",
-                params![
+                args![
                     run_id,
                     exp,
                     name,
@@ -461,24 +507,22 @@ impl RunStore for SqliteStore {
     /// A run's live document and its notes document ('' for a run recorded before
     /// notes had a document of their own).
     fn run_doc(&self, run_id: &str) -> Result<Option<(String, String)>> {
-        self.with(|tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT doc_url, notes_url FROM run_docs WHERE run_id = ?1",
-                    [run_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?)
+        self.read(|tx| {
+            tx.query_opt(
+                "SELECT doc_url, notes_url FROM run_docs WHERE run_id = ?1",
+                args![run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
     }
 
     /// Every run's notes document (those collaborators may edit).
     fn run_notes_docs(&self) -> Result<Vec<String>> {
-        self.with(|tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare("SELECT notes_url FROM run_docs WHERE notes_url != ''")?;
             let urls = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map(args![], |r| r.get(0))?
+                .collect::<Result<_>>()?;
             Ok(urls)
         })
     }
@@ -489,8 +533,9 @@ impl RunStore for SqliteStore {
         self.write_run(run_id, |tx| {
             Self::run_state(tx, run_id)?;
             tx.execute(
-                "INSERT OR REPLACE INTO run_docs (run_id, doc_url, notes_url) VALUES (?1, ?2, ?3)",
-                params![run_id, url, notes_url],
+                "INSERT INTO run_docs (run_id, doc_url, notes_url) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id) DO UPDATE SET doc_url = excluded.doc_url, notes_url = excluded.notes_url",
+                args![run_id, url, notes_url],
             )?;
             // The notes document is named in the run document (`notes_url`), not
             // in a second tag: every search answer carries every tag of each run.
@@ -499,7 +544,7 @@ impl RunStore for SqliteStore {
     }
 
     fn get_run(&self, run_id: &str) -> Result<Run> {
-        self.with(|tx| Self::run_entity(tx, run_id))
+        self.read(|tx| Self::run_entity(tx, run_id))
     }
 
     fn update_run(
@@ -517,19 +562,19 @@ impl RunStore for SqliteStore {
             if let Some(s) = status {
                 tx.execute(
                     "UPDATE runs SET status = ?1 WHERE run_id = ?2",
-                    params![s, run_id],
+                    args![s, run_id],
                 )?;
             }
             if let Some(t) = end_time {
                 tx.execute(
                     "UPDATE runs SET end_time = ?1 WHERE run_id = ?2",
-                    params![t, run_id],
+                    args![t, run_id],
                 )?;
             }
             if let Some(n) = run_name.filter(|n| !n.is_empty()) {
                 tx.execute(
                     "UPDATE runs SET name = ?1 WHERE run_id = ?2",
-                    params![n, run_id],
+                    args![n, run_id],
                 )?;
                 Self::put_tag(tx, run_id, "mlflow.runName", n)?;
             }
@@ -542,7 +587,7 @@ impl RunStore for SqliteStore {
             Self::run_state(tx, run_id)?;
             tx.execute(
                 "UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_id = ?1",
-                [run_id],
+                args![run_id],
             )?;
             Ok(())
         })
@@ -595,17 +640,17 @@ impl RunStore for SqliteStore {
 
     /// Every point of one metric, in step then time order.
     fn metric_history(&self, run_id: &str, key: &str) -> Result<Vec<Metric>> {
-        self.with(|tx| {
+        self.read(|tx| {
             Self::run_state(tx, run_id)?;
-            let mut stmt = tx.prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT value, is_nan, timestamp, step FROM metrics WHERE run_id = ?1 AND key = ?2
                  ORDER BY step, timestamp, rowid",
             )?;
             let points = stmt
-                .query_map(params![run_id, key], |r| {
+                .query_map(args![run_id, key], |r| {
                     Ok(Metric {
                         key: key.to_string(),
-                        value: if r.get::<_, i64>(1)? == 1 {
+                        value: if r.get::<i64>(1)? == 1 {
                             f64::NAN
                         } else {
                             r.get(0)?
@@ -626,29 +671,33 @@ impl RunStore for SqliteStore {
             .iter()
             .map(|id| parse_experiment_id(id))
             .collect::<Result<_>>()?;
-        self.with(|tx| {
+        self.read(|tx| {
             let mut out = Vec::new();
-            let mut cache = self.run_cache.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = self
+                .run_cache
+                .as_ref()
+                .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()));
             for exp in &ids {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT run_id, lifecycle_stage FROM runs WHERE experiment_id = ?1",
-                )?;
+                let mut stmt = tx
+                    .prepare("SELECT run_id, lifecycle_stage FROM runs WHERE experiment_id = ?1")?;
                 let rows: Vec<(String, String)> = stmt
-                    .query_map([exp], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .query_map(args![exp], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<std::result::Result<_, _>>()?;
                 for (run_id, stage_of) in rows {
                     if !view.shows(&stage_of) {
                         continue;
                     }
-                    if let Some(hit) = cache.get(&run_id) {
+                    if let Some(hit) = cache.as_ref().and_then(|c| c.get(&run_id)) {
                         out.push(hit.clone());
                         continue;
                     }
                     let cached = Arc::new(CachedRun::new(&Self::run_entity(tx, &run_id)?)?);
-                    if cache.len() >= MAX_CACHED_RUNS {
-                        cache.clear();
+                    if let Some(cache) = cache.as_mut() {
+                        if cache.len() >= MAX_CACHED_RUNS {
+                            cache.clear();
+                        }
+                        cache.insert(run_id, cached.clone());
                     }
-                    cache.insert(run_id, cached.clone());
                     out.push(cached);
                 }
             }

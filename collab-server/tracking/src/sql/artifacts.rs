@@ -8,15 +8,15 @@
 //! A blob is on disk (fsynced) before the path that names it is recorded: a crash
 //! can leave an unnamed blob, never a name without its bytes.
 
-use super::SqliteStore;
+use super::db::args;
+use super::SqlStore;
 use crate::model::{ArtifactEntry, StoredArtifact};
 use crate::store::{now_ms, ArtifactStore, Result, TrackingError};
 use crate::upload::{invalid_path, segments, Upload};
-use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) fn blob_path(&self, hash: &str) -> PathBuf {
         self.artifacts_dir()
             .join("sha256")
@@ -28,10 +28,22 @@ impl SqliteStore {
     /// object store into it.
     pub(crate) fn local_blob(&self, hash: &str) -> Result<PathBuf> {
         let blob = self.blob_path(hash);
-        if let (false, Some(remote)) = (blob.is_file(), &self.remote) {
-            remote
+        if blob.is_file() {
+            return Ok(blob);
+        }
+        match &self.remote {
+            Some(remote) => remote
                 .fetch(hash, &blob)
-                .map_err(|error| TrackingError::Internal(format!("{error:#}")))?;
+                .map_err(|error| TrackingError::Internal(format!("{error:#}")))?,
+            // On a shared database, another replica may have stored the bytes.
+            None if self.shared() => {
+                return Err(TrackingError::Internal(format!(
+                    "the bytes of this artifact ({hash}) are not on this replica: replicas on one \
+                     database share artifacts only through object storage; start every replica \
+                     with --artifacts s3://BUCKET/PREFIX"
+                )))
+            }
+            None => {}
         }
         Ok(blob)
     }
@@ -47,14 +59,12 @@ impl SqliteStore {
             ));
         }
         let (experiment, run_id) = (parts[0], parts[1]);
-        self.with(|tx| {
-            let found: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = ?1",
-                    [run_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+        self.read(|tx| {
+            let found: Option<(i64, String)> = tx.query_opt(
+                "SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = ?1",
+                args![run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             match found {
                 None => Err(TrackingError::missing(format!(
                     "Run with id={run_id} not found"
@@ -74,7 +84,7 @@ impl SqliteStore {
     }
 }
 
-impl ArtifactStore for SqliteStore {
+impl ArtifactStore for SqlStore {
     /// The bytes go to a temporary file beside the blobs as they arrive
     /// ([`Upload::write`]); [`ArtifactStore::finish_upload`] names it.
     fn start_upload(&self, path: &str) -> Result<Upload> {
@@ -118,8 +128,8 @@ impl ArtifactStore for SqliteStore {
         let path = segments(&path)?.join("/");
         self.with(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO artifacts (path, run_id, sha256, size, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![path, run_id, hash, size as i64, now_ms()],
+                "INSERT INTO artifacts (path, run_id, sha256, size, created) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (path) DO UPDATE SET run_id = excluded.run_id, sha256 = excluded.sha256, size = excluded.size, created = excluded.created",
+                args![path, run_id, hash, size as i64, now_ms()],
             )?;
             Ok(())
         })?;
@@ -134,14 +144,12 @@ impl ArtifactStore for SqliteStore {
     fn artifact_file(&self, path: &str) -> Result<(PathBuf, u64)> {
         let path = segments(path)?.join("/");
         let (hash, size): (String, i64) = self
-            .with(|tx| {
-                Ok(tx
-                    .query_row(
-                        "SELECT sha256, size FROM artifacts WHERE path = ?1",
-                        [&path],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?)
+            .read(|tx| {
+                tx.query_opt(
+                    "SELECT sha256, size FROM artifacts WHERE path = ?1",
+                    args![&path],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
             })?
             .ok_or_else(|| TrackingError::missing(format!("No artifact at '{path}'")))?;
         Ok((self.local_blob(&hash)?, size.max(0) as u64))
@@ -155,12 +163,12 @@ impl ArtifactStore for SqliteStore {
         } else {
             format!("{dir}/")
         };
-        let rows: Vec<(String, i64)> = self.with(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "SELECT path, size FROM artifacts WHERE substr(path, 1, length(?1)) = ?1 ORDER BY path",
+        let rows: Vec<(String, i64)> = self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT path, size FROM artifacts WHERE substr(path, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT) ORDER BY path",
             )?;
-            let rows = stmt.query_map([&prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let rows = stmt.query_map(args![&prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_>>()
         })?;
         let mut entries: BTreeMap<String, Option<i64>> = BTreeMap::new();
         for (path, size) in rows {
@@ -189,10 +197,10 @@ impl ArtifactStore for SqliteStore {
         self.artifact_run(path, true)?;
         let path = segments(path)?.join("/");
         let removed = self.with(|tx| {
-            Ok(tx.execute(
-                "DELETE FROM artifacts WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
-                params![path, format!("{path}/")],
-            )?)
+            tx.execute(
+                "DELETE FROM artifacts WHERE path = ?1 OR substr(path, 1, length(CAST(?2 AS TEXT))) = CAST(?2 AS TEXT)",
+                args![path, format!("{path}/")],
+            )
         })?;
         if removed == 0 {
             return Err(TrackingError::missing(format!("No artifact at '{path}'")));
@@ -210,7 +218,7 @@ mod tests {
     #[test]
     fn artifacts_are_stored_once_by_content_and_listed_like_mlflow() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = SqliteStore::open(&dir.path().join("t.sqlite")).expect("open");
+        let store = SqlStore::open_sqlite(&dir.path().join("t.sqlite")).expect("open");
         let run = store
             .create_run("0", "a", "a", None, None, &[])
             .expect("run");

@@ -6,16 +6,22 @@
 //! the key; dropping the last entries (which a plain hash chain cannot show)
 //! leaves the anchor pointing past the end.
 //!
-//! The key is `<database>.audit-key` (32 random bytes, 0600), made on first open;
-//! on the collaboration server it lives in the data folder, which shared kernels
-//! cannot see. Entries written before the key existed (plain SHA-256 links) still
-//! verify, but only before the first keyed one.
+//! In SQLite the key is `<database>.audit-key` (32 random bytes, 0600), made on
+//! first open; on the collaboration server it lives in the data folder, which
+//! shared kernels cannot see. Entries written before the key existed (plain
+//! SHA-256 links) still verify, but only before the first keyed one.
+//!
+//! In PostgreSQL, where every replica must sign with the same key, the key and
+//! the anchor are rows of the tracking schema (`audit_key`, `audit_anchor`), and
+//! the anchor moves in the entry's own transaction: the log is then as safe as the
+//! database's credentials (see `docs/deploy.md`).
 
+use super::db::{args, Tx};
+use crate::store::Result;
 use crate::{digest_hex, hex};
-use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 const KEYED: &str = "hmac-sha256:";
 
@@ -43,9 +49,17 @@ pub(crate) struct Verdict {
 
 pub(crate) struct Audit {
     key: ring::hmac::Key,
-    anchor: PathBuf,
-    /// Set when a transaction appended an entry; the anchor follows its commit.
-    appended: AtomicBool,
+    anchor: Anchor,
+    /// The entry a transaction appended (file anchor): the anchor follows its commit.
+    appended: Mutex<Option<(i64, String)>>,
+}
+
+/// Where the anchor is kept.
+enum Anchor {
+    /// A file beside the SQLite database, written after each commit.
+    File(PathBuf),
+    /// The row of `audit_anchor`, written in the appending transaction.
+    Table,
 }
 
 impl Audit {
@@ -75,8 +89,36 @@ impl Audit {
         }
         Ok(Audit {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
-            anchor: database.with_extension("audit-anchor"),
-            appended: AtomicBool::new(false),
+            anchor: Anchor::File(database.with_extension("audit-anchor")),
+            appended: Mutex::new(None),
+        })
+    }
+
+    /// Reads (or makes) the key kept in the database (PostgreSQL): the first
+    /// replica to start makes it, the others read it.
+    pub fn open_in_database(tx: &Tx<'_>) -> Result<Audit> {
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
+            |_| crate::TrackingError::Internal("the system random number generator failed".into()),
+        )?;
+        tx.execute(
+            "INSERT INTO audit_key (id, key) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+            args![hex(&bytes)],
+        )?;
+        let key: String = tx.query_one("SELECT key FROM audit_key WHERE id = 1", args![], |r| {
+            r.get(0)
+        })?;
+        let bytes = unhex(&key).filter(|b| b.len() == 32).ok_or_else(|| {
+            crate::TrackingError::Internal(
+                "the audit key in the database (audit_key) is damaged; restore it from a backup — \
+                 without it the audit log cannot be verified"
+                    .into(),
+            )
+        })?;
+        Ok(Audit {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            anchor: Anchor::Table,
+            appended: Mutex::new(None),
         })
     }
 
@@ -91,21 +133,20 @@ impl Audit {
     #[allow(clippy::too_many_arguments)]
     pub fn append(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         actor: &str,
         action: &str,
         model: &str,
         version: &str,
         before: &Value,
         after: &Value,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         let prev: String = tx
-            .query_row(
+            .query_opt(
                 "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
+                args![],
                 |r| r.get(0),
-            )
-            .optional()?
+            )?
             .unwrap_or_default();
         let mut entry = AuditEntry {
             seq: 0,
@@ -120,10 +161,10 @@ impl Audit {
             hash: String::new(),
         };
         entry.hash = self.mac(&entry_text(&prev, &entry));
-        tx.execute(
+        let seq: i64 = tx.query_one(
             "INSERT INTO audit_log (timestamp, actor, action, model, version, before, after, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
+            args![
                 entry.timestamp,
                 entry.actor,
                 entry.action,
@@ -134,43 +175,84 @@ impl Audit {
                 entry.prev_hash,
                 entry.hash
             ],
+            |r| r.get(0),
         )?;
-        self.appended.store(true, Ordering::SeqCst);
+        match &self.anchor {
+            Anchor::Table => {
+                tx.execute(
+                    "INSERT INTO audit_anchor (id, body) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    args![self.anchor_body(seq, &entry.hash)],
+                )?;
+            }
+            Anchor::File(_) => {
+                if let Ok(mut appended) = self.appended.lock() {
+                    *appended = Some((seq, entry.hash));
+                }
+            }
+        }
         Ok(())
     }
 
-    /// After a commit: moves the anchor to the newest entry if one was appended.
+    fn anchor_body(&self, seq: i64, hash: &str) -> String {
+        json!({"seq": seq, "hash": hash, "mac": self.mac(&anchor_text(seq, hash))}).to_string()
+    }
+
+    /// After a commit: moves a file anchor to the newest entry if one was appended.
     /// (A crash between the commit and this leaves the anchor behind, which the
     /// check allows: only an anchor past the end means entries went missing.)
-    pub fn after_commit(&self, conn: &rusqlite::Connection) {
-        if !self.appended.swap(false, Ordering::SeqCst) {
+    pub fn after_commit(&self) {
+        let Anchor::File(path) = &self.anchor else {
             return;
-        }
-        let head: rusqlite::Result<Option<(i64, String)>> = conn
-            .query_row(
-                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional();
-        if let Ok(Some((seq, hash))) = head {
-            let body = json!({"seq": seq, "hash": hash, "mac": self.mac(&anchor_text(seq, &hash))});
-            if let Err(error) = write_private(&self.anchor, body.to_string().as_bytes(), false) {
-                log::error!(
-                    "cannot move the audit anchor {}: {error}",
-                    self.anchor.display()
-                );
-            }
+        };
+        let Some((seq, hash)) = self.appended.lock().ok().and_then(|mut a| a.take()) else {
+            return;
+        };
+        if let Err(error) = write_private(path, self.anchor_body(seq, &hash).as_bytes(), false) {
+            log::error!("cannot move the audit anchor {}: {error}", path.display());
         }
     }
 
     /// A transaction that appended and then failed appended nothing.
     pub fn rolled_back(&self) {
-        self.appended.store(false, Ordering::SeqCst);
+        if let Ok(mut appended) = self.appended.lock() {
+            *appended = None;
+        }
+    }
+
+    /// The anchor as stored: None when there is none yet; Err when it cannot be read.
+    pub fn read_anchor(&self, tx: &Tx<'_>) -> std::result::Result<Option<Vec<u8>>, String> {
+        match &self.anchor {
+            Anchor::File(path) => match std::fs::read(path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!(
+                    "the audit anchor {} cannot be read: {e}",
+                    path.display()
+                )),
+            },
+            Anchor::Table => tx
+                .query_opt("SELECT body FROM audit_anchor WHERE id = 1", args![], |r| {
+                    r.get::<String>(0)
+                })
+                .map(|body| body.map(String::into_bytes))
+                .map_err(|e| format!("the audit anchor cannot be read: {e}")),
+        }
+    }
+
+    fn anchor_name(&self) -> String {
+        match &self.anchor {
+            Anchor::File(path) => format!("the anchor {}", path.display()),
+            Anchor::Table => "the anchor (table audit_anchor)".to_string(),
+        }
     }
 
     /// Checks every link and the anchor.
-    pub fn verify(&self, entries: &[AuditEntry]) -> Verdict {
+    pub fn verify(
+        &self,
+        entries: &[AuditEntry],
+        anchor: std::result::Result<Option<Vec<u8>>, String>,
+    ) -> Verdict {
         let mut prev = String::new();
         let mut keyed_seen = false;
         for e in entries {
@@ -198,15 +280,15 @@ impl Audit {
             }
             prev = e.hash.clone();
         }
-        let anchor = match std::fs::read(&self.anchor) {
-            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let anchor = match anchor {
+            Ok(Some(bytes)) => serde_json::from_slice::<Value>(&bytes).ok(),
+            Ok(None) => {
                 return if keyed_seen {
                     Verdict {
                         broken_at: None,
                         problem: Some(format!(
-                            "the anchor {} is missing: entries may have been removed from the end",
-                            self.anchor.display()
+                            "{} is missing: entries may have been removed from the end",
+                            self.anchor_name()
                         )),
                     }
                 } else {
