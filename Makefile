@@ -339,7 +339,7 @@ bench-tracking-postgres: build venv postgresql $(MLFLOW_VENV)/.installed
 
 $(MLFLOW_VENV)/.installed:
 	$(PYTHON) -m venv $(MLFLOW_VENV)
-	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==3.17.2 psycopg2-binary==2.9.13
+	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==3.17.2 psycopg==3.3.9 psycopg-binary==3.3.9
 	touch $@
 
 bench-prompt: build venv promptfoo

@@ -271,10 +271,6 @@ pub(crate) struct Stmt<'t, 'a> {
 }
 
 impl Stmt<'_, '_> {
-    pub fn execute(&mut self, args: &[&dyn Arg]) -> Result<u64> {
-        self.tx.execute(&self.sql, args)
-    }
-
     /// Each row read by `f`.
     pub fn query_map<T>(
         &mut self,

@@ -213,24 +213,9 @@ impl SqlStore {
 
     fn run_info(tx: &Tx<'_>, run_id: &str) -> Result<RunInfo> {
         tx.query_opt(
-            "SELECT run_id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri
-             FROM runs WHERE run_id = ?1",
+            &format!("SELECT {RUN_INFO_COLUMNS} FROM runs WHERE run_id = ?1"),
             args![run_id],
-            |r| {
-                let run_id: String = r.get(0)?;
-                Ok(RunInfo {
-                    run_uuid: run_id.clone(),
-                    run_id,
-                    experiment_id: r.get::<i64>(1)?.to_string(),
-                    run_name: r.get(2)?,
-                    user_id: r.get(3)?,
-                    status: r.get(4)?,
-                    start_time: r.get(5)?,
-                    end_time: r.get(6)?,
-                    lifecycle_stage: r.get(7)?,
-                    artifact_uri: r.get(8)?,
-                })
-            },
+            run_info_row,
         )?
         .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
     }
@@ -251,18 +236,7 @@ impl SqlStore {
             "SELECT key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_id = ?1 ORDER BY key",
         )?;
         let metrics: Vec<Metric> = stmt
-            .query_map(args![run_id], |r| {
-                Ok(Metric {
-                    key: r.get(0)?,
-                    value: if r.get::<i64>(2)? == 1 {
-                        f64::NAN
-                    } else {
-                        r.get(1)?
-                    },
-                    timestamp: r.get(3)?,
-                    step: r.get(4)?,
-                })
-            })?
+            .query_map(args![run_id], |r| latest_metric_row(r, 0))?
             .collect::<std::result::Result<_, _>>()?;
         Ok(Run {
             info,
@@ -307,25 +281,178 @@ impl SqlStore {
         }
     }
 
-    fn put_metric(tx: &Tx<'_>, run_id: &str, p: &Metric) -> Result<()> {
-        check_key("metric", &p.key)?;
-        let is_nan = p.value.is_nan();
-        let stored = if is_nan { None } else { Some(p.value) };
-        tx.prepare(
-            "INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(args![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step])?;
-        // The latest value: the highest step, then the latest time, then the largest value.
-        tx.prepare(
-            "INSERT INTO latest_metrics (run_id, key, value, is_nan, timestamp, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan,
-                 timestamp = excluded.timestamp, step = excluded.step
-             WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308))
-                 >= (latest_metrics.step, latest_metrics.timestamp, COALESCE(latest_metrics.value, -1e308))",
-        )?
-        .execute(args![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step])?;
+    /// Stores metric points: the series in multi-row inserts, and each key's
+    /// latest value once.
+    fn put_metrics(tx: &Tx<'_>, run_id: &str, points: &[Metric]) -> Result<()> {
+        for p in points {
+            check_key("metric", &p.key)?;
+        }
+        for chunk in points.chunks(POINTS_PER_INSERT) {
+            let stored: Vec<(Option<f64>, i64)> = chunk
+                .iter()
+                .map(|p| match p.value.is_nan() {
+                    true => (None, 1),
+                    false => (Some(p.value), 0),
+                })
+                .collect();
+            let mut values: Vec<&dyn Arg> = Vec::with_capacity(chunk.len() * 6);
+            for (p, (value, is_nan)) in chunk.iter().zip(&stored) {
+                values.extend([
+                    &run_id as &dyn Arg,
+                    &p.key,
+                    value,
+                    is_nan,
+                    &p.timestamp,
+                    &p.step,
+                ]);
+            }
+            tx.execute(&metric_insert(chunk.len()), &values)?;
+        }
+        // The latest value: the highest step, then the latest time, then the largest
+        // value (NaN lowest); of equals, the last logged.
+        let rank = |p: &Metric| {
+            let value = if p.value.is_nan() { -1e308 } else { p.value };
+            (p.step, p.timestamp, value)
+        };
+        let mut latest: std::collections::BTreeMap<&str, &Metric> = Default::default();
+        for p in points {
+            match latest.get(p.key.as_str()) {
+                Some(best)
+                    if rank(p).partial_cmp(&rank(best)) == Some(std::cmp::Ordering::Less) => {}
+                _ => {
+                    latest.insert(&p.key, p);
+                }
+            }
+        }
+        for p in latest.into_values() {
+            let is_nan = p.value.is_nan();
+            let stored = if is_nan { None } else { Some(p.value) };
+            tx.execute(
+                "INSERT INTO latest_metrics (run_id, key, value, is_nan, timestamp, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan,
+                     timestamp = excluded.timestamp, step = excluded.step
+                 WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308))
+                     >= (latest_metrics.step, latest_metrics.timestamp, COALESCE(latest_metrics.value, -1e308))",
+                args![run_id, p.key, stored, is_nan as i64, p.timestamp, p.step],
+            )?;
+        }
         Ok(())
     }
+
+    /// Every run of experiment `exp` whose id is in `wanted`, read in four queries
+    /// (not four per run: on PostgreSQL each query is a round trip).
+    fn runs_in(
+        tx: &Tx<'_>,
+        exp: i64,
+        wanted: &std::collections::HashSet<&str>,
+    ) -> Result<HashMap<String, Run>> {
+        let mut runs: HashMap<String, Run> = HashMap::new();
+        let infos = tx.query(
+            &format!("SELECT {RUN_INFO_COLUMNS} FROM runs WHERE experiment_id = ?1"),
+            args![exp],
+            run_info_row,
+        )?;
+        for info in infos {
+            if wanted.contains(info.run_id.as_str()) {
+                let run = Run {
+                    info,
+                    data: RunData::default(),
+                    inputs: RunInputs::default(),
+                };
+                runs.insert(run.info.run_id.clone(), run);
+            }
+        }
+        for (table, params) in [("params", true), ("tags", false)] {
+            let rows = tx.query(
+                &format!(
+                    "SELECT t.run_id, t.key, t.value FROM {table} t JOIN runs r ON r.run_id = t.run_id
+                     WHERE r.experiment_id = ?1 ORDER BY t.run_id, t.key"
+                ),
+                args![exp],
+                |r| Ok((r.get::<String>(0)?, KeyValue::new(r.get::<String>(1)?, r.get::<String>(2)?))),
+            )?;
+            for (run_id, pair) in rows {
+                if let Some(run) = runs.get_mut(&run_id) {
+                    match params {
+                        true => run.data.params.push(pair),
+                        false => run.data.tags.push(pair),
+                    }
+                }
+            }
+        }
+        let rows = tx.query(
+            "SELECT m.run_id, m.key, m.value, m.is_nan, m.timestamp, m.step FROM latest_metrics m
+             JOIN runs r ON r.run_id = m.run_id WHERE r.experiment_id = ?1 ORDER BY m.run_id, m.key",
+            args![exp],
+            |r| Ok((r.get::<String>(0)?, latest_metric_row(r, 1)?)),
+        )?;
+        for (run_id, metric) in rows {
+            if let Some(run) = runs.get_mut(&run_id) {
+                run.data.metrics.push(metric);
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// Metric points one insert statement carries at most: MLflow's batch limit, so a
+/// batch is one statement (6,000 values, under either database's limit).
+const POINTS_PER_INSERT: usize = 1000;
+
+/// `INSERT INTO metrics … VALUES (…), (…)` for `rows` points.
+fn metric_insert(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step) VALUES ");
+    for row in 0..rows {
+        let n = row * 6;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+    }
+    sql
+}
+
+/// The columns [`run_info_row`] reads.
+const RUN_INFO_COLUMNS: &str =
+    "run_id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri";
+
+fn run_info_row(r: &db::Row<'_>) -> Result<RunInfo> {
+    let run_id: String = r.get(0)?;
+    Ok(RunInfo {
+        run_uuid: run_id.clone(),
+        run_id,
+        experiment_id: r.get::<i64>(1)?.to_string(),
+        run_name: r.get(2)?,
+        user_id: r.get(3)?,
+        status: r.get(4)?,
+        start_time: r.get(5)?,
+        end_time: r.get(6)?,
+        lifecycle_stage: r.get(7)?,
+        artifact_uri: r.get(8)?,
+    })
+}
+
+/// A latest value (`key, value, is_nan, timestamp, step` from column `at`).
+fn latest_metric_row(r: &db::Row<'_>, at: usize) -> Result<Metric> {
+    Ok(Metric {
+        key: r.get(at)?,
+        value: if r.get::<i64>(at + 2)? == 1 {
+            f64::NAN
+        } else {
+            r.get(at + 1)?
+        },
+        timestamp: r.get(at + 3)?,
+        step: r.get(at + 4)?,
+    })
 }
 
 impl RunStore for SqlStore {
@@ -610,7 +737,7 @@ impl RunStore for SqlStore {
     fn log_metric(&self, run_id: &str, point: &Metric) -> Result<()> {
         self.write_run(run_id, |tx| {
             Self::writable(tx, run_id)?;
-            Self::put_metric(tx, run_id, point)
+            Self::put_metrics(tx, run_id, std::slice::from_ref(point))
         })
     }
 
@@ -628,9 +755,7 @@ impl RunStore for SqlStore {
             for (k, v) in params {
                 Self::put_param(tx, run_id, k, v)?;
             }
-            for p in metrics {
-                Self::put_metric(tx, run_id, p)?;
-            }
+            Self::put_metrics(tx, run_id, metrics)?;
             for (k, v) in tags {
                 Self::put_tag(tx, run_id, k, v)?;
             }
@@ -683,15 +808,31 @@ impl RunStore for SqlStore {
                 let rows: Vec<(String, String)> = stmt
                     .query_map(args![exp], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<std::result::Result<_, _>>()?;
-                for (run_id, stage_of) in rows {
-                    if !view.shows(&stage_of) {
-                        continue;
-                    }
+                let shown: Vec<String> = rows
+                    .into_iter()
+                    .filter(|(_, stage_of)| view.shows(stage_of))
+                    .map(|(run_id, _)| run_id)
+                    .collect();
+                let missing: std::collections::HashSet<&str> = shown
+                    .iter()
+                    .filter(|id| !cache.as_ref().is_some_and(|c| c.contains_key(*id)))
+                    .map(String::as_str)
+                    .collect();
+                // Many runs to read: the whole experiment at once.
+                let mut loaded = match missing.len() > BULK_READ_RUNS {
+                    true => Self::runs_in(tx, *exp, &missing)?,
+                    false => HashMap::new(),
+                };
+                for run_id in shown.iter().cloned() {
                     if let Some(hit) = cache.as_ref().and_then(|c| c.get(&run_id)) {
                         out.push(hit.clone());
                         continue;
                     }
-                    let cached = Arc::new(CachedRun::new(&Self::run_entity(tx, &run_id)?)?);
+                    let run = match loaded.remove(&run_id) {
+                        Some(run) => run,
+                        None => Self::run_entity(tx, &run_id)?,
+                    };
+                    let cached = Arc::new(CachedRun::new(&run)?);
                     if let Some(cache) = cache.as_mut() {
                         if cache.len() >= MAX_CACHED_RUNS {
                             cache.clear();
@@ -705,6 +846,9 @@ impl RunStore for SqlStore {
         })
     }
 }
+
+/// Above this many runs to read for a search, an experiment's runs are read at once.
+const BULK_READ_RUNS: usize = 4;
 
 /// How many runs the search cache holds before it starts over.
 const MAX_CACHED_RUNS: usize = 200_000;
