@@ -170,9 +170,16 @@ def replay(answers_file, port):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self):
+            super().setup()
+            # Headers and body leave as two writes: without this, Nagle's algorithm
+            # and the client's delayed ACK hold each small answer back ~40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def do_POST(self):
             asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            body = answers.get(asked.get("page_token") or "") if self.path == SEARCH else None
+            # A search gets the recorded answer; every other call MLflow's empty success.
+            body = answers.get(asked.get("page_token") or "") if self.path == SEARCH else b"{}"
             self.send_response(200 if body is not None else 404)
             body = body if body is not None else b"{}"
             self.send_header("Content-Type", "application/json")
@@ -196,6 +203,33 @@ def replayed_search(work, name, answers, sizes):
         wait_port(port, proc)
         os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
         return search_rounds(MlflowClient(tracking_uri=f"http://127.0.0.1:{port}"), "0", sizes)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def client_alone(work, sizes):
+    """The logging parts' rates against a server that does no work (it answers
+    every call with MLflow's empty success): the most any server can reach."""
+    path = work / "no-answers.json"
+    path.write_text("{}")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--replay", str(path), "--port", str(port)])
+    try:
+        wait_port(port, proc)
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+        run = "0" * 32
+        start = time.perf_counter()
+        for i in range(sizes["metrics"]):
+            client.log_metric(run, "loss", 1.0 / (i + 1), step=i)
+        out = {"log_metric calls/s": sizes["metrics"] / (time.perf_counter() - start)}
+        points = [Metric("batch", float(i), 0, i) for i in range(sizes["batch"])]
+        client.log_batch(run, metrics=points)  # warmed up, as the log_metric part warms the workload
+        start = time.perf_counter()
+        client.log_batch(run, metrics=points)
+        out["log_batch points/s"] = len(points) / (time.perf_counter() - start)
+        return out
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -240,6 +274,12 @@ def main():
     for part in results["ferrolab"]:
         f, m = results["ferrolab"][part], results["mlflow"][part]
         print(f"{part:24} {f:12.1f} {m:12.1f} {f / m:7.2f}x")
+    if args.only in (None, "log_metric", "log_batch"):
+        alone = client_alone(work, sizes)
+        for part, rate in alone.items():
+            if part in results["mlflow"]:
+                print(f"  {part}: the client alone (a server doing no work) reaches {rate:.1f}, "
+                      f"capping the ratio at {rate / results['mlflow'][part]:.2f}x")
     if answers["mlflow"]:
         replayed = {name: replayed_search(work, name, a, sizes) for name, a in answers.items()}
         m = results["mlflow"]["search runs scanned/s"]

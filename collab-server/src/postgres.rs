@@ -124,12 +124,13 @@ impl Database {
         Ok(database)
     }
 
-    /// How the tracking store opens connections of its own to this database.
+    /// How the tracking store opens connections of its own to this database (it
+    /// drives them itself).
     pub fn connector(&self) -> ferrolab_tracking::Connect {
         let target = self.target.clone();
         Arc::new(move || {
             let target = target.clone();
-            Box::pin(async move { Ok(target.open().await?.0) })
+            Box::pin(async move { Ok(target.open_undriven().await?) })
         })
     }
 
@@ -540,6 +541,24 @@ impl Target {
             }
         };
         Ok((client, notifications))
+    }
+}
+
+impl Target {
+    /// A new connection whose driving is left to the caller.
+    async fn open_undriven(
+        &self,
+    ) -> Result<(Client, ferrolab_tracking::Connection), tokio_postgres::Error> {
+        Ok(match &self.tls {
+            Some(tls) => {
+                let (client, connection) = tokio_postgres::connect(&self.url, tls.clone()).await?;
+                (client, Box::pin(connection))
+            }
+            None => {
+                let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+                (client, Box::pin(connection))
+            }
+        })
     }
 }
 

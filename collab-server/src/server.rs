@@ -114,13 +114,9 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
     let mut tracking = match storage.database() {
         // Replicas share one tracking store in the database.
         Some(database) => {
-            let (connect, runtime, data) = (
-                database.connector(),
-                tokio::runtime::Handle::current(),
-                options.data.clone(),
-            );
+            let (connect, data) = (database.connector(), options.data.clone());
             tokio::task::spawn_blocking(move || {
-                ferrolab_tracking::SqlStore::open_postgres(connect, runtime, &data)
+                ferrolab_tracking::SqlStore::open_postgres(connect, &data)
             })
             .await?
             .context("cannot open the tracking store in the database")?

@@ -97,6 +97,24 @@ def test_nan_and_infinity_survive(server):
     assert math.isnan(values[0]) and values[1] == float("inf")
 
 
+def test_a_runs_latest_metric_is_its_highest_step_then_latest_time(server):
+    client = MlflowClient()
+    rid = client.create_run("0").info.run_id
+    # In one batch, out of order: step 5 logged twice (the later time wins), NaN lowest.
+    client.log_batch(rid, metrics=[Metric("x", 1.0, 10, 2), Metric("x", 3.0, 10, 5), Metric("x", 2.0, 20, 5),
+                                   Metric("x", 9.0, 30, 1), Metric("y", float("nan"), 5, 0), Metric("y", -1.0, 5, 0)])
+    assert client.get_run(rid).data.metrics == {"x": 2.0, "y": -1.0}
+    client.log_metric(rid, "x", 7.0, timestamp=40, step=4)  # a lower step does not replace it
+    assert client.get_run(rid).data.metrics["x"] == 2.0
+    client.log_metric(rid, "x", 8.0, timestamp=1, step=6)
+    assert client.get_run(rid).data.metrics["x"] == 8.0
+    # A full batch (MLflow's 1,000) keeps every point, in step order.
+    client.log_batch(rid, metrics=[Metric("z", float(i), 0, 999 - i) for i in range(1000)])
+    history = client.get_metric_history(rid, "z")
+    assert [(m.step, m.value) for m in history] == [(s, float(999 - s)) for s in range(1000)]
+    assert client.get_run(rid).data.metrics["z"] == 0.0
+
+
 def test_bad_input_gets_mlflows_errors_and_writes_nothing(server):
     client = MlflowClient()
     with pytest.raises(MlflowException) as missing:

@@ -40,7 +40,7 @@ pub mod upload;
 
 pub use access::{Identity, Role};
 pub use error::{Result, TrackingError};
-pub use sql::{Connect, SqlStore, POSTGRES_SCHEMA};
+pub use sql::{Connect, Connection, SqlStore, POSTGRES_SCHEMA};
 pub use store::{ArtifactStore, RegistryStore, RunStore, Store};
 
 /// `bytes` as lowercase hex.

@@ -8,8 +8,10 @@
 //! PostgreSQL: a few connections, each transaction on one of them; writes take
 //! advisory locks so that replicas see the same order SQLite would give
 //! ([`Lock`]), and reads see one snapshot. The store's calls arrive on blocking
-//! threads (the server runs them in `spawn_blocking`), which wait here for the
-//! database on the runtime the connections were opened with.
+//! threads (the server runs them in `spawn_blocking`); each connection has a
+//! small runtime of its own, and the calling thread drives the connection itself
+//! while it waits for an answer (as the `postgres` crate does), so a statement's
+//! round trip costs no hand-over between threads.
 
 use crate::store::{Result, TrackingError};
 use futures::future::BoxFuture;
@@ -136,15 +138,59 @@ pub(crate) enum Tx<'a> {
     Pg {
         tx: tokio_postgres::Transaction<'a>,
         statements: RefCell<&'a mut HashMap<String, tokio_postgres::Statement>>,
-        runtime: &'a tokio::runtime::Handle,
+        link: Link<'a>,
     },
+}
+
+/// What a PostgreSQL transaction waits on: the connection's runtime, and the
+/// connection, driven while a statement's answer is awaited.
+#[derive(Clone, Copy)]
+pub(crate) struct Link<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    connection: &'a RefCell<Connection>,
+}
+
+impl Link<'_> {
+    fn wait<T>(
+        &self,
+        request: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let mut connection = self.connection.borrow_mut();
+        self.runtime.block_on(drive(&mut connection, request))
+    }
+}
+
+/// A connection's own half (the socket), to be polled for its client's requests
+/// to make progress.
+pub type Connection = BoxFuture<'static, std::result::Result<(), tokio_postgres::Error>>;
+
+/// Polls `request`, driving `connection` meanwhile.
+async fn drive<T>(
+    connection: &mut Connection,
+    request: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    use std::task::Poll;
+    let mut request = std::pin::pin!(request);
+    futures::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = request.as_mut().poll(cx) {
+            return Poll::Ready(out.map_err(TrackingError::from));
+        }
+        match connection.as_mut().poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Err(TrackingError::Internal(
+                "the database closed the connection".into(),
+            ))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 impl Tx<'_> {
     fn commit(self) -> Result<()> {
         match self {
             Tx::Lite(tx) => Ok(tx.commit()?),
-            Tx::Pg { tx, runtime, .. } => Ok(runtime.block_on(tx.commit())?),
+            Tx::Pg { tx, link, .. } => link.wait(tx.commit()),
         }
     }
 
@@ -156,10 +202,32 @@ impl Tx<'_> {
                 let values: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.lite()).collect();
                 Ok(stmt.execute(values.as_slice())? as u64)
             }
-            Tx::Pg { tx, runtime, .. } => {
+            Tx::Pg { tx, link, .. } => {
                 let stmt = self.statement(sql)?;
                 let values: Vec<_> = args.iter().map(|a| a.pg()).collect();
-                Ok(runtime.block_on(tx.execute(&stmt, &values))?)
+                link.wait(tx.execute(&stmt, &values))
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Pg { .. })
+    }
+
+    /// Runs a statement only PostgreSQL reads (arrays, say), with values only it
+    /// takes; callers check [`Tx::is_postgres`] first.
+    pub fn execute_postgres(
+        &self,
+        sql: &str,
+        values: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        match self {
+            Tx::Lite(_) => Err(TrackingError::Internal(
+                "a PostgreSQL statement on SQLite".into(),
+            )),
+            Tx::Pg { tx, link, .. } => {
+                let stmt = self.statement(sql)?;
+                link.wait(tx.execute(&stmt, values))
             }
         }
     }
@@ -168,7 +236,7 @@ impl Tx<'_> {
     pub fn batch(&self, sql: &str) -> Result<()> {
         match self {
             Tx::Lite(tx) => Ok(tx.execute_batch(sql)?),
-            Tx::Pg { tx, runtime, .. } => Ok(runtime.block_on(tx.batch_execute(sql))?),
+            Tx::Pg { tx, link, .. } => link.wait(tx.batch_execute(sql)),
         }
     }
 
@@ -189,10 +257,10 @@ impl Tx<'_> {
                     out.push(f(&Row::Lite(row))?);
                 }
             }
-            Tx::Pg { tx, runtime, .. } => {
+            Tx::Pg { tx, link, .. } => {
                 let stmt = self.statement(sql)?;
                 let values: Vec<_> = args.iter().map(|a| a.pg()).collect();
-                for row in runtime.block_on(tx.query(&stmt, &values))? {
+                for row in link.wait(tx.query(&stmt, &values))? {
                     out.push(f(&Row::Pg(&row))?);
                 }
             }
@@ -236,7 +304,7 @@ impl Tx<'_> {
         let Tx::Pg {
             tx,
             statements,
-            runtime,
+            link,
         } = self
         else {
             return Err(TrackingError::Internal(
@@ -246,7 +314,7 @@ impl Tx<'_> {
         if let Some(stmt) = statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = runtime.block_on(tx.prepare(&dollar_placeholders(sql)))?;
+        let stmt = link.wait(tx.prepare(&dollar_placeholders(sql)))?;
         statements
             .borrow_mut()
             .insert(sql.to_string(), stmt.clone());
@@ -311,9 +379,13 @@ pub(crate) fn dollar_placeholders(sql: &str) -> String {
     out
 }
 
-/// Opens a new connection to PostgreSQL (the server knows how: URL and TLS).
-pub type Connect =
-    Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<tokio_postgres::Client>> + Send + Sync>;
+/// Opens a new connection to PostgreSQL (the server knows how: URL and TLS): its
+/// client, and its connection to drive, neither spawned anywhere.
+pub type Connect = Arc<
+    dyn Fn() -> BoxFuture<'static, anyhow::Result<(tokio_postgres::Client, Connection)>>
+        + Send
+        + Sync,
+>;
 
 /// The database a store keeps its rows in.
 pub(crate) enum Db {
@@ -325,7 +397,6 @@ pub(crate) enum Db {
 /// one is opened again on its next use.
 pub(crate) struct Pool {
     connect: Connect,
-    runtime: tokio::runtime::Handle,
     slots: Vec<Mutex<Option<PgConn>>>,
     next: AtomicUsize,
     /// The schema the tables are in.
@@ -335,6 +406,26 @@ pub(crate) struct Pool {
 struct PgConn {
     client: tokio_postgres::Client,
     statements: HashMap<String, tokio_postgres::Statement>,
+    connection: RefCell<Connection>,
+    /// Its own runtime (one thread: whoever waits), shut down without waiting.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+type Slot<'p> = std::sync::MutexGuard<'p, Option<PgConn>>;
+
+/// A poisoned slot's guard, its connection dropped (it may be mid-transaction).
+fn healed(poisoned: std::sync::PoisonError<Slot<'_>>) -> Slot<'_> {
+    let mut guard = poisoned.into_inner();
+    *guard = None;
+    guard
 }
 
 /// Advisory lock keys: the whole store, and (hashed) one run.
@@ -348,74 +439,116 @@ fn run_lock(run_id: &str) -> i64 {
 }
 
 impl Pool {
-    pub fn new(
-        connect: Connect,
-        runtime: tokio::runtime::Handle,
-        size: usize,
-        schema: &str,
-    ) -> Pool {
+    pub fn new(connect: Connect, size: usize, schema: &str) -> Pool {
         Pool {
             connect,
-            runtime,
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             schema: schema.to_string(),
         }
     }
 
-    /// A free connection's slot, or (all busy) the next one's, waited for.
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<PgConn>> {
+    /// A free connection's slot, or (all busy) the next one's, waited for. A slot
+    /// whose last user panicked may be mid-transaction: its connection is dropped.
+    fn slot(&self) -> Slot<'_> {
         for slot in &self.slots {
-            if let Ok(guard) = slot.try_lock() {
-                return guard;
+            match slot.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => return healed(poisoned),
+                Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        self.slots[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.slots[i].lock().unwrap_or_else(healed)
+    }
+
+    fn open(&self) -> Result<PgConn> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TrackingError::Internal(format!("cannot start a runtime: {e}")))?;
+        let (client, connection) = runtime
+            .block_on((self.connect)())
+            .map_err(|e| TrackingError::Internal(format!("{e:#}")))?;
+        let mut conn = PgConn {
+            client,
+            statements: HashMap::new(),
+            connection: RefCell::new(connection),
+            runtime: Some(runtime),
+        };
+        let set_path = format!("SET search_path TO {}", self.schema);
+        if let PgConn {
+            client,
+            connection,
+            runtime: Some(runtime),
+            ..
+        } = &mut conn
+        {
+            runtime.block_on(drive(connection.get_mut(), client.batch_execute(&set_path)))?;
+        }
+        Ok(conn)
     }
 
     fn transaction<T>(&self, lock: Lock<'_>, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut guard = self.slot();
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
-            let client = self
-                .runtime
-                .block_on((self.connect)())
-                .map_err(|e| TrackingError::Internal(format!("{e:#}")))?;
-            self.runtime
-                .block_on(client.batch_execute(&format!("SET search_path TO {}", self.schema)))?;
-            *guard = Some(PgConn {
-                client,
-                statements: HashMap::new(),
-            });
+            *guard = Some(self.open()?);
         }
-        let Some(conn) = guard.as_mut() else {
+        let Some(PgConn {
+            client,
+            statements,
+            connection,
+            runtime: Some(runtime),
+        }) = guard.as_mut()
+        else {
             return Err(TrackingError::Internal("no database connection".into()));
         };
-        let PgConn { client, statements } = conn;
+        let link = Link {
+            runtime,
+            connection,
+        };
+        let result = Self::run(client, statements, link, lock, f);
+        if result.is_err() {
+            // A failed transaction's ROLLBACK is only queued when it is dropped; the
+            // connection goes back to the pool only once it is done (and the
+            // transaction's locks are released), or not at all.
+            if link.wait(client.batch_execute("ROLLBACK")).is_err() {
+                *guard = None;
+            }
+        }
+        result
+    }
+
+    fn run<T>(
+        client: &mut tokio_postgres::Client,
+        statements: &mut HashMap<String, tokio_postgres::Statement>,
+        link: Link<'_>,
+        lock: Lock<'_>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut builder = client.build_transaction();
         if let Lock::Read = lock {
             builder = builder
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .read_only(true);
         }
-        let tx = self.runtime.block_on(builder.start())?;
+        let tx = link.wait(builder.start())?;
         match lock {
             Lock::Read => {}
             Lock::Run(run_id) => {
-                self.runtime.block_on(tx.execute(
+                link.wait(tx.execute(
                     "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)",
                     &[&STORE_LOCK, &run_lock(run_id)],
                 ))?;
             }
             Lock::Store => {
-                self.runtime
-                    .block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&STORE_LOCK]))?;
+                link.wait(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&STORE_LOCK]))?;
             }
         }
         let tx = Tx::Pg {
             tx,
             statements: RefCell::new(statements),
-            runtime: &self.runtime,
+            link,
         };
         let out = f(&tx)?;
         tx.commit()?;

@@ -16,8 +16,8 @@ use crate::store::{
     check_batch, check_entry, check_key, check_status, now_ms, parse_experiment_id, CachedRun,
     Result, RunStore, TrackingError, MAX_PARAM_VALUE, MAX_TAG_VALUE,
 };
-pub use db::Connect;
 use db::{args, Arg, Db, Lock, Tx};
+pub use db::{Connect, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,10 +25,11 @@ use std::sync::Mutex;
 
 pub struct SqlStore {
     db: Db,
-    /// Runs as search needs them (record and answer JSON), filled by searches and
-    /// emptied of a run by every write to it, under the connection's lock. None
-    /// on PostgreSQL, where other replicas write too.
-    run_cache: Option<Mutex<HashMap<String, Arc<CachedRun>>>>,
+    /// Runs as search needs them (record and answer JSON) with the revision they
+    /// were read at, filled by searches. Every write to a run raises its
+    /// revision (`runs.revision`, in the write's transaction, whichever replica
+    /// makes it), and a search uses what is here only at the run's current one.
+    run_cache: Mutex<HashMap<String, (i64, Arc<CachedRun>)>>,
     /// Where artifact blobs live (`artifacts/` beside the database, or in the
     /// data folder); only a cache of them when `remote` is set.
     artifacts: std::path::PathBuf,
@@ -54,7 +55,7 @@ impl SqlStore {
         let store = SqlStore {
             audit,
             db: Db::Lite(Mutex::new(conn)),
-            run_cache: Some(Mutex::new(HashMap::new())),
+            run_cache: Mutex::new(HashMap::new()),
             artifacts: path
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
@@ -66,15 +67,11 @@ impl SqlStore {
     }
 
     /// The store in PostgreSQL (schema [`POSTGRES_SCHEMA`], made if missing),
-    /// reached through `connect`; waits on `runtime`, so it is called from a
-    /// blocking thread, like every call of the store. Artifact blobs are cached
+    /// reached through `connect`. It waits for the database, so it is called from
+    /// a blocking thread, like every call of the store. Artifact blobs are cached
     /// in `data/artifacts`.
-    pub fn open_postgres(
-        connect: Connect,
-        runtime: tokio::runtime::Handle,
-        data: &Path,
-    ) -> anyhow::Result<SqlStore> {
-        let pool = db::Pool::new(connect, runtime, POSTGRES_CONNECTIONS, POSTGRES_SCHEMA);
+    pub fn open_postgres(connect: Connect, data: &Path) -> anyhow::Result<SqlStore> {
+        let pool = db::Pool::new(connect, POSTGRES_CONNECTIONS, POSTGRES_SCHEMA);
         let db = Db::Pg(pool);
         db.transaction(Lock::Store, |tx| {
             schema::migrate_postgres(tx, POSTGRES_SCHEMA)
@@ -86,7 +83,7 @@ impl SqlStore {
         let store = SqlStore {
             audit,
             db,
-            run_cache: None,
+            run_cache: Mutex::new(HashMap::new()),
             artifacts: data.join("artifacts"),
             remote: None,
         };
@@ -124,13 +121,14 @@ impl SqlStore {
         &self.artifacts
     }
 
-    /// A write transaction on one run: the run leaves the search cache first, under
-    /// the same lock, so no search can keep what the write changes.
+    /// A write transaction on one run, which raises the run's revision, so no
+    /// search (of any replica) keeps what the write changes.
     fn write_run<T>(&self, run_id: &str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         self.transaction(Lock::Run(run_id), |tx| {
-            if let Some(Ok(mut cache)) = self.run_cache.as_ref().map(|c| c.lock()) {
-                cache.remove(run_id);
-            }
+            tx.execute(
+                "UPDATE runs SET revision = revision + 1 WHERE run_id = ?1",
+                args![run_id],
+            )?;
             f(tx)
         })
     }
@@ -287,6 +285,34 @@ impl SqlStore {
         for p in points {
             check_key("metric", &p.key)?;
         }
+        match tx.is_postgres() {
+            true => Self::put_points_postgres(tx, run_id, points)?,
+            false => Self::put_points(tx, run_id, points)?,
+        }
+        Self::put_latest(tx, run_id, points)
+    }
+
+    /// A metric series' points in PostgreSQL: the columns as six arrays, unnested
+    /// into rows by one statement that is prepared once whatever the batch's size.
+    fn put_points_postgres(tx: &Tx<'_>, run_id: &str, points: &[Metric]) -> Result<()> {
+        let keys: Vec<&str> = points.iter().map(|p| p.key.as_str()).collect();
+        let values: Vec<Option<f64>> = points
+            .iter()
+            .map(|p| (!p.value.is_nan()).then_some(p.value))
+            .collect();
+        let nans: Vec<i64> = points.iter().map(|p| p.value.is_nan() as i64).collect();
+        let times: Vec<i64> = points.iter().map(|p| p.timestamp).collect();
+        let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+        tx.execute_postgres(
+            "INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step)
+             SELECT $1, * FROM UNNEST($2::text[], $3::float8[], $4::int8[], $5::int8[], $6::int8[])",
+            &[&run_id, &keys, &values, &nans, &times, &steps],
+        )?;
+        Ok(())
+    }
+
+    /// A metric series' points in multi-row inserts (SQLite).
+    fn put_points(tx: &Tx<'_>, run_id: &str, points: &[Metric]) -> Result<()> {
         for chunk in points.chunks(POINTS_PER_INSERT) {
             let stored: Vec<(Option<f64>, i64)> = chunk
                 .iter()
@@ -308,6 +334,12 @@ impl SqlStore {
             }
             tx.execute(&metric_insert(chunk.len()), &values)?;
         }
+        Ok(())
+    }
+
+    /// Each key's latest value among `points`, kept unless the stored one ranks
+    /// higher.
+    fn put_latest(tx: &Tx<'_>, run_id: &str, points: &[Metric]) -> Result<()> {
         // The latest value: the highest step, then the latest time, then the largest
         // value (NaN lowest); of equals, the last logged.
         let rank = |p: &Metric| {
@@ -798,34 +830,38 @@ impl RunStore for SqlStore {
             .collect::<Result<_>>()?;
         self.read(|tx| {
             let mut out = Vec::new();
-            let mut cache = self
-                .run_cache
-                .as_ref()
-                .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut cache = self.run_cache.lock().unwrap_or_else(|e| e.into_inner());
             for exp in &ids {
-                let mut stmt = tx
-                    .prepare("SELECT run_id, lifecycle_stage FROM runs WHERE experiment_id = ?1")?;
-                let rows: Vec<(String, String)> = stmt
-                    .query_map(args![exp], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<std::result::Result<_, _>>()?;
-                let shown: Vec<String> = rows
+                let rows: Vec<(String, String, i64)> = tx.query(
+                    "SELECT run_id, lifecycle_stage, revision FROM runs WHERE experiment_id = ?1",
+                    args![exp],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                let shown: Vec<(String, i64)> = rows
                     .into_iter()
-                    .filter(|(_, stage_of)| view.shows(stage_of))
-                    .map(|(run_id, _)| run_id)
+                    .filter(|(_, stage_of, _)| view.shows(stage_of))
+                    .map(|(run_id, _, revision)| (run_id, revision))
                     .collect();
+                let current =
+                    |cache: &HashMap<String, (i64, Arc<CachedRun>)>, id: &str, revision: i64| {
+                        cache
+                            .get(id)
+                            .filter(|(seen, _)| *seen == revision)
+                            .map(|(_, run)| run.clone())
+                    };
                 let missing: std::collections::HashSet<&str> = shown
                     .iter()
-                    .filter(|id| !cache.as_ref().is_some_and(|c| c.contains_key(*id)))
-                    .map(String::as_str)
+                    .filter(|(id, revision)| current(&cache, id, *revision).is_none())
+                    .map(|(id, _)| id.as_str())
                     .collect();
                 // Many runs to read: the whole experiment at once.
                 let mut loaded = match missing.len() > BULK_READ_RUNS {
                     true => Self::runs_in(tx, *exp, &missing)?,
                     false => HashMap::new(),
                 };
-                for run_id in shown.iter().cloned() {
-                    if let Some(hit) = cache.as_ref().and_then(|c| c.get(&run_id)) {
-                        out.push(hit.clone());
+                for (run_id, revision) in shown.iter().cloned() {
+                    if let Some(hit) = current(&cache, &run_id, revision) {
+                        out.push(hit);
                         continue;
                     }
                     let run = match loaded.remove(&run_id) {
@@ -833,12 +869,10 @@ impl RunStore for SqlStore {
                         None => Self::run_entity(tx, &run_id)?,
                     };
                     let cached = Arc::new(CachedRun::new(&run)?);
-                    if let Some(cache) = cache.as_mut() {
-                        if cache.len() >= MAX_CACHED_RUNS {
-                            cache.clear();
-                        }
-                        cache.insert(run_id, cached.clone());
+                    if cache.len() >= MAX_CACHED_RUNS {
+                        cache.clear();
                     }
+                    cache.insert(run_id, (revision, cached.clone()));
                     out.push(cached);
                 }
             }
