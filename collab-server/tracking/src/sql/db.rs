@@ -42,8 +42,8 @@ macro_rules! args {
 }
 pub(crate) use args;
 
-/// A column value read back, from either database. PostgreSQL's integers and
-/// floats of any width read as `i64` and `f64`.
+/// A column value read back, from either database (the PostgreSQL schema keeps
+/// every number as BIGINT or DOUBLE PRECISION, so `i64` and `f64` read them).
 pub(crate) trait Col: Sized {
     fn lite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self>;
     fn pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, tokio_postgres::Error>;
@@ -61,47 +61,7 @@ macro_rules! plain_col {
         }
     )*};
 }
-plain_col!(String, Option<String>);
-
-impl Col for Option<i64> {
-    fn lite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self> {
-        row.get(i)
-    }
-    fn pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, tokio_postgres::Error> {
-        row.try_get::<_, Option<i64>>(i)
-            .or_else(|_| row.try_get::<_, Option<i32>>(i).map(|v| v.map(i64::from)))
-    }
-}
-
-impl Col for i64 {
-    fn lite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self> {
-        row.get(i)
-    }
-    fn pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, tokio_postgres::Error> {
-        row.try_get::<_, i64>(i)
-            .or_else(|_| row.try_get::<_, i32>(i).map(i64::from))
-    }
-}
-
-impl Col for Option<f64> {
-    fn lite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self> {
-        row.get(i)
-    }
-    fn pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, tokio_postgres::Error> {
-        row.try_get::<_, Option<f64>>(i)
-            .or_else(|_| row.try_get::<_, Option<f32>>(i).map(|v| v.map(f64::from)))
-    }
-}
-
-impl Col for f64 {
-    fn lite(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self> {
-        row.get(i)
-    }
-    fn pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, tokio_postgres::Error> {
-        row.try_get::<_, f64>(i)
-            .or_else(|_| row.try_get::<_, f32>(i).map(f64::from))
-    }
-}
+plain_col!(String, Option<String>, i64, Option<i64>, f64, Option<f64>);
 
 /// One row of a result.
 pub(crate) enum Row<'a> {
