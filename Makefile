@@ -47,7 +47,7 @@ COLLAB_DATA ?= .ferrolab/data
 # JupyterLab refuses to run as root unless told; a fresh machine is often root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: bench-cluster postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-tracking-postgres llama-venv
+.PHONY: bench-tpch bench-cluster postgresql cell-crates bench-lab lab-extension test-cuda build-server notebook-build bubblewrap check-forks prune-cache bench-workspace bench-export model reference-venv promptfoo up test build venv lab-deps node-deps web browser-deps chromium kernelspec collab-up test-rust test-python test-collab test-browser lint bench bench-kernel bench-collab bench-data bench-finetune bench-serve bench-prompt bench-tracking bench-tracking-postgres llama-venv
 
 build:
 	cargo build --locked --bin ferrolab --example splice_peer
@@ -365,6 +365,11 @@ bench-cluster: build bench/collab/node_modules/.installed postgresql
 # The data magics on a generated 10M-row log against DuckDB, Python polars and pandas.
 bench-data: build venv
 	FERROLAB_BIN="$(BIN)" $(PY) bench/data_bench.py
+
+# TPC-H's 22 queries through %%sql at SF1 and SF10 against DuckDB and Python polars,
+# tables in memory and cold from Parquet (bench/tpch/; data generated once into the cache).
+bench-tpch: build venv cell-crates
+	FERROLAB_BIN="$(BIN)" FERROLAB_CACHE="$(FERROLAB_CACHE)" $(PY) bench/tpch/tpch_bench.py
 
 # LoRA fine-tuning of SmolLM2 on the CPU against PyTorch + PEFT, same data and threads.
 bench-finetune: build model reference-venv

@@ -34,12 +34,12 @@ CACHE = Path(os.environ.get("FERROLAB_CACHE", Path.home() / ".cache" / "ferrolab
 ANCHORS = CACHE / "anchors"
 
 
-# The data magics' polars features (magics/data/Cargo.toml and kernel/cell/Cargo.toml).
+# The data magics' polars features (magics/data/Cargo.toml and kernel/cell/tables/Cargo.toml).
 POLARS_FEATURES = [
     "lazy", "sql", "csv", "parquet", "json", "ipc", "dtype-slim", "temporal", "fmt",
     "rank", "round_series", "cum_agg", "abs", "is_in", "strings", "semi_anti_join",
     "cross_join", "approx_unique", "unique_counts", "concat_str", "streaming",
-    "dtype-categorical",
+    "dtype-categorical", "dtype-decimal",
 ]
 
 

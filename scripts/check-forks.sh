@@ -16,6 +16,7 @@ write=false
 forks=(
   "kernel/evcxr evcxr 0.22.0"
   "magics/data/polars-expr polars-expr 0.55.2"
+  "magics/data/polars-sql polars-sql 0.55.2"
   "magics/llm/candle-core candle-core 0.11.1"
 )
 # What the forks leave out of a release.

@@ -114,6 +114,27 @@ CORPUS = {
                 "GROUP BY r.model ORDER BY r.model",
     "in subquery": "SELECT COUNT(*) AS n FROM requests WHERE user_id IN "
                    "(SELECT user_id FROM users WHERE team = 'search')",
+    # Subqueries in comparisons, and subqueries that use the outer query's
+    # columns (decorrelated into joins: magics/data/polars-sql/PATCHES.md).
+    "scalar subquery": "SELECT model, COUNT(*) AS slow FROM requests "
+                       "WHERE latency_ms > (SELECT AVG(latency_ms) FROM requests) GROUP BY model ORDER BY model",
+    "scalar subquery in having": "SELECT model, COUNT(*) AS n FROM requests GROUP BY model "
+                                 "HAVING COUNT(*) > (SELECT COUNT(*) / 5 FROM requests) ORDER BY model",
+    "scalar subquery in select": "SELECT request_id, latency_ms - (SELECT AVG(latency_ms) FROM requests) AS above "
+                                 "FROM requests ORDER BY request_id LIMIT 5",
+    "correlated scalar subquery": "SELECT r.model, COUNT(*) AS slow FROM requests r WHERE r.latency_ms > "
+                                  "(SELECT AVG(i.latency_ms) FROM requests i WHERE i.model = r.model) "
+                                  "GROUP BY r.model ORDER BY r.model",
+    "correlated count": "SELECT COUNT(*) AS n FROM users u WHERE (SELECT COUNT(*) FROM requests r "
+                        "WHERE r.user_id = u.user_id AND r.tokens > 1950) = 0",
+    "exists, not an equality": "SELECT COUNT(*) AS n FROM requests r WHERE EXISTS (SELECT 1 FROM requests o "
+                               "WHERE o.user_id = r.user_id AND o.model <> r.model AND o.ts < r.ts)",
+    "not exists, not an equality": "SELECT COUNT(*) AS n FROM requests r WHERE r.status = 'error' AND NOT EXISTS "
+                                   "(SELECT 1 FROM requests o WHERE o.user_id = r.user_id "
+                                   "AND o.status = 'error' AND o.ts < r.ts)",
+    "exists over two tables": "SELECT COUNT(*) AS n FROM users u WHERE EXISTS (SELECT 1 FROM requests r, users v "
+                              "WHERE r.user_id = v.user_id AND v.team = u.team AND r.model = 'phi' "
+                              "AND r.status = 'error')",
     # Text columns with few values are held as categoricals in memory; these
     # need the text itself (string functions, a join with a text literal,
     # comparisons and MIN/MAX in text order).
@@ -230,8 +251,11 @@ def test_profile_counts_match_python_polars(data):
     ("SELECT model\nFROM requests\nWHERE tokens = = 2", "SqlSyntaxError", "Line: 3, Column: 16"),
     ("SELECT model FROM requests WHERE", "SqlSyntaxError", "end of the query (Line: 1, Column: 33)"),
     ("SELECT model FROM requests FOR UPDATE", "SqlUnsupported", "FOR UPDATE"),
-    ("SELECT model FROM requests WHERE latency_ms > (SELECT AVG(latency_ms) FROM requests)",
-     "SqlUnsupported", "subquery comparisons"),
+    ("SELECT COUNT(*) AS n FROM requests r WHERE latency_ms > "
+     "(SELECT AVG(latency_ms) FROM requests i WHERE i.tokens < r.tokens)",
+     "SqlUnsupported", "`i.tokens < r.tokens` is not supported"),
+    ("SELECT model FROM requests WHERE latency_ms > (SELECT latency_ms FROM requests)",
+     "DataError", "more than one row"),
     ("SELECT nope(tokens) FROM requests", "SqlUnsupported", "'nope'"),
 ])
 def test_unsupported_and_bad_sql_say_what_and_where(data, query, ename, words):

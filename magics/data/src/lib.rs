@@ -656,9 +656,21 @@ impl Magic for Load {
         let (mut frame, cheap_count, files) = scan(&args)?;
         // Reading the schema checks the files (readable, one schema) before the
         // table is registered; a failure leaves the catalog as it was.
-        let schema = frame
+        let mut schema = frame
             .collect_schema()
             .map_err(|e| polars_error(&format!("cannot read {}", args.path), e))?;
+        // Decimal columns are read as 64-bit floats (docs/data.md, "Numbers").
+        let decimals: Vec<Expr> = schema
+            .iter()
+            .filter(|(_, dtype)| matches!(dtype, DataType::Decimal(..)))
+            .map(|(name, _)| col(name.clone()).cast(DataType::Float64))
+            .collect();
+        if !decimals.is_empty() {
+            frame = frame.with_columns(decimals);
+            schema = frame
+                .collect_schema()
+                .map_err(|e| polars_error(&format!("cannot read {}", args.path), e))?;
+        }
         // A JSON array is read into memory by the scan itself.
         let cache = (args.format != "json").then(|| {
             cache::Slot::start(
