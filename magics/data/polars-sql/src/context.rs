@@ -2014,6 +2014,12 @@ impl SQLContext {
                 joined_table_names.push(name);
             }
         }
+        // ferrolab: the next table joined is the first in FROM order that has a
+        // join condition with the tables joined so far, so that `FROM part,
+        // supplier, partsupp WHERE p_partkey = ps_partkey AND s_suppkey =
+        // ps_suppkey` joins partsupp before supplier instead of crossing part
+        // with supplier (PATCHES.md, 3).
+        let mut pending = Vec::with_capacity(from.len().saturating_sub(1));
         for tbl_expr in from.iter().skip(1) {
             let mut rf = self.execute_from_statement(tbl_expr)?;
             let r_name = get_table_name(&tbl_expr.relation).unwrap_or_default();
@@ -2021,8 +2027,25 @@ impl SQLContext {
                 !r_name.is_empty(),
                 SQLInterface: "implicit joins require named tables; please provide an alias"
             );
-            let left_schema = self.get_frame_schema(lf)?;
             let right_schema = self.get_frame_schema(&mut rf)?;
+            pending.push((tbl_expr, rf, r_name, right_schema));
+        }
+        while !pending.is_empty() {
+            let left_schema = self.get_frame_schema(lf)?;
+            let next = pending
+                .iter()
+                .position(|(_, _, r_name, right_schema)| {
+                    extract_join_predicates(
+                        &remaining_where,
+                        &joined_table_names,
+                        r_name,
+                        (&left_schema, right_schema),
+                    )
+                    .0
+                    .is_some()
+                })
+                .unwrap_or(0);
+            let (tbl_expr, rf, r_name, right_schema) = pending.remove(next);
             let (join_expr, residual) = extract_join_predicates(
                 &remaining_where,
                 &joined_table_names,

@@ -411,6 +411,49 @@ impl SQLContext {
         Ok(Some(drop_columns(joined.filter(filter), added)))
     }
 
+    /// `x IN (SELECT one column …)` whose subquery does not use the outer query,
+    /// as a semi join with the subquery's rows; `None` when the subquery fails on
+    /// its own (it may refer to the outer query: the generic path says why) or
+    /// its column's type is not `x`'s.
+    pub(crate) fn try_in_as_semi_join(
+        &mut self,
+        lf: &LazyFrame,
+        lhs: &SQLExpr,
+        subquery: &Query,
+        outer_schema: &Schema,
+    ) -> PolarsResult<Option<LazyFrame>> {
+        if subquery.with.is_some() {
+            return Ok(None);
+        }
+        let Ok(mut values) = self.execute_isolated(|ctx| ctx.execute_query_no_ctes(subquery)) else {
+            return Ok(None);
+        };
+        let Ok(values_schema) = values.collect_schema() else {
+            return Ok(None);
+        };
+        let [(name, dtype)] = values_schema.iter().collect::<Vec<_>>()[..] else {
+            return Ok(None);
+        };
+        let left = parse_sql_expr(lhs, self, Some(outer_schema))?;
+        if polars_plan::utils::has_expr(&left, |e| matches!(e, Expr::SubPlan(..))) {
+            return Ok(None);
+        }
+        if !left.to_field(outer_schema).is_ok_and(|f| &f.dtype == dtype) {
+            return Ok(None);
+        }
+        let key = unique_column_name();
+        let values = values.select([col(name.clone()).alias(key.clone())]);
+        Ok(Some(
+            lf.clone()
+                .join_builder()
+                .with(values)
+                .left_on([left])
+                .right_on([col(key)])
+                .how(JoinType::Semi)
+                .finish(),
+        ))
+    }
+
     /// `[NOT] EXISTS (SELECT … WHERE <correlated>)` whose correlation is more
     /// than equalities, or whose FROM has several tables; `None` when it does not
     /// refer to the outer query or has another shape.

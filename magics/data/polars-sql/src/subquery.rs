@@ -103,14 +103,25 @@ impl SQLContext {
                 expr: lhs,
                 subquery,
                 negated,
-            } if !(*negated && removing) => self.try_rewrite_in_subquery_as_join(
-                lf,
-                lhs,
-                subquery,
-                *negated != removing,
-                filter_mode,
-                schema,
-            ),
+            } if !(*negated && removing) => {
+                let rewritten = self.try_rewrite_in_subquery_as_join(
+                    lf,
+                    lhs,
+                    subquery,
+                    *negated != removing,
+                    filter_mode,
+                    schema,
+                )?;
+                // ferrolab: an uncorrelated `x IN (SELECT … GROUP BY …)` and other
+                // shapes the rewrite above leaves alone become a semi join too,
+                // not a list of values tested row by row (decorrelate.rs).
+                match rewritten {
+                    None if !*negated && !removing => {
+                        self.try_in_as_semi_join(lf, lhs, subquery, schema)
+                    },
+                    rewritten => Ok(rewritten),
+                }
+            },
             _ => Ok(None),
         }
     }
