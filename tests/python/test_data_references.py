@@ -254,6 +254,9 @@ def test_profile_counts_match_python_polars(data):
     ("SELECT COUNT(*) AS n FROM requests r WHERE latency_ms > "
      "(SELECT AVG(latency_ms) FROM requests i WHERE i.tokens < r.tokens)",
      "SqlUnsupported", "`i.tokens < r.tokens` is not supported"),
+    ("SELECT COUNT(*) AS n FROM requests r WHERE latency_ms > "
+     "(SELECT i.latency_ms FROM requests i WHERE i.request_id = r.request_id)",
+     "SqlUnsupported", "must aggregate its rows"),
     ("SELECT model FROM requests WHERE latency_ms > (SELECT latency_ms FROM requests)",
      "DataError", "more than one row"),
     ("SELECT nope(tokens) FROM requests", "SqlUnsupported", "'nope'"),

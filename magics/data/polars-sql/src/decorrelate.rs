@@ -354,7 +354,18 @@ impl SQLContext {
             outer_keys,
         } = self.correlated_rows(subquery, &split, outer_schema)?;
         let value_name = unique_column_name();
-        let value = parse_sql_expr(value, &mut ctx, Some(&rows_schema))?.alias(value_name.clone());
+        let value_sql = value;
+        let value = parse_sql_expr(value, &mut ctx, Some(&rows_schema))?;
+        // Grouped by the keys, a value that is not an aggregate would be a list
+        // per outer row, where SQL wants one value or an error.
+        if !polars_plan::utils::has_expr(&value, |e| matches!(e, Expr::Agg(_) | Expr::Len)) {
+            polars_bail!(
+                SQLInterface:
+                "a scalar subquery that uses the outer query must aggregate its rows (MIN, MAX, \
+                 SUM, AVG, COUNT, …); `{value_sql}` does not, which is not supported"
+            );
+        }
+        let value = value.alias(value_name.clone());
         let key_cols: Vec<Expr> = key_names.iter().map(|n| col(n.clone())).collect();
 
         // Only the groups some outer row can meet are aggregated.
