@@ -257,6 +257,9 @@ def test_profile_counts_match_python_polars(data):
     ("SELECT COUNT(*) AS n FROM requests r WHERE latency_ms > "
      "(SELECT i.latency_ms FROM requests i WHERE i.request_id = r.request_id)",
      "SqlUnsupported", "must aggregate its rows"),
+    ("SELECT COUNT(*) AS n FROM requests r WHERE r.tokens > 1000 OR r.latency_ms > "
+     "(SELECT AVG(i.latency_ms) FROM requests i WHERE i.user_id = r.user_id)",
+     "SqlUnsupported", "if it refers to the outer query, that is not supported here"),
     ("SELECT model FROM requests WHERE latency_ms > (SELECT latency_ms FROM requests)",
      "DataError", "more than one row"),
     ("SELECT nope(tokens) FROM requests", "SqlUnsupported", "'nope'"),

@@ -384,17 +384,21 @@ impl SQLExprVisitor<'_> {
         if subquery.with.is_some() {
             polars_bail!(SQLSyntax: "SQL subquery cannot be a CTE 'WITH' clause");
         }
-        let lf = self
+        // Its columns are resolved here, so that one naming the outer query fails
+        // now, with the construct named, rather than when the query runs.
+        let explain = |error: PolarsError| {
+            polars_err!(
+                SQLInterface:
+                "the scalar subquery `({subquery})` failed: {error}; if it refers to the outer \
+                 query, that is not supported here (it is in EXISTS, IN, and as an AND-ed WHERE \
+                 condition `x OP (SELECT …)` that refers to it through equalities)"
+            )
+        };
+        let mut lf = self
             .ctx
             .execute_isolated(|ctx| ctx.execute_query_no_ctes(subquery))
-            .map_err(|error| {
-                polars_err!(
-                    SQLInterface:
-                    "the scalar subquery `({subquery})` failed: {error} (a subquery that uses the \
-                     outer query's columns is supported in EXISTS, IN, and as an AND-ed WHERE \
-                     condition `x OP (SELECT …)` that refers to them through equalities)"
-                )
-            })?;
+            .map_err(explain)?;
+        lf.collect_schema().map_err(explain)?;
         let name = unique_column_name();
         let at_most_one = |c: Column| -> PolarsResult<Column> {
             let lists = c.list()?;
