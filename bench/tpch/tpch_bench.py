@@ -6,11 +6,14 @@ same threads, same run.
 
 For each scale factor the tables are generated once as Parquet (tpchgen-cli,
 under $FERROLAB_CACHE/tpch/sfN), then every query runs in each engine, one engine
-at a time (so their memory is never held together):
+at a time, DuckDB and Python polars each in a child process of their own (so
+their memory is never held together, and all of it is back before the next):
 
   * ferrolab: `%%sql` through a real kernel with jupyter_client, round trip
     (request sent to reply and idle received, result table included);
-    "memory": the tables `%load`ed and decoded into memory first;
+    "memory": the tables `%load`ed and decoded into memory first (the kernel's
+    copies' budget, FERROLAB_DATA_CACHE_MB, set to --memory-mb so every table
+    fits at SF10);
     "cold": FERROLAB_DATA_CACHE_MB=0, every query reads the Parquet files;
   * DuckDB: "memory": tables created from the files; "cold": views over
     read_parquet; rows fetched;
@@ -52,17 +55,29 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def run_duckdb(tpch, folder, sf, mode, threads, reps, expected):
+def in_child(fn, *args):
+    """fn(*args) in a fresh Python process, which exits (memory and all) after."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def run_duckdb(folder, sf, mode, threads, reps):
+    import tpch
+
     db = tpch.duckdb_connection(folder, threads, in_memory=(mode == "memory"))
     times = {}
     for name, sql in tpch.queries(sf).items():
         times[name] = median_time(lambda: db.execute(sql).fetchall(), reps)
     db.close()
-    return times, {}
+    return times
 
 
-def run_polars(tpch, folder, sf, mode, reps, expected):
+def run_polars(folder, sf, mode, reps, expected):
     import polars as pl
+    import tpch
 
     if mode == "memory":
         frames = {t: pl.read_parquet(folder / f"{t}.parquet").lazy() for t in tpch.TABLES}
@@ -84,8 +99,8 @@ def run_polars(tpch, folder, sf, mode, reps, expected):
     return times, problems
 
 
-def run_ferrolab(tpch, folder, sf, mode, reps, expected, check):
-    env = {"FERROLAB_DATA_CACHE_MB": "0"} if mode == "cold" else {}
+def run_ferrolab(tpch, folder, sf, mode, reps, expected, check, memory_mb):
+    env = {"FERROLAB_DATA_CACHE_MB": "0" if mode == "cold" else str(memory_mb)}
     kernel = tpch.Kernel(env=env)
     try:
         load_s = kernel.load(folder, wait_for_memory=(mode == "memory"))
@@ -126,6 +141,8 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", default="memory,cold")
+    parser.add_argument("--memory-mb", type=int, default=14000,
+                        help="the kernel's in-memory copies' budget in memory mode (SF10's tables take about 10 GB)")
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("FERROLAB_CACHE", Path.home() / ".cache" / "ferrolab")) / "tpch")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results" / "tpch.json")
@@ -145,13 +162,13 @@ def main():
         label = f"sf{sf:g}"
         folder = tpch.generate(args.data / label, sf)
         print(f"TPC-H SF{sf:g} ({folder})", flush=True)
-        expected = tpch.answers(folder, sf, args.threads)
+        expected = in_child(tpch.answers, folder, sf, args.threads)
         for mode in modes:
             print(f" {mode}", flush=True)
-            duck, _ = run_duckdb(tpch, folder, sf, mode, args.threads, args.reps, expected)
-            pol, pol_problems = run_polars(tpch, folder, sf, mode, args.reps, expected)
+            duck = in_child(run_duckdb, folder, sf, mode, args.threads, args.reps)
+            pol, pol_problems = in_child(run_polars, folder, sf, mode, args.reps, expected)
             fer, fer_problems, load_s = run_ferrolab(tpch, folder, sf, mode, args.reps, expected,
-                                                     check=(mode == "memory"))
+                                                     check=(mode == "memory"), memory_mb=args.memory_mb)
             rows = {}
             print(f"  {'query':6} {'ferrolab':>10} {'duckdb':>10} {'polars':>10} {'f/duckdb':>9} {'f/polars':>9}")
             for name in tpch.NAMES:

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cells;
 pub mod chart;
 pub mod describe;
+pub mod engine;
 pub mod profile;
 pub mod render;
 pub use ferrolab_magics::svg;
@@ -270,14 +271,15 @@ fn polars_error(what: &str, error: PolarsError) -> MagicError {
     MagicError::new(ename, format!("{what}: {message}"))
 }
 
-/// Runs a query on polars' streaming engine: it works through a table in
-/// batches, so memory stays bounded for tables larger than RAM, and it was
-/// faster than the in-memory engine on most of the benchmark's queries
+/// Runs a query on the polars engine [`engine::choose`] picks for its plan:
+/// the streaming engine (works through a table in batches, so memory stays
+/// bounded for tables larger than RAM) unless the plan is a chain of joins
+/// with no large aggregation, which the in-memory engine runs faster
 /// (docs/benchmarks.md).
 ///
 /// The streaming engine does not cover every plan yet (some joins reach an
-/// `unreachable!` inside it); a panic there is caught and the query runs again
-/// on the in-memory engine. A panic in polars never takes the kernel down.
+/// `unreachable!` inside it); a panic in one engine is caught and the query
+/// runs again on the other. A panic in polars never takes the kernel down.
 pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
     let attempt = |engine: Engine, frame: LazyFrame| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -286,9 +288,14 @@ pub fn run(frame: LazyFrame) -> PolarsResult<DataFrame> {
                 .map(|result| result.unwrap_single())
         }))
     };
-    match attempt(Engine::Streaming, frame.clone()) {
+    let first = engine::choose(&frame.logical_plan);
+    let other = match first {
+        Engine::InMemory => Engine::Streaming,
+        _ => Engine::InMemory,
+    };
+    match attempt(first, frame.clone()) {
         Ok(result) => result,
-        Err(_) => match attempt(Engine::InMemory, frame) {
+        Err(_) => match attempt(other, frame) {
             Ok(result) => result,
             Err(panic) => {
                 let what = ferrolab_magics::panic_message(panic.as_ref());
@@ -1145,6 +1152,71 @@ mod tests {
         let derived = text(run(&registry, "%tables").expect("tables"));
         assert!(derived.contains("model: str"), "{derived}");
         assert!(!derived.contains("cat"), "{derived}");
+    }
+
+    #[test]
+    fn like_tests_a_categorical_column_without_the_query_going_to_text() {
+        let categorical = DataType::from_categories(Categories::global());
+        let frame = df!("model" => ["smol", "smol", "llama"], "tokens" => [1i64, 2, 3])
+            .expect("frame")
+            .lazy()
+            .with_column(col("model").cast(categorical));
+        let mut context = SQLContext::new();
+        context.register("logs", frame);
+        for (query, rows) in [
+            ("SELECT model, tokens FROM logs WHERE model LIKE 'sm%'", 2),
+            ("SELECT model, tokens FROM logs WHERE model LIKE 's_ol'", 2),
+            (
+                "SELECT model, tokens FROM logs WHERE model NOT LIKE '%ama'",
+                2,
+            ),
+        ] {
+            let mut planned = context.execute(query).expect(query);
+            // The query plans on the categorical (the data magics would
+            // otherwise run it again with every categorical column as text).
+            let schema = planned.collect_schema().expect(query);
+            assert!(
+                schema.get("model").is_some_and(DataType::is_categorical),
+                "{query}: {schema:?}"
+            );
+            let found = planned.collect().expect(query);
+            assert_eq!(found.height(), rows, "{query}: {found}");
+        }
+        // LIKE on a number is still an error, as in DuckDB.
+        let number = context
+            .execute("SELECT tokens FROM logs WHERE tokens LIKE '1%'")
+            .and_then(|mut q| q.collect_schema().map(|_| ()));
+        assert!(number.is_err(), "{number:?}");
+    }
+
+    #[test]
+    fn an_in_subquery_on_one_table_of_a_comma_join_filters_that_table_first() {
+        let mut context = SQLContext::new();
+        let a = df!("k" => [1i64, 2, 3, 4], "x" => ["p", "q", "p", "r"]).expect("a");
+        let b = df!("k" => [1i64, 2, 3, 4], "y" => [10i64, 20, 30, 40]).expect("b");
+        let c = df!("x" => ["p", "r", "r"]).expect("c");
+        context.register("a", a.lazy());
+        context.register("b", b.lazy());
+        context.register("c", c.lazy());
+        for query in [
+            // The IN is all the WHERE has besides the join condition.
+            "SELECT a.k, y FROM a, b WHERE a.k = b.k AND x IN (SELECT x FROM c) ORDER BY a.k",
+            "SELECT a.k, y FROM b, a WHERE a.k = b.k AND a.x IN (SELECT x FROM c) AND y > 0 ORDER BY a.k",
+        ] {
+            let planned = context.execute(query).expect(query);
+            // The semi join sits below the inner join, on `a` alone.
+            let outermost = planned.logical_plan.into_iter().find_map(|node| match node {
+                DslPlan::Join { options, .. } => Some(options.args.how.clone()),
+                _ => None,
+            });
+            assert!(
+                matches!(outermost, Some(JoinType::Inner)),
+                "{query}: {outermost:?}"
+            );
+            let found = planned.collect().expect(query);
+            let expected = df!("k" => [1i64, 3, 4], "y" => [10i64, 30, 40]).expect("expected");
+            assert!(found.equals(&expected), "{query}: {found}");
+        }
     }
 
     #[test]

@@ -483,7 +483,7 @@ impl SQLExprVisitor<'_> {
             return None;
         }
         let value = match self.visit_expr(expr) {
-            Ok(value) => value.str(),
+            Ok(value) => self.text_if_categorical(value).str(),
             Err(error) => return Some(Err(error)),
         };
         let text = lit(text.to_string());
@@ -492,6 +492,23 @@ impl SQLExprVisitor<'_> {
             (true, false) => value.ends_with(text),
             _ => value.contains_literal(text),
         }))
+    }
+
+    /// ferrolab: a column the active schema holds as a categorical, cast to
+    /// text for a string test (LIKE) that takes only text; anything else as it
+    /// is, so LIKE on a number still fails as before (PATCHES.md, 9).
+    fn text_if_categorical(&self, expr: Expr) -> Expr {
+        match &expr {
+            Expr::Column(name)
+                if self
+                    .active_schema
+                    .and_then(|schema| schema.get(name))
+                    .is_some_and(|dtype| dtype.is_categorical()) =>
+            {
+                expr.cast(DataType::String)
+            },
+            _ => expr,
+        }
     }
 
     fn visit_like(
@@ -542,7 +559,7 @@ impl SQLExprVisitor<'_> {
             );
 
             let expr = self.visit_expr(expr)?;
-            let matches = expr.str().contains(lit(rx), true);
+            let matches = self.text_if_categorical(expr).str().contains(lit(rx), true);
             Ok(if negated { matches.not() } else { matches })
         }
     }
