@@ -1220,6 +1220,38 @@ mod tests {
     }
 
     #[test]
+    fn a_comma_join_keeps_its_join_keys_and_pushes_in_lists_below_the_join() {
+        let mut context = SQLContext::new();
+        let a = df!("ak" => [1i64, 2, 3, 4], "x" => ["p", "q", "p", "r"]).expect("a");
+        let b = df!("bk" => [1i64, 2, 3, 4], "y" => [10i64, 20, 30, 40]).expect("b");
+        context.register("a", a.lazy());
+        context.register("b", b.lazy());
+        // `ak = n.bk`: one side unqualified, the other qualified by an alias; with
+        // an IN list on the aliased table this was a cross join, then a filter.
+        let query = "SELECT ak, y FROM a, b n WHERE ak = n.bk AND n.y IN (10, 30, 40) \
+                     AND a.x IN ('p', 'r') ORDER BY ak";
+        let planned = context.execute(query).expect(query);
+        let joins: Vec<JoinType> = planned
+            .logical_plan
+            .into_iter()
+            .filter_map(|node| match node {
+                DslPlan::Join { options, .. } => Some(options.args.how.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(joins[..], [JoinType::Inner]), "{joins:?}");
+        // Both IN lists filter their table below the join (an imploded list
+        // kept the whole WHERE above it).
+        let plan = planned.describe_optimized_plan().expect("plan");
+        let join = plan.find("INNER JOIN").expect("a join");
+        assert!(plan[..join].find("FILTER").is_none(), "{plan}");
+        assert_eq!(plan.matches("is_in").count(), 2, "{plan}");
+        let found = planned.collect().expect(query);
+        let expected = df!("ak" => [1i64, 3, 4], "y" => [10i64, 30, 40]).expect("expected");
+        assert!(found.equals(&expected), "{found}");
+    }
+
+    #[test]
     fn a_changed_file_is_read_again() {
         let (registry, dir) = setup();
         let path = dir.path().join("a.csv");

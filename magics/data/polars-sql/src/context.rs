@@ -1,5 +1,5 @@
 use std::ops::Deref;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use polars_core::frame::row::Row;
 use polars_core::prelude::*;
@@ -1851,7 +1851,7 @@ impl SQLContext {
                     if plain_filter.clone().meta().has_multiple_outputs() {
                         plain_filter = all_horizontal([plain_filter])?;
                     }
-                    lf = lf.filter(plain_filter);
+                    lf = lf.filter(columns_unaliased(plain_filter));
                     subquery_conditions = combine_and_conditions(
                         with_subquery.into_iter().cloned().collect(),
                     )
@@ -1880,6 +1880,7 @@ impl SQLContext {
                 filter_expression = all_horizontal([filter_expression])?;
             }
             lf = self.process_subqueries(lf, vec![&mut filter_expression])?;
+            let filter_expression = columns_unaliased(filter_expression);
             lf = match filter_mode {
                 FilterMode::KeepTrue => lf.filter(filter_expression),
                 FilterMode::RemoveTrue => lf.remove(filter_expression),
@@ -3411,6 +3412,15 @@ fn flatten_and_conditions(expr: &SQLExpr) -> Vec<&SQLExpr> {
 }
 
 /// Reconstruct a SQL AND-expression tree from a list of conditions.
+/// ferrolab: a WHERE predicate without aliases, which mean nothing in a
+/// predicate but stop polars from pushing it (and the rest of its conjunction)
+/// below a join: a qualified column is `col("n_name:n2").alias("n_name")` and an
+/// `IN` list a literal aliased `""`, so `n2.n_name IN ('FRANCE', 'GERMANY')` in
+/// TPC-H Q7 kept even its date filter above every join (PATCHES.md, 11).
+fn columns_unaliased(predicate: Expr) -> Expr {
+    predicate.meta().undo_aliases()
+}
+
 /// ferrolab: whether a SQL expression contains a subquery (`EXISTS`, `IN (…)`
 /// or a scalar one).
 fn has_subquery(expr: &SQLExpr) -> bool {
@@ -3511,10 +3521,18 @@ fn one_sided(condition: &SQLExpr, left: &TableInfo, right: &TableInfo) -> Option
     if mixed { None } else { side }
 }
 
-/// ferrolab: `a = b` between unqualified columns, one only in the left frame and
-/// the other only in the right one (`FROM part, lineitem WHERE p_partkey =
-/// l_partkey`): a join key too, not a filter over the cross join (PATCHES.md, 3).
-fn is_unqualified_equi_join(expr: &SQLExpr, (left, right): (&Schema, &Schema)) -> bool {
+/// ferrolab: `a = b` between columns, one of the left frame and the other of the
+/// right one, where at least one is unqualified (`FROM part, lineitem WHERE
+/// p_partkey = l_partkey`, `FROM supplier, nation n1 WHERE s_nationkey =
+/// n1.n_nationkey`): a join key too, not a filter over the cross join
+/// (PATCHES.md, 3). An unqualified name belongs to the side whose columns
+/// alone include it; a qualified one to the side its table is on.
+fn is_unqualified_equi_join(
+    expr: &SQLExpr,
+    left_tables: &[String],
+    right_table: &str,
+    (left, right): (&Schema, &Schema),
+) -> bool {
     let SQLExpr::BinaryOp {
         left: a,
         op: SQLBinaryOperator::Eq,
@@ -3523,12 +3541,31 @@ fn is_unqualified_equi_join(expr: &SQLExpr, (left, right): (&Schema, &Schema)) -
     else {
         return false;
     };
-    let (SQLExpr::Identifier(a), SQLExpr::Identifier(b)) = (&**a, &**b) else {
-        return false;
+    // Some(true): the left side, Some(false): the right one.
+    let side = |e: &SQLExpr| match e {
+        SQLExpr::Identifier(ident) => {
+            let name = ident.value.as_str();
+            match (left.contains(name), right.contains(name)) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                _ => None,
+            }
+        },
+        SQLExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            let table = parts[0].value.as_str();
+            if table == right_table {
+                Some(false)
+            } else if left_tables.iter().any(|t| t == table) {
+                Some(true)
+            } else {
+                None
+            }
+        },
+        _ => None,
     };
-    let only = |name: &str, one: &Schema, other: &Schema| one.contains(name) && !other.contains(name);
-    let (a, b) = (a.value.as_str(), b.value.as_str());
-    (only(a, left, right) && only(b, right, left)) || (only(a, right, left) && only(b, left, right))
+    let unqualified = |e: &SQLExpr| matches!(e, SQLExpr::Identifier(_));
+    (unqualified(a) || unqualified(b))
+        && matches!((side(a), side(b)), (Some(x), Some(y)) if x != y)
 }
 
 /// Partition a WHERE clause into join predicates (bridging left tables and the
@@ -3547,7 +3584,7 @@ fn extract_join_predicates(
     let mut filter_conds = Vec::new();
     for cond in conditions {
         if is_join_comparison(cond, left_tables, right_table)
-            || is_unqualified_equi_join(cond, schemas)
+            || is_unqualified_equi_join(cond, left_tables, right_table, schemas)
         {
             join_conds.push(cond.clone());
         } else {

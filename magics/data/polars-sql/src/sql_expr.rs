@@ -237,7 +237,17 @@ impl SQLExprVisitor<'_> {
                     &elems,
                     Expr::Literal(LiteralValue::Series(s)) if s.null_count() > 0
                 );
-                let membership = expr.is_in(elems.implode(false), false);
+                // ferrolab: a list of literals as one list literal, not an
+                // imploded column: polars pushes `x.is_in(<literal>)` below
+                // joins, while an implode is a barrier that kept the whole
+                // WHERE above them (PATCHES.md, 11).
+                let set = match elems {
+                    Expr::Literal(LiteralValue::Series(values)) => {
+                        lit(Scalar::new_list(Series::clone(&values)))
+                    },
+                    elems => elems.implode(false),
+                };
+                let membership = expr.is_in(set, false);
                 let is_in = if set_has_null {
                     // Non-match against sets containing NULL is unknown, not FALSE
                     membership.or(sql_unknown())
