@@ -1252,6 +1252,36 @@ mod tests {
     }
 
     #[test]
+    fn an_or_across_tables_filters_each_table_it_constrains_and_filtered_tables_join_first() {
+        let mut context = SQLContext::new();
+        let s = df!("sk" => [1i64, 2, 3], "snk" => [0i64, 1, 2]).expect("s");
+        let l = df!("lsk" => [1i64, 1, 2, 2, 3, 3], "v" => [5i64, -5, 7, -1, -7, 0]).expect("l");
+        let n = df!("nk" => [0i64, 1, 2], "name" => ["A", "B", "C"]).expect("n");
+        context.register("s", s.lazy());
+        context.register("l", l.lazy());
+        context.register("n", n.lazy());
+        let query = "SELECT sk, v, n1.name AS name FROM s, l, n n1 \
+                     WHERE sk = lsk AND snk = n1.nk \
+                     AND ((n1.name = 'A' AND v > 0) OR (n1.name = 'B' AND v < 0)) ORDER BY sk, v";
+        let planned = context.execute(query).expect(query);
+        let plan = planned.describe_optimized_plan().expect("plan");
+        // The OR stays above the joins; what it implies for `n1` (name A or B)
+        // and for `l` (v above or below 0) filters each below them.
+        let join = plan.find("INNER JOIN").expect("a join");
+        assert_eq!(plan[..join].matches("FILTER").count(), 1, "{plan}");
+        assert_eq!(plan[join..].matches("FILTER").count(), 2, "{plan}");
+        // Both `l` and `n1` are filtered; `n1`, the smaller, joins `s` first.
+        // (the inner join, listed first, is `s` with `n1`; `l` joins the result).
+        let n_scan = plan.find("DF [\"nk\"").expect("n's scan");
+        let l_scan = plan.find("DF [\"lsk\"").expect("l's scan");
+        assert!(n_scan < l_scan, "{plan}");
+        let found = planned.collect().expect(query);
+        let expected =
+            df!("sk" => [1i64, 2], "v" => [5i64, -1], "name" => ["A", "B"]).expect("expected");
+        assert!(found.equals(&expected), "{found}");
+    }
+
+    #[test]
     fn a_changed_file_is_read_again() {
         let (registry, dir) = setup();
         let path = dir.path().join("a.csv");

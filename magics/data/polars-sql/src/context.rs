@@ -2037,11 +2037,49 @@ impl SQLContext {
         // ferrolab: `x IN (SELECT …)` on one table's column semi-joins that
         // table before the joins (PATCHES.md, 10).
         remaining_where = self.push_down_in_subqueries(lf, first, &mut pending, remaining_where)?;
+        // ferrolab: what an OR across tables implies for each table, and the
+        // tables' sizes and own filters, for the join order (PATCHES.md, 12).
+        let mut tables: Vec<(String, SchemaRef)> = vec![(
+            get_table_name(&first.relation).unwrap_or_default(),
+            self.get_frame_schema(lf)?,
+        )];
+        tables.extend(pending.iter().map(|(_, _, name, schema)| (name.clone(), schema.clone())));
+        remaining_where = with_implied_filters(remaining_where, &tables);
+        let filtered = |name: &str| {
+            let Some(index) = tables.iter().position(|(t, _)| t == name) else {
+                return false;
+            };
+            remaining_where.as_ref().is_some_and(|w| {
+                flatten_and_conditions(w)
+                    .into_iter()
+                    .any(|c| table_of(c, &tables) == Some(index))
+            })
+        };
+        let filtered: Vec<bool> = pending.iter().map(|(_, _, name, _)| filtered(name)).collect();
+        let mut pending: Vec<_> = pending
+            .into_iter()
+            .zip(filtered)
+            .map(|((tbl_expr, rf, name, schema), filtered)| {
+                // Sizes order only filtered tables: an unfiltered small table
+                // may join on a column that is not its key and multiply the
+                // rows (TPC-H Q5's supplier on the customer's nation).
+                let rows = if filtered {
+                    known_rows(&rf).unwrap_or(usize::MAX)
+                } else {
+                    0
+                };
+                (tbl_expr, rf, name, schema, (!filtered, rows))
+            })
+            .collect();
         while !pending.is_empty() {
             let left_schema = self.get_frame_schema(lf)?;
+            // ferrolab: of the tables with a join condition to those joined so
+            // far, a filtered one first (the smallest of them), then the first
+            // in FROM order (PATCHES.md, 12).
             let next = pending
                 .iter()
-                .position(|(_, _, r_name, right_schema)| {
+                .enumerate()
+                .filter(|(_, (_, _, r_name, right_schema, _))| {
                     extract_join_predicates(
                         &remaining_where,
                         &joined_table_names,
@@ -2051,8 +2089,9 @@ impl SQLContext {
                     .0
                     .is_some()
                 })
-                .unwrap_or(0);
-            let (tbl_expr, rf, r_name, right_schema) = pending.remove(next);
+                .min_by_key(|(_, (.., order))| *order)
+                .map_or(0, |(i, _)| i);
+            let (tbl_expr, rf, r_name, right_schema, _) = pending.remove(next);
             let (join_expr, residual) = extract_join_predicates(
                 &remaining_where,
                 &joined_table_names,
@@ -3412,6 +3451,124 @@ fn flatten_and_conditions(expr: &SQLExpr) -> Vec<&SQLExpr> {
 }
 
 /// Reconstruct a SQL AND-expression tree from a list of conditions.
+/// ferrolab: the one table of `tables` (names and schemas) that `condition`
+/// reads, when it reads exactly one and no subquery.
+fn table_of(condition: &SQLExpr, tables: &[(String, SchemaRef)]) -> Option<usize> {
+    let mut found: Option<usize> = None;
+    let mut other = false;
+    let _ = sqlparser::ast::visit_expressions(condition, |e| {
+        let here = match e {
+            SQLExpr::Identifier(ident) => {
+                let mut holders = tables
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, schema))| schema.contains(ident.value.as_str()));
+                match (holders.next(), holders.next()) {
+                    (Some((i, _)), None) => Some(i),
+                    _ => None,
+                }
+            },
+            SQLExpr::CompoundIdentifier(parts) if parts.len() == 2 => tables
+                .iter()
+                .position(|(name, schema)| {
+                    name == &parts[0].value && schema.contains(parts[1].value.as_str())
+                }),
+            SQLExpr::CompoundIdentifier(_)
+            | SQLExpr::Subquery(_)
+            | SQLExpr::Exists { .. }
+            | SQLExpr::InSubquery { .. } => None,
+            _ => return std::ops::ControlFlow::Continue(()),
+        };
+        match (here, found) {
+            (Some(i), None) => found = Some(i),
+            (Some(i), Some(j)) if i == j => {},
+            _ => other = true,
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if other { None } else { found }
+}
+
+/// ferrolab: the WHERE with, for each OR across tables (TPC-H Q7's `(n1.n_name
+/// = 'FRANCE' AND n2.n_name = 'GERMANY') OR (n1.n_name = 'GERMANY' AND
+/// n2.n_name = 'FRANCE')`), the filter it implies on each table that every
+/// branch constrains (`n1.n_name = 'FRANCE' OR n1.n_name = 'GERMANY'`), AND-ed
+/// beside it: each such filter reaches its table before the joins.
+fn with_implied_filters(
+    where_clause: Option<SQLExpr>,
+    tables: &[(String, SchemaRef)],
+) -> Option<SQLExpr> {
+    let where_clause = where_clause?;
+    let mut implied = Vec::new();
+    for conjunct in flatten_and_conditions(&where_clause) {
+        let mut or = conjunct;
+        while let SQLExpr::Nested(inner) = or {
+            or = inner;
+        }
+        if !matches!(or, SQLExpr::BinaryOp { op: SQLBinaryOperator::Or, .. })
+            || table_of(or, tables).is_some()
+        {
+            continue;
+        }
+        let mut branches = Vec::new();
+        let mut stack = vec![or];
+        while let Some(e) = stack.pop() {
+            match e {
+                SQLExpr::BinaryOp { left, op: SQLBinaryOperator::Or, right } => {
+                    stack.push(right);
+                    stack.push(left);
+                },
+                SQLExpr::Nested(inner) => stack.push(inner),
+                other => branches.push(other),
+            }
+        }
+        for index in 0..tables.len() {
+            let per_branch: Option<Vec<SQLExpr>> = branches
+                .iter()
+                .map(|branch| {
+                    let own: Vec<SQLExpr> = flatten_and_conditions(branch)
+                        .into_iter()
+                        .filter(|c| table_of(c, tables) == Some(index))
+                        .cloned()
+                        .collect();
+                    combine_and_conditions(own).map(|e| SQLExpr::Nested(Box::new(e)))
+                })
+                .collect();
+            if let Some(filter) = per_branch.and_then(|b| {
+                b.into_iter().reduce(|l, r| SQLExpr::BinaryOp {
+                    left: Box::new(l),
+                    op: SQLBinaryOperator::Or,
+                    right: Box::new(r),
+                })
+            }) {
+                implied.push(SQLExpr::Nested(Box::new(filter)));
+            }
+        }
+    }
+    let mut all: Vec<SQLExpr> = flatten_and_conditions(&where_clause)
+        .into_iter()
+        .cloned()
+        .collect();
+    all.extend(implied);
+    combine_and_conditions(all)
+}
+
+/// ferrolab: the rows of a table held in memory (its plan's largest in-memory
+/// frame), or `None` for one read from files.
+fn known_rows(frame: &LazyFrame) -> Option<usize> {
+    let mut rows = None;
+    for node in &frame.logical_plan {
+        match node {
+            DslPlan::Scan { .. } => return None,
+            DslPlan::DataFrameScan { df, .. } => {
+                rows = Some(rows.unwrap_or(0).max(df.height()));
+            },
+            _ => {},
+        }
+    }
+    rows
+}
+
 /// ferrolab: a WHERE predicate without aliases, which mean nothing in a
 /// predicate but stop polars from pushing it (and the rest of its conjunction)
 /// below a join: a qualified column is `col("n_name:n2").alias("n_name")` and an
