@@ -60,11 +60,16 @@ export async function startLab({ dir, root = null, env = {}, expose = false }) {
     base,
     token,
     dir,
+    // SIGTERM, then SIGKILL after 15 s: once, after a test had relayed a sync
+    // socket through the ferrolab server extension, JupyterLab never finished its
+    // shutdown and the suite waited forever (docs/jupyterlab-live.md).
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       const exited = new Promise((resolve) => proc.once("exit", resolve));
       proc.kill("SIGTERM");
+      const late = setTimeout(() => proc.kill("SIGKILL"), 15000);
       await exited;
+      clearTimeout(late);
     },
   };
 }
