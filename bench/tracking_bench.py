@@ -13,6 +13,11 @@ with its SQLAlchemy store on a database of its own):
 Prints each part's throughput on both servers and the ratio ferrolab / MLflow
 (goal: at least 5 on every part).
 
+Every acknowledged `log_metric` must be durable, so the client's rate against a
+server doing no work, less one durable one-row commit on the same database per
+call (measured in the same run), is the most a server that keeps every call can
+reach; the bench prints that cap too.
+
 Search is mostly the client's own work (turning the answer into `Run` objects), so
 the same search is also timed against a server that does no work at all: it replays
 the answers each real server gave, recorded byte for byte. MLflow's time divided by
@@ -235,6 +240,43 @@ def client_alone(work, sizes):
         proc.wait(timeout=60)
 
 
+FLOOR_SCRIPT = """
+import sys, time
+import psycopg
+n = int(sys.argv[2])
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("CREATE TABLE commit_floor (v bigint)")
+    start = time.perf_counter()
+    for i in range(n):
+        conn.execute("INSERT INTO commit_floor VALUES (%s)", (i,))
+    print((time.perf_counter() - start) / n)
+    conn.execute("DROP TABLE commit_floor")
+"""
+
+
+def durable_commit_floor(work, postgres, n=2000):
+    """Seconds one durable one-row commit takes on the database the servers use
+    (PostgreSQL through psycopg, from MLflow's venv; or SQLite in WAL mode with
+    synchronous=FULL, as both servers run it): what any server that keeps each
+    acknowledged call must spend on top of the client's own time."""
+    if postgres:
+        python = Path(os.environ["MLFLOW_SERVER"]).with_name("python")
+        done = subprocess.run([str(python), "-c", FLOOR_SCRIPT, postgres.url, str(n)],
+                              check=True, capture_output=True, text=True)
+        return float(done.stdout.strip())
+    import sqlite3
+    db = sqlite3.connect(work / "floor.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE commit_floor (v INTEGER)")
+    start = time.perf_counter()
+    for i in range(n):
+        db.execute("INSERT INTO commit_floor VALUES (?)", (i,))
+    floor = (time.perf_counter() - start) / n
+    db.close()
+    return floor
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes, to check the script")
@@ -280,6 +322,13 @@ def main():
             if part in results["mlflow"]:
                 print(f"  {part}: the client alone (a server doing no work) reaches {rate:.1f}, "
                       f"capping the ratio at {rate / results['mlflow'][part]:.2f}x")
+        part = "log_metric calls/s"
+        if part in alone and part in results["mlflow"]:
+            floor = durable_commit_floor(work, postgres)
+            reach = 1 / (1 / alone[part] + floor)
+            print(f"  a durable one-row commit on the same database takes {floor * 1000:.3f} ms; the client "
+                  f"alone plus one such commit per call reaches {reach:.1f} log_metric calls/s, capping "
+                  f"the ratio at {reach / results['mlflow'][part]:.2f}x for a server that keeps every call")
     if answers["mlflow"]:
         replayed = {name: replayed_search(work, name, a, sizes) for name, a in answers.items()}
         m = results["mlflow"]["search runs scanned/s"]

@@ -375,6 +375,11 @@ fn parse_tokens(text: Option<&str>, whence: &str) -> anyhow::Result<TokenFile> {
     })
 }
 
+/// How many tokens the JSON of a token file holds (an error when it is damaged).
+pub(crate) fn count_tokens(text: &str) -> anyhow::Result<usize> {
+    Ok(parse_tokens(Some(text), "the token file")?.tokens.len())
+}
+
 /// Adds a token named `name` to `file`; returns its full text.
 fn add_token(file: &mut TokenFile, name: &str, role: Role) -> anyhow::Result<String> {
     if name.trim().is_empty() {

@@ -38,8 +38,28 @@ pub enum CollabCommand {
         /// variables) instead of the data folder; also `FERROLAB_ARTIFACTS`.
         #[arg(long, value_name = "URL")]
         artifacts: Option<String>,
+        /// With --artifacts: the most MiB the data folder's copies of the bucket's
+        /// blobs may take (least recently used go first); 0: no limit.
+        #[arg(long, value_name = "MIB", default_value_t = 10240)]
+        artifact_cache_mib: u64,
         #[command(flatten)]
         kernels: KernelArgs,
+    },
+    /// Move an embedded server's data folder (documents, tokens, tracking store,
+    /// audit log; artifacts with --artifacts) into an empty cluster database.
+    /// Stop the server first; the folder is only read.
+    Migrate {
+        #[command(flatten)]
+        data: DataDir,
+        /// The cluster's PostgreSQL database (also `FERROLAB_DATABASE`); it must
+        /// hold no ferrolab workspace yet.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// Send the artifacts' bytes to this S3-compatible bucket
+        /// (`s3://bucket/prefix`, the `AWS_*` variables; also `FERROLAB_ARTIFACTS`),
+        /// the one the replicas will use. Without it they stay in the data folder.
+        #[arg(long, value_name = "URL")]
+        artifacts: Option<String>,
     },
     /// Create, list and revoke access tokens (works with or without a running server).
     Token {
@@ -177,6 +197,7 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
             web,
             database,
             artifacts,
+            artifact_cache_mib,
             kernels,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,12 +214,38 @@ pub fn run(command: CollabCommand) -> anyhow::Result<()> {
                 artifacts: artifacts
                     .or_else(|| std::env::var("FERROLAB_ARTIFACTS").ok())
                     .filter(|url| !url.is_empty()),
+                artifact_cache_bytes: (artifact_cache_mib > 0)
+                    .then_some(artifact_cache_mib.saturating_mul(1 << 20)),
                 kernels: kernels.settings(),
             }));
             // A blocking task still running (a request cut off at the deadline) must
             // not keep the process alive: the runtime would wait for it for ever.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             served
+        }
+        CollabCommand::Migrate {
+            data,
+            database,
+            artifacts,
+        } => {
+            let url = database_url(database).context(
+                "name the cluster's database: --database postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+                 (or FERROLAB_DATABASE)",
+            )?;
+            let artifacts = artifacts
+                .or_else(|| std::env::var("FERROLAB_ARTIFACTS").ok())
+                .filter(|url| !url.is_empty());
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let moved = runtime.block_on(crate::migrate::migrate(
+                &data.path,
+                &url,
+                artifacts.as_deref(),
+            ))?;
+            print_moved(&moved, &data.path, &url, artifacts.as_deref());
+            Ok(())
         }
         CollabCommand::Token { command } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -243,4 +290,40 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_moved(
+    moved: &crate::migrate::Moved,
+    data: &std::path::Path,
+    url: &str,
+    artifacts: Option<&str>,
+) {
+    println!(
+        "Moved {} into {}:",
+        data.display(),
+        crate::postgres::redacted(url)
+    );
+    println!(
+        "  {} documents ({} chunks, {} bytes)",
+        moved.documents, moved.chunks, moved.chunk_bytes
+    );
+    println!("  {} tokens (they keep working)", moved.tokens);
+    println!("  {} tracking rows:", moved.tracking.total());
+    for (table, rows) in moved.tracking.rows.iter().filter(|(_, rows)| *rows > 0) {
+        println!("    {table}: {rows}");
+    }
+    match (moved.blobs_sent, artifacts) {
+        (Some(sent), Some(bucket)) => println!("  {sent} artifacts sent to {bucket}"),
+        _ if moved.blobs_named > 0 => println!(
+            "  {} artifacts stay in {}: start a replica with this --data folder, or move again \
+             into a fresh database with --artifacts s3://… so that every replica serves them",
+            moved.blobs_named,
+            data.join("artifacts").display()
+        ),
+        _ => {}
+    }
+    println!(
+        "Start the replicas with --database (browsers sign in again; tokens are unchanged). \
+         The data folder was not changed; keep it until the cluster has served a while."
+    );
 }

@@ -15,6 +15,7 @@ pub mod inflation;
 pub mod ipynb;
 pub mod kernels;
 pub mod live_runs;
+pub mod migrate;
 pub mod notebook;
 pub mod postgres;
 pub mod replicas;

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS ferrolab_kernels (
     notebook TEXT PRIMARY KEY,
     replica TEXT NOT NULL,
     expires TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ferrolab_kernel_requests (
+    id BIGSERIAL PRIMARY KEY,
+    notebook TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
 /// The channel on which stored chunks are announced.
@@ -54,10 +60,12 @@ pub const CHUNKS_CHANNEL: &str = "ferrolab_chunks";
 /// The channel on which changed settings are announced (the payload is the name).
 pub const META_CHANNEL: &str = "ferrolab_meta";
 /// The channel on which runs are handed to the replica holding a notebook's
-/// kernel (the payload is JSON, with the replica's id in `to`).
+/// kernel (the payload is JSON: the replica's id in `to`, the request's row in
+/// `ferrolab_kernel_requests` in `id`).
 pub const KERNELS_CHANNEL: &str = "ferrolab_kernels";
-/// The largest NOTIFY payload PostgreSQL takes (8000 bytes, less a margin).
-pub const MAX_PAYLOAD: usize = 7_900;
+/// A handed-over kernel request no replica could run for this long is dropped
+/// (logged): running cells an hour after someone asked would surprise them.
+pub const STALE_KERNEL_REQUEST: Duration = Duration::from_secs(3600);
 /// Chunks up to this size travel inside their announcement (PostgreSQL allows
 /// payloads under 8000 bytes; base64 adds a third, the key and heads the rest).
 const INLINE_CHUNK_BYTES: usize = 5_000;
@@ -87,8 +95,9 @@ pub enum Announcement {
     },
     /// A setting (a row of `ferrolab_meta`) changed.
     Meta(String),
-    /// Another replica hands this one a request for a kernel it holds (JSON).
-    Kernel(serde_json::Value),
+    /// Another replica handed this one a request for a kernel it holds: the
+    /// request's row, to take with [`Database::take_kernel_request`].
+    Kernel(i64),
     /// The listening connection was re-established: announcements may have been
     /// missed since it broke.
     Reconnected,
@@ -106,7 +115,8 @@ impl Database {
         };
         let tls_hint = if database.target.tls.is_some() {
             " With TLS: does sslrootcert=FILE name the CA that signed the database's \
-             certificate, and does the certificate name the host in the URL?"
+             certificate, and does the certificate name the host in the URL? If the database \
+             asks for a client certificate, name it with sslcert=FILE and sslkey=FILE."
         } else {
             ""
         };
@@ -302,6 +312,16 @@ impl Database {
         result
     }
 
+    /// A connection of its own (driven by a task), for work that needs one
+    /// transaction from start to end: `ferrolab collab migrate`.
+    pub async fn own_connection(&self) -> anyhow::Result<Client> {
+        let (client, _notifications) =
+            self.target.open().await.with_context(|| {
+                format!("cannot connect to the database {}", redacted(&self.url))
+            })?;
+        Ok(client)
+    }
+
     /// This replica's id (in announcements and kernel leases).
     pub fn replica(&self) -> &str {
         &self.replica
@@ -370,22 +390,108 @@ impl Database {
         Ok(())
     }
 
-    /// Hands `request` (JSON, its `to` naming the replica) to the replica holding
-    /// a kernel.
+    /// Hands `request` (JSON: `to` names the replica holding the kernel,
+    /// `notebook` the notebook) to that replica: stored as a row of
+    /// `ferrolab_kernel_requests` and announced in one statement, so that it
+    /// outlives the holder. The holder takes the row when it hears the
+    /// announcement; a row nobody took is picked up later
+    /// ([`Database::take_kernel_requests_of_held`]), by whoever holds the
+    /// kernel's lease then.
     pub async fn forward_kernel(&self, request: &serde_json::Value) -> anyhow::Result<()> {
-        let payload = request.to_string();
-        if payload.len() > MAX_PAYLOAD {
-            anyhow::bail!(
-                "the request names too many cells to hand to the replica running the kernel; \
-                 run fewer at once, or all of them"
-            );
-        }
+        let to = request["to"].as_str().unwrap_or_default();
+        let notebook = request["notebook"].as_str().unwrap_or_default();
         self.client()
             .await?
-            .execute("SELECT pg_notify('ferrolab_kernels', $1)", &[&payload])
+            .query(
+                "WITH stored AS (
+                     INSERT INTO ferrolab_kernel_requests (notebook, request) VALUES ($1, $2)
+                     RETURNING id)
+                 SELECT pg_notify('ferrolab_kernels',
+                                  json_build_object('to', $3::text, 'id', id)::text)
+                 FROM stored",
+                &[&notebook, &request.to_string(), &to],
+            )
             .await
             .context("cannot hand the request to the replica running the kernel")?;
         Ok(())
+    }
+
+    /// Takes the handed-over request `id`: `None` when it is gone (another
+    /// replica took it).
+    pub async fn take_kernel_request(&self, id: i64) -> anyhow::Result<Option<serde_json::Value>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM ferrolab_kernel_requests WHERE id = $1 RETURNING request",
+                &[&id],
+            )
+            .await
+            .context("cannot take a kernel request from the database")?;
+        Ok(row.and_then(|row| parse_request(&row.get::<_, String>(0))))
+    }
+
+    /// Notebooks with requests waiting whose kernel's lease expired or was given
+    /// up (the replica they were handed to died, or its kernel stopped). Requests
+    /// older than [`STALE_KERNEL_REQUEST`] are dropped first, each logged.
+    pub async fn stray_kernel_notebooks(&self) -> anyhow::Result<Vec<String>> {
+        let client = self.client().await?;
+        let stale = client
+            .query(
+                "DELETE FROM ferrolab_kernel_requests
+                 WHERE created < now() - make_interval(secs => $1) RETURNING notebook, request",
+                &[&STALE_KERNEL_REQUEST.as_secs_f64()],
+            )
+            .await
+            .context("cannot drop stale kernel requests")?;
+        for row in stale {
+            log::warn!(
+                "dropping a kernel request for notebook {} that no replica could run for {} minutes: {}",
+                row.get::<_, String>(0),
+                STALE_KERNEL_REQUEST.as_secs() / 60,
+                row.get::<_, String>(1)
+            );
+        }
+        let rows = client
+            .query(
+                "SELECT DISTINCT r.notebook FROM ferrolab_kernel_requests r
+                 LEFT JOIN ferrolab_kernels k ON k.notebook = r.notebook
+                 WHERE k.notebook IS NULL OR k.expires < now()",
+                &[],
+            )
+            .await
+            .context("cannot read the waiting kernel requests")?;
+        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Takes the requests waiting for kernels this replica holds that are older
+    /// than `grace` (their announcement was missed, or they were handed to a
+    /// replica whose lease this one has taken since), oldest first.
+    pub async fn take_kernel_requests_of_held(
+        &self,
+        grace: Duration,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "DELETE FROM ferrolab_kernel_requests r USING ferrolab_kernels k
+                 WHERE k.notebook = r.notebook AND k.replica = $1 AND k.expires >= now()
+                   AND r.created < now() - make_interval(secs => $2)
+                 RETURNING r.id, r.request",
+                &[&self.replica, &grace.as_secs_f64()],
+            )
+            .await
+            .context("cannot take the waiting kernel requests")?;
+        let mut taken: Vec<(i64, String)> = rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        taken.sort();
+        Ok(taken
+            .into_iter()
+            .filter_map(|(_, request)| parse_request(&request))
+            .collect())
     }
 
     /// Starts listening for the other replicas' announcements; returns once the
@@ -412,7 +518,13 @@ impl Database {
                             match serde_json::from_str::<serde_json::Value>(notification.payload())
                             {
                                 Ok(request) if request["to"] == replica.as_str() => {
-                                    Announcement::Kernel(request)
+                                    match request["id"].as_i64() {
+                                        Some(id) => Announcement::Kernel(id),
+                                        None => {
+                                            log::warn!("ignoring a kernel request without its row");
+                                            continue;
+                                        }
+                                    }
                                 }
                                 Ok(_) => continue,
                                 Err(error) => {
@@ -494,10 +606,12 @@ impl Target {
             None => ("", " ", url.split_whitespace().collect()),
         };
         let mut kept = Vec::new();
-        let (mut tls, mut roots) = (false, None);
+        let (mut tls, mut roots, mut cert, mut key) = (false, None, None, None);
         for option in options {
             match option.split_once('=') {
                 Some(("sslrootcert", path)) => roots = Some(path.to_string()),
+                Some(("sslcert", path)) => cert = Some(path.to_string()),
+                Some(("sslkey", path)) => key = Some(path.to_string()),
                 Some(("sslmode", "verify-ca" | "verify-full" | "require")) => {
                     tls = true;
                     kept.push("sslmode=require".to_string());
@@ -511,13 +625,25 @@ impl Target {
             (base, true) => base.to_string(),
             (base, false) => format!("{base}?{}", kept.join(separator)),
         };
-        let tls = match (tls, roots) {
-            (true, roots) => Some(tls_connector(roots.as_deref())?),
-            (false, Some(_)) => anyhow::bail!(
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "the database URL names only one of sslcert and sslkey: a client certificate \
+                 needs both (the certificate's PEM file and its private key's)"
+            ),
+        };
+        let tls = match (tls, roots, client) {
+            (true, roots, client) => Some(tls_connector(roots.as_deref(), client)?),
+            (false, Some(_), _) => anyhow::bail!(
                 "the database URL names sslrootcert but not sslmode=require (or verify-full): \
                  add it, or the connection would not use TLS"
             ),
-            (false, None) => None,
+            (false, None, Some(_)) => anyhow::bail!(
+                "the database URL names a client certificate (sslcert) but not \
+                 sslmode=require (or verify-full): add it, or the connection would not use TLS"
+            ),
+            (false, None, None) => None,
         };
         Ok(Target { url, tls })
     }
@@ -562,8 +688,32 @@ impl Target {
     }
 }
 
-fn tls_connector(roots: Option<&str>) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
+/// TLS that verifies the database against `roots` (a PEM file; the system's
+/// trusted certificates without it) and, with `client` (certificate and key PEM
+/// files: `sslcert`, `sslkey`), presents that certificate to the database.
+fn tls_connector(
+    roots: Option<&str>,
+    client: Option<(String, String)>,
+) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    // The client's own files first: a mistake there is the likelier one.
+    let client = match client {
+        None => None,
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+                .and_then(|certificates| certificates.collect())
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot read the certificates in sslcert={cert}: {error}")
+                })?;
+            if chain.is_empty() {
+                anyhow::bail!("sslcert={cert} holds no PEM certificate");
+            }
+            let private = PrivateKeyDer::from_pem_file(&key).map_err(|error| {
+                anyhow::anyhow!("cannot read the private key in sslkey={key}: {error}")
+            })?;
+            Some((chain, private, cert, key))
+        }
+    };
     let mut store = rustls::RootCertStore::empty();
     match roots {
         Some(path) => {
@@ -597,8 +747,17 @@ fn tls_connector(roots: Option<&str>) -> anyhow::Result<tokio_postgres_rustls::M
     ))
     .with_safe_default_protocol_versions()
     .context("cannot set up TLS")?
-    .with_root_certificates(store)
-    .with_no_client_auth();
+    .with_root_certificates(store);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some((chain, private, cert, key)) => config
+            .with_client_auth_cert(chain, private)
+            .with_context(|| {
+                format!(
+                    "the key in sslkey={key} does not go with the certificate in sslcert={cert}"
+                )
+            })?,
+    };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
@@ -625,6 +784,17 @@ fn drive<S, T>(
             }
         }
     });
+}
+
+/// A stored kernel request's JSON (a damaged one is logged and dropped).
+fn parse_request(text: &str) -> Option<serde_json::Value> {
+    match serde_json::from_str(text) {
+        Ok(request) => Some(request),
+        Err(error) => {
+            log::warn!("dropping a damaged kernel request: {error}");
+            None
+        }
+    }
 }
 
 /// Reads a chunk announcement: `REPLICA KEY HEADS [DATA]`, where HEADS is `-` or
@@ -714,6 +884,24 @@ mod tests {
             .err()
             .expect("missing file");
         assert!(missing.to_string().contains("/nope/ca.pem"), "{missing}");
+        let half = Target::parse("host=db sslmode=require sslcert=/a.pem")
+            .err()
+            .expect("a certificate without its key");
+        assert!(half.to_string().contains("sslkey"), "{half}");
+        let plain_cert = Target::parse("host=db sslcert=/a.pem sslkey=/a.key")
+            .err()
+            .expect("a client certificate without TLS");
+        assert!(
+            plain_cert.to_string().contains("sslmode=require"),
+            "{plain_cert}"
+        );
+        let no_key = Target::parse(&format!(
+            "host=db sslmode=require sslcert={} sslkey=/nope/client.key",
+            empty.display()
+        ))
+        .err()
+        .expect("unreadable client files");
+        assert!(no_key.to_string().contains("sslcert="), "{no_key}");
     }
 
     #[test]

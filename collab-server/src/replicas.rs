@@ -10,7 +10,8 @@
 //!
 //! Changed settings (tokens) are re-read, and kernel requests other replicas hand
 //! to this one (it holds the notebook's kernel lease, `crate::kernels::Leases`)
-//! are queued here as if they had been asked of it.
+//! are taken from the database and queued here as if they had been asked of it;
+//! [`sweep_kernel_requests`] runs those nobody took (their replica died).
 
 use crate::app::App;
 use crate::postgres::Announcement;
@@ -20,6 +21,7 @@ use samod::storage::StorageKey;
 use samod::{DocumentId, Repo};
 use std::str::FromStr;
 use std::sync::Weak;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Follows the other replicas' announcements until they end or the server stops.
@@ -37,7 +39,19 @@ pub async fn follow(app: Weak<App>, mut announcements: mpsc::UnboundedReceiver<A
                 reload_tokens(&app).await;
             }
             Announcement::Meta(_) => {}
-            Announcement::Kernel(request) => run_kernel_request(&app, &request).await,
+            Announcement::Kernel(id) => {
+                let taken = match storage.database() {
+                    Some(database) => database.take_kernel_request(id).await,
+                    None => Ok(None),
+                };
+                match taken {
+                    Ok(Some(request)) => run_kernel_request(&app, &request).await,
+                    // Taken by the sweep already.
+                    Ok(None) => {}
+                    // Still in the table: the sweep takes it.
+                    Err(error) => log::warn!("{error:#}"),
+                }
+            }
             Announcement::Reconnected => {
                 // Announcements may have been missed: read every held document's
                 // chunks again (merging what is known already changes nothing).
@@ -53,6 +67,68 @@ pub async fn follow(app: Weak<App>, mut announcements: mpsc::UnboundedReceiver<A
 async fn reload_tokens(app: &App) {
     if let Err(error) = app.tokens.reload().await {
         log::error!("cannot re-read the tokens: {error:#}");
+    }
+}
+
+/// How long a handed-over request waits for its replica to take it before the
+/// sweep does.
+const KERNEL_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs, every `every` (a third of a kernel lease), the kernel requests that were
+/// handed over and not taken: a replica that missed an announcement takes its
+/// own; the requests handed to a replica that died (its lease expired) are taken
+/// by whichever replica claims the lease first, which starts the kernel and runs
+/// them (its executions; an interrupt or restart meant for the dead kernel is
+/// dropped). Nothing the API accepted with 202 is lost with a replica.
+pub async fn sweep_kernel_requests(app: Weak<App>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        let Some(database) = app.storage().database().cloned() else {
+            return;
+        };
+        let stray = match database.stray_kernel_notebooks().await {
+            Ok(stray) => stray,
+            Err(error) => {
+                log::warn!("{error:#}");
+                continue;
+            }
+        };
+        for notebook in &stray {
+            match app.kernels.holder(notebook).await {
+                Ok(None) => log::warn!(
+                    "notebook {notebook}: the replica its kernel ran on is gone; \
+                     running the requests it had been handed here"
+                ),
+                Ok(Some(_)) => {}
+                Err(error) => log::warn!("{error:#}"),
+            }
+        }
+        let requests = match database
+            .take_kernel_requests_of_held(KERNEL_REQUEST_GRACE)
+            .await
+        {
+            Ok(requests) => requests,
+            Err(error) => {
+                log::warn!("{error:#}");
+                continue;
+            }
+        };
+        for request in requests {
+            let notebook = request["notebook"].as_str().unwrap_or_default();
+            if stray.iter().any(|n| n == notebook) && request["action"] != "execute" {
+                log::warn!(
+                    "dropping a {} request for notebook {notebook}: the kernel it was meant for is gone",
+                    request["action"]
+                );
+                continue;
+            }
+            run_kernel_request(&app, &request).await;
+        }
     }
 }
 

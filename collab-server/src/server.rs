@@ -16,6 +16,7 @@ use samod::Repo;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use crate::app::App;
 
@@ -34,6 +35,9 @@ pub struct ServeOptions {
     /// An S3 URL (`s3://bucket/prefix`): the artifacts' bytes live there instead of
     /// the data folder (which keeps copies as a cache).
     pub artifacts: Option<String>,
+    /// With `artifacts`: the most bytes the data folder's copies of the bucket's
+    /// blobs may take (`None`: no limit).
+    pub artifact_cache_bytes: Option<u64>,
     /// How shared kernels run (sandbox, limits, caps).
     pub kernels: KernelSettings,
 }
@@ -128,7 +132,9 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         }
     };
     if let Some(url) = &options.artifacts {
-        tracking = tracking.with_remote_artifacts(url)?;
+        tracking = tracking
+            .with_remote_artifacts(url)?
+            .with_artifact_cache_limit(options.artifact_cache_bytes);
     }
     let tracking = Arc::new(tracking);
     let url = samod::Url::parse(&format!("ws://{}/sync", options.bind)).context("bind address")?;
@@ -176,7 +182,13 @@ pub async fn start(options: &ServeOptions) -> anyhow::Result<Arc<App>> {
         ),
     });
     if let Some(announcements) = announcements {
-        let follow = tokio::spawn(crate::replicas::follow(Arc::downgrade(&app), announcements));
+        let (weak, every) = (Arc::downgrade(&app), options.kernels.lease / 3);
+        let follow = tokio::spawn(async move {
+            tokio::join!(
+                crate::replicas::follow(weak.clone(), announcements),
+                crate::replicas::sweep_kernel_requests(weak, every.max(Duration::from_millis(100))),
+            );
+        });
         if let Ok(mut replication) = app.replication.lock() {
             *replication = Some(follow);
         }

@@ -359,6 +359,66 @@ fn write_with_mode(
     result
 }
 
+/// Every chunk file under the document folder `root` (the embedded layout, see
+/// [`DurableStorage::path_of`]) with its storage key, in a stable order; the
+/// temporaries of an interrupted write are left out. For `ferrolab collab
+/// migrate`, which reads them one at a time.
+pub fn chunk_files(root: &Path) -> std::io::Result<Vec<(StorageKey, PathBuf)>> {
+    let mut out = Vec::new();
+    let names = |dir: &Path| -> std::io::Result<Vec<(String, PathBuf)>> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a storage file name",
+                    entry.path().display()
+                )));
+            };
+            if !name.ends_with(".partial") {
+                entries.push((name, entry.path()));
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    };
+    for (head, head_path) in names(root)? {
+        if !head_path.is_dir() {
+            continue;
+        }
+        for (tail, path) in names(&head_path)? {
+            let first = format!("{head}{tail}");
+            let key = StorageKey::from_parts([first.as_str()]).map_err(|_| {
+                std::io::Error::other(format!("{} is not a storage key", path.display()))
+            })?;
+            if path.is_dir() {
+                let mut found: Vec<(StorageKey, PathBuf)> = Vec::new();
+                let mut stack = vec![(path, key)];
+                while let Some((dir, key)) = stack.pop() {
+                    for (name, child_path) in names(&dir)? {
+                        let child = key.with_component(name).map_err(|_| {
+                            std::io::Error::other(format!(
+                                "{} is not a storage key",
+                                child_path.display()
+                            ))
+                        })?;
+                        if child_path.is_dir() {
+                            stack.push((child_path, child));
+                        } else {
+                            found.push((child, child_path));
+                        }
+                    }
+                }
+                found.sort_by(|a, b| a.1.cmp(&b.1));
+                out.extend(found);
+            } else {
+                out.push((key, path));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn read_tree(prefix: &StorageKey, dir: &Path) -> HashMap<StorageKey, Vec<u8>> {
     let mut out = HashMap::new();
     let mut stack = vec![(dir.to_path_buf(), prefix.clone())];
@@ -538,6 +598,42 @@ mod tests {
         let heads = doc.get_heads();
         let saved = doc.save();
         assert_eq!(snapshot_heads(&saved), heads);
+    }
+
+    #[tokio::test]
+    async fn every_stored_chunk_is_found_under_its_own_key() {
+        use samod::storage::Storage;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = DurableStorage::open(dir.path()).expect("open");
+        let keys = [
+            vec!["storage-adapter-id"],
+            vec!["3mZ8kq7", "incremental", "00aa"],
+            vec!["3mZ8kq7", "snapshot", "bb11"],
+            vec!["4Hw2", "incremental", "cc22"],
+        ];
+        for (i, parts) in keys.iter().enumerate() {
+            let key = StorageKey::from_parts(parts.iter()).expect("key");
+            storage.put(key, vec![i as u8; i + 1]).await;
+        }
+        // An interrupted write's temporary is not a chunk.
+        std::fs::write(
+            dir.path().join("3m/Z8kq7/incremental/dd33.0123.partial"),
+            b"x",
+        )
+        .expect("write");
+        let found = chunk_files(dir.path()).expect("walk");
+        let mut found: Vec<(String, Vec<u8>)> = found
+            .into_iter()
+            .map(|(key, path)| (key.to_string(), std::fs::read(path).expect("read")))
+            .collect();
+        found.sort();
+        let mut expected: Vec<(String, Vec<u8>)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, parts)| (parts.join("/"), vec![i as u8; i + 1]))
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected);
     }
 
     #[test]

@@ -421,7 +421,7 @@ fn now() -> String {
 
 /// The setting naming the workspace index in the cluster mode (the data
 /// folder's `workspace.json` otherwise).
-const INDEX_SETTING: &str = "workspace_index";
+pub(crate) const INDEX_SETTING: &str = "workspace_index";
 
 async fn open_index(
     repo: &Repo,

@@ -29,6 +29,7 @@ async fn start_server() -> TestServer {
         web: None,
         database: None,
         artifacts: None,
+        artifact_cache_bytes: None,
         kernels: server::KernelSettings {
             sandboxed: false,
             ..Default::default()

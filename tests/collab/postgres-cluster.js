@@ -35,8 +35,11 @@ export function freePort() {
 /** Starts a cluster: `url` for the server, `sql(query[, database])` to look
  * inside, `pids()` of its processes (for CPU accounting), `start()`, `stop()`.
  * With `tls`, the server speaks TLS with a certificate for 127.0.0.1 from a CA of
- * its own (`ca`: the CA's PEM file). */
-export async function startPostgres({ tls = false } = {}) {
+ * its own (`ca`: the CA's PEM file). With `clientCerts` as well, TCP connections
+ * must be TLS and present a certificate from that CA naming the user
+ * (`clientCert`, `clientKey`: one for `ferrolab`); `sql()` then goes through the
+ * Unix socket. */
+export async function startPostgres({ tls = false, clientCerts = false } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ferrolab-pg-"));
   process.on("exit", () => {
     if (!process.env.FERROLAB_KEEP_TEMP) fs.rmSync(dir, { recursive: true, force: true });
@@ -68,6 +71,14 @@ export async function startPostgres({ tls = false } = {}) {
     fs.chmodSync(path.join(dir, "server.key"), 0o600);
     if (asRoot) for (const file of ["server.key", "server.crt"]) fs.chownSync(path.join(dir, file), 65534, 65534);
     options += ` -c ssl=on -c ssl_cert_file=${dir}/server.crt -c ssl_key_file=${dir}/server.key`;
+    if (clientCerts) {
+      openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=ferrolab"]);
+      openssl(["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.crt", "-days", "2"]);
+      fs.writeFileSync(path.join(data, "pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 cert\n");
+      if (asRoot) fs.chownSync(path.join(data, "pg_hba.conf"), 65534, 65534);
+      options += ` -c ssl_ca_file=${dir}/ca.pem`;
+    }
   }
   const start = () =>
     run(postgresProgram("pg_ctl"), ["-D", data, "-l", path.join(dir, "log"), "-w", "-o", options, "start"]);
@@ -75,11 +86,13 @@ export async function startPostgres({ tls = false } = {}) {
   return {
     url: `postgres://ferrolab@127.0.0.1:${port}/postgres`,
     ca: tls ? ca : undefined,
+    clientCert: clientCerts ? path.join(dir, "client.crt") : undefined,
+    clientKey: clientCerts ? path.join(dir, "client.key") : undefined,
     port,
     start,
     sql: (query, database = "postgres") =>
-      execFileSync(postgresProgram("psql"), ["-h", "127.0.0.1", "-p", String(port), "-U", "ferrolab", "-d", database,
-        "-tAc", query], { encoding: "utf8" }).trim(),
+      execFileSync(postgresProgram("psql"), ["-h", clientCerts ? dir : "127.0.0.1", "-p", String(port), "-U", "ferrolab",
+        "-d", database, "-tAc", query], { encoding: "utf8" }).trim(),
     /** The postmaster and its children. */
     pids: () => {
       const main = Number(fs.readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);

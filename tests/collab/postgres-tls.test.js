@@ -39,3 +39,32 @@ test("a database certificate that nobody vouches for stops the server with what 
   assert.notEqual(empty.status, 0);
   assert.match(empty.stderr, /sslrootcert but not sslmode=require/);
 });
+
+test("a database that asks for client certificates takes the server's (sslcert, sslkey) and refuses it without", async () => {
+  const strict = await startPostgres({ tls: true, clientCerts: true });
+  try {
+    const base = `${strict.url}?sslmode=verify-full&sslrootcert=${strict.ca}`;
+    const args = ["--database", `${base}&sslcert=${strict.clientCert}&sslkey=${strict.clientKey}`];
+    const server = await startServer(tempDir(), { args });
+    try {
+      const token = createToken(tempDir(), "editor", "cleo", args);
+      await createNotebook(server, token, [codeCell("c", "1")]);
+      assert.ok(Number(strict.sql("SELECT count(*) FROM ferrolab_chunks")) > 0, "the documents reached the database");
+      const withCert = Number(strict.sql(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) " +
+          "WHERE a.backend_type = 'client backend' AND s.ssl AND s.client_dn = '/CN=ferrolab'",
+      ));
+      assert.ok(withCert >= 2, "the server's connections present the client certificate");
+    } finally {
+      await server.stop();
+    }
+    const refused = spawnSync(BIN, ["collab", "serve", "--data", tempDir(), "--bind", `127.0.0.1:${await freePort()}`,
+      "--database", base], { encoding: "utf8", timeout: 60000 });
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /cannot connect to the database/);
+    assert.match(refused.stderr, /requires a valid client certificate/, refused.stderr);
+    assert.match(refused.stderr, /sslcert=FILE and sslkey=FILE/, refused.stderr);
+  } finally {
+    strict.stop();
+  }
+});

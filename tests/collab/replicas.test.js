@@ -225,7 +225,7 @@ test("a replica whose listening connection broke re-reads what it missed once it
   }
 });
 
-test("a shared kernel runs on one replica under a lease; runs through another reach it; when its replica dies the lease moves", async () => {
+test("a shared kernel runs on one replica under a lease; runs through another reach it; when its replica dies the lease moves, with the runs handed to it", async () => {
   const leaseArgs = [...args, "--kernel-lease-secs", "3"];
   const replicas = [];
   for (let i = 0; i < 2; i++) replicas.push(await startServer(tempDir(), { args: leaseArgs }));
@@ -235,7 +235,8 @@ test("a shared kernel runs on one replica under a lease; runs through another re
   const KERNEL_WAIT = 120000;
   try {
     const token = createToken(tempDir(), "editor", "kim", args);
-    const entry = await createNotebook(first, token, [codeCell("a", "let x = 41;"), codeCell("b", "x + 1")]);
+    const entry = await createNotebook(first, token,
+      [codeCell("a", "let x = 41;"), codeCell("b", "x + 1"), codeCell("c", "x * 2")]);
     const runtime = await client.repo.find(entry.runtime);
     const run = (replica, cells) => api(replica, token, "POST", `/api/notebooks/${entry.id}/kernel/execute`, { cells });
     const ran = (cell, check) => () => {
@@ -258,18 +259,28 @@ test("a shared kernel runs on one replica under a lease; runs through another re
     // A bad request through the other replica is still refused there.
     assert.equal((await run(second, ["nope"])).status, 404);
 
-    // The first replica dies; after its lease expires the next run starts a
-    // kernel on the second, and the outputs already there stay.
+    // The first replica stops answering and dies just after a run was handed to
+    // it (the API answered 202). Nobody asks again: once its lease expires, the
+    // second replica takes the lease and the request, starts a kernel and runs
+    // the cells; the outputs already there stay.
+    first.proc.kill("SIGSTOP");
+    const handedToDying = await run(second, ["a", "c"]);
+    assert.equal(handedToDying.status, 202, handedToDying.text);
+    assert.deepEqual(handedToDying.json.queued, ["a", "c"]);
+    await sleep(500);
     await first.kill9();
-    await sleep(4000);
-    const again = await run(second, ["b"]);
-    assert.equal(again.status, 202, again.text);
-    await waitFor(ran("b", (outputs) => outputs[0]?.output_type === "error"), "x undefined in the new kernel", KERNEL_WAIT);
-    assert.equal(plain(runtime.doc()).cells.a.execution_count, 1, "the first kernel's outputs stay");
+    await waitFor(ran("c", (outputs) => outputs[0]?.data?.["text/plain"] === "82"),
+      "the run handed to the dead replica, run by the second", KERNEL_WAIT);
+    assert.equal(plain(runtime.doc()).cells.b.outputs[0]?.data?.["text/plain"], "42", "the first kernel's outputs stay");
     const moved = postgres.sql(`SELECT replica FROM ferrolab_kernels WHERE notebook = '${entry.id}'`);
     assert.ok(moved && moved !== holder, "the lease moved to the second replica");
-    await run(second, ["a", "b"]);
-    await waitFor(ran("b", (outputs) => outputs[0]?.data?.["text/plain"] === "42"), "the new kernel runs a and b", KERNEL_WAIT);
+    assert.equal(postgres.sql(`SELECT count(*) FROM ferrolab_kernel_requests`), "0", "every request was taken once");
+    assert.equal(plain(runtime.doc()).cells.c.ran_by, "kim", "the handed-over run says who asked for it");
+    // The next run goes to the new kernel, where `x` is defined.
+    const countBefore = plain(runtime.doc()).cells.b.execution_count;
+    await run(second, ["b"]);
+    await waitFor(ran("b", (outputs) => outputs[0]?.data?.["text/plain"] === "42" &&
+      plain(runtime.doc()).cells.b.execution_count !== countBefore), "the new kernel runs b after a and c", KERNEL_WAIT);
   } finally {
     await client.repo.shutdown().catch(() => {});
     await Promise.all(replicas.map((replica) => replica.stop()));

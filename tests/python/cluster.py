@@ -70,9 +70,11 @@ class Cluster:
     test_artifacts_s3.S3), behind a RoundRobin front: what a test reaches at `port`
     with `token`, like a single server."""
 
-    def __init__(self, root, s3, bucket, replicas=3):
+    def __init__(self, root, s3, bucket, replicas=3, pg=None):
         self.data = Path(root)
-        self.pg = Postgres()
+        # A database given is the caller's to stop.
+        self.own_pg = pg is None
+        self.pg = pg or Postgres()
         self.s3 = s3
         self.bucket = bucket
         self.token_store = ["--database", self.pg.url]
@@ -115,4 +117,5 @@ class Cluster:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self.pg.stop()
+        if self.own_pg:
+            self.pg.stop()

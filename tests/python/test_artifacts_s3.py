@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -90,6 +91,45 @@ def test_artifacts_round_trip_through_the_bucket(s3, tmp_path):
         assert client.download_artifacts(run.info.run_id, "report.txt", str(tmp_path / "back2"))
         listed = sorted((f.path, f.is_dir) for f in client.list_artifacts(run.info.run_id))
         assert listed == [("model", True), ("report.txt", False)]
+    finally:
+        mlflow.set_tracking_uri(None)
+        server.stop()
+
+
+def test_the_data_folders_copies_stay_within_the_cache_limit(s3, tmp_path):
+    """With a bucket the data folder only caches its blobs: past
+    --artifact-cache-mib the least recently used copies go (never one used in
+    the last 10 s, which a download may be about to open), and every artifact
+    still downloads, from the bucket when its copy is gone."""
+    server = Server(tmp_path / "data", args=["--artifacts", f"s3://{BUCKET}/cache", "--artifact-cache-mib", "1"],
+                    env=s3.env)
+    cached = lambda: {p.name: p.stat().st_size for p in (server.data / "artifacts" / "sha256").rglob("*")
+                      if p.is_file() and len(p.name) == 64}
+    try:
+        tracking_to(server)
+        client = MlflowClient()
+        run = client.create_run("0")
+        contents = {}
+        for name in ("a.bin", "b.bin", "c.bin"):
+            contents[name] = os.urandom(400_000)
+            (tmp_path / name).write_bytes(contents[name])
+            client.log_artifact(run.info.run_id, str(tmp_path / name))
+        digest = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+        # 1.2 MB, over the 1 MiB limit, but all just used: all stay.
+        assert set(cached()) == set(digest.values())
+        time.sleep(11)
+        contents["d.bin"] = os.urandom(400_000)
+        (tmp_path / "d.bin").write_bytes(contents["d.bin"])
+        client.log_artifact(run.info.run_id, str(tmp_path / "d.bin"))
+        digest["d.bin"] = hashlib.sha256(contents["d.bin"]).hexdigest()
+        kept = cached()
+        assert sum(kept.values()) <= 1 << 20, kept
+        # The oldest went first; the newest stays.
+        assert digest["a.bin"] not in kept and digest["d.bin"] in kept, kept
+        for name, data in contents.items():
+            back = client.download_artifacts(run.info.run_id, name, str(tmp_path / "back"))
+            assert Path(back).read_bytes() == data
+        assert len(s3.keys("cache/")) == 4
     finally:
         mlflow.set_tracking_uri(None)
         server.stop()

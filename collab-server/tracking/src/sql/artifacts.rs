@@ -29,12 +29,18 @@ impl SqlStore {
     pub(crate) fn local_blob(&self, hash: &str) -> Result<PathBuf> {
         let blob = self.blob_path(hash);
         if blob.is_file() {
+            if self.remote.is_some() {
+                touch(&blob);
+            }
             return Ok(blob);
         }
         match &self.remote {
-            Some(remote) => remote
-                .fetch(hash, &blob)
-                .map_err(|error| TrackingError::Internal(format!("{error:#}")))?,
+            Some(remote) => {
+                remote
+                    .fetch(hash, &blob)
+                    .map_err(|error| TrackingError::Internal(format!("{error:#}")))?;
+                self.trim_cache();
+            }
             // On a shared database, another replica may have stored the bytes.
             None if self.shared() => {
                 return Err(TrackingError::Internal(format!(
@@ -84,6 +90,76 @@ impl SqlStore {
     }
 }
 
+/// Blobs used this recently are never trimmed: a download or an evaluation may
+/// be about to open the file it was handed.
+const CACHE_IN_USE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Marks a cached blob as just used (its modification time orders the trim).
+fn touch(blob: &std::path::Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(blob)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+    if let Err(error) = touched {
+        log::debug!("cannot mark {} as used: {error}", blob.display());
+    }
+}
+
+impl SqlStore {
+    /// With an object store: removes the data folder's copies of its blobs, least
+    /// recently used first, until they take at most the cache limit (every blob
+    /// is in the bucket, so nothing is lost: a later read fetches it again).
+    /// Blobs used in the last [`CACHE_IN_USE`] stay even over the limit. One trim
+    /// at a time; a call while another runs returns at once.
+    pub(crate) fn trim_cache(&self) {
+        let (Some(_), Some(limit)) = (&self.remote, self.cache_limit) else {
+            return;
+        };
+        let Ok(_trimming) = self.trimming.try_lock() else {
+            return;
+        };
+        let root = self.artifacts_dir().join("sha256");
+        let mut blobs = Vec::new();
+        let mut total = 0u64;
+        for folder in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(folder.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                // Blobs only: a fetch's or an upload's temporary is not one.
+                let is_blob = entry.file_name().to_str().is_some_and(|name| {
+                    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+                });
+                let Ok(meta) = entry.metadata() else { continue };
+                if !is_blob || !meta.is_file() {
+                    continue;
+                }
+                let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                total += meta.len();
+                blobs.push((used, meta.len(), entry.path()));
+            }
+        }
+        if total <= limit {
+            return;
+        }
+        blobs.sort();
+        let now = std::time::SystemTime::now();
+        for (used, size, path) in blobs {
+            if total <= limit || now.duration_since(used).unwrap_or_default() < CACHE_IN_USE {
+                break;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => total -= size,
+                Err(error) => log::warn!(
+                    "cannot trim the artifact cache ({}): {error}",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
 impl ArtifactStore for SqlStore {
     /// The bytes go to a temporary file beside the blobs as they arrive
     /// ([`Upload::write`]); [`ArtifactStore::finish_upload`] names it.
@@ -124,6 +200,8 @@ impl ArtifactStore for SqlStore {
             remote
                 .put_file(&hash, &blob)
                 .map_err(|error| TrackingError::Internal(format!("{error:#}")))?;
+            touch(&blob);
+            self.trim_cache();
         }
         let path = segments(&path)?.join("/");
         self.with(|tx| {

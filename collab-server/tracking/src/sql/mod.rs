@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub(crate) mod audit;
 pub(crate) mod db;
+pub mod import;
 pub mod registry;
 mod schema;
 
@@ -35,6 +36,11 @@ pub struct SqlStore {
     artifacts: std::path::PathBuf,
     /// The object store that holds the artifact blobs (`--artifacts s3://…`).
     pub(crate) remote: Option<crate::remote::RemoteBlobs>,
+    /// With `remote`: the most bytes the data folder's copies of its blobs may
+    /// take (least recently used go first); `None`: no limit.
+    pub(crate) cache_limit: Option<u64>,
+    /// Held by the one trim of the cache running at a time.
+    pub(crate) trimming: Mutex<()>,
     /// The audit log's key and anchor.
     pub(crate) audit: audit::Audit,
 }
@@ -61,6 +67,8 @@ impl SqlStore {
                 .unwrap_or_else(|| Path::new("."))
                 .join("artifacts"),
             remote: None,
+            cache_limit: None,
+            trimming: Mutex::new(()),
         };
         store.default_experiment()?;
         Ok(store)
@@ -86,6 +94,8 @@ impl SqlStore {
             run_cache: Mutex::new(HashMap::new()),
             artifacts: data.join("artifacts"),
             remote: None,
+            cache_limit: None,
+            trimming: Mutex::new(()),
         };
         store.default_experiment()?;
         Ok(store)
@@ -112,6 +122,13 @@ impl SqlStore {
         Ok(self)
     }
 
+    /// Keeps the data folder's copies of the object store's blobs within `bytes`
+    /// (`None`: no limit); see [`SqlStore::trim_cache`].
+    pub fn with_artifact_cache_limit(mut self, bytes: Option<u64>) -> SqlStore {
+        self.cache_limit = bytes;
+        self
+    }
+
     /// Whether other processes (replicas) write this store too.
     pub(crate) fn shared(&self) -> bool {
         matches!(self.db, Db::Pg(_))
@@ -122,15 +139,38 @@ impl SqlStore {
     }
 
     /// A write transaction on one run, which raises the run's revision, so no
-    /// search (of any replica) keeps what the write changes.
-    fn write_run<T>(&self, run_id: &str, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+    /// search (of any replica) keeps what the write changes. The same statement
+    /// reads the run's lifecycle stage, which `f` is given (`None`: no such run),
+    /// to check with [`SqlStore::existing`] or [`SqlStore::active`].
+    fn write_run<T>(
+        &self,
+        run_id: &str,
+        f: impl FnOnce(&Tx<'_>, Option<String>) -> Result<T>,
+    ) -> Result<T> {
         self.transaction(Lock::Run(run_id), |tx| {
-            tx.execute(
-                "UPDATE runs SET revision = revision + 1 WHERE run_id = ?1",
+            let stage = tx.query_opt(
+                "UPDATE runs SET revision = revision + 1 WHERE run_id = ?1 RETURNING lifecycle_stage",
                 args![run_id],
+                |r| r.get(0),
             )?;
-            f(tx)
+            f(tx, stage)
         })
+    }
+
+    /// A run's stage as [`SqlStore::write_run`] read it, or the error for a
+    /// missing run.
+    fn existing(run_id: &str, stage: Option<String>) -> Result<String> {
+        stage.ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
+    }
+
+    /// Refuses a write to a run that is missing or not active.
+    fn active(run_id: &str, stage: Option<String>) -> Result<()> {
+        if Self::existing(run_id, stage)? != "active" {
+            return Err(TrackingError::invalid(format!(
+                "The run {run_id} must be in the 'active' state. Current state is deleted."
+            )));
+        }
+        Ok(())
     }
 
     /// A transaction that may write anything.
@@ -198,15 +238,6 @@ impl SqlStore {
             |r| r.get(0),
         )?
         .ok_or_else(|| TrackingError::missing(format!("Run with id={run_id} not found")))
-    }
-
-    fn writable(tx: &Tx<'_>, run_id: &str) -> Result<()> {
-        if Self::run_state(tx, run_id)? != "active" {
-            return Err(TrackingError::invalid(format!(
-                "The run {run_id} must be in the 'active' state. Current state is deleted."
-            )));
-        }
-        Ok(())
     }
 
     fn run_info(tx: &Tx<'_>, run_id: &str) -> Result<RunInfo> {
@@ -285,28 +316,54 @@ impl SqlStore {
         for p in points {
             check_key("metric", &p.key)?;
         }
+        let latest = Self::latest_of(points);
         match tx.is_postgres() {
-            true => Self::put_points_postgres(tx, run_id, points)?,
-            false => Self::put_points(tx, run_id, points)?,
+            true => Self::put_metrics_postgres(tx, run_id, points, &latest),
+            false => {
+                Self::put_points(tx, run_id, points)?;
+                Self::put_latest(tx, run_id, &latest)
+            }
         }
-        Self::put_latest(tx, run_id, points)
     }
 
-    /// A metric series' points in PostgreSQL: the columns as six arrays, unnested
-    /// into rows by one statement that is prepared once whatever the batch's size.
-    fn put_points_postgres(tx: &Tx<'_>, run_id: &str, points: &[Metric]) -> Result<()> {
-        let keys: Vec<&str> = points.iter().map(|p| p.key.as_str()).collect();
-        let values: Vec<Option<f64>> = points
-            .iter()
-            .map(|p| (!p.value.is_nan()).then_some(p.value))
-            .collect();
-        let nans: Vec<i64> = points.iter().map(|p| p.value.is_nan() as i64).collect();
-        let times: Vec<i64> = points.iter().map(|p| p.timestamp).collect();
-        let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+    /// Metric points in PostgreSQL in one statement (one round trip whatever the
+    /// batch): the series' columns as arrays unnested into rows, and each key's
+    /// latest value upserted from arrays the same way, in a `WITH` around it.
+    fn put_metrics_postgres(
+        tx: &Tx<'_>,
+        run_id: &str,
+        points: &[Metric],
+        latest: &[&Metric],
+    ) -> Result<()> {
+        type Columns<'m> = (Vec<&'m str>, Vec<Option<f64>>, Vec<i64>, Vec<i64>, Vec<i64>);
+        fn columns<'m>(points: impl Iterator<Item = &'m Metric> + Clone) -> Columns<'m> {
+            (
+                points.clone().map(|p| p.key.as_str()).collect(),
+                points
+                    .clone()
+                    .map(|p| (!p.value.is_nan()).then_some(p.value))
+                    .collect(),
+                points.clone().map(|p| p.value.is_nan() as i64).collect(),
+                points.clone().map(|p| p.timestamp).collect(),
+                points.map(|p| p.step).collect(),
+            )
+        }
+        let (keys, values, nans, times, steps) = columns(points.iter());
+        let (l_keys, l_values, l_nans, l_times, l_steps) = columns(latest.iter().copied());
         tx.execute_postgres(
-            "INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step)
-             SELECT $1, * FROM UNNEST($2::text[], $3::float8[], $4::int8[], $5::int8[], $6::int8[])",
-            &[&run_id, &keys, &values, &nans, &times, &steps],
+            "WITH series AS (
+                 INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::float8[], $4::int8[], $5::int8[], $6::int8[]))
+             INSERT INTO latest_metrics (run_id, key, value, is_nan, timestamp, step)
+             SELECT $1, * FROM UNNEST($7::text[], $8::float8[], $9::int8[], $10::int8[], $11::int8[])
+             ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan,
+                 timestamp = excluded.timestamp, step = excluded.step
+             WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308))
+                 >= (latest_metrics.step, latest_metrics.timestamp, COALESCE(latest_metrics.value, -1e308))",
+            &[
+                &run_id, &keys, &values, &nans, &times, &steps, &l_keys, &l_values, &l_nans,
+                &l_times, &l_steps,
+            ],
         )?;
         Ok(())
     }
@@ -339,9 +396,9 @@ impl SqlStore {
 
     /// Each key's latest value among `points`, kept unless the stored one ranks
     /// higher.
-    fn put_latest(tx: &Tx<'_>, run_id: &str, points: &[Metric]) -> Result<()> {
-        // The latest value: the highest step, then the latest time, then the largest
-        // value (NaN lowest); of equals, the last logged.
+    /// Each key's latest point of `points`: the highest step, then the latest
+    /// time, then the largest value (NaN lowest); of equals, the last logged.
+    fn latest_of(points: &[Metric]) -> Vec<&Metric> {
         let rank = |p: &Metric| {
             let value = if p.value.is_nan() { -1e308 } else { p.value };
             (p.step, p.timestamp, value)
@@ -356,7 +413,12 @@ impl SqlStore {
                 }
             }
         }
-        for p in latest.into_values() {
+        latest.into_values().collect()
+    }
+
+    /// Each key's latest value (SQLite), kept where it is newer than the stored one.
+    fn put_latest(tx: &Tx<'_>, run_id: &str, latest: &[&Metric]) -> Result<()> {
+        for p in latest {
             let is_nan = p.value.is_nan();
             let stored = if is_nan { None } else { Some(p.value) };
             tx.execute(
@@ -689,8 +751,8 @@ impl RunStore for SqlStore {
     /// Records a run's live document and its notes document, and names the live
     /// document in the run's tag `ferrolab.doc`.
     fn set_run_doc(&self, run_id: &str, url: &str, notes_url: &str) -> Result<()> {
-        self.write_run(run_id, |tx| {
-            Self::run_state(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::existing(run_id, stage)?;
             tx.execute(
                 "INSERT INTO run_docs (run_id, doc_url, notes_url) VALUES (?1, ?2, ?3)
                  ON CONFLICT (run_id) DO UPDATE SET doc_url = excluded.doc_url, notes_url = excluded.notes_url",
@@ -716,8 +778,8 @@ impl RunStore for SqlStore {
         if let Some(s) = status {
             check_status(s)?;
         }
-        self.write_run(run_id, |tx| {
-            Self::writable(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::active(run_id, stage)?;
             if let Some(s) = status {
                 tx.execute(
                     "UPDATE runs SET status = ?1 WHERE run_id = ?2",
@@ -742,8 +804,8 @@ impl RunStore for SqlStore {
     }
 
     fn delete_run(&self, run_id: &str) -> Result<()> {
-        self.write_run(run_id, |tx| {
-            Self::run_state(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::existing(run_id, stage)?;
             tx.execute(
                 "UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_id = ?1",
                 args![run_id],
@@ -753,22 +815,22 @@ impl RunStore for SqlStore {
     }
 
     fn log_param(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
-        self.write_run(run_id, |tx| {
-            Self::writable(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::active(run_id, stage)?;
             Self::put_param(tx, run_id, key, value)
         })
     }
 
     fn set_tag(&self, run_id: &str, key: &str, value: &str) -> Result<()> {
-        self.write_run(run_id, |tx| {
-            Self::writable(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::active(run_id, stage)?;
             Self::put_tag(tx, run_id, key, value)
         })
     }
 
     fn log_metric(&self, run_id: &str, point: &Metric) -> Result<()> {
-        self.write_run(run_id, |tx| {
-            Self::writable(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::active(run_id, stage)?;
             Self::put_metrics(tx, run_id, std::slice::from_ref(point))
         })
     }
@@ -782,8 +844,8 @@ impl RunStore for SqlStore {
         tags: &[(String, String)],
     ) -> Result<()> {
         check_batch(metrics, params, tags)?;
-        self.write_run(run_id, |tx| {
-            Self::writable(tx, run_id)?;
+        self.write_run(run_id, |tx, stage| {
+            Self::active(run_id, stage)?;
             for (k, v) in params {
                 Self::put_param(tx, run_id, k, v)?;
             }
