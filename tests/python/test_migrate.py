@@ -112,6 +112,7 @@ def moved(tmp_path_factory):
                        "--artifacts", f"s3://{BUCKET}/cluster", env=s3.env)
         assert done.returncode == 0, done.stderr
         made["printed"] = done.stdout
+        (root / "cluster").mkdir()
         cluster = Cluster(root / "cluster", s3, BUCKET, replicas=2, pg=pg)
         yield cluster, made
     finally:
