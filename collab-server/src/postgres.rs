@@ -754,7 +754,8 @@ fn tls_connector(
             .with_client_auth_cert(chain, private)
             .with_context(|| {
                 format!(
-                    "the key in sslkey={key} does not go with the certificate in sslcert={cert}"
+                    "cannot use the client certificate in sslcert={cert} with the key in \
+                     sslkey={key} (an X.509 v3 certificate and its own private key are needed)"
                 )
             })?,
     };

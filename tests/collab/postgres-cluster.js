@@ -73,8 +73,10 @@ export async function startPostgres({ tls = false, clientCerts = false } = {}) {
     options += ` -c ssl=on -c ssl_cert_file=${dir}/server.crt -c ssl_key_file=${dir}/server.key`;
     if (clientCerts) {
       openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=ferrolab"]);
+      // Version 3 (with extensions), as TLS libraries require.
+      fs.writeFileSync(path.join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n");
       openssl(["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "client.crt", "-days", "2"]);
+        "-out", "client.crt", "-days", "2", "-extfile", "client.ext"]);
       fs.writeFileSync(path.join(data, "pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 cert\n");
       if (asRoot) fs.chownSync(path.join(data, "pg_hba.conf"), 65534, 65534);
       options += ` -c ssl_ca_file=${dir}/ca.pem`;
