@@ -95,10 +95,8 @@ pub(crate) enum Lock<'a> {
 /// A transaction on either database.
 pub(crate) enum Tx<'a> {
     Lite(rusqlite::Transaction<'a>),
-    /// A connection inside `BEGIN` (see `Pool::run`): committed by
-    /// [`Tx::commit`], rolled back by the pool when the work fails.
     Pg {
-        tx: &'a tokio_postgres::Client,
+        tx: tokio_postgres::Transaction<'a>,
         statements: RefCell<&'a mut HashMap<String, tokio_postgres::Statement>>,
         link: Link<'a>,
     },
@@ -152,7 +150,7 @@ impl Tx<'_> {
     fn commit(self) -> Result<()> {
         match self {
             Tx::Lite(tx) => Ok(tx.commit()?),
-            Tx::Pg { tx, link, .. } => link.wait(tx.batch_execute("COMMIT")),
+            Tx::Pg { tx, link, .. } => link.wait(tx.commit()),
         }
     }
 
@@ -471,9 +469,9 @@ impl Pool {
         };
         let result = Self::run(client, statements, link, lock, f);
         if result.is_err() {
-            // A failed transaction is rolled back here: the connection goes back to
-            // the pool only once that is done (and the transaction's locks are
-            // released), or not at all.
+            // A failed transaction's ROLLBACK is only queued when it is dropped; the
+            // connection goes back to the pool only once it is done (and the
+            // transaction's locks are released), or not at all.
             if link.wait(client.batch_execute("ROLLBACK")).is_err() {
                 *guard = None;
             }
@@ -488,20 +486,27 @@ impl Pool {
         lock: Lock<'_>,
         f: impl FnOnce(&Tx<'_>) -> Result<T>,
     ) -> Result<T> {
-        // BEGIN and the lock in one round trip: a simple-query batch (its BEGIN
-        // opens a transaction that goes on after it; the lock keys are numbers
-        // of ours, never text from outside).
-        let begin = match lock {
-            Lock::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string(),
-            Lock::Run(run_id) => format!(
-                "BEGIN; SELECT pg_advisory_xact_lock_shared({STORE_LOCK}), pg_advisory_xact_lock({})",
-                run_lock(run_id)
-            ),
-            Lock::Store => format!("BEGIN; SELECT pg_advisory_xact_lock({STORE_LOCK})"),
-        };
-        link.wait(client.batch_execute(&begin))?;
+        let mut builder = client.build_transaction();
+        if let Lock::Read = lock {
+            builder = builder
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true);
+        }
+        let tx = link.wait(builder.start())?;
+        match lock {
+            Lock::Read => {}
+            Lock::Run(run_id) => {
+                link.wait(tx.execute(
+                    "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)",
+                    &[&STORE_LOCK, &run_lock(run_id)],
+                ))?;
+            }
+            Lock::Store => {
+                link.wait(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&STORE_LOCK]))?;
+            }
+        }
         let tx = Tx::Pg {
-            tx: &*client,
+            tx,
             statements: RefCell::new(statements),
             link,
         };
