@@ -57,21 +57,19 @@ pub async fn migrate(data: &Path, url: &str, artifacts: Option<&str>) -> anyhow:
     } else {
         Vec::new()
     };
+    let missing = missing_blobs(data, &hashes);
+    if let Some(first) = missing.first() {
+        bail!(
+            "{} of the artifacts the tracking store names are missing from {} (the first: {}); \
+             the data folder is incomplete — restore it before moving",
+            missing.len(),
+            data.join("artifacts").display(),
+            first.display()
+        );
+    }
     let blobs_sent = match artifacts {
         Some(bucket) => Some(send_blobs(data, bucket, hashes.clone()).await?),
-        None => {
-            let missing = missing_blobs(data, &hashes);
-            if !missing.is_empty() {
-                bail!(
-                    "{} of the artifacts the tracking store names are missing from {} (the first: {}); \
-                     the data folder is incomplete — restore it before moving",
-                    missing.len(),
-                    data.join("artifacts").display(),
-                    missing[0].display()
-                );
-            }
-            None
-        }
+        None => None,
     };
 
     let transaction = client
@@ -81,7 +79,7 @@ pub async fn migrate(data: &Path, url: &str, artifacts: Option<&str>) -> anyhow:
     let (chunks, chunk_bytes) = copy_chunks(&transaction, &source.chunks).await?;
     for (name, value) in [
         (TOKENS_SETTING, source.tokens_json.as_deref()),
-        (crate::workspace::INDEX_SETTING, source.index.as_deref()),
+        (crate::workspace::INDEX_SETTING, Some(source.index.as_str())),
     ] {
         if let Some(value) = value {
             transaction
@@ -129,7 +127,7 @@ struct Source {
     chunks: Vec<(samod::storage::StorageKey, PathBuf)>,
     tokens_json: Option<String>,
     tokens: usize,
-    index: Option<String>,
+    index: String,
     tracking: PathBuf,
 }
 
@@ -193,7 +191,7 @@ impl Source {
             chunks,
             tokens_json,
             tokens,
-            index: Some(index),
+            index,
             tracking: data.join("tracking.sqlite"),
         })
     }
@@ -307,21 +305,12 @@ fn blob_path(data: &Path, hash: &str) -> PathBuf {
         .join(hash)
 }
 
-/// Sends every blob to the bucket at `url`, each checked against its name first.
+/// Sends every blob (all in the data folder: checked before) to the bucket at
+/// `url`, each checked against its name first.
 async fn send_blobs(data: &Path, url: &str, hashes: Vec<String>) -> anyhow::Result<usize> {
     let data = data.to_path_buf();
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
-        let missing = missing_blobs(&data, &hashes);
-        if let Some(first) = missing.first() {
-            bail!(
-                "{} of the artifacts the tracking store names are missing from {} (the first: {}); \
-                 the data folder is incomplete — restore it before moving",
-                missing.len(),
-                data.join("artifacts").display(),
-                first.display()
-            );
-        }
         let remote = ferrolab_tracking::remote::RemoteBlobs::open(&url)?;
         for hash in &hashes {
             let path = blob_path(&data, hash);

@@ -688,6 +688,24 @@ impl Target {
     }
 }
 
+/// The certificates in the PEM file `path`, named by the URL option that gave it;
+/// an error when it cannot be read or holds none.
+fn pem_certificates(
+    option: &str,
+    path: &str,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect())
+        .map_err(|error| {
+            anyhow::anyhow!("cannot read the certificates in {option}={path}: {error}")
+        })?;
+    if certificates.is_empty() {
+        anyhow::bail!("{option}={path} holds no PEM certificate");
+    }
+    Ok(certificates)
+}
+
 /// TLS that verifies the database against `roots` (a PEM file; the system's
 /// trusted certificates without it) and, with `client` (certificate and key PEM
 /// files: `sslcert`, `sslkey`), presents that certificate to the database.
@@ -695,19 +713,12 @@ fn tls_connector(
     roots: Option<&str>,
     client: Option<(String, String)>,
 ) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
     // The client's own files first: a mistake there is the likelier one.
     let client = match client {
         None => None,
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-                .and_then(|certificates| certificates.collect())
-                .map_err(|error| {
-                    anyhow::anyhow!("cannot read the certificates in sslcert={cert}: {error}")
-                })?;
-            if chain.is_empty() {
-                anyhow::bail!("sslcert={cert} holds no PEM certificate");
-            }
+            let chain = pem_certificates("sslcert", &cert)?;
             let private = PrivateKeyDer::from_pem_file(&key).map_err(|error| {
                 anyhow::anyhow!("cannot read the private key in sslkey={key}: {error}")
             })?;
@@ -717,15 +728,7 @@ fn tls_connector(
     let mut store = rustls::RootCertStore::empty();
     match roots {
         Some(path) => {
-            let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|certificates| certificates.collect())
-                .map_err(|error| {
-                    anyhow::anyhow!("cannot read the certificates in sslrootcert={path}: {error}")
-                })?;
-            if certificates.is_empty() {
-                anyhow::bail!("sslrootcert={path} holds no PEM certificate");
-            }
-            for certificate in certificates {
+            for certificate in pem_certificates("sslrootcert", path)? {
                 store
                     .add(certificate)
                     .with_context(|| format!("a certificate in {path} is not usable"))?;
